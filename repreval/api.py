@@ -1,0 +1,252 @@
+"""The public interface for plugin authors: base classes, data types and ``hookimpl``.
+
+A plugin subclasses one of these, sets ``name``, and registers the class from a hook in
+:mod:`repreval.hookspecs`. Options from a suite arrive as keyword arguments of ``__init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Sequence
+
+from torch import Tensor, nn
+
+from .errors import ReprevalError
+from .hookspecs import hookimpl
+
+__all__ = [
+    "hookimpl",
+    "ReprevalError",
+    "InputSpec",
+    "Network",
+    "ImageSet",
+    "AttributionMaps",
+    "ScoreValues",
+    "SaliencyMethod",
+    "Aggregator",
+    "AttributionScore",
+    "ModelSource",
+    "ModelHandle",
+    "DatasetSource",
+    "Variant",
+    "normalize_maps",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network expects: image size, normalisation, resizing (like timm's data config)."""
+
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    interpolation: str = "bilinear"
+    crop_pct: float | None = None  # resize to size/crop_pct then centre-crop (timm's eval transform)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+@dataclass
+class Network:
+    """A model ready for evaluation.
+
+    ``embed`` maps a preprocessed batch to the target embedding ``z`` of shape [B, D]; it must read
+    ``module`` at call time (the host hooks probe layers inside it and variants change weights in place).
+    ``classify`` (optional) maps the batch to class logits.
+    """
+
+    module: nn.Module
+    input_spec: InputSpec
+    default_layers: tuple[str, ...]
+    embed: Callable[[Tensor], Tensor]
+    classify: Callable[[Tensor], Tensor] | None = None
+    description: str = ""
+
+
+@dataclass
+class ImageSet:
+    """Images in [0, 1], [N, C, H, W] (or a list of [C, H, W] of varying sizes), optional labels."""
+
+    images: Tensor | list[Tensor]
+    labels: Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class AttributionMaps:
+    """Per-component maps of one probe layer, channel-aggregated, not normalised.
+
+    Each tensor is [N, D, h, w]: N inputs, D embedding components. ``noise`` pairs every real input
+    with a seeded uniform-noise input; ``noise_b`` is a second, independent noise set (benchmark).
+    """
+
+    real: Tensor
+    noise: Tensor | None = None
+    noise_b: Tensor | None = None
+
+
+@dataclass
+class ScoreValues:
+    """One value per input; ``reference`` is the same quantity at chance level (e.g. noise vs noise)."""
+
+    values: Tensor
+    reference: Tensor | None = None
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugin base classes
+
+
+class SaliencyMethod:
+    """Attribution of embedding components to a probe layer's activation.
+
+    ``attribute(activation, gradient)``: activation [B, C, h, w]; gradient [k, B, C, h, w], the
+    gradients of k embedding components (or [k, B, C, 1, 1], their spatial mean, when
+    ``gradient = "spatial_mean"``). Returns [k, B, C, h, w], or [k, B, h, w] when ``spatial`` is True
+    (the method makes its own h×w map, so no channel aggregator applies).
+    """
+
+    name: ClassVar[str]
+    spatial: ClassVar[bool] = False
+    gradient: ClassVar[str] = "full"  # "full" or "spatial_mean"
+    linear_in_gradient: ClassVar[bool] = False  # attribute(a, g1 + g2) == attribute(a, g1) + attribute(a, g2)
+
+    def attribute(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class Aggregator:
+    """Reduces one dimension of a tensor: ``aggregator(values, dim)``."""
+
+    name: ClassVar[str]
+    linear: ClassVar[bool] = False  # commutes with sums (only the signed mean)
+
+    def __call__(self, values: Tensor, dim: int) -> Tensor:
+        raise NotImplementedError
+
+
+class AttributionScore:
+    """A score computed from :class:`AttributionMaps`.
+
+    ``noise_sets``: how many noise sets the score reads (0, 1 or 2). ``uses_embedding_aggregator``:
+    False for scores that look at every component (the variance score).
+    """
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    uses_embedding_aggregator: ClassVar[bool] = True
+    noise_sets: ClassVar[int] = 0
+    bounds: ClassVar[tuple[float, float] | None] = None
+
+    def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """Name plus non-default options, e.g. ``variance_score[binarize=True]``; set by the host."""
+        return getattr(self, "_label", self.name)
+
+
+class ModelSource:
+    """Builds networks for names under one prefix (``timm:resnet18`` -> source ``timm``, name ``resnet18``).
+
+    ``build`` returns a randomly initialised network; randomness comes only from ``seed``.
+    """
+
+    name: ClassVar[str]
+
+    def build(self, name: str, options: dict, seed: int) -> Network:
+        raise NotImplementedError
+
+    def model_names(self) -> Sequence[str]:
+        """Known names (for listings and did-you-mean); empty when open-ended."""
+        return ()
+
+    def load_pretrained(self, network: Network, name: str, options: dict) -> None:
+        """Load published weights (may download). Default: unsupported."""
+        raise ReprevalError(
+            f"model source {self.name!r} has no published weights for {name!r}",
+            fix="name a local weights file with 'weights: PATH'",
+        )
+
+    def convert_state_dict(self, state_dict: dict, network: Network) -> dict:
+        """Adapt a loaded checkpoint's keys to ``network.module`` (default: unchanged)."""
+        return state_dict
+
+    def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
+        """Train ``network`` in place on preprocessed ``inputs`` (labels in ``data``); return a log."""
+        raise ReprevalError(
+            f"model source {self.name!r} cannot train models",
+            fix="give the model 'weights: PATH' instead of 'train:'",
+        )
+
+
+class ModelHandle:
+    """What a variant can ask for: the trained network, or a fresh randomly initialised one."""
+
+    def trained(self) -> Network:
+        raise NotImplementedError
+
+    def untrained(self, seed: int) -> Network:
+        raise NotImplementedError
+
+
+class Variant:
+    """Derives the network to evaluate (``trained``, ``random``, layer randomisation, ...)."""
+
+    name: ClassVar[str]
+
+    def network(self, model: ModelHandle, seed: int) -> Network:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return getattr(self, "_label", self.name)
+
+
+class DatasetSource:
+    """A set of images. Options (``path=...``) arrive in ``__init__``.
+
+    ``size(target)`` is the number of images; ``load(indices, target)`` returns those images.
+    ``target`` is the input spec of the network that will read them: a loader may use it to produce
+    images of that size directly (noise does), but the host fits any size and channel count.
+    """
+
+    name: ClassVar[str]
+
+    def size(self, target: InputSpec) -> int:
+        raise NotImplementedError
+
+    def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for score authors
+
+#: Added to the range in :func:`normalize_maps`; a constant map becomes 0, never NaN.
+NORMALIZE_EPS = 1e-12
+
+
+def normalize_maps(maps: Tensor) -> Tensor:
+    """``(M - min M) / (max M - min M + eps)`` over the last two dims (each 2-D map on its own)."""
+    flat = maps.flatten(-2)
+    low = flat.amin(dim=-1, keepdim=True)
+    high = flat.amax(dim=-1, keepdim=True)
+    return ((flat - low) / (high - low + NORMALIZE_EPS)).reshape(maps.shape)

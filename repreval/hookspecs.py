@@ -1,0 +1,84 @@
+"""Every hook a repreval plugin can implement.
+
+Each hook receives a ``register`` callback. Call it once per thing the plugin provides::
+
+    register(factory)                       # name taken from factory.name
+    register(factory, name="median")        # explicit name
+    register(factory, aliases=("med",))     # extra names
+
+``factory`` is called with the keyword options a suite gives (``{name: {options}}``) and returns
+the object the host uses. A class is the usual factory. The host keeps control of names, rejects
+duplicates and records which plugin registered what (``repreval plugins``).
+
+Built-in plugins (``plugins/repreval_*``) use these hooks exactly as third-party ones do.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "repreval"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_saliency_methods(register):
+    """Register saliency methods (:class:`repreval.api.SaliencyMethod` factories).
+
+    A saliency method turns the activation of a probe layer and the gradients of embedding
+    components with respect to it into per-component attributions.
+    """
+
+
+@hookspec
+def register_aggregators(register):
+    """Register aggregators (:class:`repreval.api.Aggregator` factories).
+
+    An aggregator reduces one dimension of a tensor (channels, or embedding components).
+    """
+
+
+@hookspec
+def register_scores(register):
+    """Register scores (:class:`repreval.api.AttributionScore` factories).
+
+    A score turns per-component attribution maps into one value per input and declares
+    whether higher is better.
+    """
+
+
+@hookspec
+def register_model_sources(register):
+    """Register model sources (:class:`repreval.api.ModelSource` factories).
+
+    A model source owns a prefix (``timm`` in ``timm:resnet18``) and builds :class:`Network` objects.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets (:class:`repreval.api.DatasetSource` factories).
+
+    A dataset loads images as float tensors in [0, 1]; the host fits them to each model's input.
+    """
+
+
+@hookspec
+def register_variants(register):
+    """Register model variants (:class:`repreval.api.Variant` factories).
+
+    A variant derives the network to evaluate from a model: trained weights, random
+    initialisation, layer randomisation, ...
+    """
+
+
+#: Hook name -> registry kind, in the order ``repreval plugins`` shows them.
+HOOK_KINDS = {
+    "register_saliency_methods": "saliency",
+    "register_aggregators": "aggregator",
+    "register_scores": "score",
+    "register_model_sources": "model_source",
+    "register_datasets": "dataset",
+    "register_variants": "variant",
+}

@@ -1,0 +1,317 @@
+"""Models as a suite declares them: source, weights (file, hub or training step), embedding, layers."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .api import ImageSet, ModelHandle, ModelSource, Network
+from .errors import ReprevalError
+from .registry import suggest
+
+CACHE_ENV = "REPREVAL_CACHE"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "repreval")
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def split_model_spec(spec: str) -> tuple[str, str]:
+    """``timm:resnet18`` -> (``timm``, ``resnet18``); ``torch:pkg.mod:make`` -> (``torch``, ``pkg.mod:make``)."""
+    source, sep, name = spec.partition(":")
+    if not sep or not source or not name:
+        raise ReprevalError(f"model {spec!r} is not of the form SOURCE:NAME", fix="e.g. timm:resnet18 or cifar:resnet20")
+    return source, name
+
+
+@dataclass
+class TrainingConfig:
+    dataset: str  # name of a dataset declared in the suite
+    options: dict = field(default_factory=dict)  # epochs, batch_size, lr, ... (the source's own)
+
+
+@dataclass
+class ModelConfig:
+    """One model of a suite."""
+
+    id: str
+    spec: str  # SOURCE:NAME
+    options: dict = field(default_factory=dict)
+    weights: str | None = None  # path to a local file, or "hub"
+    weights_match: str = "name"  # "name" or "position" (checkpoint keys matched in order, shapes checked)
+    train: TrainingConfig | None = None
+    layers: tuple[str, ...] = ()  # empty: the source's default probe layers
+    embedding: str | None = None  # module whose output (globally pooled) is the embedding
+    seed: int = 0
+
+    @property
+    def source_name(self) -> str:
+        return split_model_spec(self.spec)[0]
+
+    @property
+    def name(self) -> str:
+        return split_model_spec(self.spec)[1]
+
+
+class Model(ModelHandle):
+    """A suite's model, built on demand; what variants see.
+
+    ``training_data`` returns (images as the dataset gives them, preprocessed inputs) for the
+    training dataset; it is only called when a training step runs (cache miss).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        source: ModelSource,
+        training_data: Callable[[Network], tuple[ImageSet, Tensor]] | None = None,
+        training_data_key: str = "",
+        where: str = "model",
+    ):
+        self.config = config
+        self.source = source
+        self.training_data = training_data
+        self.training_data_key = training_data_key  # describes the training dataset, for the cache key
+        self.where = where
+        self._trained_state: dict[str, Tensor] | None = None
+
+    # -- architecture ------------------------------------------------------------------------
+    def untrained(self, seed: int) -> Network:
+        with seeded(seed):
+            network = self.source.build(self.config.name, dict(self.config.options), seed)
+        if self.config.embedding:
+            network = with_embedding_at(network, self.config.embedding, self.where)
+        network.module.eval()
+        return network
+
+    def layers(self, network: Network) -> tuple[str, ...]:
+        return self.config.layers or network.default_layers
+
+    # -- weights -----------------------------------------------------------------------------
+    def trained(self) -> Network:
+        network = self.untrained(self.config.seed)
+        if self._trained_state is None:
+            self._trained_state = self._obtain_weights(network)
+        network.module.load_state_dict(self._trained_state)
+        network.module.eval()
+        return network
+
+    def _obtain_weights(self, network: Network) -> dict[str, Tensor]:
+        config = self.config
+        if config.train is not None:
+            return self._train_or_load_cached(network)
+        if config.weights == "hub":
+            self.source.load_pretrained(network, config.name, dict(config.options))
+        elif config.weights:
+            state = read_checkpoint(config.weights, where=f"{self.where}.weights")
+            state = self.source.convert_state_dict(state, network)
+            load_state(network.module, state, match=config.weights_match, where=f"{self.where}.weights")
+        else:
+            raise ReprevalError(
+                "the 'trained' variant needs weights, but this model has none",
+                where=self.where,
+                fix="add 'weights: PATH' (or 'weights: hub', or a 'train:' step), or evaluate only the 'random' variant",
+            )
+        return copy.deepcopy(network.module.state_dict())
+
+    def cache_key(self) -> str:
+        config = self.config
+        described = {
+            "spec": config.spec,
+            "options": config.options,
+            "train": config.train and {"dataset": config.train.dataset, "options": config.train.options},
+            "seed": config.seed,
+            "training_data": self.training_data_key,
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def checkpoint_path(self) -> Path:
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.config.spec)
+        return cache_dir() / "models" / f"{slug}-{self.cache_key()}.pt"
+
+    def _train_or_load_cached(self, network: Network) -> dict[str, Tensor]:
+        path = self.checkpoint_path()
+        if path.exists():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                network.module.load_state_dict(state)
+                return state
+            except Exception:  # a broken cache entry is retrained, not trusted
+                path.unlink(missing_ok=True)
+        if self.training_data is None:
+            raise ReprevalError("no training data available", where=f"{self.where}.train")
+        data, inputs = self.training_data(network)
+        network.module.train()
+        with seeded(self.config.seed):
+            self.training_log = self.source.train(
+                network, data, inputs, dict(self.config.train.options), self.config.seed
+            )
+        network.module.eval()
+        state = copy.deepcopy(network.module.state_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+        return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str, Tensor]:
+    """A state dict from a ``.pt/.pth/.th`` (``weights_only=True``) or ``.safetensors`` file.
+
+    Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a ``module.``
+    prefix (DataParallel) is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReprevalError(f"weights file {str(path)!r} does not exist", where=where, fix="check the path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReprevalError(
+            f"cannot read weights file {str(path)!r}: {first_line}",
+            where=where,
+            fix="it must be a PyTorch state dict saved with torch.save (tensors only) or a .safetensors file",
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ReprevalError(f"weights file {str(path)!r} holds no state dict of tensors", where=where)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_state(module: nn.Module, state: dict[str, Tensor], match: str = "name", where: str = "weights") -> None:
+    """Load strictly, by key name or by position (same order, every shape checked)."""
+    own = module.state_dict()
+    if match == "position":
+        if len(own) != len(state):
+            raise ReprevalError(
+                f"the checkpoint has {len(state)} tensors, the model {len(own)}",
+                where=where,
+                fix="positional matching needs the same architecture",
+            )
+        renamed = {}
+        for (name, target), (their_name, tensor) in zip(own.items(), state.items()):
+            if target.shape != tensor.shape:
+                raise ReprevalError(
+                    f"tensor {their_name!r} {tuple(tensor.shape)} does not fit {name!r} {tuple(target.shape)}",
+                    where=where,
+                )
+            renamed[name] = tensor
+        state = renamed
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]!r})")
+        if mismatched:
+            parts.append(f"wrong shape {len(mismatched)} (e.g. {mismatched[0]!r})")
+        raise ReprevalError(
+            "checkpoint does not fit the model: " + ", ".join(parts),
+            where=where,
+            fix="check the architecture name and options, or try 'weights_match: position'",
+        )
+    module.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding and layers
+
+
+def pooled(output: Tensor) -> Tensor:
+    """[B, C, h, w] -> [B, C] by global average pooling; [B, N, C] tokens -> mean token; [B, D] as is."""
+    if output.dim() == 4:
+        return output.mean(dim=(2, 3))
+    if output.dim() == 3:
+        return output.mean(dim=1)
+    return output.flatten(1)
+
+
+def with_embedding_at(network: Network, module_name: str, where: str) -> Network:
+    """The same network whose embedding is the (pooled) output of ``module_name``."""
+    modules = dict(network.module.named_modules())
+    if module_name not in modules or not module_name:
+        raise ReprevalError(
+            f"no module {module_name!r} for the embedding",
+            where=f"{where}.embedding",
+            fix=suggest(module_name, [n for n in modules if n]),
+        )
+    target = modules[module_name]
+    root = network.module
+
+    def embed(inputs: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        handle = target.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        try:
+            root(inputs)
+        finally:
+            handle.remove()
+        return pooled(captured[0])
+
+    return Network(root, network.input_spec, network.default_layers, embed, network.classify, network.description)
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    kind: str
+    shape: tuple[int, ...]  # output shape for one input
+    default: bool
+
+
+def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
+    """Every module reached while computing the embedding, in execution order, and the embedding size."""
+    shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+    handles = []
+    for name, module in network.module.named_modules():
+        if not name:
+            continue
+
+        def record(_m, _i, output, name=name, module=module):
+            if isinstance(output, Tensor) and name not in shapes:
+                shapes[name] = (type(module).__name__, tuple(output.shape[1:]))
+
+        handles.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            embedding = network.embed(torch.zeros(1, *network.input_spec.shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    defaults = set(network.default_layers)
+    rows = [LayerInfo(name, kind, shape, name in defaults) for name, (kind, shape) in shapes.items()]
+    return rows, embedding.shape[1]

@@ -1,0 +1,96 @@
+"""Plugin host: hookspecs -> entry points (group ``repreval``) -> registries.
+
+Nothing is loaded at import time; call :func:`load_plugins`. Built-in plugins are entry points
+of the ``repreval`` distribution itself, so they are found exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .errors import ReprevalError
+from .registry import Registry
+
+BLOCK_ENV = "REPREVAL_BLOCK_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    registered: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
+
+
+@dataclass
+class Plugins:
+    """The loaded plugins and one registry per plugin kind."""
+
+    manager: pluggy.PluginManager
+    registries: dict[str, Registry]
+    info: dict[str, PluginInfo]
+    blocked: tuple[str, ...]
+
+    def __getattr__(self, kind: str) -> Registry:  # plugins.score, plugins.dataset, ...
+        try:
+            return self.__dict__["registries"][kind]
+        except KeyError:
+            raise AttributeError(kind) from None
+
+    def registry(self, kind: str) -> Registry:
+        if kind not in self.registries:
+            from .registry import suggest
+
+            raise ReprevalError(f"unknown plugin kind {kind!r}", fix=suggest(kind, self.registries))
+        return self.registries[kind]
+
+
+def blocked_from_env() -> list[str]:
+    return [name.strip() for name in os.environ.get(BLOCK_ENV, "").split(",") if name.strip()]
+
+
+def load_plugins(block=(), extra_plugins=()) -> Plugins:
+    """Load every ``repreval`` entry point not blocked, then fill the registries.
+
+    ``block``: plugin (entry-point) names to skip, added to those in $REPREVAL_BLOCK_PLUGINS.
+    ``extra_plugins``: objects (modules or classes) with hook implementations, registered in-process
+    (handy in notebooks and tests; a distribution should use an entry point instead).
+    """
+    blocked = tuple(dict.fromkeys([*blocked_from_env(), *block]))
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in blocked:
+        manager.set_blocked(name)
+    manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+    for i, plugin in enumerate(extra_plugins):
+        name = getattr(plugin, "__name__", None) or f"extra-{i}"
+        if name not in blocked:
+            manager.register(plugin, name=name)
+    manager.check_pending()  # a misspelt hook name in a plugin fails here, loudly
+
+    info: dict[str, PluginInfo] = {}
+    for plugin, dist in manager.list_plugin_distinfo():
+        name = manager.get_name(plugin)
+        info[name] = PluginInfo(name, dist.project_name, dist.version)
+    for plugin in manager.get_plugins():
+        name = manager.get_name(plugin)
+        info.setdefault(name, PluginInfo(name, "(in-process)", ""))
+
+    registries: dict[str, Registry] = {}
+    for hook_name, kind in hookspecs.HOOK_KINDS.items():
+        registry = registries[kind] = Registry(kind)
+        hook = getattr(manager.hook, hook_name)
+        # Call each implementation separately so the registry knows which plugin provided what.
+        for impl in reversed(hook.get_hookimpls()):
+            plugin_name = impl.plugin_name
+
+            def register(factory, *, name=None, aliases=(), description=None, _plugin=plugin_name, _kind=kind):
+                registry.add(factory, plugin=_plugin, name=name, aliases=aliases, description=description)
+                info[_plugin].registered.setdefault(_kind, []).append(name or factory.name)
+
+            impl.function(register=register)
+    return Plugins(manager, registries, info, blocked)
