@@ -1,1 +1,120 @@
-"""(being written)"""
+"""The CIFAR-10 ResNets of He et al. (2016), as in akamaster/pytorch_resnet_cifar10.
+
+``cifar:resnet20|resnet32|resnet44|resnet56``: 3 stages of 16/32/64 channels with n = 3/5/7/9 basic
+blocks each, "option A" shortcuts (stride-2 subsampling and zero-padded channels, no parameters),
+global average pooling and a 64 -> 10 linear classifier. Module names match that repository's
+checkpoints (``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``linear``).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
+from repreval.registry import suggest
+
+BLOCKS_PER_STAGE = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ChannelPadShortcut(nn.Module):
+    """Option A shortcut: keep every second pixel and zero-pad the channels on both sides."""
+
+    def __init__(self, extra_channels: int):
+        super().__init__()
+        self.extra_channels = extra_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        half = self.extra_channels // 2
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, half, self.extra_channels - half))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        if stride != 1 or in_channels != channels:
+            self.shortcut = ChannelPadShortcut(channels - in_channels)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))  # no in-place ops: probes and torch.func read these tensors
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, blocks_per_stage, stride=1)
+        self.layer2 = self._stage(16, 32, blocks_per_stage, stride=2)
+        self.layer3 = self._stage(32, 64, blocks_per_stage, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(64, num_classes)
+        for module in self.modules():  # the original's initialisation (BatchNorm keeps its defaults)
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+
+    @staticmethod
+    def _stage(in_channels: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
+        first = BasicBlock(in_channels, channels, stride)
+        return nn.Sequential(first, *(BasicBlock(channels, channels, 1) for _ in range(blocks - 1)))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Globally average-pooled output of the last stage, [B, 64]."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.avgpool(out).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.forward_features(x))
+
+
+class CifarResNets(ModelSource):
+    """CIFAR-10 ResNets of He et al. (resnet20/32/44/56, option-A shortcuts; akamaster checkpoints load)."""
+
+    name = "cifar"
+
+    def model_names(self):
+        return tuple(BLOCKS_PER_STAGE)
+
+    def build(self, name: str, options: dict, seed: int) -> Network:
+        if name not in BLOCKS_PER_STAGE:
+            raise ReprevalError(f"unknown CIFAR ResNet {name!r}", fix=suggest(name, BLOCKS_PER_STAGE))
+        if options:
+            raise ReprevalError(
+                f"cifar:{name} takes no options, got {', '.join(map(repr, options))}",
+                fix="remove them",
+            )
+        module = CifarResNet(BLOCKS_PER_STAGE[name])
+        return Network(
+            module=module,
+            input_spec=InputSpec(3, 32, 32, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            default_layers=("layer1", "layer2", "layer3"),
+            embed=module.forward_features,
+            classify=module,
+            description=f"CIFAR-10 {name} (He et al. 2016, option A)",
+        )
+
+    def convert_state_dict(self, state_dict: dict, network: Network) -> dict:
+        """Add the BatchNorm ``num_batches_tracked`` counters that checkpoints from before PyTorch 0.4.1 lack."""
+        own = network.module.state_dict()
+        missing_counters = {
+            key: own[key].clone()
+            for key in own
+            if key.endswith(".num_batches_tracked") and key not in state_dict
+        }
+        return {**state_dict, **missing_counters}
+
+
+@hookimpl
+def register_model_sources(register):
+    register(CifarResNets)

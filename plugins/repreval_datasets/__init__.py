@@ -1,1 +1,21 @@
-"""(being written)"""
+"""Built-in datasets: ``digits``, ``mnist`` (IDX files), ``image_folder``, ``image_files`` and ``noise``.
+
+Every source decodes only the images asked for (``mnist`` and ``digits`` read their arrays once and
+keep them). :func:`read_idx` reads any IDX file for other plugins.
+"""
+
+from __future__ import annotations
+
+from repreval.api import hookimpl
+
+from .embedded import Digits, Noise
+from .files import ImageFiles, ImageFolder, read_image
+from .idx import Mnist, read_idx
+
+__all__ = ["Digits", "Noise", "ImageFiles", "ImageFolder", "Mnist", "read_idx", "read_image"]
+
+
+@hookimpl
+def register_datasets(register):
+    for dataset in (Digits, Mnist, ImageFolder, ImageFiles, Noise):
+        register(dataset)

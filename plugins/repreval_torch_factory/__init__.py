@@ -1,1 +1,186 @@
-"""(being written)"""
+"""Any importable ``nn.Module`` factory as a model: ``torch:<module>:<callable>``.
+
+``torch:torchvision.models:resnet18`` imports ``torchvision.models`` and calls ``resnet18(**kwargs)``.
+Options: ``kwargs`` (dict, default {}), ``input_size`` ([C, H, W], default [3, 224, 224]), ``mean`` and
+``std`` (default ImageNet's for 3 channels, else 0 and 1), ``interpolation`` (default bilinear) and
+``crop_pct`` (resize to size/crop_pct then centre-crop, e.g. 0.875 for torchvision's ImageNet transform).
+
+The embedding is the module's forward output, flattened. For torchvision classifiers that is the logits;
+set ``embedding: avgpool`` in the suite to use the pooled features instead. Published weights come through
+``kwargs`` (``{"weights": "IMAGENET1K_V1"}`` for torchvision) or a local ``weights:`` file.
+
+Default probe layers: top-level ``layer1``, ``layer2``, ... where the module has them (torchvision's
+ResNet family); otherwise one module per resolution stage, found by one forward pass on zeros (see
+:func:`stage_layers`; 1×1 maps are skipped, so models without feature maps get none). Set ``layers:`` in
+the suite to choose others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import torch
+from torch import Tensor, nn
+
+from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
+from repreval.registry import suggest
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPTIONS = ("kwargs", "input_size", "mean", "std", "interpolation", "crop_pct")
+EXAMPLE = "e.g. torch:torchvision.models:resnet18"
+RETURNS_MODULE = "name a class or function that returns an nn.Module"
+
+
+def make_module(name: str, kwargs: dict) -> nn.Module:
+    """Import ``module:callable`` from ``name`` and call it with ``kwargs``."""
+    module_path, sep, attribute = name.partition(":")
+    if not sep or not module_path or not attribute:
+        raise ReprevalError(f"model torch:{name} is not of the form torch:MODULE:CALLABLE", fix=EXAMPLE)
+    try:
+        imported = importlib.import_module(module_path)
+    except ImportError as exc:
+        raise ReprevalError(
+            f"cannot import {module_path!r}: {exc}",
+            fix="check the module path, or install the package that provides it",
+        ) from None
+    factory = getattr(imported, attribute, None)
+    if factory is None:
+        public = [n for n in dir(imported) if not n.startswith("_")]
+        raise ReprevalError(f"module {module_path!r} has no attribute {attribute!r}", fix=suggest(attribute, public))
+    if not callable(factory):
+        raise ReprevalError(f"{module_path}:{attribute} is not callable", fix=RETURNS_MODULE)
+    if not isinstance(kwargs, dict):
+        raise ReprevalError(f"option kwargs must be a mapping, got {kwargs!r}", fix='e.g. kwargs: {"weights": null}')
+    try:
+        result = factory(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ReprevalError(f"calling {module_path}:{attribute} failed: {exc}", fix="check the option kwargs") from None
+    if not isinstance(result, nn.Module):
+        raise ReprevalError(
+            f"{module_path}:{attribute} returned a {type(result).__name__}, not an nn.Module", fix=RETURNS_MODULE
+        )
+    return result
+
+
+def per_channel(options: dict, key: str, default: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """A number or a list of 1 or ``channels`` numbers, as a tuple."""
+    value = options.get(key, default)
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if len(values) not in (1, channels) or not numbers:
+        raise ReprevalError(f"{key} must be a number or a list of {channels} numbers, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def input_spec(options: dict) -> InputSpec:
+    size = options.get("input_size", [3, 224, 224])
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size)):
+        raise ReprevalError(
+            f"input_size must be [C, H, W] (positive integers), got {size!r}", fix="e.g. input_size: [3, 224, 224]"
+        )
+    channels = size[0]
+    imagenet = channels == 3
+    mean = per_channel(options, "mean", IMAGENET_MEAN if imagenet else (0.0,), channels)
+    std = per_channel(options, "std", IMAGENET_STD if imagenet else (1.0,), channels)
+    if any(s <= 0 for s in std):
+        raise ReprevalError(f"std must be positive, got {list(std)}")
+    return InputSpec(
+        *size,
+        mean=mean,
+        std=std,
+        interpolation=options.get("interpolation", "bilinear"),
+        crop_pct=options.get("crop_pct"),
+    )
+
+
+def trial_forward(module: nn.Module, spec: InputSpec) -> tuple[object, list[tuple[str, tuple[int, ...]]]]:
+    """Run one zero input in eval mode; return the output and (name, shape) of every module call, in order."""
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def record(name: str, output) -> None:
+        calls.append((name, tuple(output.shape) if isinstance(output, Tensor) else ()))
+
+    handles = [
+        child.register_forward_hook(lambda _m, _i, output, name=name: record(name, output))
+        for name, child in module.named_modules()
+        if name
+    ]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            output = module(torch.zeros(1, *spec.shape))
+    except Exception as exc:
+        raise ReprevalError(
+            f"the model fails on a {list(spec.shape)} input: {type(exc).__name__}: {exc}",
+            fix="set input_size to what the model expects",
+        ) from None
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return output, calls
+
+
+def stage_layers(module: nn.Module, calls: list[tuple[str, tuple[int, ...]]]) -> tuple[str, ...]:
+    """ResNet-style ``layer<k>`` children, else one module per resolution stage.
+
+    Modules are grouped by nesting depth; at each depth, consecutive calls that output feature maps of
+    the same h×w form a run, represented by its last module. The shallowest depth that sees the most
+    distinct sizes wins (for VGG, DenseNet and EfficientNet: the children of ``features``).
+    """
+    numbered = [name for name, _ in module.named_children() if re.fullmatch(r"layer\d+", name)]
+    if numbered:
+        return tuple(numbered)
+    runs_by_depth: dict[int, list[tuple[tuple[int, ...], str]]] = {}
+    for name, shape in calls:
+        if len(shape) != 4 or shape[-2:] == (1, 1):
+            continue
+        runs = runs_by_depth.setdefault(name.count("."), [])
+        if runs and runs[-1][0] == shape[-2:]:
+            runs[-1] = (shape[-2:], name)
+        else:
+            runs.append((shape[-2:], name))
+    if not runs_by_depth:
+        return ()
+    best_depth = max(sorted(runs_by_depth), key=lambda depth: len({size for size, _ in runs_by_depth[depth]}))
+    return tuple(name for _, name in runs_by_depth[best_depth])
+
+
+class TorchFactory(ModelSource):
+    """Any importable nn.Module factory, torch:MODULE:CALLABLE (e.g. torch:torchvision.models:resnet18)."""
+
+    name = "torch"
+
+    def build(self, name: str, options: dict, seed: int) -> Network:
+        unknown = [key for key in options if key not in OPTIONS]
+        if unknown:
+            raise ReprevalError(f"unknown option {unknown[0]!r} for torch:{name}", fix=suggest(unknown[0], OPTIONS))
+        spec = input_spec(options)
+        module = make_module(name, options.get("kwargs", {}))
+        output, calls = trial_forward(module, spec)
+
+        def embed(x: Tensor) -> Tensor:
+            result = module(x)
+            if not isinstance(result, Tensor):
+                raise ReprevalError(
+                    f"torch:{name} returns a {type(result).__name__}, not a tensor",
+                    fix="set 'embedding: MODULE' to take the embedding from a named module",
+                )
+            return result.flatten(1)
+
+        return Network(
+            module=module,
+            input_spec=spec,
+            default_layers=stage_layers(module, calls),
+            embed=embed,
+            classify=module if isinstance(output, Tensor) and output.dim() == 2 else None,  # [B, K]: logits
+            description=f"{name}({', '.join(f'{k}={v!r}' for k, v in options.get('kwargs', {}).items())})",
+        )
+
+
+@hookimpl
+def register_model_sources(register):
+    register(TorchFactory)

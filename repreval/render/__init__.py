@@ -1,0 +1,74 @@
+"""Leaderboard renderers: rich tables for the terminal, Markdown for reports, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from rich.table import Table
+from rich.text import Text
+
+from ..leaderboard import Board, Cell, Row
+
+MISSING = "—"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def cell_text(cell: Cell) -> str:
+    if cell.status == "failed":
+        return "failed"
+    if cell.status != "ok":
+        return MISSING
+    return f"{cell.value:.3f} ±{cell.spread:.3f}"
+
+
+def _average_text(row: Row) -> str:
+    return _number(row.average) + ("" if row.complete or row.average is None else "*")
+
+
+def _bound_text(board: Board, row: Row) -> str:
+    if not board.bound or row.average is None:
+        return MISSING
+    return f"{row.average / board.bound:.2f}"
+
+
+def rich_table(board: Board) -> Table:
+    direction = "↑ higher is better" if board.higher_is_better else "↓ lower is better"
+    table = Table(title=f"{board.title}  ({direction})", title_justify="left", header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("model · variant")
+    table.add_column("mean", justify="right", style="bold")
+    if board.bound:
+        table.add_column("mean/bound", justify="right")
+    table.add_column("chance", justify="right", style="dim")
+    for column in board.columns:
+        table.add_column(column, justify="right")
+    for row in board.rows:
+        cells = [Text(cell_text(c), style="red" if c.status == "failed" else "") for c in row.cells]
+        extra = [_bound_text(board, row)] if board.bound else []
+        table.add_row(str(row.rank or MISSING), row.name, _average_text(row), *extra, _number(row.reference_average), *cells)
+    table.caption = "cells: mean ±std over inputs; chance: the same score on noise inputs; * = some layers missing"
+    return table
+
+
+def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
+    lines = [f"# {title}", ""]
+    for board in boards:
+        direction = "higher is better" if board.higher_is_better else "lower is better"
+        lines += [f"## {board.title}", "", f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs", ""]
+        header = ["#", "model · variant", "mean"] + (["mean/bound"] if board.bound else []) + ["chance"] + board.columns
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+        for row in board.rows:
+            extra = [_bound_text(board, row)] if board.bound else []
+            cells = [str(row.rank or MISSING), row.name, _average_text(row), *extra, _number(row.reference_average)]
+            lines.append("| " + " | ".join(cells + [cell_text(c) for c in row.cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(boards: list[Board]) -> str:
+    return json.dumps([asdict(board) | {"title": board.title} for board in boards], indent=1)

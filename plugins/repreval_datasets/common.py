@@ -1,0 +1,70 @@
+"""Option checks and tensor helpers shared by the dataset sources."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from repreval.api import ReprevalError
+
+#: File extensions read as images (lower case, with the dot).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+
+
+def path_option(value, option: str) -> Path:
+    """A path option as a :class:`Path` (``~`` expanded); TypeError for anything but a string or path."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{option!r} must be a path, got {type(value).__name__} {value!r}")
+    return Path(value).expanduser()
+
+
+def bool_option(value, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{option!r} must be true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def int_option(value, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ReprevalError(
+            f"{option!r} must be at least {minimum}, got {value}", fix=f"set '{option}' to {minimum} or more"
+        )
+    return int(value)
+
+
+def existing_directory(path: Path, option: str, dataset: str) -> Path:
+    """``path`` if it is a directory; a ReprevalError saying what is there instead otherwise."""
+    if not path.exists():
+        problem = "does not exist"
+    elif not path.is_dir():
+        problem = "is a file, not a directory"
+    else:
+        return path
+    raise ReprevalError(f"{dataset}: {option} {str(path)!r} {problem}", fix=f"point '{option}' at a directory")
+
+
+def check_indices(indices: Sequence[int], size: int) -> list[int]:
+    """``indices`` as ints; IndexError for any outside ``[0, size)`` (negative ones do not wrap)."""
+    checked = [int(i) for i in indices]
+    bad = [i for i in checked if not 0 <= i < size]
+    if bad:
+        raise IndexError(f"indices {bad[:5]} out of range for a dataset of {size} images")
+    return checked
+
+
+def batch(images: list[Tensor]) -> Tensor | list[Tensor]:
+    """One [N, C, H, W] tensor when all images share a shape, else the list as it is."""
+    if images and all(image.shape == images[0].shape for image in images):
+        return torch.stack(images)
+    return images
+
+
+def label_tensor(labels: Iterable[int]) -> Tensor:
+    return torch.tensor(list(labels), dtype=torch.long)

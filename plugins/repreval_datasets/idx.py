@@ -1,0 +1,146 @@
+"""IDX files (the MNIST format) and the ``mnist`` dataset."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError
+
+from .common import check_indices, existing_directory, path_option
+
+#: IDX type byte -> big-endian numpy dtype.
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (plain or gzip, told apart by content) as a native-endian numpy array.
+
+    Raises ReprevalError naming the file when it cannot be read, is not IDX, or its size does not
+    match its header.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise ReprevalError(f"IDX file {str(path)!r} does not exist", fix="check the path") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReprevalError(f"cannot read IDX file {str(path)!r}: {exc}", fix="download the file again") from None
+
+    def corrupt(problem: str) -> ReprevalError:
+        return ReprevalError(f"{str(path)!r} is not a valid IDX file: {problem}", fix="download the file again")
+
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in IDX_DTYPES:
+        raise corrupt(f"bad magic number {raw[:4].hex() or '(empty file)'}")
+    dtype, ndim = IDX_DTYPES[raw[2]], raw[3]
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise corrupt(f"the header announces {ndim} dimensions but the file ends after {len(raw)} bytes")
+    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise corrupt(f"shape {shape} of {dtype.name} needs {expected} bytes, the file has {len(raw)}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+IMAGES_PATTERN = re.compile(r"images[-.]idx3-ubyte(\.gz)?$")
+LABELS_PATTERN = re.compile(r"labels[-.]idx1-ubyte(\.gz)?$")
+
+
+class Mnist(DatasetSource):
+    """MNIST-format IDX files (MNIST, Fashion-MNIST, ...): 1-channel uint8 images, labels if found.
+
+    Options: ``path`` (a directory with one ``*images-idx3-ubyte[.gz]`` and, optionally, one
+    ``*labels-idx1-ubyte[.gz]``), or explicit ``images`` / ``labels`` files (relative to ``path``
+    when it is given).
+    """
+
+    name = "mnist"
+
+    def __init__(self, path=None, images=None, labels=None):
+        directory = None if path is None else existing_directory(path_option(path, "path"), "path", self.name)
+        if directory is None and images is None:
+            raise ReprevalError(
+                "mnist needs the directory of its IDX files",
+                fix="set 'path: DIR' (e.g. the folder with t10k-images-idx3-ubyte.gz), or 'images: FILE'",
+            )
+        self.images_file = self._file(directory, images, "images", IMAGES_PATTERN)
+        if self.images_file is None:
+            raise ReprevalError(
+                f"mnist: no *images-idx3-ubyte[.gz] file in {str(directory)!r}",
+                fix="name the images file with 'images: FILE'",
+            )
+        self.labels_file = self._file(directory, labels, "labels", LABELS_PATTERN)
+
+    @staticmethod
+    def _file(directory: Path | None, given, option: str, pattern: re.Pattern) -> Path | None:
+        """The file named by option ``given``, else the one in ``directory`` matching ``pattern``, else None."""
+        if given is not None:
+            file = path_option(given, option)
+            file = directory / file if directory is not None else file
+            if not file.is_file():
+                raise ReprevalError(f"mnist: {option} file {str(file)!r} does not exist", fix=f"check '{option}'")
+            return file
+        if directory is None:
+            return None
+        found = sorted(f for f in directory.iterdir() if pattern.search(f.name) and f.is_file())
+        # A plain file and its .gz (torchvision's raw folder keeps both) are one file: take the plain one.
+        names = {f.name for f in found}
+        found = [f for f in found if not (f.suffix == ".gz" and f.name[:-3] in names)]
+        if len(found) > 1:
+            raise ReprevalError(
+                f"mnist: {str(directory)!r} holds several {option} files: {', '.join(f.name for f in found)}",
+                fix=f"name one with '{option}: FILE'",
+            )
+        return found[0] if found else None
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        images = read_idx(self.images_file)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ReprevalError(
+                f"{str(self.images_file)!r} holds {images.dtype} data of shape {images.shape}, "
+                "not N×H×W uint8 images",
+                fix="name the images file with 'images: FILE'",
+            )
+        if self.labels_file is None:
+            return images, None
+        labels = read_idx(self.labels_file)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
+            raise ReprevalError(
+                f"{str(self.labels_file)!r} holds {labels.dtype} data of shape {labels.shape}, "
+                f"not {len(images)} integer labels for {str(self.images_file)!r}",
+                fix="name the matching labels file with 'labels: FILE'",
+            )
+        return images, labels
+
+    def size(self, target: InputSpec) -> int:
+        return len(self._arrays[0])
+
+    def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        images, labels = self._arrays
+        chosen = check_indices(indices, len(images))
+        pixels = torch.from_numpy(images[chosen]).unsqueeze(1).float().div(255)
+        return ImageSet(pixels, None if labels is None else torch.from_numpy(labels[chosen].astype(np.int64)))
+
+    def describe(self) -> str:
+        labels = self.labels_file.name if self.labels_file else "no labels"
+        return f"mnist: IDX images {self.images_file} ({labels})"

@@ -1,0 +1,327 @@
+"""Command line: ``repreval run | eval | validate | leaderboard | plugins | list | layers``.
+
+Exit codes: 0 success; 2 bad input (one line naming file, key and fix); 1 when units failed
+during a run (the others finished and were saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import ReprevalError
+
+EXIT_OK, EXIT_UNITS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+KIND_ALIASES = {
+    "saliency": "saliency", "saliency_methods": "saliency", "methods": "saliency",
+    "aggregator": "aggregator", "aggregators": "aggregator",
+    "score": "score", "scores": "score",
+    "model_source": "model_source", "model_sources": "model_source", "models": "model_source", "sources": "model_source",
+    "dataset": "dataset", "datasets": "dataset",
+    "variant": "variant", "variants": "variant",
+}
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repreval",
+        description="Evaluate learned representations through aggregated attributions (noise and variance scores).",
+    )
+    parser.add_argument("--block", action="append", default=[], metavar="PLUGIN",
+                        help="do not load this plugin (repeatable; also $REPREVAL_BLOCK_PLUGINS=a,b)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a suite and show its leaderboard")
+    run.add_argument("suite", help="suite YAML file")
+    _add_run_options(run)
+
+    evaluate = commands.add_parser("eval", help="evaluate one model from the command line (no suite file)")
+    evaluate.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18")
+    evaluate.add_argument("--weights", help="local weights file, or 'hub' (needs internet); without it only the random variant runs")
+    evaluate.add_argument("--weights-match", choices=["name", "position"], default="name", help="match checkpoint tensors by key name (default) or by position")
+    evaluate.add_argument("--data", default="digits", metavar="KIND[:PATH]", help="dataset, e.g. digits, image_folder:DIR, image_files:'DIR/*.jpg', mnist:DIR (default: digits)")
+    evaluate.add_argument("--limit", type=int, default=8, help="number of inputs (default 8)")
+    evaluate.add_argument("--layers", help="comma-separated probe layers (default: the model's stages)")
+    evaluate.add_argument("--embedding", help="module whose pooled output is the embedding (default: the model's)")
+    evaluate.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam", help="comma-separated saliency methods")
+    evaluate.add_argument("--scores", default="noise_score,variance_score", help="comma-separated scores")
+    evaluate.add_argument("--variants", help="comma-separated variants (default: trained,random with weights, else random)")
+    evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value), e.g. input_size=[3,64,64]")
+    evaluate.add_argument("--seed", type=int, default=0)
+    _add_run_options(evaluate, default_out=None)
+
+    validate = commands.add_parser("validate", help="check a suite completely without computing anything")
+    validate.add_argument("suite")
+
+    board = commands.add_parser("leaderboard", help="render stored results again")
+    board.add_argument("directory", help="results directory of a run")
+    board.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+
+    plugins = commands.add_parser("plugins", help="every plugin, its version and what it registered")
+    plugins.add_argument("--format", choices=["table", "json"], default="table")
+
+    listing = commands.add_parser("list", help="registered names of one kind")
+    listing.add_argument("kind", help="saliency | aggregators | scores | models | datasets | variants")
+
+    layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
+    layers.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
+    layers.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value)")
+    layers.add_argument("--all", action="store_true", help="show every module, not only those with 4-D or 2-D outputs")
+    return parser
+
+
+def _add_run_options(command, default_out="from the suite"):
+    command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
+    command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
+    if command.prog.endswith(" run"):
+        command.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH", help="weights file for a model of the suite (overrides its weights/train)")
+        command.add_argument("--seed", type=int, help="override the suite's seed")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ReprevalError as exc:
+        errors.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        errors.print("interrupted: finished units are saved; run again to continue")
+        return 130
+
+
+def _plugins(args):
+    from .plugins import load_plugins
+
+    return load_plugins(block=args.block)
+
+
+def _key_value(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ReprevalError(f"option {item!r} is not KEY=VALUE", fix="e.g. --option input_size=[3,64,64]")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _load_suite_data(path: str) -> dict:
+    from .suite import resolve_includes
+
+    return resolve_includes(Path(path))
+
+
+def cmd_run(args) -> int:
+    data = _load_suite_data(args.suite)
+    if args.seed is not None:
+        data["seed"] = args.seed
+    for item in args.weights:
+        model_id, sep, path = item.partition("=")
+        models = data.get("models") or {}
+        if not sep or model_id not in models:
+            from .registry import suggest
+
+            raise ReprevalError(f"--weights {item!r} names no model of the suite", fix=suggest(model_id, models) if models else "use MODEL=PATH")
+        models[model_id]["weights"] = path
+        models[model_id].pop("train", None)
+    return _run(data, args, Path(args.suite))
+
+
+def cmd_eval(args) -> int:
+    kind, _, path = args.data.partition(":")
+    dataset = {"kind": kind, "limit": args.limit}
+    if path:
+        dataset["options"] = {"paths" if kind == "image_files" else "path": path}
+    model = {"model": args.model, "options": _key_value(args.option)}
+    if args.weights:
+        model["weights"] = args.weights
+        model["weights_match"] = args.weights_match
+    if args.layers:
+        model["layers"] = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    if args.embedding:
+        model["embedding"] = args.embedding
+    variants = args.variants.split(",") if args.variants else (["trained", "random"] if args.weights else ["random"])
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.model)
+    data = {
+        "name": f"eval-{slug}",
+        "seed": args.seed,
+        "datasets": {"inputs": dataset},
+        "models": {slug: model},
+        "variants": variants,
+        "evaluation": {
+            "dataset": "inputs",
+            "saliency": args.saliency.split(","),
+            "channel_aggregators": ["abs"],
+            "embedding_aggregators": ["mean", "var"],
+            "scores": args.scores.split(","),
+        },
+    }
+    return _run(data, args, None)
+
+
+def _run(data: dict, args, path: Path | None) -> int:
+    from .leaderboard import build_leaderboards
+    from .plan import make_plan
+    from .render import markdown, rich_table, to_json
+    from .runner import run_suite
+    from .store import ResultStore, write_atomic
+    from .suite import parse_suite
+
+    if args.device:
+        data["device"] = args.device
+    plugins = _plugins(args)
+    suite = parse_suite(data, plugins, path=path)
+    if args.out:
+        suite.output = Path(args.out)
+    plan = make_plan(suite, plugins)
+    console.print(f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output}", highlight=False)
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False, disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        report = run_suite(
+            suite,
+            plugins,
+            plan=plan,
+            on_start=lambda pending: progress.update(task, total=pending, description="computing"),
+            on_progress=lambda n, what: progress.update(task, advance=n, description=what),
+        )
+
+    boards = build_leaderboards(ResultStore(suite.output).records())
+    write_atomic(suite.output / "leaderboard.md", markdown(boards, title=f"{suite.name}: leaderboard"))
+    write_atomic(suite.output / "leaderboard.json", to_json(boards))
+    for board in boards:
+        console.print(rich_table(board))
+    console.print(
+        f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
+        f"in {report.seconds:.1f} s; results in {suite.output}",
+        highlight=False,
+    )
+    if report.failures:
+        for what, message in report.failures[:20]:
+            errors.print(f"[red]failed:[/] {what}: {message}", highlight=False, soft_wrap=True)
+        return EXIT_UNITS_FAILED
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from .plan import make_plan
+    from .suite import load_suite
+
+    plugins = _plugins(args)
+    suite = load_suite(args.suite, plugins)
+    plan = make_plan(suite, plugins)
+    console.print(
+        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, {len(suite.variants)} variants, "
+        f"{len(plan.units)} units",
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import build_leaderboards
+    from .render import markdown, rich_table, to_json
+    from .store import ResultStore
+
+    boards = build_leaderboards(ResultStore(args.directory).records())
+    if args.format == "json":
+        print(to_json(boards))
+    elif args.format == "markdown":
+        print(markdown(boards, title=f"{Path(args.directory).name}: leaderboard"))
+    else:
+        for board in boards:
+            console.print(rich_table(board))
+    return EXIT_OK
+
+
+def cmd_plugins(args) -> int:
+    plugins = _plugins(args)
+    rows = sorted(plugins.info.values(), key=lambda p: (p.distribution != "repreval", p.name))
+    if args.format == "json":
+        print(json.dumps([vars(p) for p in rows] + [{"blocked": list(plugins.blocked)}], indent=1))
+        return EXIT_OK
+    table = Table(title="repreval plugins", title_justify="left", header_style="bold")
+    for column in ("plugin", "distribution", "version", "registered"):
+        table.add_column(column)
+    for info in rows:
+        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
+        table.add_row(info.name, info.distribution, info.version, registered or "(nothing)")
+    for name in plugins.blocked:
+        table.add_row(name, "", "", "[yellow]blocked[/]")
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from .registry import suggest
+
+    kind = KIND_ALIASES.get(args.kind.lower())
+    if kind is None:
+        raise ReprevalError(f"unknown kind {args.kind!r}", fix=suggest(args.kind, KIND_ALIASES))
+    plugins = _plugins(args)
+    table = Table(title=f"registered: {kind}", title_justify="left", header_style="bold")
+    for column in ("name", "aliases", "plugin", "description"):
+        table.add_column(column)
+    for entry in plugins.registry(kind):
+        table.add_row(entry.name, ", ".join(entry.aliases), entry.plugin, entry.description)
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_layers(args) -> int:
+    from .models import ModelConfig, Model, layer_table, split_model_spec
+    from .registry import suggest
+
+    source_name, _ = split_model_spec(args.model)
+    plugins = _plugins(args)
+    if source_name not in plugins.model_source:
+        raise ReprevalError(f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names()))
+    model = Model(ModelConfig(id="model", spec=args.model, options=_key_value(args.option)), plugins.model_source.create(source_name))
+    network = model.untrained(0)
+    rows, embedding_size = layer_table(network)
+    spec = network.input_spec
+    table = Table(
+        title=f"{args.model}: input {spec.channels}×{spec.height}×{spec.width}, embedding D = {embedding_size}",
+        title_justify="left", header_style="bold",
+    )
+    for column in ("layer", "type", "output shape", "default"):
+        table.add_column(column)
+    for row in rows:
+        if args.all or len(row.shape) in (1, 3) or row.default:
+            table.add_row(row.name, row.kind, "×".join(map(str, row.shape)), "✓" if row.default else "")
+    table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
+    console.print(table)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "eval": cmd_eval,
+    "validate": cmd_validate,
+    "leaderboard": cmd_leaderboard,
+    "plugins": cmd_plugins,
+    "list": cmd_list,
+    "layers": cmd_layers,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

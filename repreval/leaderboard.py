@@ -1,0 +1,117 @@
+"""Records -> leaderboards (pure data; rendering lives in :mod:`repreval.render`).
+
+One board per metric (score × saliency × channel aggregator × embedding aggregator). Rows are model
+variants ranked by the mean of their score curve over probe layers; columns are probe layers in depth
+order. Each row's reference (the score at chance level, e.g. noise vs noise) is kept beside it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from .store import ScoreRecord
+
+
+@dataclass
+class Cell:
+    status: str  # "ok", "failed" or "missing"
+    value: float | None = None
+    spread: float | None = None
+    reference: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class Row:
+    model: str
+    variant: str
+    cells: list[Cell]
+    average: float | None  # mean of the curve over the layers that have a value
+    complete: bool  # every layer has a value
+    reference_average: float | None
+    rank: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} · {self.variant}"
+
+
+@dataclass
+class Board:
+    score: str
+    saliency: str
+    channel_aggregator: str
+    embedding_aggregator: str
+    higher_is_better: bool
+    bound: float | None
+    columns: list[str]  # probe layer per depth position
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        parts = [self.score, self.saliency]
+        if self.channel_aggregator != "-":
+            parts.append(f"channels={self.channel_aggregator}")
+        if self.embedding_aggregator != "-":
+            parts.append(f"components={self.embedding_aggregator}")
+        return " · ".join(parts)
+
+
+def _metric(record: ScoreRecord) -> tuple:
+    return (record.score, record.saliency, record.channel_aggregator, record.embedding_aggregator)
+
+
+def build_leaderboards(records: list[ScoreRecord]) -> list[Board]:
+    by_metric: dict[tuple, list[ScoreRecord]] = defaultdict(list)
+    for record in records:
+        by_metric[_metric(record)].append(record)
+    return [_board(metric, items) for metric, items in by_metric.items()]
+
+
+def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
+    depth = max(r.layer_index for r in records) + 1
+    names_at: dict[int, set[str]] = defaultdict(set)
+    for record in records:
+        names_at[record.layer_index].add(record.layer)
+    columns = [next(iter(names_at[i])) if len(names_at[i]) == 1 else f"depth {i + 1}" for i in range(depth)]
+    first = records[0]
+    board = Board(*metric, higher_is_better=first.higher_is_better, bound=first.bound, columns=columns)
+
+    by_row: dict[tuple[str, str], dict[int, ScoreRecord]] = defaultdict(dict)
+    for record in records:
+        by_row[(record.model, record.variant)][record.layer_index] = record
+    for (model, variant), layers in by_row.items():
+        cells = []
+        for index in range(depth):
+            record = layers.get(index)
+            if record is None:
+                cells.append(Cell("missing"))
+            elif record.status != "ok":
+                cells.append(Cell("failed", error=record.error))
+            else:
+                cells.append(Cell("ok", record.value, record.spread, record.reference))
+        values = [c.value for c in cells if c.status == "ok"]
+        references = [c.reference for c in cells if c.status == "ok" and c.reference is not None]
+        board.rows.append(
+            Row(
+                model,
+                variant,
+                cells,
+                average=fmean(values) if values else None,
+                complete=len(values) == depth,
+                reference_average=fmean(references) if references else None,
+            )
+        )
+    _rank(board)
+    return board
+
+
+def _rank(board: Board) -> None:
+    sign = -1.0 if board.higher_is_better else 1.0
+    scored = sorted((r for r in board.rows if r.average is not None), key=lambda r: sign * r.average)
+    unscored = [r for r in board.rows if r.average is None]
+    for rank, row in enumerate(scored, start=1):
+        row.rank = rank
+    board.rows = scored + unscored

@@ -1,0 +1,134 @@
+"""Suite -> plan: units of work with stable ids, grouped so that each attribution is computed once.
+
+A unit is one score value: model × variant × probe layer × saliency × channel aggregator ×
+embedding aggregator × score. Units that share (model, variant, layer, saliency, channel aggregator)
+read the same attribution maps and form a group. Building the plan also builds every model's
+architecture (untrained) to resolve and check its probe layers and embedding: no weights, no data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from itertools import groupby
+
+from .api import Network
+from .engine.probe import Probe
+from .errors import ReprevalError
+from .models import Model, layer_table, load_state, read_checkpoint
+from .plugins import Plugins
+from .suite import PluginChoice, Suite
+
+NOT_APPLICABLE = "-"
+
+
+@dataclass(frozen=True)
+class Unit:
+    model: str
+    variant: PluginChoice
+    layer: str
+    saliency: PluginChoice
+    channel_aggregator: str  # label, or "-" for spatial methods (Grad-CAM)
+    embedding_aggregator: str  # label, or "-" for scores that read every component
+    score: PluginChoice
+    higher_is_better: bool
+    fingerprint: str  # everything else that changes the value (data, seeds, weights, options)
+
+    @property
+    def id(self) -> str:
+        key = json.dumps(
+            [self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator,
+             self.embedding_aggregator, self.score.label, self.fingerprint]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    @property
+    def group(self) -> tuple:
+        return (self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator)
+
+    def describe(self) -> str:
+        return "/".join(
+            [self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator,
+             self.embedding_aggregator, self.score.label]
+        )
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    units: list[Unit]
+    layers: dict[str, tuple[str, ...]]  # model id -> probe layers in depth order
+
+    def groups(self, units=None):
+        """(group key, units) in plan order; the plan is already sorted by group."""
+        return [(key, list(items)) for key, items in groupby(units or self.units, key=lambda u: u.group)]
+
+
+def fingerprint(suite: Suite, model_id: str) -> str:
+    """What a unit's value depends on besides its own coordinates."""
+    model = suite.models[model_id]
+    evaluation = suite.evaluation
+    described = {
+        "model": {k: v for k, v in vars(model).items() if k != "id"},
+        "train_data": model.train and vars(suite.datasets[model.train.dataset]),
+        "data": vars(suite.datasets[evaluation.dataset]),
+        "smoothing": vars(evaluation.smoothing),
+        "seed": suite.seed,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
+    """The model's probe layers, checked against the network and sorted by depth."""
+    layers = model.layers(network)
+    if not layers:
+        raise ReprevalError("no probe layers: the model source offers no default", where=f"{where}.layers", fix="list them under 'layers:' (`repreval layers MODEL`)")
+    table, _ = layer_table(network)
+    depth = {row.name: i for i, row in enumerate(table)}
+    for i, layer in enumerate(layers):
+        probe = Probe.parse(layer)
+        try:
+            probe.module(network)
+        except ReprevalError as exc:
+            raise ReprevalError(exc.problem, where=f"{where}.layers[{i}]", fix=exc.fix) from None
+        if probe.module_name not in depth:
+            raise ReprevalError(f"layer {layer!r} is not used when computing the embedding", where=f"{where}.layers[{i}]", fix="probe a layer between the input and the embedding")
+    return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
+
+
+def make_plan(suite: Suite, plugins: Plugins) -> Plan:
+    evaluation = suite.evaluation
+    units: list[Unit] = []
+    layers: dict[str, tuple[str, ...]] = {}
+    for model_id, config in suite.models.items():
+        where = f"{suite.path or 'suite'}: models.{model_id}"
+        model = Model(config, plugins.model_source.create(config.source_name), where=where)
+        try:
+            network = model.untrained(config.seed)
+        except ReprevalError as exc:
+            raise ReprevalError(exc.problem, where=exc.where or f"{where}.model", fix=exc.fix) from None
+        layers[model_id] = model_layers(model, network, where)
+        if config.weights and config.weights != "hub":  # the checkpoint must fit: fail now, not mid-run
+            state = read_checkpoint(config.weights, where=f"{where}.weights")
+            load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
+        printed = fingerprint(suite, model_id)
+        for variant in suite.variants:
+            for layer in layers[model_id]:
+                for saliency in evaluation.saliency:
+                    spatial = saliency.create(plugins.saliency).spatial
+                    channel_labels = [NOT_APPLICABLE] if spatial else [c.label for c in evaluation.channel_aggregators]
+                    for channel in channel_labels:
+                        for score in evaluation.scores:
+                            scorer = score.create(plugins.score)
+                            embedding_labels = (
+                                [e.label for e in evaluation.embedding_aggregators]
+                                if scorer.uses_embedding_aggregator
+                                else [NOT_APPLICABLE]
+                            )
+                            for embedding in embedding_labels:
+                                units.append(
+                                    Unit(model_id, variant, layer, saliency, channel, embedding, score,
+                                         bool(scorer.higher_is_better), printed)
+                                )
+    return Plan(suite, units, layers)

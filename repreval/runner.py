@@ -1,0 +1,249 @@
+"""Run a plan: for each model variant (loaded once), each probe layer and saliency method, compute
+the attribution maps batch by batch and let every aggregator and score read them.
+
+Finished units are skipped; a unit group that fails is recorded as failed and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import yaml
+from torch import Tensor
+
+from .api import AttributionMaps, ImageSet, InputSpec, Network
+from .data import load_images, normalize, uniform_noise
+from .engine.attribution import component_maps
+from .engine.probe import Probe
+from .errors import ReprevalError
+from .models import Model
+from .plan import NOT_APPLICABLE, Plan, Unit, make_plan
+from .plugins import Plugins
+from .store import ResultStore, ScoreRecord
+from .suite import Suite
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose (noise set, smoothing, ...) derived from the suite seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ReprevalError(f"device {name!r} requested but CUDA is not available", fix="use device: cpu (or auto)")
+    return torch.device(name)
+
+
+@dataclass
+class RunReport:
+    output: str
+    total: int = 0
+    computed: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (unit description, error)
+    seconds: float = 0.0
+
+
+class Inputs:
+    """Preprocessed evaluation inputs and noise sets, cached per input spec."""
+
+    def __init__(self, suite: Suite, plugins: Plugins, device: torch.device):
+        self.suite, self.plugins, self.device = suite, plugins, device
+        self._images: dict[tuple[str, InputSpec], ImageSet] = {}
+
+    def images(self, dataset: str, spec: InputSpec) -> ImageSet:
+        key = (dataset, spec)
+        if key not in self._images:
+            config = self.suite.datasets[dataset]
+            source = self.plugins.dataset.create(config.kind, config.options)
+            where = f"{self.suite.path or 'suite'}: datasets.{dataset}"
+            self._images[key] = load_images(source, config.subset, spec, where)
+        return self._images[key]
+
+    def batch_source(self, network: Network) -> dict[str, Tensor]:
+        """``real`` inputs plus the two seeded noise sets, normalised, on the device."""
+        spec = network.input_spec
+        real = self.images(self.suite.evaluation.dataset, spec).images
+        count = len(real)
+        return {
+            "real": normalize(real, spec).to(self.device),
+            "noise": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(self.device),
+            "noise_b": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(self.device),
+        }
+
+    def training_data(self, dataset: str):
+        def provide(network: Network) -> tuple[ImageSet, Tensor]:
+            data = self.images(dataset, network.input_spec)
+            return data, normalize(data.images, network.input_spec)
+
+        return provide
+
+
+def run_suite(
+    suite: Suite,
+    plugins: Plugins,
+    *,
+    on_progress: Callable[[int, str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    plan: Plan | None = None,
+) -> RunReport:
+    """Compute every unfinished unit of ``suite``; return what happened."""
+    started = time.perf_counter()
+    plan = plan or make_plan(suite, plugins)
+    store = ResultStore(suite.output)
+    store.write_suite(yaml.safe_dump(suite.raw, sort_keys=False))
+    report = RunReport(output=str(suite.output), total=len(plan.units))
+    pending = [unit for unit in plan.units if not store.is_done(unit.id)]
+    report.skipped = len(plan.units) - len(pending)
+    if on_start:
+        on_start(len(pending))
+    device = resolve_device(suite.device)
+    inputs = Inputs(suite, plugins, device)
+
+    for model_id, config in suite.models.items():
+        model_units = [unit for unit in pending if unit.model == model_id]
+        if not model_units:
+            continue
+        training_key = ""
+        if config.train:
+            training_key = repr(vars(suite.datasets[config.train.dataset]))
+        model = Model(
+            config,
+            plugins.model_source.create(config.source_name),
+            training_data=inputs.training_data(config.train.dataset) if config.train else None,
+            training_data_key=training_key,
+            where=f"{suite.path or 'suite'}: models.{model_id}",
+        )
+        for variant in suite.variants:
+            variant_units = [unit for unit in model_units if unit.variant == variant]
+            if not variant_units:
+                continue
+            try:
+                network = variant.create(plugins.variant).network(model, suite.seed)
+                network.module.to(device).eval()
+                batches = inputs.batch_source(network)
+            except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
+                _fail(store, plan, variant_units, exc, report, on_progress)
+                continue
+            for _, group in plan.groups(variant_units):
+                try:
+                    _run_group(plan, plugins, network, batches, group, store, device)
+                    report.computed += len(group)
+                except Exception as exc:  # noqa: BLE001
+                    _fail(store, plan, group, exc, report, on_progress)
+                    continue
+                if on_progress:
+                    on_progress(len(group), group[0].describe())
+            del network, batches
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ReprevalError):
+        return exc.one_line()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def _fail(store, plan, units, exc, report, on_progress):
+    message = _error_text(exc)
+    for unit in units:
+        store.write(_record(plan, unit, status="failed", error=message))
+        report.failures.append((unit.describe(), message))
+    if on_progress:
+        on_progress(len(units), units[0].describe())
+
+
+def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
+    suite = plan.suite
+    return ScoreRecord(
+        unit_id=unit.id,
+        suite=suite.name,
+        model=unit.model,
+        model_spec=suite.models[unit.model].spec,
+        variant=unit.variant.label,
+        layer=unit.layer,
+        layer_index=plan.layers[unit.model].index(unit.layer),
+        saliency=unit.saliency.label,
+        channel_aggregator=unit.channel_aggregator,
+        embedding_aggregator=unit.embedding_aggregator,
+        score=unit.score.label,
+        higher_is_better=unit.higher_is_better,
+        dataset=suite.evaluation.dataset,
+        seed=suite.seed,
+        **fields,
+    )
+
+
+def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore, device) -> None:
+    """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit."""
+    started = time.perf_counter()
+    suite, evaluation = plan.suite, plan.suite.evaluation
+    first = group[0]
+    probe = Probe.parse(first.layer)
+    method = first.saliency.create(plugins.saliency)
+    channel = None
+    if first.channel_aggregator != NOT_APPLICABLE:
+        channel = next(c for c in evaluation.channel_aggregators if c.label == first.channel_aggregator).create(plugins.aggregator)
+    scores = {unit.score.label: unit.score.create(plugins.score) for unit in group}
+    embedding_aggregators = {c.label: c.create(plugins.aggregator) for c in evaluation.embedding_aggregators}
+    noise_sets = max(score.noise_sets for score in scores.values())
+    sets = ["real", "noise", "noise_b"][: 1 + noise_sets]
+
+    values: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
+    references: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
+    zero_maps, all_maps = 0, 0
+    count = batches["real"].shape[0]
+    for batch_index, start in enumerate(range(0, count, evaluation.batch_size)):
+        stop = min(count, start + evaluation.batch_size)
+        maps = {}
+        for name in sets:
+            maps[name] = component_maps(
+                network,
+                probe,
+                batches[name][start:stop],
+                method,
+                channel,
+                chunk_size=evaluation.chunk_size,
+                smoothing=evaluation.smoothing,
+                seed=derived_seed(suite.seed, f"smoothing-{name}-{batch_index}"),
+            ).float()
+        real = maps["real"]
+        zero_maps += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
+        all_maps += real.shape[0] * real.shape[1]
+        attribution = AttributionMaps(real=real, noise=maps.get("noise"), noise_b=maps.get("noise_b"))
+        for unit in group:
+            score = scores[unit.score.label]
+            aggregator = embedding_aggregators.get(unit.embedding_aggregator)
+            result = score.compute(attribution, aggregator)
+            values[unit.id].append(result.values.detach().cpu())
+            if result.reference is not None:
+                references[unit.id].append(result.reference.detach().cpu())
+
+    seconds = time.perf_counter() - started
+    for unit in group:
+        score = scores[unit.score.label]
+        per_input = torch.cat(values[unit.id]).double()
+        reference = torch.cat(references[unit.id]).double() if references[unit.id] else None
+        record = _record(
+            plan,
+            unit,
+            value=float(per_input.mean()),
+            spread=float(per_input.std(correction=0)),
+            reference=None if reference is None else float(reference.mean()),
+            reference_spread=None if reference is None else float(reference.std(correction=0)),
+            bound=score.bounds[1] if score.bounds else None,
+            values=[round(float(v), 7) for v in per_input],
+            degenerate_maps=zero_maps / max(all_maps, 1),
+            n_inputs=per_input.numel(),
+            seconds=round(seconds, 3),
+            device=str(device),
+        )
+        store.write(record)

@@ -1,0 +1,361 @@
+"""Suite YAML -> a typed, completely validated :class:`Suite` (no computation).
+
+Validation resolves every plugin name (with options), dataset, model, probe layer and weights file
+before a run starts, and reports the first problem as ``FILE: KEY: problem (fix)``.
+See README.md ("Suite format") for the full format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DatasetConfig, Subset
+from .engine.attribution import Smoothing
+from .engine.probe import Probe
+from .errors import ReprevalError
+from .models import ModelConfig, TrainingConfig, split_model_spec
+from .plugins import Plugins
+from .registry import suggest
+
+SUITE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PluginChoice:
+    """A plugin named in a suite, with its options; ``label`` tells configurations apart."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        return f"{self.name}[" + ",".join(f"{k}={v}" for k, v in self.options) + "]"
+
+    def create(self, registry):
+        instance = registry.create(self.name, dict(self.options))
+        try:
+            instance._label = self.label
+        except AttributeError:  # a factory may return an object without attribute storage
+            pass
+        return instance
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    saliency: list[PluginChoice]
+    channel_aggregators: list[PluginChoice]
+    embedding_aggregators: list[PluginChoice]
+    scores: list[PluginChoice]
+    batch_size: int = 16
+    chunk_size: int = 16
+    smoothing: Smoothing = Smoothing()
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    seed: int
+    output: Path
+    device: str
+    datasets: dict[str, DatasetConfig]
+    models: dict[str, ModelConfig]
+    variants: list[PluginChoice]
+    evaluation: Evaluation
+    description: str = ""
+    raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML with locations
+
+
+class _Section:
+    """A mapping being read; remembers where it is and rejects keys nobody asked for."""
+
+    def __init__(self, data: Any, where: str):
+        if not isinstance(data, dict):
+            raise ReprevalError(f"expected a mapping, got {_kind(data)}", where=where)
+        self.data = data
+        self.where = where
+        self.seen: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where and not self.where.endswith(": ") else f"{self.where}{key}"
+
+    def get(self, key: str, kind, default=..., *, required: bool = False):
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required or default is ...:
+                raise ReprevalError(f"missing required key {key!r}", where=self.where.rstrip(": ") or None)
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ReprevalError(f"expected {names}, got {_kind(value)} {value!r}", where=self.at(key))
+        return value
+
+    def finish(self) -> None:
+        unknown = [key for key in self.data if key not in self.seen]
+        if unknown:
+            raise ReprevalError(
+                f"unknown key {unknown[0]!r}", where=self.where.rstrip(": ") or None, fix=suggest(unknown[0], self.seen)
+            )
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any) -> Any:
+    """``${NAME}`` and ``${NAME:-default}`` in strings are replaced from the environment."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ReprevalError(f"suite file {str(path)!r} does not exist", fix="check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ReprevalError(f"{problem}{line}", where=str(path), fix="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ReprevalError("a suite must be a YAML mapping", where=str(path), fix="see README.md, 'Suite format'")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep merge of mappings; lists and scalars of ``override`` replace those of ``base``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The suite at ``path`` with its ``include:`` files merged underneath it (relative to the file)."""
+    path = path.resolve()
+    if path in seen:
+        raise ReprevalError("include cycle: " + " -> ".join(p.name for p in (*seen, path)), where=str(path))
+    data = read_yaml(path)
+    includes = data.pop("include", []) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ReprevalError("'include' must be a file name or a list of them", where=f"{path}: include")
+    merged: dict = {}
+    for name in includes:
+        included = path.parent / name
+        if not included.is_file():
+            raise ReprevalError(f"included file {name!r} does not exist", where=f"{path}: include", fix="paths are relative to the including file")
+        merged = merge(merged, resolve_includes(included, (*seen, path)))
+    return merge(merged, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _plugin_choices(value: Any, where: str) -> list[PluginChoice]:
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ReprevalError("expected a non-empty list of names", where=where)
+    choices = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            choices.append(PluginChoice(item))
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, options), = item.items()
+            options = options or {}
+            if not isinstance(options, dict):
+                raise ReprevalError("options must be a mapping", where=f"{where}[{i}].{name}")
+            choices.append(PluginChoice(str(name), tuple(sorted(options.items()))))
+        else:
+            raise ReprevalError("each entry is a name or {name: {options}}", where=f"{where}[{i}]")
+    return choices
+
+
+def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check_files: bool = True) -> Suite:
+    """Validate ``data`` (a merged suite mapping) completely and return the typed suite."""
+    data = _expand(data)
+    file = str(path) if path else "suite"
+    top = _Section(data, f"{file}: ")
+    version = top.get("version", int, SUITE_VERSION)
+    if version != SUITE_VERSION:
+        raise ReprevalError(f"suite version {version} is not supported", where=top.at("version"), fix=f"use version: {SUITE_VERSION}")
+    name = top.get("name", str, required=True)
+    description = top.get("description", str, "")
+    seed = top.get("seed", int, 0)
+    output = Path(top.get("output", str, f"results/{name}"))
+    device = top.get("device", str, "cpu")
+    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
+        raise ReprevalError(f"unknown device {device!r}", where=top.at("device"), fix="use cpu, cuda, cuda:N or auto")
+
+    datasets = {}
+    for dataset_name, spec in top.get("datasets", dict, required=True).items():
+        datasets[dataset_name] = _parse_dataset(spec, top.at(f"datasets.{dataset_name}"), plugins, seed)
+
+    models = {}
+    for model_id, spec in top.get("models", dict, required=True).items():
+        models[model_id] = _parse_model(str(model_id), spec, top.at(f"models.{model_id}"), plugins, seed, datasets, check_files)
+
+    variants = _plugin_choices(top.get("variants", (list, str), ["trained", "random"]), top.at("variants"))
+    for i, choice in enumerate(variants):
+        _check_plugin(plugins.variant, choice, f"{top.at('variants')}[{i}]")
+    evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
+    top.finish()
+    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data)
+
+
+def _check_plugin(registry, choice: PluginChoice, where: str):
+    try:
+        return choice.create(registry)
+    except ReprevalError as exc:
+        raise ReprevalError(exc.problem, where=where, fix=exc.fix) from None
+
+
+def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> DatasetConfig:
+    section = _Section(spec, where)
+    kind = section.get("kind", str, required=True)
+    options = section.get("options", dict, {})
+    subset = Subset(
+        limit=section.get("limit", int, None),
+        skip=section.get("skip", int, 0),
+        seed=section.get("seed", int, seed),
+    )
+    section.finish()
+    if subset.limit is not None and subset.limit < 1:
+        raise ReprevalError("limit must be at least 1", where=section.at("limit"))
+    if subset.skip < 0:
+        raise ReprevalError("skip must not be negative", where=section.at("skip"))
+    _check_plugin(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind")
+    return DatasetConfig(kind, options, subset)
+
+
+def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_files) -> ModelConfig:
+    section = _Section(spec, where)
+    model_spec = section.get("model", str, required=True)
+    try:
+        source_name, _ = split_model_spec(model_spec)
+    except ReprevalError as exc:
+        raise ReprevalError(exc.problem, where=section.at("model"), fix=exc.fix) from None
+    if source_name not in plugins.model_source:
+        raise ReprevalError(
+            f"unknown model source {source_name!r}",
+            where=section.at("model"),
+            fix=suggest(source_name, plugins.model_source.names()),
+        )
+    weights = section.get("weights", str, None)
+    train_spec = section.get("train", dict, None)
+    train = None
+    if train_spec is not None:
+        train_section = _Section(dict(train_spec), section.at("train"))
+        dataset = train_section.get("dataset", str, required=True)
+        if dataset not in datasets:
+            raise ReprevalError(f"unknown dataset {dataset!r}", where=train_section.at("dataset"), fix=suggest(dataset, datasets))
+        train_section.seen.update(train_spec)
+        train = TrainingConfig(dataset, {k: v for k, v in train_spec.items() if k != "dataset"})
+    if weights and train:
+        raise ReprevalError("give either 'weights' or 'train', not both", where=where)
+    if weights and weights != "hub" and check_files and not Path(weights).is_file():
+        raise ReprevalError(f"weights file {weights!r} does not exist", where=section.at("weights"), fix="check the path (relative to the current directory)")
+    layers = section.get("layers", (list, str), [])
+    layers = [layers] if isinstance(layers, str) else layers
+    config = ModelConfig(
+        id=model_id,
+        spec=model_spec,
+        options=section.get("options", dict, {}),
+        weights=weights,
+        weights_match=section.get("weights_match", str, "name"),
+        train=train,
+        layers=tuple(str(layer) for layer in layers),
+        embedding=section.get("embedding", str, None),
+        seed=section.get("seed", int, seed),
+    )
+    if config.weights_match not in ("name", "position"):
+        raise ReprevalError(f"unknown weights_match {config.weights_match!r}", where=section.at("weights_match"), fix="use name or position")
+    section.finish()
+    return config
+
+
+def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Evaluation:
+    section = _Section(spec, where)
+    dataset = section.get("dataset", str, required=True)
+    if dataset not in datasets:
+        raise ReprevalError(f"unknown dataset {dataset!r}", where=section.at("dataset"), fix=suggest(dataset, datasets))
+    lists = {}
+    for key, registry in (
+        ("saliency", plugins.saliency),
+        ("channel_aggregators", plugins.aggregator),
+        ("embedding_aggregators", plugins.aggregator),
+        ("scores", plugins.score),
+    ):
+        default = ["abs"] if key == "channel_aggregators" else ["mean"] if key == "embedding_aggregators" else ...
+        raw = section.get(key, (list, str, dict), default)
+        lists[key] = _plugin_choices(raw, section.at(key))
+        for i, choice in enumerate(lists[key]):
+            _check_plugin(registry, choice, f"{section.at(key)}[{i}]")
+    smoothing_spec = _Section(section.get("smoothing", dict, {}), section.at("smoothing"))
+    smoothing = Smoothing(
+        samples=smoothing_spec.get("samples", int, 1),
+        sigma=smoothing_spec.get("sigma", float, 0.0),
+        random_scale=smoothing_spec.get("random_scale", bool, False),
+    )
+    smoothing_spec.finish()
+    evaluation = Evaluation(
+        dataset=dataset,
+        batch_size=section.get("batch_size", int, 16),
+        chunk_size=section.get("chunk_size", int, 16),
+        smoothing=smoothing,
+        **lists,
+    )
+    for key in ("batch_size", "chunk_size"):
+        if getattr(evaluation, key) < 1:
+            raise ReprevalError(f"{key} must be at least 1", where=section.at(key))
+    if smoothing.samples < 1:
+        raise ReprevalError("samples must be at least 1", where=smoothing_spec.at("samples"))
+    section.finish()
+    return evaluation
+
+
+def load_suite(path: str | os.PathLike, plugins: Plugins, *, output: str | None = None, check_files: bool = True) -> Suite:
+    """Read, merge includes, and validate the suite at ``path``; ``output`` overrides its output."""
+    path = Path(path)
+    suite = parse_suite(resolve_includes(path), plugins, path=path, check_files=check_files)
+    if output:
+        suite.output = Path(output)
+    return suite
+
+
+def probes(layers) -> list[Probe]:
+    return [Probe.parse(layer) for layer in layers]
