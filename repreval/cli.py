@@ -29,8 +29,8 @@ KIND_ALIASES = {
     "variant": "variant", "variants": "variant",
 }
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped to a file
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
 
 
 def _parser() -> argparse.ArgumentParser:

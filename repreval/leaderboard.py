@@ -67,7 +67,7 @@ def build_leaderboards(records: list[ScoreRecord]) -> list[Board]:
     by_metric: dict[tuple, list[ScoreRecord]] = defaultdict(list)
     for record in records:
         by_metric[_metric(record)].append(record)
-    return [_board(metric, items) for metric, items in by_metric.items()]
+    return [_board(metric, by_metric[metric]) for metric in sorted(by_metric)]
 
 
 def _board(metric: tuple, records: list[ScoreRecord]) -> Board:

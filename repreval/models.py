@@ -211,7 +211,10 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
 
 
 def load_state(module: nn.Module, state: dict[str, Tensor], match: str = "name", where: str = "weights") -> None:
-    """Load strictly, by key name or by position (same order, every shape checked)."""
+    """Load strictly, by key name or by position (same order, every shape checked).
+
+    Only BatchNorm ``num_batches_tracked`` counters may be absent from the checkpoint.
+    """
     own = module.state_dict()
     if match == "position":
         if len(own) != len(state):
@@ -229,6 +232,8 @@ def load_state(module: nn.Module, state: dict[str, Tensor], match: str = "name",
                 )
             renamed[name] = tensor
         state = renamed
+    # Checkpoints from before PyTorch 0.4.1 lack BatchNorm's batch counters; they are unused in eval mode.
+    state = {**{k: v for k, v in own.items() if k.endswith(".num_batches_tracked")}, **state}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from repreval.api import ImageSet, ReprevalError
 from repreval.data import fit_to_input, normalize
 from repreval.models import CACHE_ENV, Model, ModelConfig, TrainingConfig, seeded
-from repreval_autoencoders import Autoencoders, training_loss
+from repreval_autoencoders import Autoencoders, register_model_sources, training_loss
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -41,17 +41,18 @@ def digits():
     """scikit-learn's 1,797 real 8×8 digits, fitted to 28×28 in [0, 1]."""
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16
-    inputs = normalize(fit_to_input(images, build("classifier").input_spec), build("classifier").input_spec)
+    spec = build("classifier").input_spec
+    inputs = normalize(fit_to_input(images, spec), spec)
     return ImageSet(images, torch.tensor(bunch.target)), inputs
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    """The first 1,000 MNIST test images in [0, 1] with labels."""
+    """The first 2,000 MNIST test images in [0, 1] with labels."""
     if not MNIST.is_dir():
         pytest.skip("no shared data")
-    images = read_idx(MNIST / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)[:1000]
-    labels = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz", 8)[:1000]
+    images = read_idx(MNIST / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)[:2000]
+    labels = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz", 8)[:2000]
     return ImageSet(torch.from_numpy(images.copy()).float() / 255, torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -81,17 +82,13 @@ def test_shapes_and_embedding_sizes():
 
 
 def test_probe_layers_are_blocks_ending_in_their_activation():
-    modules = dict(build("classifier").module.named_modules())
-    assert isinstance(modules["encoder.block2.act"], torch.nn.Softplus)
-    assert isinstance(dict(build("classifier", {"activation": "relu"}).module.named_modules())["encoder.block2.act"], torch.nn.ReLU)
-    outputs = {}
-    for name in ("encoder.block1", "encoder.block2", "encoder.block3"):
-        modules = dict(build("drift").module.named_modules())
+    assert isinstance(build("classifier").module.encoder.block2.act, torch.nn.Softplus)
+    assert isinstance(build("classifier", {"activation": "relu"}).module.encoder.block2.act, torch.nn.ReLU)
     network = build("drift")
+    modules = dict(network.module.named_modules())
+    outputs = {}
     for name in network.default_layers:
-        dict(network.module.named_modules())[name].register_forward_hook(
-            lambda _m, _i, output, name=name: outputs.__setitem__(name, output.shape)
-        )
+        modules[name].register_forward_hook(lambda _m, _i, output, name=name: outputs.__setitem__(name, output.shape))
     network.embed(torch.rand(2, 1, 28, 28))
     assert outputs == {
         "encoder.block1": (2, 8, 28, 28),
@@ -149,17 +146,20 @@ def test_classifier_learns_digits(digits):
 def test_drift_autoencoder_learns_to_reconstruct_mnist(mnist):
     network = build("drift")
     inputs = normalize(mnist.images, network.input_spec)
+    train_inputs, held_out = inputs[:1000], inputs[1000:]
 
-    def reconstruction_error() -> float:
+    def held_out_error() -> float:
         network.module.eval()
         with torch.no_grad():
-            return F.mse_loss(network.module(inputs), inputs).item()
+            return F.mse_loss(network.module(held_out), held_out).item()
 
-    untrained = reconstruction_error()
-    log = train(network, mnist, inputs, {"epochs": 3})
-    trained = reconstruction_error()
-    print(f"ae:drift on 1,000 MNIST images: MSE {untrained:.4f} -> {trained:.4f}; {log}")
-    assert trained < 0.75 * untrained
+    mean_image_error = F.mse_loss(train_inputs.mean(dim=0).expand_as(held_out), held_out).item()
+    untrained = held_out_error()
+    log = train(network, ImageSet(mnist.images[:1000]), train_inputs, {"epochs": 5})
+    trained = held_out_error()
+    print(f"ae:drift, 5 epochs on 1,000 MNIST images: held-out MSE {untrained:.4f} -> {trained:.4f}", end=" ")
+    print(f"(mean image {mean_image_error:.4f}); {log}")
+    assert trained < mean_image_error < untrained  # 0.053 < 0.062 < 0.26 measured
     assert "train_accuracy" not in log
 
 
@@ -168,7 +168,8 @@ def test_training_loss_adds_cross_entropy_for_the_classifier():
     network = build("classifier")
     network.module.eval()
     code = network.embed(inputs)
-    expected = F.mse_loss(network.module.decoder(code), inputs) + F.cross_entropy(network.module.classifier(code), labels)
+    reconstruction, logits = network.module.decoder(code), network.module.classifier(code)
+    expected = F.mse_loss(reconstruction, inputs) + F.cross_entropy(logits, labels)
     assert torch.allclose(training_loss(network, inputs, labels), expected)
     drift = build("drift")
     drift.module.eval()
@@ -198,3 +199,9 @@ def test_host_trains_once_and_then_loads_the_cached_checkpoint(digits, tmp_path,
     assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
     untrained = Model(config, Autoencoders()).untrained(0).module.state_dict()
     assert not torch.equal(untrained["encoder.fc.weight"], second_state["encoder.fc.weight"])
+
+
+def test_the_plugin_registers_its_source():
+    registered = []
+    register_model_sources(lambda factory, **_: registered.append(factory))
+    assert registered == [Autoencoders]

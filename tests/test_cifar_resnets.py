@@ -12,7 +12,7 @@ from PIL import Image
 from repreval.api import ReprevalError
 from repreval.data import normalize
 from repreval.models import load_state, read_checkpoint, seeded
-from repreval_cifar_resnets import CifarResNets
+from repreval_cifar_resnets import CifarResNets, register_model_sources
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKPOINTS = DATA / "cifar10-resnets"
@@ -117,3 +117,9 @@ def test_trained_resnet20_is_accurate_and_random_init_is_at_chance(cifar_images)
     random = top1(build("resnet20"), images, labels)
     assert trained > 0.75  # 0.804 measured (the JPEG copies cost ~10 points against the PNGs)
     assert random < 0.2
+
+
+def test_the_plugin_registers_its_source():
+    registered = []
+    register_model_sources(lambda factory, **_: registered.append(factory))
+    assert registered == [CifarResNets]

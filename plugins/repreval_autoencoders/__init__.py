@@ -17,9 +17,9 @@ from repreval.api import ImageSet, InputSpec, ModelSource, Network, ReprevalErro
 from repreval.registry import suggest
 
 from .networks import Autoencoder, constrained_autoencoder, drift_autoencoder
-from .training import train, training_loss
+from .training import train_autoencoder, training_loss
 
-__all__ = ["Autoencoders", "training_loss"]
+__all__ = ["Autoencoders", "register_model_sources", "training_loss"]
 
 ARCHITECTURES = {
     "drift": (drift_autoencoder, ("encoder.block1", "encoder.block2", "encoder.block3")),
@@ -77,7 +77,7 @@ class Autoencoders(ModelSource):
             if len(labels) != len(inputs):
                 raise ReprevalError(f"{len(labels)} labels for {len(inputs)} training images")
             labels = labels.long()
-        return train(network, inputs, labels, options, seed)
+        return train_autoencoder(network, inputs, labels, options, seed)
 
 
 @hookimpl

@@ -40,7 +40,7 @@ def training_loss(network: Network, inputs: Tensor, labels: Tensor | None) -> Te
     return loss
 
 
-def train(network: Network, inputs: Tensor, labels: Tensor | None, options: dict, seed: int) -> dict:
+def train_autoencoder(network: Network, inputs: Tensor, labels: Tensor | None, options: dict, seed: int) -> dict:
     """Train in place with Adam, mini-batches shuffled by a generator seeded with ``seed``; return a log."""
     settings = training_settings(options)
     module = network.module

@@ -104,16 +104,6 @@ class CifarResNets(ModelSource):
             description=f"CIFAR-10 {name} (He et al. 2016, option A)",
         )
 
-    def convert_state_dict(self, state_dict: dict, network: Network) -> dict:
-        """Add the BatchNorm ``num_batches_tracked`` counters that checkpoints from before PyTorch 0.4.1 lack."""
-        own = network.module.state_dict()
-        missing_counters = {
-            key: own[key].clone()
-            for key in own
-            if key.endswith(".num_batches_tracked") and key not in state_dict
-        }
-        return {**state_dict, **missing_counters}
-
 
 @hookimpl
 def register_model_sources(register):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -29,6 +30,11 @@ def _average_text(row: Row) -> str:
     return _number(row.average) + ("" if row.complete or row.average is None else "*")
 
 
+def _shows_bound(board: Board) -> bool:
+    """A bound column only where it tells something (the variance score's 1/4, not a score in [0, 1])."""
+    return bool(board.bound) and board.bound != 1.0
+
+
 def _bound_text(board: Board, row: Row) -> str:
     if not board.bound or row.average is None:
         return MISSING
@@ -37,19 +43,23 @@ def _bound_text(board: Board, row: Row) -> str:
 
 def rich_table(board: Board) -> Table:
     direction = "↑ higher is better" if board.higher_is_better else "↓ lower is better"
-    table = Table(title=f"{board.title}  ({direction})", title_justify="left", header_style="bold")
+    table = Table(title=escape(f"{board.title}  ({direction})"), title_justify="left", header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("model · variant")
+    table.add_column("model")
+    table.add_column("variant")
     table.add_column("mean", justify="right", style="bold")
-    if board.bound:
+    if _shows_bound(board):
         table.add_column("mean/bound", justify="right")
     table.add_column("chance", justify="right", style="dim")
     for column in board.columns:
-        table.add_column(column, justify="right")
+        table.add_column(escape(column), justify="right", overflow="fold")
     for row in board.rows:
         cells = [Text(cell_text(c), style="red" if c.status == "failed" else "") for c in row.cells]
-        extra = [_bound_text(board, row)] if board.bound else []
-        table.add_row(str(row.rank or MISSING), row.name, _average_text(row), *extra, _number(row.reference_average), *cells)
+        extra = [_bound_text(board, row)] if _shows_bound(board) else []
+        table.add_row(
+            str(row.rank or MISSING), escape(row.model), escape(row.variant), _average_text(row), *extra,
+            _number(row.reference_average), *cells,
+        )
     table.caption = "cells: mean ±std over inputs; chance: the same score on noise inputs; * = some layers missing"
     return table
 
@@ -59,11 +69,11 @@ def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
     for board in boards:
         direction = "higher is better" if board.higher_is_better else "lower is better"
         lines += [f"## {board.title}", "", f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs", ""]
-        header = ["#", "model · variant", "mean"] + (["mean/bound"] if board.bound else []) + ["chance"] + board.columns
+        header = ["#", "model · variant", "mean"] + (["mean/bound"] if _shows_bound(board) else []) + ["chance"] + board.columns
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
         for row in board.rows:
-            extra = [_bound_text(board, row)] if board.bound else []
+            extra = [_bound_text(board, row)] if _shows_bound(board) else []
             cells = [str(row.rank or MISSING), row.name, _average_text(row), *extra, _number(row.reference_average)]
             lines.append("| " + " | ".join(cells + [cell_text(c) for c in row.cells]) + " |")
         lines.append("")
