@@ -54,11 +54,19 @@ def component_maps(
     chunk_size: int = 16,
     smoothing: Smoothing = Smoothing(),
     seed: int = 0,
+    create_graph: bool = False,
 ) -> Tensor:
     """Maps [B, D, h, w] of every embedding component for a batch of preprocessed inputs.
 
     ``channel_aggregator`` is ignored (may be None) for spatial methods such as Grad-CAM.
+    ``create_graph``: keep the maps differentiable w.r.t. the parameters (scores as training losses);
+    otherwise no graph is recorded, which saves time and keeps memory at one chunk.
     """
+    with torch.set_grad_enabled(create_graph):
+        return _component_maps(network, probe, inputs, method, channel_aggregator, chunk_size, smoothing, seed)
+
+
+def _component_maps(network, probe, inputs, method, channel_aggregator, chunk_size, smoothing, seed) -> Tensor:
     if not method.spatial and channel_aggregator is None:
         raise ValueError(f"saliency method {method.name!r} needs a channel aggregator")
     batch = inputs.shape[0]
@@ -73,10 +81,9 @@ def component_maps(
         raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
     dim = embedding.shape[1]
     feature_map = as_feature_map(activation, probe.spec)  # [B*S, C, h, w]
-    height, width = feature_map.shape[-2:]
     batched_pullback = torch.func.vmap(pullback)
 
-    out = torch.empty(batch, dim, height, width, dtype=feature_map.dtype, device=feature_map.device)
+    chunks = []
     for start in range(0, dim, chunk_size):
         stop = min(dim, start + chunk_size)
         rows = stop - start
@@ -94,8 +101,8 @@ def component_maps(
             scale = attribution.detach().abs().flatten(2).amax(dim=-1)  # [k, B]
             attribution = channel_aggregator(attribution, dim=2)  # [k, B, h, w]
             attribution = zero_rounding_noise(attribution, scale)
-        out[:, start:stop] = attribution.transpose(0, 1)
-    return out
+        chunks.append(attribution)
+    return torch.cat(chunks).transpose(0, 1)  # [B, D, h, w]
 
 
 #: A channel-aggregated map whose magnitude is below this fraction of its raw attribution's magnitude
