@@ -185,12 +185,17 @@ class ModelSource:
         """Adapt a loaded checkpoint's keys to ``network.module`` (default: unchanged)."""
         return state_dict
 
-    def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
-        """Train ``network`` in place on preprocessed ``inputs`` (labels in ``data``); return a log."""
+    def check_training_options(self, options: dict) -> None:
+        """Reject bad ``train:`` options before anything runs. Default: this source cannot train."""
         raise ReprevalError(
             f"model source {self.name!r} cannot train models",
             fix="give the model 'weights: PATH' instead of 'train:'",
         )
+
+    def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
+        """Train ``network`` in place on preprocessed ``inputs`` (labels in ``data``); return a log."""
+        self.check_training_options(options)
+        raise NotImplementedError
 
 
 class ModelHandle:
@@ -207,6 +212,7 @@ class Variant:
     """Derives the network to evaluate (``trained``, ``random``, layer randomisation, ...)."""
 
     name: ClassVar[str]
+    needs_weights: ClassVar[bool] = True  # False when only untrained networks are used
 
     def network(self, model: ModelHandle, seed: int) -> Network:
         raise NotImplementedError

@@ -18,7 +18,7 @@ class ReprevalError(Exception):
     def one_line(self) -> str:
         text = f"{self.where}: {self.problem}" if self.where else self.problem
         if self.fix:
-            text += f" ({self.fix})"
+            text += f"; {self.fix}"
         return text
 
 

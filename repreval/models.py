@@ -193,11 +193,11 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReprevalError(
-            f"cannot read weights file {str(path)!r}: {first_line}",
+            f"weights file {str(path)!r} is not a readable checkpoint ({type(exc).__name__}: corrupt, truncated, "
+            "or holding objects other than tensors)",
             where=where,
-            fix="it must be a PyTorch state dict saved with torch.save (tensors only) or a .safetensors file",
+            fix="give a state dict saved with torch.save(model.state_dict(), PATH), or a .safetensors file",
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import groupby
 
 from .api import Network
@@ -69,8 +70,10 @@ def fingerprint(suite: Suite, model_id: str) -> str:
     """What a unit's value depends on besides its own coordinates."""
     model = suite.models[model_id]
     evaluation = suite.evaluation
+    weights = Path(model.weights) if model.weights and Path(model.weights).is_file() else None
     described = {
         "model": {k: v for k, v in vars(model).items() if k != "id"},
+        "weights_file": weights and [weights.stat().st_size, weights.stat().st_mtime_ns],
         "train_data": model.train and vars(suite.datasets[model.train.dataset]),
         "data": vars(suite.datasets[evaluation.dataset]),
         "smoothing": vars(evaluation.smoothing),
@@ -97,6 +100,24 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 
+def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> None:
+    """Every variant that needs trained weights can get them: fail now, not mid-run."""
+    config = model.config
+    if config.train is not None:
+        try:
+            model.source.check_training_options(dict(config.train.options))
+        except ReprevalError as exc:
+            raise ReprevalError(exc.problem, where=f"{where}.train", fix=exc.fix) from None
+    elif not config.weights:
+        needing = [v.label for v in suite.variants if v.create(plugins.variant).needs_weights]
+        if needing:
+            raise ReprevalError(
+                f"variant {needing[0]!r} needs trained weights, but this model has none",
+                where=where,
+                fix="add 'weights: PATH' (or 'weights: hub', or a 'train:' step), or use only the 'random' variant",
+            )
+
+
 def make_plan(suite: Suite, plugins: Plugins) -> Plan:
     evaluation = suite.evaluation
     units: list[Unit] = []
@@ -109,6 +130,7 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=exc.where or f"{where}.model", fix=exc.fix) from None
         layers[model_id] = model_layers(model, network, where)
+        _check_weights(suite, plugins, model, where)
         if config.weights and config.weights != "hub":  # the checkpoint must fit: fail now, not mid-run
             state = read_checkpoint(config.weights, where=f"{where}.weights")
             load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")

@@ -65,12 +65,25 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
     manager.add_hookspecs(hookspecs)
     for name in blocked:
         manager.set_blocked(name)
-    manager.load_setuptools_entrypoints(hookspecs.PROJECT)
-    for i, plugin in enumerate(extra_plugins):
-        name = getattr(plugin, "__name__", None) or f"extra-{i}"
-        if name not in blocked:
-            manager.register(plugin, name=name)
-    manager.check_pending()  # a misspelt hook name in a plugin fails here, loudly
+    try:
+        manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+        for i, plugin in enumerate(extra_plugins):
+            name = getattr(plugin, "__name__", None) or f"extra-{i}"
+            if name not in blocked:
+                manager.register(plugin, name=name)
+        manager.check_pending()  # a misspelt hook name in a plugin fails here, loudly
+    except pluggy.PluginValidationError as exc:
+        name = manager.get_name(exc.plugin) or getattr(exc.plugin, "__name__", str(exc.plugin))
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ReprevalError(
+            f"plugin {name!r} is broken: {detail}",
+            fix=f"fix the plugin, or skip it with --block {name}",
+        ) from None
+    except (ImportError, AttributeError, SyntaxError) as exc:
+        raise ReprevalError(
+            f"a plugin failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            fix=f"reinstall or fix it, or skip it with --block NAME (or ${BLOCK_ENV}); `pip list` shows what is installed",
+        ) from None
 
     info: dict[str, PluginInfo] = {}
     for plugin, dist in manager.list_plugin_distinfo():

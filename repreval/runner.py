@@ -133,11 +133,13 @@ def run_suite(
                 continue
             for _, group in plan.groups(variant_units):
                 try:
-                    _run_group(plan, plugins, network, batches, group, store, device)
-                    report.computed += len(group)
-                except Exception as exc:  # noqa: BLE001
+                    failed = _run_group(plan, plugins, network, batches, group, store, device)
+                except Exception as exc:  # noqa: BLE001 - the maps failed: every unit of the group did
                     _fail(store, plan, group, exc, report, on_progress)
                     continue
+                for unit, exc in failed:
+                    _fail(store, plan, [unit], exc, report, None)
+                report.computed += len(group) - len(failed)
                 if on_progress:
                     on_progress(len(group), group[0].describe())
             del network, batches
@@ -182,8 +184,11 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
     )
 
 
-def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore, device) -> None:
-    """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit."""
+def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore, device) -> list[tuple[Unit, Exception]]:
+    """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit.
+
+    Returns the units whose score failed (the others are written); an error in the maps propagates.
+    """
     started = time.perf_counter()
     suite, evaluation = plan.suite, plan.suite.evaluation
     first = group[0]
@@ -197,6 +202,7 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
     noise_sets = max(score.noise_sets for score in scores.values())
     sets = ["real", "noise", "noise_b"][: 1 + noise_sets]
 
+    failed: dict[str, Exception] = {}
     values: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
     references: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
     zero_maps, all_maps = 0, 0
@@ -220,15 +226,20 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
         all_maps += real.shape[0] * real.shape[1]
         attribution = AttributionMaps(real=real, noise=maps.get("noise"), noise_b=maps.get("noise_b"))
         for unit in group:
-            score = scores[unit.score.label]
-            aggregator = embedding_aggregators.get(unit.embedding_aggregator)
-            result = score.compute(attribution, aggregator)
-            values[unit.id].append(result.values.detach().cpu())
-            if result.reference is not None:
-                references[unit.id].append(result.reference.detach().cpu())
+            if unit.id in failed:
+                continue
+            try:
+                result = scores[unit.score.label].compute(attribution, embedding_aggregators.get(unit.embedding_aggregator))
+                values[unit.id].append(result.values.detach().cpu().reshape(-1))
+                if result.reference is not None:
+                    references[unit.id].append(result.reference.detach().cpu().reshape(-1))
+            except Exception as exc:  # noqa: BLE001 - one broken score must not sink the others
+                failed[unit.id] = exc
 
     seconds = time.perf_counter() - started
     for unit in group:
+        if unit.id in failed:
+            continue
         score = scores[unit.score.label]
         per_input = torch.cat(values[unit.id]).double()
         reference = torch.cat(references[unit.id]).double() if references[unit.id] else None
@@ -247,3 +258,4 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
             device=str(device),
         )
         store.write(record)
+    return [(unit, failed[unit.id]) for unit in group if unit.id in failed]

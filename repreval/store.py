@@ -104,7 +104,10 @@ class ResultStore:
                 fix="run a suite first (`repreval run SUITE --out DIR`) or check the directory",
             )
         records = []
-        for path in sorted(self.records_dir.glob("*.json")):
+        paths = sorted(self.records_dir.glob("*.json"))
+        if not paths:
+            raise ReprevalError(f"no records in {str(self.records_dir)!r}", fix="run a suite first, or check the directory")
+        for path in paths:
             try:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError:

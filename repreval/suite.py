@@ -125,9 +125,18 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _expand(value: Any) -> Any:
-    """``${NAME}`` and ``${NAME:-default}`` in strings are replaced from the environment."""
+    """``${NAME}`` and ``${NAME:-default}`` (default when unset or empty) are replaced from the environment.
+
+    A value that is one variable and nothing else is read as YAML, so ``seed: ${SEED:-0}`` is a number.
+    """
     if isinstance(value, str):
-        return _VARIABLE.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+        expanded = _VARIABLE.sub(lambda m: os.environ.get(m.group(1)) or m.group(2) or "", value)
+        if expanded != value and _VARIABLE.fullmatch(value):
+            try:
+                return yaml.safe_load(expanded) if expanded else expanded
+            except yaml.YAMLError:
+                return expanded
+        return expanded
     if isinstance(value, list):
         return [_expand(v) for v in value]
     if isinstance(value, dict):
@@ -230,18 +239,20 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
         models[model_id] = _parse_model(str(model_id), spec, top.at(f"models.{model_id}"), plugins, seed, datasets, check_files)
 
     variants = _plugin_choices(top.get("variants", (list, str), ["trained", "random"]), top.at("variants"))
-    for i, choice in enumerate(variants):
-        _check_plugin(plugins.variant, choice, f"{top.at('variants')}[{i}]")
+    variants = [_resolve(plugins.variant, choice, f"{top.at('variants')}[{i}]") for i, choice in enumerate(variants)]
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     top.finish()
     return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data)
 
 
-def _check_plugin(registry, choice: PluginChoice, where: str):
+def _resolve(registry, choice: PluginChoice, where: str) -> PluginChoice:
+    """The choice under its canonical name (aliases resolved), its options checked by creating it."""
     try:
-        return choice.create(registry)
+        choice = PluginChoice(registry.entry(choice.name).name, choice.options)
+        choice.create(registry)
     except ReprevalError as exc:
         raise ReprevalError(exc.problem, where=where, fix=exc.fix) from None
+    return choice
 
 
 def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> DatasetConfig:
@@ -258,7 +269,7 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
         raise ReprevalError("limit must be at least 1", where=section.at("limit"))
     if subset.skip < 0:
         raise ReprevalError("skip must not be negative", where=section.at("skip"))
-    _check_plugin(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind")
+    kind = _resolve(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind").name
     return DatasetConfig(kind, options, subset)
 
 
@@ -322,9 +333,11 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     ):
         default = ["abs"] if key == "channel_aggregators" else ["mean"] if key == "embedding_aggregators" else ...
         raw = section.get(key, (list, str, dict), default)
-        lists[key] = _plugin_choices(raw, section.at(key))
-        for i, choice in enumerate(lists[key]):
-            _check_plugin(registry, choice, f"{section.at(key)}[{i}]")
+        choices = [
+            _resolve(registry, choice, f"{section.at(key)}[{i}]")
+            for i, choice in enumerate(_plugin_choices(raw, section.at(key)))
+        ]
+        lists[key] = list({choice.label: choice for choice in choices}.values())  # listed twice: computed once
     smoothing_spec = _Section(section.get("smoothing", dict, {}), section.at("smoothing"))
     smoothing = Smoothing(
         samples=smoothing_spec.get("samples", int, 1),

@@ -17,7 +17,7 @@ from repreval.api import ImageSet, InputSpec, ModelSource, Network, ReprevalErro
 from repreval.registry import suggest
 
 from .networks import Autoencoder, constrained_autoencoder, drift_autoencoder
-from .training import train_autoencoder, training_loss
+from .training import train_autoencoder, training_loss, training_settings
 
 __all__ = ["Autoencoders", "register_model_sources", "training_loss"]
 
@@ -62,6 +62,9 @@ class Autoencoders(ModelSource):
             classify=classify if module.classifier is not None else None,
             description=make.__doc__.splitlines()[0],
         )
+
+    def check_training_options(self, options: dict) -> None:
+        training_settings(options)
 
     def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
         if len(inputs) == 0:

@@ -11,9 +11,6 @@ Options: ``kwargs`` (passed to ``timm.create_model``, e.g. ``{drop_rate: 0}``), 
 
 from __future__ import annotations
 
-import timm
-import timm.data
-
 from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
 from repreval.registry import suggest
 
@@ -28,6 +25,8 @@ def _check_options(options: dict) -> None:
 
 
 def _input_spec(model, options: dict) -> InputSpec:
+    import timm.data
+
     config = timm.data.resolve_data_config({}, model=model)
     channels, height, width = options.get("input_size") or config["input_size"]
     return InputSpec(
@@ -53,10 +52,15 @@ class TimmSource(ModelSource):
 
     name = "timm"
 
+    # timm is imported on first use: importing it costs seconds that suites without timm need not pay.
     def model_names(self):
+        import timm
+
         return timm.list_models()
 
     def build(self, name: str, options: dict, seed: int) -> Network:
+        import timm
+
         _check_options(options)
         if not timm.is_model(name):
             raise ReprevalError(f"timm has no model {name!r}", fix=suggest(name, timm.list_models()))
@@ -75,6 +79,8 @@ class TimmSource(ModelSource):
         )
 
     def load_pretrained(self, network: Network, name: str, options: dict) -> None:
+        import timm
+
         try:
             published = timm.create_model(name, pretrained=True, **options.get("kwargs", {}))
         except Exception as exc:

@@ -18,6 +18,7 @@ class RandomInit(Variant):
     """The same architecture, randomly initialised by its own initialisers (seeded)."""
 
     name = "random"
+    needs_weights = False
 
     def network(self, model: ModelHandle, seed: int) -> Network:
         return model.untrained(seed)

@@ -1,0 +1,565 @@
+"""The command line (repreval.cli): every subcommand in-process, and real subprocesses for exit codes and
+one-line errors; runs of a tiny suite (resume, determinism, leaderboards) and the failure path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import torch
+
+import repreval.cli
+from conftest import SHARED, needs_shared
+from repreval.api import AttributionScore, ScoreValues, hookimpl
+from repreval.cli import main
+from repreval.plugins import load_plugins
+from repreval.runner import run_suite
+from repreval.store import ResultStore, ScoreRecord
+from repreval.suite import parse_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "benchmarks_yaml" / "quickstart.yaml"
+
+SMALL_SUITE = """\
+name: small
+seed: 0
+datasets:
+  train: {kind: digits, limit: 300}
+  held: {kind: digits, skip: 300, limit: 8}
+models:
+  ae:
+    model: ae:classifier
+    options: {bottleneck: 4}
+    train: {dataset: train, epochs: 2}
+    layers: [encoder.block2]
+variants: [trained, random]
+evaluation:
+  dataset: held
+  batch_size: 4
+  saliency: [gradients, grad_cam]
+  channel_aggregators: [abs]
+  embedding_aggregators: [mean]
+  scores: [noise_score, variance_score]
+"""
+SMALL_UNITS = 2 * 1 * 2 * 2  # variants × layers × saliency × scores
+
+BUILTIN_PLUGINS = {
+    "saliency": {"saliency": ["gradients", "activations_x_gradients", "grad_cam"]},
+    "aggregators": {"aggregator": ["mean", "abs", "var", "skew", "max", "topk_mean"]},
+    "scores": {"score": ["noise_score", "variance_score"]},
+    "variants": {"variant": ["trained", "random"]},
+    "datasets": {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]},
+    "timm": {"model_source": ["timm"]},
+    "cifar_resnets": {"model_source": ["cifar"]},
+    "autoencoders": {"model_source": ["ae"]},
+    "torch_factory": {"model_source": ["torch"]},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run much faster on one thread when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def process(*argv, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m repreval ARGV`` in a real process (environment kept: the test cache, offline hub)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "repreval", *map(str, argv)],
+        capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=300,
+    )
+
+
+def assert_one_error_line(stderr: str, *fragments: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def small_suite(tmp_path: Path, text: str = SMALL_SUITE) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(text)
+    return path
+
+
+def records(directory: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((directory / "records").glob("*.json"))}
+
+
+def by_coordinates(found: dict[str, dict]) -> dict[tuple, dict]:
+    return {
+        (r["model"], r["variant"], r["layer"], r["saliency"], r["channel_aggregator"], r["embedding_aggregator"], r["score"]): r
+        for r in found.values()
+    }
+
+
+def summary(stdout: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if " computed, " in line]
+    return line
+
+
+# ---------------------------------------------------------------------------------------------
+# Help, plugins, list, layers
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["validate"], ["leaderboard"], ["plugins"], ["list"], ["layers"]])
+def test_help_of_every_subcommand(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: repreval" + "".join(f" {c}" for c in command))
+
+
+def test_plugins_json_lists_every_builtin_plugin(capsys):
+    code, out, _ = cli(capsys, "plugins", "--format", "json")
+    assert code == 0
+    listed = json.loads(out)
+    assert listed[-1] == {"blocked": []}
+    plugins = {item["name"]: item for item in listed[:-1]}
+    assert set(plugins) == set(BUILTIN_PLUGINS)
+    for name, registered in BUILTIN_PLUGINS.items():
+        assert plugins[name]["distribution"] == "repreval"
+        assert plugins[name]["version"] == version("repreval")
+        assert plugins[name]["registered"] == registered
+
+    code, out, _ = cli(capsys, "--block", "timm", "--block", "scores", "plugins", "--format", "json")
+    listed = json.loads(out)
+    assert code == 0 and listed[-1] == {"blocked": ["timm", "scores"]}
+    assert {item["name"] for item in listed[:-1]} == set(BUILTIN_PLUGINS) - {"timm", "scores"}
+
+
+def test_plugins_table(capsys):
+    code, out, _ = cli(capsys, "--block", "timm", "plugins")
+    assert code == 0
+    assert re.search(r"│ autoencoders\s+│ repreval\s+│ " + re.escape(version("repreval")) + r"\s+│ model_source: ae", out)
+    assert re.search(r"│ timm\s+│.*blocked", out)
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("scores", ["noise_score", "variance_score"]),
+        ("aggregators", ["mean", "abs", "var", "skew", "max", "topk_mean"]),
+        ("models", ["ae", "cifar", "timm", "torch"]),
+        ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise"]),
+        ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
+        ("variants", ["trained", "random"]),
+    ],
+)
+def test_list(capsys, kind, expected):
+    code, out, _ = cli(capsys, "list", kind)
+    assert code == 0
+    names = re.findall(r"^│ (\S+)\s+│", out, flags=re.MULTILINE)
+    assert sorted(names) == sorted(expected)
+
+
+def test_list_shows_aliases_plugin_and_description(capsys):
+    _, out, _ = cli(capsys, "list", "saliency")
+    assert re.search(r"│ gradients\s+│ vanilla\s+│ saliency\s+│ Vanilla gradients", out)
+    _, out, _ = cli(capsys, "list", "scores")
+    assert re.search(r"│ noise_score\s+│ ns\s+│ scores\s+│ NS = mean", out)
+
+
+def test_list_unknown_kind_exits_2(capsys):
+    code, out, err = cli(capsys, "list", "nonsense")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "unknown kind 'nonsense'")
+    code, _, err = cli(capsys, "list", "scorez")
+    assert code == 2 and "did you mean 'score'" in err
+
+
+def test_list_unknown_kind_in_a_real_process():
+    result = process("list", "nonsense")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr, "unknown kind 'nonsense'")
+
+
+def test_layers_of_cifar_resnet20(capsys):
+    code, out, _ = cli(capsys, "layers", "cifar:resnet20")
+    assert code == 0
+    assert "cifar:resnet20: input 3×32×32, embedding D = 64" in out
+    for name, shape in (("layer1", "16×32×32"), ("layer2", "32×16×16"), ("layer3", "64×8×8")):
+        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ ✓", out), name
+    assert re.search(r"│ layer2\.0\.shortcut\s+│ ChannelPadShortcut\s+│ 32×16×16\s+│\s+│", out)
+
+
+def test_layers_of_timm_resnet18_at_a_small_input(capsys):
+    code, out, _ = cli(capsys, "layers", "timm:resnet18", "--option", "input_size=[3,64,64]")
+    assert code == 0
+    assert "timm:resnet18: input 3×64×64, embedding D = 512" in out
+    for name, shape in (("layer1", "64×16×16"), ("layer2", "128×8×8"), ("layer3", "256×4×4"), ("layer4", "512×2×2")):
+        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ ✓", out), name
+
+
+def test_layers_of_unknown_models_exit_2_with_a_suggestion(capsys):
+    code, out, err = cli(capsys, "layers", "timm:resnet_18")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "timm has no model 'resnet_18'", "did you mean 'resnet18'")
+    code, _, err = cli(capsys, "layers", "cifr:resnet20")
+    assert code == 2
+    assert_one_error_line(err, "unknown model source 'cifr'", "did you mean 'cifar'")
+    code, _, err = cli(capsys, "layers", "timm:resnet18", "--option", "input_size")
+    assert code == 2
+    assert_one_error_line(err, "option 'input_size' is not KEY=VALUE")
+
+
+# ---------------------------------------------------------------------------------------------
+# validate and plugin blocking
+
+
+def test_validate_quickstart(capsys):
+    code, out, err = cli(capsys, "validate", QUICKSTART)
+    assert code == 0, err
+    # 2 variants × 2 layers × (2 methods × abs + grad_cam) × (noise_score × 2 + variance_score × 2 configs)
+    assert "ok: suite 'quickstart': 1 models, 2 variants, 48 units" in out
+
+
+def test_validate_broken_suite_exits_2(capsys, tmp_path):
+    path = small_suite(tmp_path, SMALL_SUITE.replace("saliency: [gradients,", "saliency: [gradient,"))
+    code, out, err = cli(capsys, "validate", path)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, f"{path}: evaluation.saliency[0]: unknown saliency 'gradient'", "did you mean 'gradients'")
+
+
+def test_validate_broken_suite_in_a_real_process(tmp_path):
+    path = small_suite(tmp_path, SMALL_SUITE.replace("layers: [encoder.block2]", "layers: [encoder.blok2]"))
+    result = process("--block", "timm", "validate", path)  # timm is slow to import and not needed here
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr, f"{path}: models.ae.layers[0]: no layer 'encoder.blok2'", "'encoder.block2'")
+
+
+def test_block_option_and_environment_remove_a_plugin(capsys, monkeypatch):
+    code, _, err = cli(capsys, "--block", "scores", "validate", QUICKSTART)
+    assert code == 2
+    assert_one_error_line(err, "evaluation.scores[0]: unknown score 'noise_score'")
+
+    monkeypatch.setenv("REPREVAL_BLOCK_PLUGINS", "scores")
+    code, _, err = cli(capsys, "validate", QUICKSTART)
+    assert code == 2
+    assert_one_error_line(err, "unknown score 'noise_score'")
+    code, out, _ = cli(capsys, "plugins", "--format", "json")
+    assert json.loads(out)[-1] == {"blocked": ["scores"]}
+
+    monkeypatch.delenv("REPREVAL_BLOCK_PLUGINS")
+    assert cli(capsys, "validate", QUICKSTART)[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# run: records, leaderboards, resuming
+
+
+def test_run_writes_records_and_leaderboards_and_resumes(capsys, tmp_path):
+    suite, out = small_suite(tmp_path), tmp_path / "out"
+    code, stdout, err = cli(capsys, "run", suite, "--out", out)
+    assert code == 0, err
+    assert f"small: {SMALL_UNITS} units, results in {out}" in stdout
+    assert summary(stdout).startswith(f"{SMALL_UNITS} computed, 0 already done, 0 failed")
+    for name in ("suite.yaml", "leaderboard.md", "leaderboard.json"):
+        assert (out / name).is_file(), name
+    first = records(out)
+    assert len(first) == SMALL_UNITS
+    for unit_id, record in first.items():
+        assert record["unit_id"] == unit_id and record["status"] == "ok" and record["error"] is None
+        assert record["n_inputs"] == 8 and len(record["values"]) == 8
+        assert record["value"] == pytest.approx(sum(record["values"]) / 8, abs=1e-6)
+        assert record["suite"] == "small" and record["dataset"] == "held" and record["model_spec"] == "ae:classifier"
+    boards = json.loads((out / "leaderboard.json").read_text())
+    assert len(boards) == 4  # (noise_score, variance_score) × (gradients, grad_cam)
+    assert "# small: leaderboard" in (out / "leaderboard.md").read_text()
+
+    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")}
+    code, stdout, _ = cli(capsys, "run", suite, "--out", out)
+    assert code == 0
+    assert summary(stdout).startswith(f"0 computed, {SMALL_UNITS} already done, 0 failed")
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")} == stamps
+
+    # Delete one record: exactly that unit is computed again, with the same value; nothing else is touched.
+    victim = next(r for r in first.values() if r["score"] == "variance_score" and r["saliency"] == "gradients" and r["variant"] == "trained")
+    (out / "records" / f"{victim['unit_id']}.json").unlink()
+    code, stdout, _ = cli(capsys, "run", suite, "--out", out)
+    assert code == 0
+    assert summary(stdout).startswith(f"1 computed, {SMALL_UNITS - 1} already done, 0 failed")
+    again = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")}
+    changed = {name for name in again if again[name] != stamps.get(name)}
+    assert changed == {f"{victim['unit_id']}.json"}
+    recomputed = records(out)[victim["unit_id"]]
+    assert recomputed["status"] == "ok"
+    assert recomputed["value"] == victim["value"] and recomputed["values"] == victim["values"]
+
+
+def test_leaderboard_formats(capsys, tmp_path):
+    suite, out = small_suite(tmp_path), tmp_path / "out"
+    assert cli(capsys, "run", suite, "--out", out)[0] == 0
+
+    code, stdout, _ = cli(capsys, "leaderboard", out, "--format", "json")
+    assert code == 0
+    boards = json.loads(stdout)
+    assert boards == json.loads((out / "leaderboard.json").read_text())
+    assert {(b["score"], b["saliency"], b["channel_aggregator"], b["embedding_aggregator"]) for b in boards} == {
+        ("noise_score", "gradients", "abs", "mean"),
+        ("noise_score", "grad_cam", "-", "mean"),
+        ("variance_score", "gradients", "abs", "-"),
+        ("variance_score", "grad_cam", "-", "-"),
+    }
+    values = by_coordinates(records(out))
+    for board in boards:
+        assert board["columns"] == ["encoder.block2"]
+        assert board["higher_is_better"] is True
+        assert board["bound"] == (0.25 if board["score"] == "variance_score" else 1.0)
+        rows = board["rows"]
+        assert [row["rank"] for row in rows] == [1, 2]
+        assert {row["variant"] for row in rows} == {"trained", "random"}
+        assert rows[0]["average"] >= rows[1]["average"]  # higher is better: the best first
+        for row in rows:
+            assert row["complete"] is True
+            record = values[(row["model"], row["variant"], "encoder.block2", board["saliency"],
+                             board["channel_aggregator"], board["embedding_aggregator"], board["score"])]
+            assert row["average"] == pytest.approx(record["value"])
+            assert row["cells"][0]["reference"] == pytest.approx(record["reference"])
+
+    code, stdout, _ = cli(capsys, "leaderboard", out, "--format", "markdown")
+    assert code == 0
+    assert stdout.startswith("# out: leaderboard")
+    for board in boards:
+        assert f"## {board['title']}" in stdout
+    assert stdout.count("| 1 | ae · ") == 4 and stdout.count("| 2 | ae · ") == 4
+
+    code, stdout, _ = cli(capsys, "leaderboard", out)
+    assert code == 0
+    text = " ".join(stdout.split())  # rich wraps long titles to the table's width
+    for board in boards:
+        assert f"{board['title']} (↑ higher is better)" in text
+    assert re.findall(r"│ 1 │ ae\s+│ (trained|random)\s+│", stdout) and len(re.findall(r"│ [12] │ ae ", stdout)) == 8
+
+
+def test_leaderboard_ranks_lower_is_better_and_keeps_failed_rows_last(capsys, tmp_path):
+    store = ResultStore(tmp_path / "made")
+
+    def record(model, layer_index, value, status="ok"):
+        store.write(ScoreRecord(
+            unit_id=f"{model}-{layer_index}", suite="made", model=model, model_spec="x:y", variant="trained",
+            layer=f"l{layer_index}", layer_index=layer_index, saliency="gradients", channel_aggregator="abs",
+            embedding_aggregator="mean", score="lower", higher_is_better=False, status=status,
+            value=value if status == "ok" else None, spread=0.0 if status == "ok" else None,
+            values=[value] if status == "ok" else [], error=None if status == "ok" else "RuntimeError: boom",
+        ))
+
+    for layer, value in enumerate((0.5, 0.7)):
+        record("mid", layer, value)
+    for layer, value in enumerate((0.1, 0.3)):
+        record("best", layer, value)
+    record("worst", 0, 0.9)  # only the first layer: incomplete
+    for layer in range(2):
+        record("broken", layer, None, status="failed")
+
+    code, stdout, _ = cli(capsys, "leaderboard", tmp_path / "made", "--format", "json")
+    assert code == 0
+    (board,) = json.loads(stdout)
+    assert board["higher_is_better"] is False and board["columns"] == ["l0", "l1"]
+    ranked = [(row["model"], row["rank"], row["average"], row["complete"]) for row in board["rows"]]
+    assert ranked == [
+        ("best", 1, pytest.approx(0.2), True),
+        ("mid", 2, pytest.approx(0.6), True),
+        ("worst", 3, pytest.approx(0.9), False),
+        ("broken", None, None, False),
+    ]
+    assert [cell["status"] for cell in board["rows"][2]["cells"]] == ["ok", "missing"]
+    assert [cell["error"] for cell in board["rows"][3]["cells"]] == ["RuntimeError: boom"] * 2
+
+    code, stdout, _ = cli(capsys, "leaderboard", tmp_path / "made", "--format", "markdown")
+    assert "*lower is better*" in stdout
+    assert "| 3 | worst · trained | 0.900* |" in stdout
+    assert "| — | broken · trained | — | — | failed | failed |" in stdout
+
+
+def test_leaderboard_of_an_empty_directory_exits_2(capsys, tmp_path):
+    code, out, err = cli(capsys, "leaderboard", tmp_path)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, f"no results in '{tmp_path}'")
+
+
+def test_weights_override_for_an_unknown_model_exits_2(capsys, tmp_path):
+    suite = small_suite(tmp_path)
+    code, out, err = cli(capsys, "run", suite, "--out", tmp_path / "out", "--weights", "aee=/some/file.th")
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "--weights 'aee=/some/file.th' names no model of the suite", "did you mean 'ae'")
+    assert not (tmp_path / "out").exists()
+
+    # A known model: the override replaces its training step, and the file is checked.
+    code, _, err = cli(capsys, "run", suite, "--out", tmp_path / "out", "--weights", f"ae={tmp_path / 'none.pt'}")
+    assert code == 2
+    assert_one_error_line(err, f"{suite}: models.ae.weights: weights file", "none.pt")
+
+
+def test_same_seed_same_values_across_processes_and_another_seed_differs(capsys, tmp_path, monkeypatch):
+    suite = small_suite(tmp_path)
+    monkeypatch.setenv("REPREVAL_CACHE", str(tmp_path / "cache-a"))  # each run trains its own model
+    code, _, err = cli(capsys, "run", suite, "--out", tmp_path / "a")
+    assert code == 0, err
+
+    monkeypatch.setenv("REPREVAL_CACHE", str(tmp_path / "cache-b"))
+    result = process("--block", "timm", "run", suite, "--out", tmp_path / "b")  # a real process, exit 0
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith(("error:", "failed:"))]
+    assert summary(result.stdout).startswith(f"{SMALL_UNITS} computed, 0 already done, 0 failed")
+    assert list((tmp_path / "cache-b" / "models").glob("*.pt"))  # it trained, it did not reuse run a's model
+
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert set(a) == set(b)
+    for unit_id in a:
+        assert (a[unit_id]["value"], a[unit_id]["values"], a[unit_id]["reference"]) == (
+            b[unit_id]["value"], b[unit_id]["values"], b[unit_id]["reference"])
+
+    code, _, _ = cli(capsys, "run", suite, "--out", tmp_path / "c", "--seed", "1")
+    assert code == 0
+    c = records(tmp_path / "c")
+    assert not set(c) & set(a)  # the seed is part of every unit id
+    assert {r["seed"] for r in c.values()} == {1}
+    seed0, seed1 = by_coordinates(a), by_coordinates(c)
+    assert seed0.keys() == seed1.keys()
+    noise = [key for key in seed0 if key[-1] == "noise_score"]
+    assert len(noise) == 4
+    for key in noise:
+        assert seed0[key]["values"] != seed1[key]["values"]
+        assert seed0[key]["value"] != pytest.approx(seed1[key]["value"], rel=1e-6)
+
+
+@needs_shared
+def test_eval_cifar_resnet20_on_cifar_images(capsys, tmp_path):
+    out = tmp_path / "eval"
+    code, stdout, err = cli(
+        capsys, "eval", "cifar:resnet20",
+        "--weights", SHARED / "cifar10-resnets" / "resnet20-12fca82f.th",
+        "--data", f"image_folder:{SHARED / 'cifar10-test'}", "--limit", "4",
+        "--layers", "layer1,layer2", "--saliency", "gradients", "--scores", "noise_score", "--out", out,
+    )
+    assert code == 0, err
+    found = records(out)
+    # variants trained + random × 2 layers × gradients × noise_score × (mean, var) embedding aggregators
+    assert len(found) == 2 * 2 * 2
+    assert {r["status"] for r in found.values()} == {"ok"}
+    assert {r["variant"] for r in found.values()} == {"trained", "random"}
+    assert {r["layer"] for r in found.values()} == {"layer1", "layer2"}
+    assert {r["n_inputs"] for r in found.values()} == {4}
+    assert {r["model_spec"] for r in found.values()} == {"cifar:resnet20"}
+    assert all(0.0 <= r["value"] <= 1.0 for r in found.values())
+    assert summary(stdout).startswith("8 computed, 0 already done, 0 failed")
+    assert (out / "leaderboard.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure path: a score that raises; the others are saved, the failed units are retried
+
+
+class FlakyScore(AttributionScore):
+    """Raises on 14×14 maps (the probe layer encoder.block2) while ``fail`` is set."""
+
+    name = "flaky"
+    fail = True
+
+    def compute(self, maps, embedding_aggregator):
+        if FlakyScore.fail and maps.real.shape[-1] == 14:
+            raise RuntimeError("flaky score exploded on a 14x14 map")
+        return ScoreValues(values=maps.real.flatten(1).mean(dim=1))
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_scores(register):
+        register(FlakyScore)
+
+
+FAILING_SUITE = SMALL_SUITE.replace("layers: [encoder.block2]", "layers: [encoder.block1, encoder.block2]").replace(
+    "saliency: [gradients, grad_cam]", "saliency: [gradients]"
+).replace("scores: [noise_score, variance_score]", "scores: [noise_score, flaky]").replace(
+    "variants: [trained, random]", "variants: [random]"
+)
+
+
+def failing_suite_data(tmp_path) -> dict:
+    import yaml
+
+    data = yaml.safe_load(FAILING_SUITE)
+    data["output"] = str(tmp_path / "out")
+    return data
+
+
+def test_failed_units_are_recorded_and_retried(tmp_path, monkeypatch):
+    plugins = load_plugins(extra_plugins=[FlakyPlugin])
+    assert plugins.info["FlakyPlugin"].registered == {"score": ["flaky"]}
+    suite = parse_suite(failing_suite_data(tmp_path), plugins)
+    report = run_suite(suite, plugins)
+    assert report.total == 4  # 2 layers × (noise_score, flaky)
+    failed = {what for what, _ in report.failures}
+    assert "ae/random/encoder.block2/gradients/abs/mean/flaky" in failed
+    assert all("/encoder.block2/" in what for what in failed)
+    assert all(message == "RuntimeError: flaky score exploded on a 14x14 map" for _, message in report.failures)
+    assert report.computed == 4 - len(failed)
+
+    saved = by_coordinates(records(tmp_path / "out"))
+    assert len(saved) == 4
+    for key, record in saved.items():
+        if record["layer"] == "encoder.block1":
+            assert record["status"] == "ok" and record["value"] is not None and record["error"] is None
+        what = "/".join(key)
+        if what in failed:
+            assert record["status"] == "failed" and record["value"] is None
+            assert record["error"] == "RuntimeError: flaky score exploded on a 14x14 map"
+        else:
+            assert record["status"] == "ok"
+
+    # A second run retries only the failed units (here: the score no longer fails).
+    monkeypatch.setattr(FlakyScore, "fail", False)
+    again = run_suite(parse_suite(failing_suite_data(tmp_path), plugins), plugins)
+    assert (again.computed, again.skipped, again.failures) == (len(failed), 4 - len(failed), [])
+    assert {r["status"] for r in records(tmp_path / "out").values()} == {"ok"}
+
+
+def test_a_failing_score_does_not_fail_the_other_scores_of_its_group(tmp_path):
+    plugins = load_plugins(extra_plugins=[FlakyPlugin])
+    report = run_suite(parse_suite(failing_suite_data(tmp_path), plugins), plugins)
+    assert [what for what, _ in report.failures] == ["ae/random/encoder.block2/gradients/abs/mean/flaky"]
+
+
+def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[FlakyPlugin]))
+    suite = small_suite(tmp_path, FAILING_SUITE)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "run", suite, "--out", out)
+    assert code == 1
+    assert "Traceback" not in err
+    failed_lines = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert failed_lines and len(failed_lines) == len(err.strip().splitlines())
+    assert any("encoder.block2/gradients/abs/mean/flaky: RuntimeError: flaky score exploded" in line for line in failed_lines)
+    assert re.search(rf"\d computed, 0 already done, {len(failed_lines)} failed", summary(stdout))
+    saved = records(out)
+    assert sum(r["status"] == "failed" for r in saved.values()) == len(failed_lines)
+    assert all(r["status"] == "ok" for r in saved.values() if r["layer"] == "encoder.block1")
+    assert "failed" in (out / "leaderboard.md").read_text()  # the leaderboard is written all the same
+
+    monkeypatch.setattr(FlakyScore, "fail", False)
+    code, stdout, err = cli(capsys, "run", suite, "--out", out)
+    assert code == 0, err
+    assert summary(stdout).startswith(f"{len(failed_lines)} computed, {4 - len(failed_lines)} already done, 0 failed")
