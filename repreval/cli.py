@@ -229,7 +229,7 @@ def cmd_validate(args) -> int:
     suite = load_suite(args.suite, plugins)
     plan = make_plan(suite, plugins)
     console.print(
-        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, {len(suite.variants)} variants, "
+        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, "
         f"{len(plan.units)} units",
         highlight=False,
     )

@@ -109,7 +109,7 @@ def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> 
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=f"{where}.train", fix=exc.fix) from None
     elif not config.weights:
-        needing = [v.label for v in suite.variants if v.create(plugins.variant).needs_weights]
+        needing = [v.label for v in suite.variants_of(config.id) if v.create(plugins.variant).needs_weights]
         if needing:
             raise ReprevalError(
                 f"variant {needing[0]!r} needs trained weights, but this model has none",
@@ -135,7 +135,7 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
             state = read_checkpoint(config.weights, where=f"{where}.weights")
             load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
         printed = fingerprint(suite, model_id)
-        for variant in suite.variants:
+        for variant in suite.variants_of(model_id):
             for layer in layers[model_id]:
                 for saliency in evaluation.saliency:
                     spatial = saliency.create(plugins.saliency).spatial

@@ -73,6 +73,10 @@ class Suite:
     evaluation: Evaluation
     description: str = ""
     raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
+    model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
+
+    def variants_of(self, model_id: str) -> list[PluginChoice]:
+        return self.model_variants.get(model_id, self.variants)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,15 +238,23 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     for dataset_name, spec in top.get("datasets", dict, required=True).items():
         datasets[dataset_name] = _parse_dataset(spec, top.at(f"datasets.{dataset_name}"), plugins, seed)
 
-    models = {}
+    variants = _variants(top.get("variants", (list, str, dict), ["trained", "random"]), top.at("variants"), plugins)
+    models, model_variants = {}, {}
     for model_id, spec in top.get("models", dict, required=True).items():
-        models[model_id] = _parse_model(str(model_id), spec, top.at(f"models.{model_id}"), plugins, seed, datasets, check_files)
+        where = top.at(f"models.{model_id}")
+        if isinstance(spec, dict) and spec.get("variants") is not None:
+            spec = dict(spec)
+            model_variants[str(model_id)] = _variants(spec.pop("variants"), f"{where}.variants", plugins)
+        models[model_id] = _parse_model(str(model_id), spec, where, plugins, seed, datasets, check_files)
 
-    variants = _plugin_choices(top.get("variants", (list, str), ["trained", "random"]), top.at("variants"))
-    variants = [_resolve(plugins.variant, choice, f"{top.at('variants')}[{i}]") for i, choice in enumerate(variants)]
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     top.finish()
-    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data)
+    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data, model_variants)
+
+
+def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:
+    choices = [_resolve(plugins.variant, choice, f"{where}[{i}]") for i, choice in enumerate(_plugin_choices(raw, where))]
+    return list({choice.label: choice for choice in choices}.values())
 
 
 def _resolve(registry, choice: PluginChoice, where: str) -> PluginChoice:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import re
 import textwrap
 from importlib.metadata import version
 from pathlib import Path
@@ -258,68 +259,21 @@ def _suite(scores, saliency=("gradients",), embedding_aggregators=("mean",)) -> 
     }
 
 
-DEMO_PYPROJECT = """\
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "repreval-extra-demo"
-version = "0.3.1"
-description = "A repreval plugin for the tests: a median aggregator and a peak-fraction score."
-dependencies = []
-
-[project.entry-points.repreval]
-extra_demo = "repreval_extra_demo"
-
-[tool.setuptools]
-py-modules = ["repreval_extra_demo"]
-"""
-
-DEMO_MODULE = '''\
-"""repreval plugin: the ``median`` aggregator and the ``peak_fraction`` score."""
-
-from repreval.api import Aggregator, AttributionScore, ScoreValues, hookimpl, normalize_maps
-
-
-class Median(Aggregator):
-    """Median over a dimension."""
-
-    name = "median"
-
-    def __call__(self, values, dim):
-        return values.median(dim=dim).values
-
-
-class PeakFraction(AttributionScore):
-    """Fraction of pixels of the normalised, component-aggregated real map above 0.5."""
-
-    name = "peak_fraction"
-    higher_is_better = False
-    bounds = (0.0, 1.0)
-
-    def compute(self, maps, embedding_aggregator):
-        normalized = normalize_maps(embedding_aggregator(maps.real, dim=1))
-        return ScoreValues(values=(normalized > 0.5).float().flatten(1).mean(dim=1))
-
-
-@hookimpl
-def register_aggregators(register):
-    register(Median)
-
-
-@hookimpl
-def register_scores(register):
-    register(PeakFraction)
-'''
+def readme_block(caption: str) -> str:
+    """The fenced code block that follows the line ```caption``` in README.md (the plugin example)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(rf"^`{re.escape(caption)}`\n```[a-z]*\n(.*?)^```", readme, re.M | re.S)
+    assert match, f"README.md has no code block captioned {caption}"
+    return match.group(1)
 
 
 @pytest.mark.slow
-def test_a_third_party_distribution_plugs_in(tmp_path):
-    dist = tmp_path / "repreval-extra-demo"
+def test_the_readme_plugin_distribution_plugs_in(tmp_path):
+    """The complete third-party plugin of README.md, built and installed as its own distribution."""
+    dist = tmp_path / "repreval-median"
     dist.mkdir()
-    (dist / "pyproject.toml").write_text(DEMO_PYPROJECT)
-    (dist / "repreval_extra_demo.py").write_text(DEMO_MODULE)
+    (dist / "pyproject.toml").write_text(readme_block("pyproject.toml"))
+    (dist / "repreval_median.py").write_text(readme_block("repreval_median.py"))
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
@@ -327,7 +281,7 @@ def test_a_third_party_distribution_plugs_in(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    assert (site / "repreval_extra_demo.py").is_file()
+    assert (site / "repreval_median.py").is_file()
 
     env = {
         **os.environ,
@@ -346,10 +300,10 @@ def test_a_third_party_distribution_plugs_in(tmp_path):
     listed = repreval("plugins", "--format", "json")
     assert listed.returncode == 0, listed.stderr
     plugins = {item["name"]: item for item in json.loads(listed.stdout) if "name" in item}
-    assert plugins["extra_demo"] == {
-        "name": "extra_demo",
-        "distribution": "repreval-extra-demo",
-        "version": "0.3.1",
+    assert plugins["median"] == {
+        "name": "median",
+        "distribution": "repreval-median",
+        "version": "0.1.0",
         "registered": {"aggregator": ["median"], "score": ["peak_fraction"]},
     }
     assert plugins["scores"]["distribution"] == "repreval"  # the built-ins are still there
@@ -376,14 +330,14 @@ def test_a_third_party_distribution_plugs_in(tmp_path):
     assert "peak_fraction · gradients · channels=abs · components=median" in (tmp_path / "out" / "leaderboard.md").read_text()
 
     # Blocking its entry-point name removes it: by option, and by environment.
-    blocked = repreval("--block", "timm", "--block", "extra_demo", "validate", "demo.yaml")
+    blocked = repreval("--block", "timm", "--block", "median", "validate", "demo.yaml")
     assert blocked.returncode == 2
     assert blocked.stderr.strip().splitlines() == [
         "error: demo.yaml: evaluation.embedding_aggregators[1]: unknown aggregator 'median'; "
         "did you mean 'mean' or 'topk_mean'?"
     ]
-    listed = repreval("--block", "timm", "plugins", "--format", "json", extra_env={"REPREVAL_BLOCK_PLUGINS": "extra_demo"})
+    listed = repreval("--block", "timm", "plugins", "--format", "json", extra_env={"REPREVAL_BLOCK_PLUGINS": "median"})
     assert listed.returncode == 0, listed.stderr
     items = json.loads(listed.stdout)
-    assert "extra_demo" not in {item.get("name") for item in items}
-    assert items[-1] == {"blocked": ["extra_demo", "timm"]}
+    assert "median" not in {item.get("name") for item in items}
+    assert items[-1] == {"blocked": ["median", "timm"]}

@@ -446,3 +446,17 @@ def test_unit_ids_are_stable_and_change_with_the_data(plugins, tmp_path):
         changed = copy.deepcopy(data)
         change(changed)
         assert not set(_ids(changed, plugins)) & set(ids)
+
+
+@needs_shared
+def test_the_readme_suite_example_is_valid(plugins, monkeypatch):
+    """The full example in README.md ("Suite format") parses and plans, from the project root."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Suite format", 1)[1]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    suite = parse_suite(yaml.safe_load(example), plugins)
+    plan = make_plan(suite, plugins)
+    assert set(suite.models) == {"resnet20", "autoencoder", "torchvision-resnet18"}
+    assert plan.layers["resnet20"] == ("layer1", "layer2.0.conv1:input", "layer2", "layer3")
+    assert len(plan.units) > 0
