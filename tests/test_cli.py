@@ -232,7 +232,7 @@ def test_validate_quickstart(capsys):
     code, out, err = cli(capsys, "validate", QUICKSTART)
     assert code == 0, err
     # 2 variants × 2 layers × (2 methods × abs + grad_cam) × (noise_score × 2 + variance_score × 2 configs)
-    assert "ok: suite 'quickstart': 1 models, 2 variants, 48 units" in out
+    assert "ok: suite 'quickstart': 1 models, 48 units" in out
 
 
 def test_validate_broken_suite_exits_2(capsys, tmp_path):
