@@ -218,6 +218,8 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
                 method,
                 channel,
                 chunk_size=evaluation.chunk_size,
+                strategy=evaluation.strategy,
+                memory_budget=evaluation.memory_budget,
                 smoothing=evaluation.smoothing,
                 seed=derived_seed(suite.seed, f"smoothing-{name}-{batch_index}"),
             ).float()

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .data import DatasetConfig, Subset
-from .engine.attribution import Smoothing
+from .engine.attribution import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import ModelConfig, TrainingConfig, split_model_spec
@@ -56,7 +56,9 @@ class Evaluation:
     embedding_aggregators: list[PluginChoice]
     scores: list[PluginChoice]
     batch_size: int = 16
-    chunk_size: int = 16
+    chunk_size: int | None = None  # None: sized from memory_budget
+    strategy: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     smoothing: Smoothing = Smoothing()
 
 
@@ -360,17 +362,40 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     evaluation = Evaluation(
         dataset=dataset,
         batch_size=section.get("batch_size", int, 16),
-        chunk_size=section.get("chunk_size", int, 16),
+        chunk_size=section.get("chunk_size", int, None),
+        strategy=section.get("strategy", str, "auto"),
+        memory_budget=_parse_bytes(section.get("memory_budget", (str, int), DEFAULT_MEMORY_BUDGET), section.at("memory_budget")),
         smoothing=smoothing,
         **lists,
     )
+    if evaluation.strategy not in STRATEGIES:
+        raise ReprevalError(f"unknown strategy {evaluation.strategy!r}", where=section.at("strategy"), fix="use " + ", ".join(STRATEGIES))
     for key in ("batch_size", "chunk_size"):
-        if getattr(evaluation, key) < 1:
+        if getattr(evaluation, key) is not None and getattr(evaluation, key) < 1:
             raise ReprevalError(f"{key} must be at least 1", where=section.at(key))
     if smoothing.samples < 1:
         raise ReprevalError("samples must be at least 1", where=smoothing_spec.at("samples"))
     section.finish()
     return evaluation
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def _parse_bytes(value: str | int, where: str) -> int:
+    """``4GiB``, ``512 MB``, ``1073741824`` -> bytes (binary units)."""
+    if isinstance(value, int):
+        number, unit = value, ""
+    else:
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ReprevalError(f"cannot read {value!r} as a size", where=where, fix="write e.g. 4GiB or 512MiB")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size < 1:
+        raise ReprevalError("the memory budget must be positive", where=where)
+    return size
 
 
 def load_suite(path: str | os.PathLike, plugins: Plugins, *, output: str | None = None, check_files: bool = True) -> Suite:

@@ -41,15 +41,22 @@ def resnet20(plugins) -> tuple[Network, torch.Tensor]:
 @pytest.mark.parametrize("layer", ["layer1", "layer3", "layer2.0.conv1:input"])
 @pytest.mark.parametrize("channel", ["mean", "abs", "var"])
 def test_engine_matches_per_component_loop(resnet20, plugins, method, layer, channel):
+    """Reverse mode (batched backward), forward mode (batched JVPs) and the automatic choice all agree
+    with one plain backward per component."""
     network, inputs = resnet20
     saliency = plugins.saliency.create(method)
     aggregator = plugins.aggregator.create(channel)
     probe = Probe.parse(layer)
-    fast = component_maps(network, probe, inputs, saliency, aggregator, chunk_size=7)
     slow = component_maps_loop(network, probe, inputs, saliency, aggregator)
-    assert fast.shape == slow.shape == (3, 64, *fast.shape[-2:])
-    assert fast.abs().max() > 0, "maps of a trained network must not vanish"
-    assert (fast - slow).abs().max().item() <= TOLERANCE
+    channels, height, width = probe.capture(network, inputs[:1])[0].shape[1:]
+    directions = channels if saliency.gradient == "spatial_mean" else channels * height * width
+    strategies = ("auto", "reverse", "forward") if directions <= 1024 else ("auto", "reverse")
+    for strategy in strategies:
+        chunk = 7 if strategy == "reverse" else None  # forward mode: chunks sized by the memory budget
+        fast = component_maps(network, probe, inputs, saliency, aggregator, chunk_size=chunk, strategy=strategy)
+        assert fast.shape == slow.shape == (3, 64, *fast.shape[-2:])
+        assert fast.abs().max() > 0, "maps of a trained network must not vanish"
+        assert (fast - slow).abs().max().item() <= TOLERANCE, strategy
 
 
 @needs_shared

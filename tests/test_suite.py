@@ -89,7 +89,8 @@ evaluation:
     assert [c.label for c in evaluation.channel_aggregators] == ["abs"]
     assert [c.label for c in evaluation.embedding_aggregators] == ["mean"]
     assert [c.label for c in evaluation.scores] == ["noise_score", "variance_score[binarize=True]"]
-    assert (evaluation.batch_size, evaluation.chunk_size) == (16, 16)
+    assert (evaluation.batch_size, evaluation.chunk_size, evaluation.strategy) == (16, None, "auto")
+    assert evaluation.memory_budget == 2 * 1024**3
     # No layers listed: the plan probes the source's default layers.
     plan = make_plan(suite, plugins)
     assert plan.layers["ae"] == ("encoder.block1", "encoder.block2")
@@ -460,3 +461,18 @@ def test_the_readme_suite_example_is_valid(plugins, monkeypatch):
     assert set(suite.models) == {"resnet20", "autoencoder", "torchvision-resnet18"}
     assert plan.layers["resnet20"] == ("layer1", "layer2.0.conv1:input", "layer2", "layer3")
     assert len(plan.units) > 0
+
+
+@pytest.mark.parametrize(("written", "expected"), [("4GiB", 4 * 1024**3), ("512 MiB", 512 * 1024**2), (1000, 1000), ("1.5G", int(1.5 * 1024**3))])
+def test_memory_budget_accepts_sizes(plugins, written, expected):
+    data = digits_suite()
+    data["evaluation"]["memory_budget"] = written
+    assert parse_suite(data, plugins).evaluation.memory_budget == expected
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [("memory_budget", "lots", "cannot read 'lots' as a size"), ("strategy", "sideways", "unknown strategy 'sideways'")])
+def test_bad_engine_options_are_rejected(plugins, key, value, message):
+    data = digits_suite()
+    data["evaluation"][key] = value
+    with pytest.raises(ReprevalError, match=message):
+        parse_suite(data, plugins)
