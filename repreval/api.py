@@ -91,9 +91,19 @@ class AttributionMaps:
     with a seeded uniform-noise input; ``noise_b`` is a second, independent noise set (benchmark).
     """
 
-    real: Tensor
+    real: Tensor | None
     noise: Tensor | None = None
     noise_b: Tensor | None = None
+    #: Maps already aggregated over components, by (set name, aggregator label): filled by the engine's
+    #: single-backward path for linear aggregations, in which case the component maps may be None.
+    aggregated: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+
+    def over_components(self, which: str, aggregator: "Aggregator") -> Tensor:
+        """The [N, h, w] maps of set ``which`` ("real", "noise", "noise_b") aggregated over components."""
+        label = getattr(aggregator, "label", aggregator.name)
+        if (which, label) in self.aggregated:
+            return self.aggregated[(which, label)]
+        return aggregator(getattr(self, which), dim=1)
 
 
 @dataclass
@@ -131,7 +141,11 @@ class Aggregator:
     """Reduces one dimension of a tensor: ``aggregator(values, dim)``."""
 
     name: ClassVar[str]
-    linear: ClassVar[bool] = False  # commutes with sums (only the signed mean)
+    linear: ClassVar[bool] = False  # the signed mean: commutes with sums, enables one-backward maps
+
+    @property
+    def label(self) -> str:
+        return getattr(self, "_label", self.name)
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         raise NotImplementedError
@@ -147,6 +161,9 @@ class AttributionScore:
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     uses_embedding_aggregator: ClassVar[bool] = True
+    #: False when the score reads only ``maps.over_components(...)``: the engine may then skip the
+    #: per-component maps (one backward pass instead of D when both aggregations are linear means).
+    reads_components: ClassVar[bool] = True
     noise_sets: ClassVar[int] = 0
     bounds: ClassVar[tuple[float, float] | None] = None
 

@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="registered names of one kind")
     listing.add_argument("kind", help="saliency | aggregators | scores | models | datasets | variants")
 
+    bench = commands.add_parser("bench", help="time the engine against per-component loops (a benchmark, not a test)")
+    bench.add_argument("--model", default="timm:resnet18", help="SOURCE:NAME (default timm:resnet18, random init)")
+    bench.add_argument("--size", type=int, default=224, help="input size for timm models (default 224)")
+    bench.add_argument("--layers", default="layer1,layer2,layer3,layer4",
+                       help="comma-separated probe layers (default: resnet18's four stages; 'default': the model's own)")
+    bench.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam")
+    bench.add_argument("--images", type=int, default=1, help="images per engine call (default 1)")
+    bench.add_argument("--quick", action="store_true", help="time the loops on 32 components and scale to all D")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+
     layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
     layers.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
     layers.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value)")
@@ -312,6 +323,54 @@ def cmd_layers(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    from .bench import as_dicts, run_bench, summary
+    from .runner import resolve_device
+
+    resolve_device(args.device)
+    command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
+    size = f" at {args.size}²" if args.model.startswith("timm:") else ""
+    table = Table(title=f"repreval bench: {args.model}{size}, {args.device}, per image", title_justify="left", header_style="bold")
+    for column in ("layer", "method", "mode", "D", "(a) rerun s", "(b) reuse s", "(c) engine s", "a/c", "b/c",
+                   "peak MB a/b/c", "max|c-b|"):
+        table.add_column(column, justify="left" if column in ("layer", "method", "mode") else "right")
+
+    def show(row):
+        if not args.json:
+            errors.print(f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}", highlight=False)
+
+    rows = run_bench(
+        _plugins(args),
+        model=args.model,
+        size=args.size,
+        layers=None if args.layers == "default" else args.layers.split(","),
+        methods=tuple(args.saliency.split(",")),
+        images=args.images,
+        loop_components=32 if args.quick else None,
+        device=args.device,
+        on_row=show,
+    )
+    totals = summary(rows)
+    if args.json:
+        print(json.dumps({"command": command, "device": args.device, "rows": as_dicts(rows), "summary": totals}, indent=1))
+        return EXIT_OK
+    for r in rows:
+        table.add_row(
+            r.layer, r.method, r.strategy, str(r.components), f"{r.rerun_seconds:.2f}", f"{r.reuse_seconds:.2f}",
+            f"{r.engine_seconds:.2f}", f"{r.rerun_ratio:.1f}", f"{r.reuse_ratio:.1f}",
+            f"{r.rerun_peak_mb:.0f}/{r.reuse_peak_mb:.0f}/{r.engine_peak_mb:.0f}", f"{r.max_abs_difference:.1e}",
+        )
+    scaled = any(r.loop_components < r.components for r in rows)
+    table.caption = (
+        f"whole curve: (a) {totals['curve_rerun_seconds']:.1f} s, (b) {totals['curve_reuse_seconds']:.1f} s, "
+        f"(c) {totals['curve_engine_seconds']:.1f} s; a/c = {totals['curve_rerun_ratio']:.1f}, b/c = {totals['curve_reuse_ratio']:.1f}"
+        + ("; loops timed on 32 components and scaled to D" if scaled else "")
+        + f"\nreproduce: {command}"
+    )
+    console.print(table)
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "eval": cmd_eval,
@@ -320,6 +379,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "list": cmd_list,
     "layers": cmd_layers,
+    "bench": cmd_bench,
 }
 
 

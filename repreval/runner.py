@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .api import AttributionMaps, ImageSet, InputSpec, Network
 from .data import load_images, normalize, uniform_noise
-from .engine.attribution import component_maps
+from .engine.attribution import component_maps, mean_map
 from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import Model
@@ -201,6 +201,19 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
     embedding_aggregators = {c.label: c.create(plugins.aggregator) for c in evaluation.embedding_aggregators}
     noise_sets = max(score.noise_sets for score in scores.values())
     sets = ["real", "noise", "noise_b"][: 1 + noise_sets]
+    # Exact shortcut: when every unit reads only the mean over components of channel-mean maps of a method
+    # linear in the gradient, one backward of mean_d z_d replaces the D per-component passes.
+    one_backward = (
+        method.linear_in_gradient
+        and channel is not None
+        and channel.linear
+        and all(
+            not scores[unit.score.label].reads_components
+            and unit.embedding_aggregator in embedding_aggregators
+            and embedding_aggregators[unit.embedding_aggregator].linear
+            for unit in group
+        )
+    )
 
     failed: dict[str, Exception] = {}
     values: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
@@ -209,8 +222,13 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
     count = batches["real"].shape[0]
     for batch_index, start in enumerate(range(0, count, evaluation.batch_size)):
         stop = min(count, start + evaluation.batch_size)
-        maps = {}
+        maps, aggregated = {}, {}
         for name in sets:
+            seed = derived_seed(suite.seed, f"smoothing-{name}-{batch_index}")
+            if one_backward:
+                mean = mean_map(network, probe, batches[name][start:stop], method, smoothing=evaluation.smoothing, seed=seed).float()
+                aggregated.update({(name, label): mean for label, agg in embedding_aggregators.items() if agg.linear})
+                continue
             maps[name] = component_maps(
                 network,
                 probe,
@@ -221,12 +239,12 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
                 strategy=evaluation.strategy,
                 memory_budget=evaluation.memory_budget,
                 smoothing=evaluation.smoothing,
-                seed=derived_seed(suite.seed, f"smoothing-{name}-{batch_index}"),
+                seed=seed,
             ).float()
-        real = maps["real"]
+        real = maps["real"] if maps else aggregated[next(iter(aggregated))][:, None]
         zero_maps += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
         all_maps += real.shape[0] * real.shape[1]
-        attribution = AttributionMaps(real=real, noise=maps.get("noise"), noise_b=maps.get("noise_b"))
+        attribution = AttributionMaps(maps.get("real"), maps.get("noise"), maps.get("noise_b"), aggregated)
         for unit in group:
             if unit.id in failed:
                 continue

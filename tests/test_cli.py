@@ -563,3 +563,18 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
     code, stdout, err = cli(capsys, "run", suite, "--out", out)
     assert code == 0, err
     assert summary(stdout).startswith(f"{len(failed_lines)} computed, {4 - len(failed_lines)} already done, 0 failed")
+
+
+@needs_shared
+def test_bench_reports_ratios_and_agreement(capsys):
+    """`repreval bench --json` times the engine against both loops and checks they agree (a smoke test: no timings asserted)."""
+    code, out, err = cli(capsys, "bench", "--model", "cifar:resnet20", "--layers", "layer2", "--saliency", "grad_cam,gradients", "--quick", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [(r["layer"], r["method"]) for r in report["rows"]] == [("layer2", "grad_cam"), ("layer2", "gradients")]
+    for row in report["rows"]:
+        assert row["components"] == 64 and row["loop_components"] == 32
+        assert row["max_abs_difference"] <= 1e-5
+        assert row["rerun_seconds"] > 0 and row["engine_seconds"] > 0
+    assert report["rows"][0]["strategy"] == "forward"  # Grad-CAM: 32 channel directions < 64 components
+    assert report["summary"]["max_abs_difference"] <= 1e-5

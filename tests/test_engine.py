@@ -136,3 +136,21 @@ def test_normalisation_never_gives_nan():
     assert not normalized.isnan().any()
     assert torch.equal(normalized[0], torch.zeros(4, 4)) and torch.equal(normalized[1], torch.zeros(4, 4))
     assert normalized[2].min() == 0 and torch.isclose(normalized[2].max(), torch.tensor(1.0))
+
+
+@needs_shared
+@pytest.mark.parametrize("method", ["gradients", "activations_x_gradients"])
+@pytest.mark.parametrize("layer", ["layer1", "layer2.0.conv1:input"])
+def test_one_backward_mean_map_equals_mean_of_component_maps(resnet20, plugins, method, layer):
+    """mean over components of channel-mean maps, from one backward of mean_d z_d, is exact."""
+    from repreval.engine.attribution import mean_map
+
+    network, inputs = resnet20
+    saliency, mean = plugins.saliency.create(method), plugins.aggregator.create("mean")
+    probe = Probe.parse(layer)
+    components = component_maps(network, probe, inputs, saliency, mean)
+    fast = mean_map(network, probe, inputs, saliency)
+    assert fast.shape == components.shape[:1] + components.shape[2:]
+    assert (fast - components.mean(dim=1)).abs().max().item() <= TOLERANCE
+    with pytest.raises(ValueError, match="not linear"):
+        mean_map(network, probe, inputs, plugins.saliency.create("grad_cam"))

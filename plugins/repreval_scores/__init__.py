@@ -18,15 +18,16 @@ class NoiseScore(AttributionScore):
     higher_is_better = True
     noise_sets = 2
     bounds = (0.0, 1.0)
+    reads_components = False
 
     def compute(self, maps: AttributionMaps, embedding_aggregator) -> ScoreValues:
-        def aggregated(component_maps: Tensor) -> Tensor:
-            return normalize_maps(embedding_aggregator(component_maps, dim=1))
+        def aggregated(which: str) -> Tensor:
+            return normalize_maps(maps.over_components(which, embedding_aggregator))
 
-        noise = aggregated(maps.noise)
+        noise = aggregated("noise")
         return ScoreValues(
-            values=_mean_abs_difference(aggregated(maps.real), noise),
-            reference=_mean_abs_difference(aggregated(maps.noise_b), noise),
+            values=_mean_abs_difference(aggregated("real"), noise),
+            reference=_mean_abs_difference(aggregated("noise_b"), noise),
         )
 
 

@@ -102,6 +102,38 @@ def component_maps(
         return torch.cat(chunks).transpose(0, 1)  # [B, D, h, w]
 
 
+def mean_map(
+    network: Network,
+    probe: Probe,
+    inputs: Tensor,
+    method: SaliencyMethod,
+    *,
+    smoothing: Smoothing = Smoothing(),
+    seed: int = 0,
+    create_graph: bool = False,
+) -> Tensor:
+    """``mean_d mean_c R_d`` [B, h, w] with ONE backward pass, for a method linear in the gradient.
+
+    Exact: mean_d mean_c attribute(a, g_d) = mean_c attribute(a, mean_d g_d) = mean_c attribute(a, d(mean_d z_d)/da).
+    """
+    if not method.linear_in_gradient or method.spatial:
+        raise ValueError(f"saliency method {method.name!r} is not linear in the gradient")
+    with torch.set_grad_enabled(create_graph):
+        batch = inputs.shape[0]
+        if smoothing.active:
+            inputs = smoothing.perturb(inputs, seed)
+        activation, _ = probe.capture(network, inputs)
+        embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)
+        (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))
+        feature_map = as_feature_map(activation, probe.spec)
+        finish = _Finisher(method, _channel_mean, feature_map, batch)
+        return finish(gradient.reshape(1, *feature_map.shape))[0]
+
+
+def _channel_mean(values: Tensor, dim: int) -> Tensor:
+    return values.mean(dim=dim)
+
+
 def choose_strategy(method: SaliencyMethod, dim: int, feature_shape) -> str:
     """The mode that needs fewer passes: D backward passes, or one forward pass per input direction."""
     channels, height, width = feature_shape[1:]

@@ -1,0 +1,179 @@
+"""``repreval bench``: the engine against per-component loops, measured in one run on one machine.
+
+For each saliency method and probe layer it times, per image: (a) a loop that re-runs the forward for
+every component (how per-target attribution libraries are called), (b) a loop that reuses one forward,
+(c) the engine; it reports the peak memory of each above the starting point, the ratios a/c and b/c,
+and max |c - b|. ``quick`` times the loops on a sample of components and scales to all D (said so in
+the output); the engine always computes all D.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .engine.attribution import choose_strategy, component_maps
+from .engine.probe import Probe, as_feature_map
+from .engine.reference import component_maps_loop
+from .models import Model, ModelConfig, split_model_spec
+
+
+@dataclass
+class BenchRow:
+    layer: str
+    method: str
+    strategy: str
+    components: int  # D
+    loop_components: int  # components the loops were timed on (scaled to D when fewer)
+    rerun_seconds: float  # (a) per image, all D
+    reuse_seconds: float  # (b)
+    engine_seconds: float  # (c)
+    rerun_peak_mb: float
+    reuse_peak_mb: float
+    engine_peak_mb: float
+    max_abs_difference: float  # |c - b| over the components both computed
+
+    @property
+    def rerun_ratio(self) -> float:
+        return self.rerun_seconds / self.engine_seconds
+
+    @property
+    def reuse_ratio(self) -> float:
+        return self.reuse_seconds / self.engine_seconds
+
+
+class PeakMemory:
+    """Peak resident memory (CPU: RSS sampled every 2 ms; CUDA: the allocator's peak) above the start, in MB."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start = self.peak = _rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *_):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+        else:
+            self.running = False
+            self.thread.join()
+            self.mb = max(0, max(self.peak, _rss()) - self.start) / 2**20
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _timed(function, device):
+    with PeakMemory(device) as memory:
+        started = time.perf_counter()
+        result = function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+    return result, seconds, memory.mb
+
+
+class _FirstComponents:
+    """The network with its embedding cut to the first k components (what the sampled loops time)."""
+
+    def __init__(self, network, count):
+        self.__dict__.update(vars(network))
+        self.embed = lambda inputs: network.embed(inputs)[:, :count]
+
+
+def run_bench(
+    plugins,
+    *,
+    model: str = "timm:resnet18",
+    size: int = 224,
+    layers: list[str] | None = None,
+    methods: tuple[str, ...] = ("gradients", "activations_x_gradients", "grad_cam"),
+    channel_aggregator: str = "abs",
+    images: int = 1,
+    loop_components: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    on_row=None,
+) -> list[BenchRow]:
+    device = torch.device(device)
+    source, _ = split_model_spec(model)
+    options = {"input_size": [3, size, size]} if source == "timm" else {}
+    handle = Model(ModelConfig(id="bench", spec=model, options=options), plugins.model_source.create(source))
+    network = handle.untrained(seed)
+    network.module.to(device).eval()
+    spec = network.input_spec
+    inputs = torch.rand((images, *spec.shape), generator=torch.Generator().manual_seed(seed)).to(device)
+    aggregator = plugins.aggregator.create(channel_aggregator)
+    rows = []
+    for layer in layers or network.default_layers:
+        probe = Probe.parse(layer)
+        for name in methods:
+            method = plugins.saliency.create(name)
+            engine, engine_s, engine_mb = _timed(lambda: component_maps(network, probe, inputs, method, aggregator), device)
+            dim = engine.shape[1]
+            count = min(dim, loop_components or dim)
+            sampled = network if count == dim else _FirstComponents(network, count)
+            reuse, reuse_s, reuse_mb = _timed(lambda: component_maps_loop(sampled, probe, inputs, method, aggregator), device)
+            _, rerun_s, rerun_mb = _timed(
+                lambda: component_maps_loop(sampled, probe, inputs, method, aggregator, rerun_forward=True), device
+            )
+            feature = as_feature_map(probe.capture(network, inputs[:1])[0], probe.spec)
+            scale = dim / count / images
+            row = BenchRow(
+                layer=layer,
+                method=name,
+                strategy=choose_strategy(method, dim, feature.shape),
+                components=dim,
+                loop_components=count,
+                rerun_seconds=rerun_s * scale,
+                reuse_seconds=reuse_s * scale,
+                engine_seconds=engine_s / images,
+                rerun_peak_mb=rerun_mb,
+                reuse_peak_mb=reuse_mb,
+                engine_peak_mb=engine_mb,
+                max_abs_difference=(engine[:, :count] - reuse).abs().max().item(),
+            )
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows
+
+
+def summary(rows: list[BenchRow]) -> dict:
+    """Whole-curve figures: all layers and methods for one image."""
+    rerun = sum(r.rerun_seconds for r in rows)
+    reuse = sum(r.reuse_seconds for r in rows)
+    engine = sum(r.engine_seconds for r in rows)
+    return {
+        "curve_rerun_seconds": rerun,
+        "curve_reuse_seconds": reuse,
+        "curve_engine_seconds": engine,
+        "curve_rerun_ratio": rerun / engine,
+        "curve_reuse_ratio": reuse / engine,
+        "max_abs_difference": max(r.max_abs_difference for r in rows),
+    }
+
+
+def as_dicts(rows: list[BenchRow]) -> list[dict]:
+    return [asdict(r) | {"rerun_ratio": r.rerun_ratio, "reuse_ratio": r.reuse_ratio} for r in rows]

@@ -1,0 +1,48 @@
+"""The runner's exact shortcuts give the same records as the general path."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED, needs_shared
+from repreval.runner import run_suite
+from repreval.store import ResultStore
+from repreval.suite import parse_suite
+
+
+def _suite(tmp_path, name: str, scores: list) -> dict:
+    return {
+        "name": name,
+        "output": str(tmp_path / name),
+        "datasets": {"cifar": {"kind": "image_folder", "options": {"path": str(SHARED / "cifar10-test")}, "limit": 4}},
+        "models": {"r20": {"model": "cifar:resnet20", "weights": str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"), "layers": ["layer1", "layer2"]}},
+        "variants": ["trained"],
+        "evaluation": {
+            "dataset": "cifar",
+            "saliency": ["gradients", "activations_x_gradients"],
+            "channel_aggregators": ["mean"],
+            "embedding_aggregators": ["mean"],
+            "scores": scores,
+        },
+    }
+
+
+@needs_shared
+def test_one_backward_noise_scores_equal_the_per_component_path(tmp_path, plugins):
+    """noise_score alone with mean/mean takes the one-backward path; with variance_score beside it, the
+    per-component maps are computed: both give the same noise scores."""
+    values = {}
+    for name, scores in (("fast", ["noise_score"]), ("general", ["noise_score", "variance_score"])):
+        suite = parse_suite(_suite(tmp_path, name, scores), plugins)
+        report = run_suite(suite, plugins)
+        assert not report.failures
+        values[name] = {
+            (r.layer, r.saliency): (r.value, r.reference)
+            for r in ResultStore(suite.output).records()
+            if r.score == "noise_score"
+        }
+    assert values["fast"].keys() == values["general"].keys() and len(values["fast"]) == 4
+    for key, (value, reference) in values["fast"].items():
+        assert value == pytest.approx(values["general"][key][0], abs=1e-5)
+        assert reference == pytest.approx(values["general"][key][1], abs=1e-5)
+        assert value > 0
