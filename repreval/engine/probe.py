@@ -46,7 +46,7 @@ class Probe:
         return modules[self.module_name]
 
     @contextmanager
-    def _hooked(self, network: Network, on_value):
+    def hooked(self, network: Network, on_value):
         """Call ``on_value(tensor)`` at the probe; its return value (if not None) replaces the tensor."""
         module = self.module(network)
         if self.side == "output":
@@ -76,7 +76,7 @@ class Probe:
                 raise TypeError(f"probe {self.spec!r} sees a {type(value).__name__}, not a tensor")
             seen.append(value.detach().clone())  # clone: a later in-place op must not change it
 
-        with torch.no_grad(), self._hooked(network, keep):
+        with torch.no_grad(), self.hooked(network, keep):
             embedding = network.embed(inputs)
         if not seen:
             raise UnknownNameError(
@@ -97,7 +97,7 @@ class Probe:
                 used.append(True)
                 return activation.clone()
 
-            with self._hooked(network, swap):
+            with self.hooked(network, swap):
                 return network.embed(inputs)
 
         return run

@@ -16,9 +16,18 @@ from .probe import Probe, as_feature_map
 
 
 def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Tensor, Tensor]:
-    activation, _ = probe.capture(network, inputs)
-    activation = activation.requires_grad_(True)
-    return activation, probe.tail(network, inputs)(activation)
+    """One forward pass; the probe's activation becomes a leaf that gradients are taken with respect to."""
+    leaves: list[Tensor] = []
+
+    def make_leaf(value: Tensor) -> Tensor | None:
+        if leaves:
+            return None
+        leaves.append(value.detach().clone().requires_grad_(True))
+        return leaves[0]
+
+    with probe.hooked(network, make_leaf):
+        embedding = network.embed(inputs)
+    return leaves[0], embedding
 
 
 def component_maps_loop(
