@@ -15,11 +15,10 @@ import repreval_datasets.files
 from repreval.api import InputSpec
 from repreval.data import Subset, fit_to_input, load_images
 from repreval.errors import ReprevalError
-from repreval.plugins import load_plugins
 from repreval_datasets import read_idx
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent")
+from conftest import SHARED, needs_shared
+
 
 MNIST = SHARED / "mnist"
 CIFAR = SHARED / "cifar10-test"
@@ -30,11 +29,6 @@ FOOLBOX_IMAGENET_LABELS = [
     243, 559, 438, 990, 949, 853, 609, 609, 915, 455, 541, 630, 741, 471, 129, 99, 251, 22, 317, 305
 ]
 RGB32 = InputSpec(3, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def plugins():
-    return load_plugins()
 
 
 @pytest.fixture
