@@ -131,14 +131,10 @@ def _key_value(items: list[str]) -> dict:
     return options
 
 
-def _load_suite_data(path: str) -> dict:
+def cmd_run(args) -> int:
     from .suite import resolve_includes
 
-    return resolve_includes(Path(path))
-
-
-def cmd_run(args) -> int:
-    data = _load_suite_data(args.suite)
+    data = resolve_includes(Path(args.suite))
     if args.seed is not None:
         data["seed"] = args.seed
     for item in args.weights:

@@ -67,12 +67,6 @@ class ScoreRecord:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: int = RECORD_SCHEMA
 
-    @property
-    def fraction_of_bound(self) -> float | None:
-        if self.value is None or not self.bound:
-            return None
-        return self.value / self.bound
-
 
 class ResultStore:
     def __init__(self, directory: str | os.PathLike):

@@ -17,7 +17,6 @@ import yaml
 
 from .data import DatasetConfig, Subset
 from .engine.attribution import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
-from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import ModelConfig, TrainingConfig, split_model_spec
 from .plugins import Plugins
@@ -406,6 +405,3 @@ def load_suite(path: str | os.PathLike, plugins: Plugins, *, output: str | None 
         suite.output = Path(output)
     return suite
 
-
-def probes(layers) -> list[Probe]:
-    return [Probe.parse(layer) for layer in layers]

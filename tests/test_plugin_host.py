@@ -8,11 +8,9 @@ import os
 import subprocess
 import sys
 import re
-import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
-import pluggy
 import pytest
 
 import repreval.cli
