@@ -234,6 +234,11 @@ class Variant:
     def network(self, model: ModelHandle, seed: int) -> Network:
         raise NotImplementedError
 
+    def expansions(self, network: Network) -> list[dict] | None:
+        """Option sets this variant stands for on ``network`` (e.g. one per layer for ``layer: each``),
+        checked against it; raise :class:`ReprevalError` for options that do not fit. None: just itself."""
+        return None
+
     @property
     def label(self) -> str:
         return getattr(self, "_label", self.name)

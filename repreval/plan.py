@@ -60,6 +60,7 @@ class Plan:
     suite: Suite
     units: list[Unit]
     layers: dict[str, tuple[str, ...]]  # model id -> probe layers in depth order
+    variants: dict[str, list[PluginChoice]]  # model id -> variants, expanded (``layer: each`` -> one per layer)
 
     def groups(self, units=None):
         """(group key, units) in plan order; the plan is already sorted by group."""
@@ -100,6 +101,22 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 
+def expand_variants(suite: Suite, plugins: Plugins, model_id: str, network: Network, where: str) -> list[PluginChoice]:
+    """The model's variants with every expandable one replaced by its option sets, checked on ``network``."""
+    expanded: list[PluginChoice] = []
+    for i, choice in enumerate(suite.variants_of(model_id)):
+        try:
+            option_sets = choice.create(plugins.variant).expansions(network)
+        except ReprevalError as exc:
+            raise ReprevalError(exc.problem, where=f"{where}.variants[{i}] ({choice.label})", fix=exc.fix) from None
+        if option_sets is None:
+            expanded.append(choice)
+            continue
+        for options in option_sets:
+            expanded.append(PluginChoice(choice.name, tuple(sorted((dict(choice.options) | options).items()))))
+    return list({choice.label: choice for choice in expanded}.values())
+
+
 def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> None:
     """Every variant that needs trained weights can get them: fail now, not mid-run."""
     config = model.config
@@ -122,6 +139,7 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
     evaluation = suite.evaluation
     units: list[Unit] = []
     layers: dict[str, tuple[str, ...]] = {}
+    variants: dict[str, list[PluginChoice]] = {}
     for model_id, config in suite.models.items():
         where = f"{suite.path or 'suite'}: models.{model_id}"
         model = Model(config, plugins.model_source.create(config.source_name), where=where)
@@ -130,12 +148,13 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=exc.where or f"{where}.model", fix=exc.fix) from None
         layers[model_id] = model_layers(model, network, where)
+        variants[model_id] = expand_variants(suite, plugins, model_id, network, where)
         _check_weights(suite, plugins, model, where)
         if config.weights and config.weights != "hub":  # the checkpoint must fit: fail now, not mid-run
             state = read_checkpoint(config.weights, where=f"{where}.weights")
             load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
         printed = fingerprint(suite, model_id)
-        for variant in suite.variants_of(model_id):
+        for variant in variants[model_id]:
             for layer in layers[model_id]:
                 for saliency in evaluation.saliency:
                     spatial = saliency.create(plugins.saliency).spatial
@@ -153,4 +172,4 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
                                     Unit(model_id, variant, layer, saliency, channel, embedding, score,
                                          bool(scorer.higher_is_better), printed)
                                 )
-    return Plan(suite, units, layers)
+    return Plan(suite, units, layers, variants)

@@ -120,7 +120,7 @@ def run_suite(
             training_data_key=training_key,
             where=f"{suite.path or 'suite'}: models.{model_id}",
         )
-        for variant in suite.variants_of(model_id):
+        for variant in plan.variants[model_id]:
             variant_units = [unit for unit in model_units if unit.variant == variant]
             if not variant_units:
                 continue
