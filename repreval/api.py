@@ -25,6 +25,7 @@ __all__ = [
     "SaliencyMethod",
     "Aggregator",
     "AttributionScore",
+    "EmbeddingScore",
     "ModelSource",
     "ModelHandle",
     "DatasetSource",
@@ -173,6 +174,31 @@ class AttributionScore:
     @property
     def label(self) -> str:
         """Name plus non-default options, e.g. ``variance_score[binarize=True]``; set by the host."""
+        return getattr(self, "_label", self.name)
+
+
+class EmbeddingScore:
+    """A score of the network itself rather than of its attribution maps: it reads embeddings or logits of
+    whole datasets (linear-probe accuracy, the network's own classifier accuracy).
+
+    ``metrics``: the values one computation reports, one record each (``linear_probe.top1``, ...).
+    ``datasets()``: the suite datasets it reads, checked before a run. ``compute(network, data, seed)``
+    gets ``data(name) -> (ImageSet, preprocessed inputs)`` and returns ``{metric: value}``.
+    """
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    metrics: ClassVar[tuple[str, ...]] = ("value",)
+    bounds: ClassVar[tuple[float, float] | None] = None
+
+    def datasets(self) -> tuple[str, ...]:
+        return ()
+
+    def compute(self, network: Network, data: Callable[[str], tuple[ImageSet, Tensor]], seed: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
         return getattr(self, "_label", self.name)
 
 

@@ -4,7 +4,8 @@ For each saliency method and probe layer it times, per image: (a) a loop that re
 every component (how per-target attribution libraries are called), (b) a loop that reuses one forward,
 (c) the engine; it reports the peak memory of each above the starting point, the ratios a/c and b/c,
 and max |c - b|. ``quick`` times the loops on a sample of components and scales to all D (said so in
-the output); the engine always computes all D.
+the output); the engine always computes all D. ``precision`` (bfloat16, float16) also times (d) the
+engine at that precision and reports its deviation from (c), the float32 maps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .engine.attribution import choose_strategy, component_maps
+from .engine.attribution import PRECISIONS, choose_strategy, component_maps
+from .engine.precision import map_deviation
 from .engine.probe import Probe, as_feature_map
 from .engine.reference import component_maps_loop
 from .models import Model, ModelConfig, split_model_spec
@@ -36,6 +38,12 @@ class BenchRow:
     reuse_peak_mb: float
     engine_peak_mb: float
     max_abs_difference: float  # |c - b| over the components both computed
+    precision: str = "float32"
+    precision_seconds: float | None = None  # (d) the engine at `precision`, per image
+    precision_peak_mb: float | None = None
+    precision_max_relative: float | None = None  # max |d - c| / max |c|
+    precision_relative_l2: float | None = None  # ||d - c|| / ||c||
+    precision_mean_map_difference: float | None = None  # max |N(mean_d d) - N(mean_d c)|
 
     @property
     def rerun_ratio(self) -> float:
@@ -114,8 +122,11 @@ def run_bench(
     loop_components: int | None = None,
     device: str = "cpu",
     seed: int = 0,
+    precision: str = "float32",
     on_row=None,
 ) -> list[BenchRow]:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
     source, _ = split_model_spec(model)
     options = {"input_size": [3, size, size]} if source == "timm" else {}
@@ -154,6 +165,15 @@ def run_bench(
                 engine_peak_mb=engine_mb,
                 max_abs_difference=(engine[:, :count] - reuse).abs().max().item(),
             )
+            if precision != "float32":
+                low, low_s, low_mb = _timed(
+                    lambda: component_maps(network, probe, inputs, method, aggregator, precision=precision), device
+                )
+                deviation = map_deviation(engine, low)
+                row.precision, row.precision_seconds, row.precision_peak_mb = precision, low_s / images, low_mb
+                row.precision_max_relative = deviation["max_relative_difference"]
+                row.precision_relative_l2 = deviation["relative_l2_difference"]
+                row.precision_mean_map_difference = deviation["mean_map_difference"]
             rows.append(row)
             if on_row:
                 on_row(row)
@@ -176,4 +196,12 @@ def summary(rows: list[BenchRow]) -> dict:
 
 
 def as_dicts(rows: list[BenchRow]) -> list[dict]:
-    return [asdict(r) | {"rerun_ratio": r.rerun_ratio, "reuse_ratio": r.reuse_ratio} for r in rows]
+    """Rows as dicts; the ``precision*`` keys only when a lower precision was timed."""
+
+    def fields(row: BenchRow) -> dict:
+        values = asdict(row)
+        if row.precision == "float32":
+            values = {k: v for k, v in values.items() if not k.startswith("precision")}
+        return values
+
+    return [fields(r) | {"rerun_ratio": r.rerun_ratio, "reuse_ratio": r.reuse_ratio} for r in rows]

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=int, default=1, help="images per engine call (default 1)")
     bench.add_argument("--quick", action="store_true", help="time the loops on 32 components and scale to all D")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                       help="also time the engine under autocast to this dtype and report its deviation from float32")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
 
     layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
@@ -327,13 +329,18 @@ def cmd_bench(args) -> int:
     command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
     size = f" at {args.size}²" if args.model.startswith("timm:") else ""
     table = Table(title=f"repreval bench: {args.model}{size}, {args.device}, per image", title_justify="left", header_style="bold")
-    for column in ("layer", "method", "mode", "D", "(a) rerun s", "(b) reuse s", "(c) engine s", "a/c", "b/c",
-                   "peak MB a/b/c", "max|c-b|"):
+    lower = args.precision != "float32"
+    columns = ["layer", "method", "mode", "D", "(a) rerun s", "(b) reuse s", "(c) engine s", "a/c", "b/c",
+               "peak MB a/b/c", "max|c-b|"]
+    if lower:  # (d): the engine at the lower precision, against (c) at float32
+        columns += [f"(d) {args.precision} s", "c/d", "max|d-c|/max|c|", "mean-map Δ"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("layer", "method", "mode") else "right")
 
     def show(row):
         if not args.json:
-            errors.print(f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}", highlight=False)
+            extra = f", c/d = {row.engine_seconds / row.precision_seconds:.2f}" if lower else ""
+            errors.print(f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}", highlight=False)
 
     rows = run_bench(
         _plugins(args),
@@ -344,18 +351,24 @@ def cmd_bench(args) -> int:
         images=args.images,
         loop_components=32 if args.quick else None,
         device=args.device,
+        precision=args.precision,
         on_row=show,
     )
     totals = summary(rows)
     if args.json:
-        print(json.dumps({"command": command, "device": args.device, "rows": as_dicts(rows), "summary": totals}, indent=1))
+        report = {"command": command, "device": args.device} | ({"precision": args.precision} if lower else {})
+        print(json.dumps(report | {"rows": as_dicts(rows), "summary": totals}, indent=1))
         return EXIT_OK
     for r in rows:
-        table.add_row(
+        cells = [
             r.layer, r.method, r.strategy, str(r.components), f"{r.rerun_seconds:.2f}", f"{r.reuse_seconds:.2f}",
             f"{r.engine_seconds:.2f}", f"{r.rerun_ratio:.1f}", f"{r.reuse_ratio:.1f}",
             f"{r.rerun_peak_mb:.0f}/{r.reuse_peak_mb:.0f}/{r.engine_peak_mb:.0f}", f"{r.max_abs_difference:.1e}",
-        )
+        ]
+        if lower:
+            cells += [f"{r.precision_seconds:.2f}", f"{r.engine_seconds / r.precision_seconds:.2f}",
+                      f"{r.precision_max_relative:.1e}", f"{r.precision_mean_map_difference:.1e}"]
+        table.add_row(*cells)
     scaled = any(r.loop_components < r.components for r in rows)
     table.caption = (
         f"whole curve: (a) {totals['curve_rerun_seconds']:.1f} s, (b) {totals['curve_reuse_seconds']:.1f} s, "

@@ -35,19 +35,37 @@ class Subset:
         return order[self.skip : stop].tolist()
 
 
+@dataclass(frozen=True)
+class Drift:
+    """Dataset drift of the paper's section 4.4: ``x_lambda = clip(x + lambda·eps, 0, 1)``, eps ~ N(0, I)
+    drawn from ``seed`` at the network's input shape (the same eps for every lambda of one seed)."""
+
+    strength: float = 0.0  # lambda
+    seed: int = 0
+
+    def apply(self, images: Tensor) -> Tensor:
+        if self.strength == 0:
+            return images
+        generator = torch.Generator().manual_seed(self.seed)
+        eps = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+        return (images + self.strength * eps).clamp(0.0, 1.0)
+
+
 @dataclass
 class DatasetConfig:
-    """A dataset as a suite declares it: a registered dataset kind, its options and a subset."""
+    """A dataset as a suite declares it: a registered dataset kind, its options, a subset, optional drift."""
 
     kind: str
     options: dict = field(default_factory=dict)
     subset: Subset = Subset()
+    drift: Drift | None = None
 
 
-def load_images(source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset") -> ImageSet:
-    """The subset's images, fitted to ``target`` (not yet normalised)."""
+def load_images(source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None) -> ImageSet:
+    """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked."""
     data = source.load(subset.indices(source.size(target), where), target)
-    return ImageSet(fit_to_input(data.images, target), data.labels, data.class_names)
+    images = fit_to_input(data.images, target)
+    return ImageSet(drift.apply(images) if drift else images, data.labels, data.class_names)
 
 
 def fit_to_input(images: Tensor | list[Tensor], spec: InputSpec) -> Tensor:

@@ -41,10 +41,9 @@ def register_aggregators(register):
 
 @hookspec
 def register_scores(register):
-    """Register scores (:class:`repreval.api.AttributionScore` factories).
-
-    A score turns per-component attribution maps into one value per input and declares
-    whether higher is better.
+    """Register scores: :class:`repreval.api.AttributionScore` factories (attribution maps -> one value
+    per input) or :class:`repreval.api.EmbeddingScore` factories (the network on whole datasets -> metrics,
+    e.g. linear-probe accuracy). Each declares whether higher is better.
     """
 
 

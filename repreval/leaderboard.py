@@ -32,10 +32,11 @@ class Row:
     complete: bool  # every layer has a value
     reference_average: float | None
     rank: int | None = None
+    dataset: str = ""  # set when the board compares several evaluation datasets (e.g. a drift sweep)
 
     @property
     def name(self) -> str:
-        return f"{self.model} · {self.variant}"
+        return " · ".join(part for part in (self.model, self.variant, self.dataset) if part)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Board:
 
     @property
     def title(self) -> str:
-        parts = [self.score, self.saliency]
+        parts = [self.score] + ([self.saliency] if self.saliency != "-" else [])
         if self.channel_aggregator != "-":
             parts.append(f"channels={self.channel_aggregator}")
         if self.embedding_aggregator != "-":
@@ -79,10 +80,11 @@ def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
     first = records[0]
     board = Board(*metric, higher_is_better=first.higher_is_better, bound=first.bound, columns=columns)
 
-    by_row: dict[tuple[str, str], dict[int, ScoreRecord]] = defaultdict(dict)
+    by_row: dict[tuple[str, str, str], dict[int, ScoreRecord]] = defaultdict(dict)
+    several_datasets = len({record.dataset for record in records}) > 1
     for record in records:
-        by_row[(record.model, record.variant)][record.layer_index] = record
-    for (model, variant), layers in by_row.items():
+        by_row[(record.model, record.variant, record.dataset if several_datasets else "")][record.layer_index] = record
+    for (model, variant, dataset), layers in by_row.items():
         cells = []
         for index in range(depth):
             record = layers.get(index)
@@ -102,6 +104,7 @@ def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
                 average=fmean(values) if values else None,
                 complete=len(values) == depth,
                 reference_average=fmean(references) if references else None,
+                dataset=dataset,
             )
         )
     _rank(board)

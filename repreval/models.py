@@ -60,6 +60,8 @@ class ModelConfig:
     layers: tuple[str, ...] = ()  # empty: the source's default probe layers
     embedding: str | None = None  # module whose output (globally pooled) is the embedding
     seed: int = 0
+    group: str = ""  # replicates (the same model under several seeds) share a group; default: the id
+    baseline: str | None = None  # group this one is compared with in reports (e.g. the unconstrained run)
 
     @property
     def source_name(self) -> str:
@@ -91,6 +93,7 @@ class Model(ModelHandle):
         self.training_data_key = training_data_key  # describes the training dataset, for the cache key
         self.where = where
         self._trained_state: dict[str, Tensor] | None = None
+        self.training_log: dict | None = None  # the training step's log (seconds, loss, ...), also when cached
 
     # -- architecture ------------------------------------------------------------------------
     def untrained(self, seed: int) -> Network:
@@ -148,10 +151,12 @@ class Model(ModelHandle):
 
     def _train_or_load_cached(self, network: Network) -> dict[str, Tensor]:
         path = self.checkpoint_path()
+        log_path = path.with_suffix(".json")
         if path.exists():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 network.module.load_state_dict(state)
+                self.training_log = json.loads(log_path.read_text()) if log_path.is_file() else None
                 return state
             except Exception:  # a broken cache entry is retrained, not trusted
                 path.unlink(missing_ok=True)
@@ -168,6 +173,7 @@ class Model(ModelHandle):
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         torch.save(state, temporary)
+        log_path.write_text(json.dumps(self.training_log))
         os.replace(temporary, path)
         return state
 

@@ -12,16 +12,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from itertools import groupby
+from itertools import groupby, product
 
-from .api import Network
+from .api import EmbeddingScore, Network
 from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import Model, layer_table, load_state, read_checkpoint
 from .plugins import Plugins
+from .registry import suggest
 from .suite import PluginChoice, Suite
 
 NOT_APPLICABLE = "-"
+#: The "layer" of units whose score reads the network's embedding or logits, not attribution maps.
+EMBEDDING = "(embedding)"
+NO_SALIENCY = PluginChoice(NOT_APPLICABLE)
 
 
 @dataclass(frozen=True)
@@ -35,23 +39,28 @@ class Unit:
     score: PluginChoice
     higher_is_better: bool
     fingerprint: str  # everything else that changes the value (data, seeds, weights, options)
+    metric: str = ""  # for embedding scores: which of the score's metrics (top1, top5, ...)
+    dataset: str = NOT_APPLICABLE  # the evaluation dataset the maps are computed on ("-" for embedding scores)
 
     @property
     def id(self) -> str:
-        key = json.dumps(
-            [self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator,
-             self.embedding_aggregator, self.score.label, self.fingerprint]
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:20]
+        key = [self.model, self.variant.label, self.dataset, self.layer, self.saliency.label, self.channel_aggregator,
+               self.embedding_aggregator, self.score.label, self.fingerprint] + ([self.metric] if self.metric else [])
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+
+    @property
+    def score_name(self) -> str:
+        """The score as records and leaderboards name it: ``noise_score``, ``linear_probe.top1``."""
+        return f"{self.score.label}.{self.metric}" if self.metric else self.score.label
 
     @property
     def group(self) -> tuple:
-        return (self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator)
+        return (self.model, self.variant.label, self.dataset, self.layer, self.saliency.label, self.channel_aggregator)
 
     def describe(self) -> str:
         return "/".join(
-            [self.model, self.variant.label, self.layer, self.saliency.label, self.channel_aggregator,
-             self.embedding_aggregator, self.score.label]
+            [self.model, self.variant.label] + ([self.dataset] if self.dataset != NOT_APPLICABLE else []) + [self.layer, self.saliency.label, self.channel_aggregator,
+             self.embedding_aggregator, self.score_name]
         )
 
 
@@ -67,16 +76,16 @@ class Plan:
         return [(key, list(items)) for key, items in groupby(units or self.units, key=lambda u: u.group)]
 
 
-def fingerprint(suite: Suite, model_id: str) -> str:
-    """What a unit's value depends on besides its own coordinates."""
+def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
+    """What a unit's value depends on besides its own coordinates (``datasets``: those it reads)."""
     model = suite.models[model_id]
     evaluation = suite.evaluation
     weights = Path(model.weights) if model.weights and Path(model.weights).is_file() else None
     described = {
-        "model": {k: v for k, v in vars(model).items() if k != "id"},
+        "model": {k: v for k, v in vars(model).items() if k not in ("id", "group", "baseline")},
         "weights_file": weights and [weights.stat().st_size, weights.stat().st_mtime_ns],
         "train_data": model.train and vars(suite.datasets[model.train.dataset]),
-        "data": vars(suite.datasets[evaluation.dataset]),
+        "data": [vars(suite.datasets[name]) for name in datasets],
         "smoothing": vars(evaluation.smoothing),
         "seed": suite.seed,
     }
@@ -140,6 +149,15 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
     units: list[Unit] = []
     layers: dict[str, tuple[str, ...]] = {}
     variants: dict[str, list[PluginChoice]] = {}
+    embedding_scores = [s for s in evaluation.scores if isinstance(s.create(plugins.score), EmbeddingScore)]
+    attribution_scores = [s for s in evaluation.scores if s not in embedding_scores]
+    for i, score in enumerate(evaluation.scores):
+        if score in embedding_scores:
+            for dataset in score.create(plugins.score).datasets():
+                if dataset not in suite.datasets:
+                    raise ReprevalError(f"score {score.label!r} reads unknown dataset {dataset!r}", where=f"{suite.path or 'suite'}: evaluation.scores[{i}]", fix=suggest(dataset, suite.datasets) or "declare it under 'datasets:'")
+    if attribution_scores and not evaluation.saliency:
+        raise ReprevalError("attribution scores need saliency methods", where=f"{suite.path or 'suite'}: evaluation.saliency", fix="list e.g. [gradients, grad_cam]")
     for model_id, config in suite.models.items():
         where = f"{suite.path or 'suite'}: models.{model_id}"
         model = Model(config, plugins.model_source.create(config.source_name), where=where)
@@ -153,14 +171,20 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
         if config.weights and config.weights != "hub":  # the checkpoint must fit: fail now, not mid-run
             state = read_checkpoint(config.weights, where=f"{where}.weights")
             load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
-        printed = fingerprint(suite, model_id)
         for variant in variants[model_id]:
-            for layer in layers[model_id]:
+            for score in embedding_scores:
+                scorer = score.create(plugins.score)
+                printed = fingerprint(suite, model_id, scorer.datasets())
+                for metric in scorer.metrics:
+                    units.append(Unit(model_id, variant, EMBEDDING, NO_SALIENCY, NOT_APPLICABLE, NOT_APPLICABLE, score,
+                                      bool(scorer.higher_is_better), printed, metric))
+            for dataset, layer in product(evaluation.datasets, layers[model_id]):
+                printed = fingerprint(suite, model_id, (dataset,))
                 for saliency in evaluation.saliency:
                     spatial = saliency.create(plugins.saliency).spatial
                     channel_labels = [NOT_APPLICABLE] if spatial else [c.label for c in evaluation.channel_aggregators]
                     for channel in channel_labels:
-                        for score in evaluation.scores:
+                        for score in attribution_scores:
                             scorer = score.create(plugins.score)
                             embedding_labels = (
                                 [e.label for e in evaluation.embedding_aggregators]
@@ -170,6 +194,6 @@ def make_plan(suite: Suite, plugins: Plugins) -> Plan:
                             for embedding in embedding_labels:
                                 units.append(
                                     Unit(model_id, variant, layer, saliency, channel, embedding, score,
-                                         bool(scorer.higher_is_better), printed)
+                                         bool(scorer.higher_is_better), printed, dataset=dataset)
                                 )
     return Plan(suite, units, layers, variants)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Callable
 
 import torch
@@ -21,7 +22,7 @@ from .engine.attribution import component_maps, mean_map
 from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import Model
-from .plan import NOT_APPLICABLE, Plan, Unit, make_plan
+from .plan import EMBEDDING, NOT_APPLICABLE, Plan, Unit, make_plan
 from .plugins import Plugins
 from .store import ResultStore, ScoreRecord
 from .suite import Suite
@@ -63,13 +64,13 @@ class Inputs:
             config = self.suite.datasets[dataset]
             source = self.plugins.dataset.create(config.kind, config.options)
             where = f"{self.suite.path or 'suite'}: datasets.{dataset}"
-            self._images[key] = load_images(source, config.subset, spec, where)
+            self._images[key] = load_images(source, config.subset, spec, where, config.drift)
         return self._images[key]
 
-    def batch_source(self, network: Network) -> dict[str, Tensor]:
-        """``real`` inputs plus the two seeded noise sets, normalised, on the device."""
+    def batch_source(self, network: Network, dataset: str) -> dict[str, Tensor]:
+        """``real`` inputs of ``dataset`` plus the two seeded noise sets, normalised, on the device."""
         spec = network.input_spec
-        real = self.images(self.suite.evaluation.dataset, spec).images
+        real = self.images(dataset, spec).images
         count = len(real)
         return {
             "real": normalize(real, spec).to(self.device),
@@ -127,13 +128,16 @@ def run_suite(
             try:
                 network = variant.create(plugins.variant).network(model, suite.seed)
                 network.module.to(device).eval()
-                batches = inputs.batch_source(network)
             except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
                 _fail(store, plan, variant_units, exc, report, on_progress)
                 continue
+            extras = {"train_seconds": round(model.training_log["seconds"], 3)} if variant_uses_training(model, variant, plugins) else {}
             for _, group in plan.groups(variant_units):
                 try:
-                    failed = _run_group(plan, plugins, network, batches, group, store, device)
+                    if group[0].layer == EMBEDDING:
+                        failed = _run_embedding_group(plan, plugins, network, inputs, group, store, device, extras)
+                    else:
+                        failed = _run_group(plan, plugins, network, inputs.batch_source(network, group[0].dataset), group, store, device, extras)
                 except Exception as exc:  # noqa: BLE001 - the maps failed: every unit of the group did
                     _fail(store, plan, group, exc, report, on_progress)
                     continue
@@ -142,9 +146,14 @@ def run_suite(
                 report.computed += len(group) - len(failed)
                 if on_progress:
                     on_progress(len(group), group[0].describe())
-            del network, batches
+            del network
     report.seconds = time.perf_counter() - started
     return report
+
+
+def variant_uses_training(model: Model, variant, plugins: Plugins) -> bool:
+    """Whether the variant's network came from the model's training step (its records carry the training time)."""
+    return model.config.train is not None and variant.create(plugins.variant).needs_weights and model.training_log is not None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -172,19 +181,39 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
         model_spec=suite.models[unit.model].spec,
         variant=unit.variant.label,
         layer=unit.layer,
-        layer_index=plan.layers[unit.model].index(unit.layer),
+        layer_index=0 if unit.layer == EMBEDDING else plan.layers[unit.model].index(unit.layer),
         saliency=unit.saliency.label,
         channel_aggregator=unit.channel_aggregator,
         embedding_aggregator=unit.embedding_aggregator,
-        score=unit.score.label,
+        score=unit.score_name,
         higher_is_better=unit.higher_is_better,
-        dataset=suite.evaluation.dataset,
+        dataset=unit.dataset,
         seed=suite.seed,
         **fields,
     )
 
 
-def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore, device) -> list[tuple[Unit, Exception]]:
+def _run_embedding_group(plan: Plan, plugins: Plugins, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore, device, extras: dict) -> list[tuple[Unit, Exception]]:
+    """Embedding scores (linear probe, classifier accuracy): each computed once, one record per metric."""
+    failed = []
+    for _, units in groupby(group, key=lambda unit: unit.score.label):
+        units = list(units)
+        started = time.perf_counter()
+        try:
+            score = units[0].score.create(plugins.score)
+            metrics = score.compute(network, lambda name: inputs.training_data(name)(network), derived_seed(plan.suite.seed, score.label))
+        except Exception as exc:  # noqa: BLE001 - one broken score must not sink the others
+            failed += [(unit, exc) for unit in units]
+            continue
+        seconds = time.perf_counter() - started
+        for unit in units:
+            value = float(metrics[unit.metric])
+            store.write(_record(plan, unit, value=value, values=[value], bound=score.bounds[1] if score.bounds else None,
+                                n_inputs=1, seconds=round(seconds, 3), device=str(device), extras=extras))
+    return failed
+
+
+def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore, device, extras: dict) -> list[tuple[Unit, Exception]]:
     """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit.
 
     Returns the units whose score failed (the others are written); an error in the maps propagates.
@@ -276,6 +305,7 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
             n_inputs=per_input.numel(),
             seconds=round(seconds, 3),
             device=str(device),
+            extras=extras,
         )
         store.write(record)
     return [(unit, failed[unit.id]) for unit in group if unit.id in failed]

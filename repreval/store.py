@@ -51,7 +51,7 @@ class ScoreRecord:
     higher_is_better: bool
     status: str = "ok"  # "ok" or "failed"
     value: float | None = None  # mean over inputs
-    spread: float | None = None  # standard deviation over inputs
+    spread: float | None = None  # standard deviation over inputs (None for a single value, e.g. accuracy)
     reference: float | None = None  # chance level (e.g. noise vs noise), mean over inputs
     reference_spread: float | None = None
     bound: float | None = None  # the score's upper bound (variance score: 1/4)
@@ -63,6 +63,7 @@ class ScoreRecord:
     device: str = "cpu"
     seconds: float = 0.0  # time of the unit's group, shared by its units
     error: str | None = None
+    extras: dict[str, float] = field(default_factory=dict)  # e.g. train_seconds of a trained model
     versions: dict[str, str] = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: int = RECORD_SCHEMA

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .data import DatasetConfig, Subset
+from .data import DatasetConfig, Drift, Subset
 from .engine.attribution import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from .errors import ReprevalError
 from .models import ModelConfig, TrainingConfig, split_model_spec
@@ -49,7 +49,7 @@ class PluginChoice:
 
 @dataclass
 class Evaluation:
-    dataset: str
+    datasets: tuple[str, ...]  # the maps are computed on each (e.g. a drift sweep); ``dataset:`` = one
     saliency: list[PluginChoice]
     channel_aggregators: list[PluginChoice]
     embedding_aggregators: list[PluginChoice]
@@ -243,10 +243,18 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     models, model_variants = {}, {}
     for model_id, spec in top.get("models", dict, required=True).items():
         where = top.at(f"models.{model_id}")
-        if isinstance(spec, dict) and spec.get("variants") is not None:
-            spec = dict(spec)
-            model_variants[str(model_id)] = _variants(spec.pop("variants"), f"{where}.variants", plugins)
-        models[model_id] = _parse_model(str(model_id), spec, where, plugins, seed, datasets, check_files)
+        spec = dict(spec) if isinstance(spec, dict) else spec
+        variants_spec = spec.pop("variants", None) if isinstance(spec, dict) else None
+        for replicate_id, replicate in _replicates(str(model_id), spec, where):
+            if replicate_id in models:
+                raise ReprevalError(f"model id {replicate_id!r} is declared twice", where=where, fix="rename one of them")
+            if variants_spec is not None:
+                model_variants[replicate_id] = _variants(variants_spec, f"{where}.variants", plugins)
+            models[replicate_id] = _parse_model(replicate_id, replicate, where, plugins, seed, datasets, check_files)
+            models[replicate_id].group = str(model_id)
+    for model_id, config in models.items():
+        if config.baseline is not None and config.baseline not in {m.group for m in models.values()}:
+            raise ReprevalError(f"unknown baseline {config.baseline!r}", where=top.at(f"models.{config.group}.baseline"), fix=suggest(config.baseline, {m.group for m in models.values()}))
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     top.finish()
@@ -277,13 +285,33 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
         skip=section.get("skip", int, 0),
         seed=section.get("seed", int, seed),
     )
+    drift = None
+    drift_spec = section.get("drift", (dict, float), None)
+    if drift_spec is not None:
+        drift_section = _Section(drift_spec if isinstance(drift_spec, dict) else {"lambda": drift_spec}, section.at("drift"))
+        drift = Drift(drift_section.get("lambda", float, required=True), drift_section.get("seed", int, seed))
+        drift_section.finish()
+        if drift.strength < 0:
+            raise ReprevalError("drift lambda must not be negative", where=drift_section.at("lambda"))
     section.finish()
     if subset.limit is not None and subset.limit < 1:
         raise ReprevalError("limit must be at least 1", where=section.at("limit"))
     if subset.skip < 0:
         raise ReprevalError("skip must not be negative", where=section.at("skip"))
     kind = _resolve(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind").name
-    return DatasetConfig(kind, options, subset)
+    return DatasetConfig(kind, options, subset, drift)
+
+
+def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
+    """``seeds: [0, 1, 2]`` -> one model per seed, ``ID@0``, ``ID@1``, ... (a group of replicates)."""
+    if not isinstance(spec, dict) or spec.get("seeds") is None:
+        return [(model_id, spec)]
+    seeds = spec.pop("seeds")
+    if "seed" in spec:
+        raise ReprevalError("give either 'seed' or 'seeds', not both", where=where)
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ReprevalError(f"seeds must be a non-empty list of integers, got {seeds!r}", where=f"{where}.seeds")
+    return [(f"{model_id}@{seed}", {**spec, "seed": seed}) for seed in dict.fromkeys(seeds)]
 
 
 def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_files) -> ModelConfig:
@@ -325,6 +353,7 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         layers=tuple(str(layer) for layer in layers),
         embedding=section.get("embedding", str, None),
         seed=section.get("seed", int, seed),
+        baseline=section.get("baseline", str, None),
     )
     if config.weights_match not in ("name", "position"):
         raise ReprevalError(f"unknown weights_match {config.weights_match!r}", where=section.at("weights_match"), fix="use name or position")
@@ -334,9 +363,17 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
 
 def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Evaluation:
     section = _Section(spec, where)
-    dataset = section.get("dataset", str, required=True)
-    if dataset not in datasets:
-        raise ReprevalError(f"unknown dataset {dataset!r}", where=section.at("dataset"), fix=suggest(dataset, datasets))
+    if "datasets" in spec and "dataset" in spec:
+        raise ReprevalError("give either 'dataset' or 'datasets', not both", where=where)
+    key = "datasets" if "datasets" in spec else "dataset"
+    chosen = section.get(key, (list, str), required=True)
+    chosen = [chosen] if isinstance(chosen, str) else chosen
+    if not chosen:
+        raise ReprevalError("no evaluation datasets", where=section.at(key), fix="name at least one dataset")
+    for i, dataset in enumerate(chosen):
+        if dataset not in datasets:
+            at = section.at(key) + (f"[{i}]" if key == "datasets" else "")
+            raise ReprevalError(f"unknown dataset {dataset!r}", where=at, fix=suggest(str(dataset), datasets))
     lists = {}
     for key, registry in (
         ("saliency", plugins.saliency),
@@ -344,8 +381,11 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         ("embedding_aggregators", plugins.aggregator),
         ("scores", plugins.score),
     ):
-        default = ["abs"] if key == "channel_aggregators" else ["mean"] if key == "embedding_aggregators" else ...
+        default = {"channel_aggregators": ["abs"], "embedding_aggregators": ["mean"], "saliency": []}.get(key, ...)
         raw = section.get(key, (list, str, dict), default)
+        if raw == []:
+            lists[key] = []
+            continue
         choices = [
             _resolve(registry, choice, f"{section.at(key)}[{i}]")
             for i, choice in enumerate(_plugin_choices(raw, section.at(key)))
@@ -359,7 +399,7 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     )
     smoothing_spec.finish()
     evaluation = Evaluation(
-        dataset=dataset,
+        datasets=tuple(dict.fromkeys(chosen)),
         batch_size=section.get("batch_size", int, 16),
         chunk_size=section.get("chunk_size", int, None),
         strategy=section.get("strategy", str, "auto"),

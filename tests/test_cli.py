@@ -52,8 +52,8 @@ SMALL_UNITS = 2 * 1 * 2 * 2  # variants × layers × saliency × scores
 BUILTIN_PLUGINS = {
     "saliency": {"saliency": ["gradients", "activations_x_gradients", "grad_cam"]},
     "aggregators": {"aggregator": ["mean", "abs", "var", "skew", "max", "topk_mean"]},
-    "scores": {"score": ["noise_score", "variance_score"]},
-    "variants": {"variant": ["trained", "random"]},
+    "scores": {"score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]},
+    "variants": {"variant": ["trained", "random", "randomize_layer", "cascade"]},
     "datasets": {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]},
     "timm": {"model_source": ["timm"]},
     "cifar_resnets": {"model_source": ["cifar"]},
@@ -107,7 +107,7 @@ def records(directory: Path) -> dict[str, dict]:
 
 def by_coordinates(found: dict[str, dict]) -> dict[tuple, dict]:
     return {
-        (r["model"], r["variant"], r["layer"], r["saliency"], r["channel_aggregator"], r["embedding_aggregator"], r["score"]): r
+        (r["model"], r["variant"], r["dataset"], r["layer"], r["saliency"], r["channel_aggregator"], r["embedding_aggregator"], r["score"]): r
         for r in found.values()
     }
 
@@ -158,12 +158,12 @@ def test_plugins_table(capsys):
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("scores", ["noise_score", "variance_score"]),
+        ("scores", ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]),
         ("aggregators", ["mean", "abs", "var", "skew", "max", "topk_mean"]),
         ("models", ["ae", "cifar", "timm", "torch"]),
         ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise"]),
         ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
-        ("variants", ["trained", "random"]),
+        ("variants", ["trained", "random", "randomize_layer", "cascade"]),
     ],
 )
 def test_list(capsys, kind, expected):
@@ -333,7 +333,7 @@ def test_leaderboard_formats(capsys, tmp_path):
         assert rows[0]["average"] >= rows[1]["average"]  # higher is better: the best first
         for row in rows:
             assert row["complete"] is True
-            record = values[(row["model"], row["variant"], "encoder.block2", board["saliency"],
+            record = values[(row["model"], row["variant"], "held", "encoder.block2", board["saliency"],
                              board["channel_aggregator"], board["embedding_aggregator"], board["score"])]
             assert row["average"] == pytest.approx(record["value"])
             assert row["cells"][0]["reference"] == pytest.approx(record["reference"])
@@ -513,7 +513,7 @@ def test_failed_units_are_recorded_and_retried(tmp_path, monkeypatch):
     report = run_suite(suite, plugins)
     assert report.total == 4  # 2 layers × (noise_score, flaky)
     failed = {what for what, _ in report.failures}
-    assert "ae/random/encoder.block2/gradients/abs/mean/flaky" in failed
+    assert "ae/random/held/encoder.block2/gradients/abs/mean/flaky" in failed
     assert all("/encoder.block2/" in what for what in failed)
     assert all(message == "RuntimeError: flaky score exploded on a 14x14 map" for _, message in report.failures)
     assert report.computed == 4 - len(failed)
@@ -540,7 +540,7 @@ def test_failed_units_are_recorded_and_retried(tmp_path, monkeypatch):
 def test_a_failing_score_does_not_fail_the_other_scores_of_its_group(tmp_path):
     plugins = load_plugins(extra_plugins=[FlakyPlugin])
     report = run_suite(parse_suite(failing_suite_data(tmp_path), plugins), plugins)
-    assert [what for what, _ in report.failures] == ["ae/random/encoder.block2/gradients/abs/mean/flaky"]
+    assert [what for what, _ in report.failures] == ["ae/random/held/encoder.block2/gradients/abs/mean/flaky"]
 
 
 def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):

@@ -156,7 +156,7 @@ def test_unknown_names_suggest_close_matches(plugins):
     with pytest.raises(UnknownNameError, match=r"unknown aggregator 'topk'; did you mean 'topk_mean'"):
         plugins.aggregator.entry("topk")
     # Nothing close: the known names are listed instead.
-    with pytest.raises(UnknownNameError, match=r"unknown variant 'xyzzy'; known: random, random_init, trained, untrained"):
+    with pytest.raises(UnknownNameError, match=r"unknown variant 'xyzzy'; known: cascade, cascading_randomization, independent_randomization, random, random_init, randomize_layer, trained, untrained"):
         plugins.variant.entry("xyzzy")
     with pytest.raises(ReprevalError, match=r"unknown plugin kind 'scores'; did you mean 'score'"):
         plugins.registry("scores")
@@ -206,7 +206,7 @@ def test_plugin_info_records_distribution_version_and_registrations():
     builtins = {name: info for name, info in plugins.info.items() if info.distribution == "repreval"}
     assert set(builtins) == {"saliency", "aggregators", "scores", "variants", "datasets", "cifar_resnets", "autoencoders", "torch_factory"}
     assert all(info.version == release for info in builtins.values())
-    assert plugins.info["scores"].registered == {"score": ["noise_score", "variance_score"]}
+    assert plugins.info["scores"].registered == {"score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]}
     assert plugins.info["datasets"].registered == {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]}
 
     good = plugins.info["GoodPlugin"]
@@ -217,7 +217,7 @@ def test_plugin_info_records_distribution_version_and_registrations():
     assert plugins.score.entry("twice").description == "counted twice"
     assert plugins.aggregator.entry("halved").description == "Half the mean."
     assert plugins.aggregator.entry("mean").plugin == "aggregators"
-    assert sorted(plugins.score.names()) == ["noise_score", "twice", "variance_score"]
+    assert sorted(plugins.score.names()) == ["classifier_accuracy", "linear_probe", "noise_score", "twice", "variance_score"]
 
 
 def test_environment_blocking_adds_to_the_argument(monkeypatch):

@@ -301,7 +301,7 @@ ERRORS = [
     ("unknown-device", _set("device", "tpu"), False, "device", ["unknown device 'tpu'"]),
     ("unknown-smoothing-key", _set("evaluation.smoothing", {"sampels": 4}), False, "evaluation.smoothing",
      ["unknown key 'sampels'", "did you mean 'samples'"]),
-    ("empty-saliency-list", _set("evaluation.saliency", []), False, "evaluation.saliency", ["non-empty list"]),
+    ("empty-saliency-list", _set("evaluation.saliency", []), True, "evaluation.saliency", ["attribution scores need saliency methods"]),
 ]
 
 

@@ -1,4 +1,16 @@
-"""Training of the autoencoders: Adam on MSE reconstruction (+ cross-entropy where there is a classifier)."""
+"""Training of the autoencoders: Adam on MSE reconstruction (+ cross-entropy where there is a classifier),
+optionally with attribution scores as constraints (the paper's section 4.5)::
+
+    loss = CE + MSE - sum_s lambda_s · score_s      (scores are maximised)
+
+Every ``constraint_every`` mini-batches the scores named in ``constraints`` (any registered attribution
+score, e.g. ``{noise_score: 0.1, variance_score: 0.1}``) are computed on the mini-batch at
+``constraint_layer`` with the batched engine and ``create_graph=True`` (double backprop), so they are
+exactly the scores repreval reports. Noise inputs for the noise score come from the training seed.
+The constraint pass runs in eval mode (BatchNorm on its running statistics, as in evaluation, so the
+noise inputs never leak into them). Piece-wise linear activations give zero second derivatives: use the
+softplus encoder.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +23,17 @@ from torch import Tensor
 from repreval.api import Network, ReprevalError
 from repreval.registry import suggest
 
-TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
+TRAINING_DEFAULTS = {
+    "epochs": 10,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "constraints": {},  # score name -> lambda
+    "constraint_every": 20,
+    "constraint_layer": "encoder.block2",
+    "constraint_saliency": "gradients",
+    "constraint_channels": "abs",
+    "constraint_components": "mean",
+}
 
 
 def training_settings(options: dict) -> dict:
@@ -27,7 +49,71 @@ def training_settings(options: dict) -> dict:
     lr = settings["lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ReprevalError(f"training option lr must be a positive number, got {lr!r}")
+    constraints = settings["constraints"]
+    if not isinstance(constraints, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in constraints.items()
+    ):
+        raise ReprevalError(f"training option constraints must map score names to lambdas, got {constraints!r}", fix="e.g. constraints: {noise_score: 0.1}")
+    every = settings["constraint_every"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ReprevalError(f"training option constraint_every must be a positive integer, got {every!r}")
     return settings
+
+
+class ScoreConstraints:
+    """The ``- sum lambda_s · score_s`` term: attribution scores at one layer, differentiable."""
+
+    def __init__(self, settings: dict, seed: int):
+        from repreval.engine.probe import Probe
+        from repreval.plugins import load_plugins
+
+        plugins = load_plugins()
+        self.lambdas = {name: float(weight) for name, weight in settings["constraints"].items() if weight}
+        self.scores = {}
+        for name in self.lambdas:
+            score = plugins.score.create(name, {})
+            if not hasattr(score, "noise_sets"):
+                raise ReprevalError(f"{name!r} is not an attribution score and cannot constrain training", fix="use noise_score or variance_score")
+            self.scores[name] = score
+        self.probe = Probe.parse(settings["constraint_layer"])
+        self.method = plugins.saliency.create(settings["constraint_saliency"], {})
+        self.channels = plugins.aggregator.create(settings["constraint_channels"], {})
+        self.components = plugins.aggregator.create(settings["constraint_components"], {})
+        self.generator = torch.Generator().manual_seed(seed)
+        self.noise_sets = max((score.noise_sets for score in self.scores.values()), default=0)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.lambdas)
+
+    def check(self, network: Network) -> None:
+        self.probe.module(network)  # an unknown layer fails before training starts
+
+    def loss(self, network: Network, inputs: Tensor) -> tuple[Tensor, dict[str, float]]:
+        from repreval.api import AttributionMaps
+        from repreval.data import normalize
+        from repreval.engine.attribution import component_maps
+
+        module = network.module
+        module.eval()  # BatchNorm on running statistics, as in evaluation; noise never touches them
+        try:
+            def maps(batch: Tensor) -> Tensor:
+                return component_maps(network, self.probe, batch, self.method, self.channels, strategy="reverse", create_graph=True)
+
+            sets = [maps(inputs)]
+            for _ in range(self.noise_sets):  # uniform-noise images as in evaluation, from the training seed
+                noise = torch.rand(inputs.shape, generator=self.generator)
+                sets.append(maps(normalize(noise, network.input_spec).to(inputs)))
+        finally:
+            module.train()
+        attribution = AttributionMaps(*sets)
+        total = inputs.new_zeros(())
+        values = {}
+        for name, score in self.scores.items():
+            value = score.compute(attribution, self.components).values.mean()
+            total = total - self.lambdas[name] * value
+            values[name] = float(value.detach())
+        return total, values
 
 
 def training_loss(network: Network, inputs: Tensor, labels: Tensor | None) -> Tensor:
@@ -49,12 +135,22 @@ def train_autoencoder(network: Network, inputs: Tensor, labels: Tensor | None, o
     labels = None if labels is None else labels.to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=settings["lr"])
     generator = torch.Generator().manual_seed(seed)
+    constraints = ScoreConstraints(settings, seed)
+    constraints.check(network)
+    score_log: dict[str, list[float]] = {name: [] for name in constraints.lambdas}
     started = time.perf_counter()
     module.train()
+    step = 0
     for _ in range(settings["epochs"]):
         total = 0.0
         for batch in torch.randperm(len(inputs), generator=generator).split(settings["batch_size"]):
             loss = training_loss(network, inputs[batch], None if labels is None else labels[batch])
+            if constraints.active and step % settings["constraint_every"] == 0:
+                penalty, values = constraints.loss(network, inputs[batch])
+                loss = loss + penalty
+                for name, value in values.items():
+                    score_log[name].append(value)
+            step += 1
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -64,6 +160,8 @@ def train_autoencoder(network: Network, inputs: Tensor, labels: Tensor | None, o
         "final_loss": total / len(inputs),  # mean over the last epoch's mini-batches
         "seconds": time.perf_counter() - started,
     }
+    for name, values in score_log.items():  # the constrained scores at the first and last constraint step
+        log[f"{name}_first"], log[f"{name}_last"] = values[0], values[-1]
     if network.classify is not None:
         log["train_accuracy"] = accuracy(network, inputs, labels)
     return log

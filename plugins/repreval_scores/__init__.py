@@ -1,10 +1,13 @@
-"""Built-in attribution scores: the noise score (informativeness) and the variance score (conciseness)."""
+"""Built-in scores: the noise score (informativeness) and the variance score (conciseness) from attribution
+maps; the linear probe and the classifier accuracy (downstream usefulness) from embeddings and logits."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from repreval.api import AttributionMaps, AttributionScore, ScoreValues, hookimpl, normalize_maps
+
+from .downstream import ClassifierAccuracy, LinearProbe
 
 
 def _mean_abs_difference(a: Tensor, b: Tensor) -> Tensor:
@@ -62,3 +65,5 @@ class VarianceScore(AttributionScore):
 def register_scores(register):
     register(NoiseScore, aliases=("ns",))
     register(VarianceScore, aliases=("vs",))
+    register(LinearProbe, aliases=("probe",))
+    register(ClassifierAccuracy, aliases=("accuracy",))

@@ -67,23 +67,24 @@ class Probe:
         finally:
             handle.remove()
 
-    def capture(self, network: Network, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the network once; return (activation at the probe, embedding), both detached."""
+    def capture(self, network: Network, inputs: Tensor, keep_graph: bool = False) -> tuple[Tensor, Tensor]:
+        """Run the network once; return (activation at the probe, embedding), detached unless ``keep_graph``
+        (then the activation stays differentiable w.r.t. the parameters before the probe)."""
         seen: list[Tensor] = []
 
         def keep(value):
             if not isinstance(value, Tensor):
                 raise TypeError(f"probe {self.spec!r} sees a {type(value).__name__}, not a tensor")
-            seen.append(value.detach().clone())  # clone: a later in-place op must not change it
+            seen.append(value.clone() if keep_graph else value.detach().clone())  # clone: later in-place ops
 
-        with torch.no_grad(), self.hooked(network, keep):
+        with torch.set_grad_enabled(keep_graph), self.hooked(network, keep):
             embedding = network.embed(inputs)
         if not seen:
             raise UnknownNameError(
                 f"layer {self.spec!r} is not used when computing the embedding",
                 fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
             )
-        return seen[0], embedding.detach()
+        return seen[0], embedding if keep_graph else embedding.detach()
 
     def tail(self, network: Network, inputs: Tensor):
         """The function ``a -> z``: the embedding with the probe's activation replaced by ``a``."""

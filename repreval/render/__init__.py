@@ -23,7 +23,7 @@ def cell_text(cell: Cell) -> str:
         return "failed"
     if cell.status != "ok":
         return MISSING
-    return f"{cell.value:.3f} ±{cell.spread:.3f}"
+    return f"{cell.value:.3f}" + ("" if cell.spread is None else f" ±{cell.spread:.3f}")
 
 
 def _average_text(row: Row) -> str:
@@ -57,7 +57,7 @@ def rich_table(board: Board) -> Table:
         cells = [Text(cell_text(c), style="red" if c.status == "failed" else "") for c in row.cells]
         extra = [_bound_text(board, row)] if _shows_bound(board) else []
         table.add_row(
-            str(row.rank or MISSING), escape(row.model), escape(row.variant), _average_text(row), *extra,
+            str(row.rank or MISSING), escape(row.model), escape(" · ".join(p for p in (row.variant, row.dataset) if p)), _average_text(row), *extra,
             _number(row.reference_average), *cells,
         )
     table.caption = "cells: mean ±std over inputs; chance: the same score on noise inputs; * = some layers missing"

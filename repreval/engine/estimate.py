@@ -1,0 +1,137 @@
+"""Estimated scores for very large D (opt-in): maps of k of the D components, sampled without replacement.
+
+``sample_components`` draws the k indices (seeded), ``sampled_component_maps`` runs the engine on those
+components only (reverse mode: k backward rows instead of D), and the estimators turn the k maps into
+an estimate of the exact score with a standard error:
+
+* variance score: VS = mean over pixels of the biased variance over all D components of the normalised
+  maps. From k sampled components, ``(D - 1)/D · s²`` (s² the sample variance, k - 1 denominator) is
+  unbiased for each pixel's biased population variance (simple random sampling without replacement),
+  so the estimate is unbiased.
+* noise score with a mean-type component aggregator (``mean``, ``abs``): the aggregated map over the k
+  components is an unbiased estimate of the one over D; the score (normalisation, |difference|) is then
+  consistent, with a bias of order 1/k that is small next to the standard error.
+
+Standard errors come from a seeded bootstrap over the k sampled components (``resamples`` draws of k
+with replacement; real and noise maps resampled together) or, with ``method="jackknife"``, from the k
+leave-one-out estimates. Either is multiplied by the finite-population correction sqrt(1 - k/D); the
+bootstrap's is also rescaled by sqrt(k/(k - 1)) (its plug-in variance divides by k). For a mean both give
+the textbook SE sqrt((1 - k/D) s²/k); at k = D the SE is 0 and the estimate is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..api import Aggregator, Network, SaliencyMethod, normalize_maps
+from .attribution import component_maps
+from .probe import Probe
+
+#: Component aggregators that are means over components, so that a sampled mean estimates them.
+MEAN_AGGREGATORS = ("mean", "abs")
+SE_METHODS = ("bootstrap", "jackknife")
+
+
+class Estimate(NamedTuple):
+    """Per-input estimate [N] and its standard error [N]; unpacks as ``value, se = ...``."""
+
+    value: Tensor
+    standard_error: Tensor
+
+
+def sample_components(dim: int, k: int, seed: int = 0) -> Tensor:
+    """``k`` distinct indices of ``dim`` components, uniformly at random from a seeded generator, sorted."""
+    if not 1 <= k <= dim:
+        raise ValueError(f"sample between 1 and {dim} components, not {k}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randperm(dim, generator=generator)[:k].sort().values
+
+
+def sampled_component_maps(
+    network: Network,
+    probe: Probe,
+    inputs: Tensor,
+    method: SaliencyMethod,
+    channel_aggregator: Aggregator | None,
+    k: int,
+    *,
+    seed: int = 0,
+    **engine_kwargs,
+) -> tuple[Tensor, Tensor, int]:
+    """Maps [B, k, h, w] of ``k`` components sampled with ``seed``; returns (maps, indices, D)."""
+    with torch.no_grad():
+        dim = network.embed(inputs[:1]).shape[1]
+    index = sample_components(dim, k, seed)
+    maps = component_maps(network, probe, inputs, method, channel_aggregator, components=index, **engine_kwargs)
+    return maps, index, dim
+
+
+def estimate_variance_score(
+    maps: Tensor, dim: int, *, binarize: bool = False, method: str = "bootstrap", resamples: int = 200, seed: int = 0
+) -> Estimate:
+    """The variance score of all ``dim`` components from the maps [N, k, h, w] of k of them (sampled
+    without replacement, not normalised): unbiased estimate, standard error by ``method``."""
+    normalized = normalize_maps(maps.float())
+    if binarize:
+        normalized = (normalized >= 0.5).to(normalized.dtype)
+
+    def statistic(index: Tensor) -> Tensor:
+        sample = normalized[:, index]
+        if sample.shape[1] < 2:
+            return torch.zeros(sample.shape[0], dtype=sample.dtype, device=sample.device)
+        return (dim - 1) / dim * sample.var(dim=1, correction=1).flatten(1).mean(dim=1)
+
+    return _estimate(statistic, normalized.shape[1], dim, method, resamples, seed)
+
+
+def estimate_noise_score(
+    real: Tensor,
+    noise: Tensor,
+    dim: int,
+    aggregator: Aggregator,
+    *,
+    method: str = "bootstrap",
+    resamples: int = 200,
+    seed: int = 0,
+) -> Estimate:
+    """The noise score mean |N(A(real)) - N(A(noise))| of all ``dim`` components from the maps
+    [N, k, h, w] of the same k sampled components for real and noise inputs; A (``aggregator``) must be
+    a mean over components (MEAN_AGGREGATORS). For the reference, pass the second noise set as ``real``."""
+    if getattr(aggregator, "name", None) not in MEAN_AGGREGATORS:
+        raise ValueError(
+            f"component aggregator {getattr(aggregator, 'name', aggregator)!r} is not a mean over components; "
+            f"estimates support {', '.join(MEAN_AGGREGATORS)}"
+        )
+    if real.shape != noise.shape:
+        raise ValueError(f"real and noise maps differ in shape: {tuple(real.shape)} and {tuple(noise.shape)}")
+    real, noise = real.float(), noise.float()
+
+    def statistic(index: Tensor) -> Tensor:
+        aggregated = normalize_maps(aggregator(real[:, index], dim=1)) - normalize_maps(aggregator(noise[:, index], dim=1))
+        return aggregated.abs().flatten(1).mean(dim=1)
+
+    return _estimate(statistic, real.shape[1], dim, method, resamples, seed)
+
+
+def _estimate(statistic: Callable[[Tensor], Tensor], k: int, dim: int, method: str, resamples: int, seed: int) -> Estimate:
+    """``statistic(component indices) -> [N]`` on all k sampled components, with its standard error."""
+    if method not in SE_METHODS:
+        raise ValueError(f"unknown standard-error method {method!r}; use one of {', '.join(SE_METHODS)}")
+    if k > dim:
+        raise ValueError(f"{k} sampled components but D = {dim}")
+    value = statistic(torch.arange(k))
+    correction = 1.0 - k / dim  # finite-population correction of the variance
+    if k < 2 or correction <= 0:
+        return Estimate(value, torch.zeros_like(value))
+    if method == "jackknife":
+        keep = ~torch.eye(k, dtype=torch.bool)
+        left_out = torch.stack([statistic(torch.arange(k)[keep[i]]) for i in range(k)])  # [k, N]
+        variance = (k - 1) / k * (left_out - left_out.mean(dim=0)).pow(2).sum(dim=0)
+    else:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        draws = torch.stack([statistic(torch.randint(k, (k,), generator=generator)) for _ in range(resamples)])
+        variance = draws.var(dim=0, correction=1) * k / (k - 1)
+    return Estimate(value, (variance * correction).sqrt())
