@@ -186,7 +186,8 @@ def cmd_eval(args) -> int:
 def _run(data: dict, args, path: Path | None) -> int:
     from .leaderboard import build_leaderboards
     from .plan import make_plan
-    from .render import markdown, rich_table, to_json
+    from .render import rich_table, to_json
+    from .report import write_report
     from .runner import run_suite
     from .store import ResultStore, write_atomic
     from .suite import parse_suite
@@ -214,10 +215,11 @@ def _run(data: dict, args, path: Path | None) -> int:
         )
 
     boards = build_leaderboards(ResultStore(suite.output).records())
-    write_atomic(suite.output / "leaderboard.md", markdown(boards, title=f"{suite.name}: leaderboard"))
     write_atomic(suite.output / "leaderboard.json", to_json(boards))
     for board in boards:
         console.print(rich_table(board))
+    report_path = write_report(suite.output, plugins)
+    console.print(f"report: {report_path}", highlight=False)
     console.print(
         f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
         f"in {report.seconds:.1f} s; results in {suite.output}",
@@ -247,14 +249,18 @@ def cmd_validate(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from .leaderboard import build_leaderboards
-    from .render import markdown, rich_table, to_json
+    from .render import rich_table, to_json
     from .store import ResultStore
 
     boards = build_leaderboards(ResultStore(args.directory).records())
     if args.format == "json":
         print(to_json(boards))
     elif args.format == "markdown":
-        print(markdown(boards, title=f"{Path(args.directory).name}: leaderboard"))
+        from .report import write_report
+
+        path = write_report(args.directory, _plugins(args))
+        print(path.read_text())
+        errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
     else:
         for board in boards:
             console.print(rich_table(board))

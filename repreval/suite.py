@@ -21,6 +21,7 @@ from .errors import ReprevalError
 from .models import ModelConfig, TrainingConfig, split_model_spec
 from .plugins import Plugins
 from .registry import suggest
+from .report import ReportConfig, parse_report
 
 SUITE_VERSION = 1
 
@@ -75,6 +76,7 @@ class Suite:
     description: str = ""
     raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
     model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
+    report: "ReportConfig" = field(default_factory=lambda: parse_report(None, ""))  # what report.md shows
 
     def variants_of(self, model_id: str) -> list[PluginChoice]:
         return self.model_variants.get(model_id, self.variants)
@@ -257,8 +259,9 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
             raise ReprevalError(f"unknown baseline {config.baseline!r}", where=top.at(f"models.{config.group}.baseline"), fix=suggest(config.baseline, {m.group for m in models.values()}))
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
+    report = parse_report(top.get("report", dict, None), top.at("report"))
     top.finish()
-    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data, model_variants)
+    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data, model_variants, report)
 
 
 def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:

@@ -275,7 +275,7 @@ def test_run_writes_records_and_leaderboards_and_resumes(capsys, tmp_path):
     assert code == 0, err
     assert f"small: {SMALL_UNITS} units, results in {out}" in stdout
     assert summary(stdout).startswith(f"{SMALL_UNITS} computed, 0 already done, 0 failed")
-    for name in ("suite.yaml", "leaderboard.md", "leaderboard.json"):
+    for name in ("suite.yaml", "report.md", "leaderboard.json"):
         assert (out / name).is_file(), name
     first = records(out)
     assert len(first) == SMALL_UNITS
@@ -286,7 +286,7 @@ def test_run_writes_records_and_leaderboards_and_resumes(capsys, tmp_path):
         assert record["suite"] == "small" and record["dataset"] == "held" and record["model_spec"] == "ae:classifier"
     boards = json.loads((out / "leaderboard.json").read_text())
     assert len(boards) == 4  # (noise_score, variance_score) × (gradients, grad_cam)
-    assert "# small: leaderboard" in (out / "leaderboard.md").read_text()
+    assert (out / "report.md").read_text().startswith("# small\n\n## Leaderboards")
 
     stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")}
     code, stdout, _ = cli(capsys, "run", suite, "--out", out)
@@ -340,7 +340,7 @@ def test_leaderboard_formats(capsys, tmp_path):
 
     code, stdout, _ = cli(capsys, "leaderboard", out, "--format", "markdown")
     assert code == 0
-    assert stdout.startswith("# out: leaderboard")
+    assert stdout.startswith("# small\n")
     for board in boards:
         assert f"## {board['title']}" in stdout
     assert stdout.count("| 1 | ae · ") == 4 and stdout.count("| 2 | ae · ") == 4
@@ -557,7 +557,7 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
     saved = records(out)
     assert sum(r["status"] == "failed" for r in saved.values()) == len(failed_lines)
     assert all(r["status"] == "ok" for r in saved.values() if r["layer"] == "encoder.block1")
-    assert "failed" in (out / "leaderboard.md").read_text()  # the leaderboard is written all the same
+    assert "failed" in (out / "report.md").read_text()  # the leaderboard is written all the same
 
     monkeypatch.setattr(FlakyScore, "fail", False)
     code, stdout, err = cli(capsys, "run", suite, "--out", out)

@@ -325,7 +325,7 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
         assert [row["rank"] for row in rows] == [1, 2] and {row["variant"] for row in rows} == {"trained", "random"}
         assert rows[0]["average"] <= rows[1]["average"]  # lower is better: the smallest first
         assert all(0.0 < row["average"] < 1.0 for row in rows)
-    assert "peak_fraction · gradients · channels=abs · components=median" in (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "peak_fraction · gradients · channels=abs · components=median" in (tmp_path / "out" / "report.md").read_text()
 
     # Blocking its entry-point name removes it: by option, and by environment.
     blocked = repreval("--block", "timm", "--block", "median", "validate", "demo.yaml")

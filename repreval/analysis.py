@@ -1,0 +1,292 @@
+"""Records -> the analyses a report shows (pure data; plots and Markdown live in :mod:`repreval.render`).
+
+* correlations: Spearman's rank correlation between two metrics across the rows of a results directory
+  (model · variant · dataset), e.g. the average noise score against linear-probe accuracy;
+* drift: the relative noise score ``(NS(x) - NS(x_lambda)) / NS(x)`` per input over a sweep of drifted
+  datasets, and its Spearman correlation with lambda;
+* replicates: a metric over models that differ only in their seed (mean ± std), with the training time
+  relative to a baseline group (e.g. score-constrained vs unconstrained training);
+* claims: a finding of the paper checked against the numbers: agrees / disagrees / inconclusive.
+
+A metric is chosen with a :class:`MetricSelector` (``{score: noise_score, saliency: gradients, ...}``);
+its value for a row is the mean of the score curve over probe layers, or the value at ``layer``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import fmean, pstdev
+from typing import Any
+
+from .errors import ReprevalError
+from .store import ScoreRecord
+
+Row = tuple[str, str, str]  # (model, variant, dataset)
+
+SIGNIFICANCE = 0.05
+
+
+def _plain(label: str) -> str:
+    """``linear_probe[test=a,train=b].top1`` -> ``linear_probe.top1`` (options dropped)."""
+    return re.sub(r"\[[^\]]*\]", "", label)
+
+
+@dataclass(frozen=True)
+class MetricSelector:
+    """Which records make one metric. Unset fields match anything; labels match with or without options."""
+
+    score: str
+    saliency: str | None = None
+    channels: str | None = None
+    components: str | None = None
+    layer: str | None = None
+    variant: str | None = None
+    model: str | None = None
+
+    KEYS = ("score", "saliency", "channels", "components", "layer", "variant", "model")
+
+    @classmethod
+    def parse(cls, spec: Any, where: str) -> "MetricSelector":
+        if isinstance(spec, str):
+            spec = {"score": spec}
+        if not isinstance(spec, dict) or "score" not in spec:
+            raise ReprevalError("a metric is a mapping with at least 'score'", where=where, fix="e.g. {score: noise_score, saliency: gradients}")
+        unknown = [key for key in spec if key not in cls.KEYS]
+        if unknown:
+            raise ReprevalError(f"unknown metric key {unknown[0]!r}", where=where, fix="use " + ", ".join(cls.KEYS))
+        return cls(**{key: str(value) for key, value in spec.items()})
+
+    def matches(self, record: ScoreRecord) -> bool:
+        wanted = (
+            (self.score, record.score),
+            (self.saliency, record.saliency),
+            (self.channels, record.channel_aggregator),
+            (self.components, record.embedding_aggregator),
+            (self.layer, record.layer),
+            (self.variant, record.variant),
+            (self.model, record.model),
+        )
+        return record.status == "ok" and all(w is None or w in (v, _plain(v)) for w, v in wanted)
+
+    @property
+    def label(self) -> str:
+        parts = [p for p in (self.model, self.score, self.saliency, self.channels, self.components) if p]
+        return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "")
+
+
+def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[Row, float]:
+    """Per row, the mean over the matching records (the curve mean over layers, or one layer's value)."""
+    found: dict[Row, list[float]] = defaultdict(list)
+    for record in records:
+        if selector.matches(record):
+            found[(record.model, record.variant, record.dataset)].append(record.value)
+    metrics = {(r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selector.matches(r)}
+    if len(metrics) > 1:
+        raise ReprevalError(
+            f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics)[:2]}",
+            fix="name saliency, channels and components in the report's metric",
+        )
+    return {row: fmean(values) for row, values in found.items()}
+
+
+def row_name(row: Row, rows: list[Row]) -> str:
+    """The shortest name telling ``row`` apart among ``rows``."""
+    parts = [row[i] for i in range(3) if len({r[i] for r in rows}) > 1 and row[i] != "-"]
+    return " · ".join(parts) or " · ".join(p for p in row if p != "-")
+
+
+def spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p-value (scipy); NaN when undefined (fewer than 3 points or ties only)."""
+    from scipy.stats import spearmanr
+
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return float("nan"), float("nan")
+    result = spearmanr(xs, ys)
+    return float(result.statistic), float(result.pvalue)
+
+
+@dataclass
+class Correlation:
+    x: MetricSelector
+    y: MetricSelector
+    rho: float
+    p: float
+    points: list[tuple[str, float, float]]  # (row name, x, y)
+
+
+def correlate(records: list[ScoreRecord], x: MetricSelector, y: MetricSelector) -> Correlation:
+    """Spearman between ``x`` and ``y`` over the rows that have both. Embedding scores (one per model
+    variant) pair with every dataset row of the same model variant."""
+    xs, ys = metric_values(records, x), metric_values(records, y)
+
+    def lookup(values: dict[Row, float], row: Row) -> float | None:
+        return values[row] if row in values else values.get((row[0], row[1], "-"))
+
+    everything = set(xs) | set(ys)
+    rows = sorted(row for row in everything if row[2] != "-") or sorted(everything)
+    kept = [row for row in rows if lookup(xs, row) is not None and lookup(ys, row) is not None]
+    points = [(row_name(row, kept), lookup(xs, row), lookup(ys, row)) for row in kept]
+    rho, p = spearman([a for _, a, _ in points], [b for _, _, b in points])
+    return Correlation(x, y, rho, p, points)
+
+
+@dataclass
+class DriftResult:
+    model: str
+    variant: str
+    lambdas: list[float]
+    relative: dict[float, list[float]]  # lambda -> per-input relative score drop
+    rho: float  # Spearman(lambda, relative drop) over every (lambda > 0, input) pair
+    p: float
+    rho_of_means: float  # over the per-lambda means
+    p_of_means: float
+
+
+def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[str, float]) -> list[DriftResult]:
+    """Relative score drop per input for every drifted dataset against the undrifted one (lambda = 0).
+
+    ``strengths``: dataset name -> lambda. The metric must be one layer's (``layer``) per-input values.
+    """
+    by_row: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(dict)
+    for record in records:
+        if selector.matches(record) and record.dataset in strengths:
+            by_row[(record.model, record.variant)][strengths[record.dataset]] = record.values
+    results = []
+    for (model, variant), curves in sorted(by_row.items()):
+        if 0.0 not in curves:
+            raise ReprevalError(f"no undrifted (lambda = 0) results for {model} · {variant}", fix="add a dataset with drift 0 (or none) to the evaluation")
+        clean = curves[0.0]
+        relative = {}
+        for strength in sorted(curves):
+            if len(curves[strength]) != len(clean):
+                raise ReprevalError(f"drift datasets differ in size ({len(curves[strength])} vs {len(clean)} inputs)", fix="give every drifted dataset the same subset as the clean one")
+            relative[strength] = [(c - d) / c if c else 0.0 for c, d in zip(clean, curves[strength])]
+        drifted = [s for s in relative if s > 0]
+        rho, p = spearman([s for s in drifted for _ in relative[s]], [v for s in drifted for v in relative[s]])
+        rho_means, p_means = spearman(drifted, [fmean(relative[s]) for s in drifted])
+        results.append(DriftResult(model, variant, sorted(relative), relative, rho, p, rho_means, p_means))
+    return results
+
+
+@dataclass
+class ReplicateRow:
+    group: str
+    baseline: str | None
+    values: list[float]
+    train_seconds: list[float]
+    time_ratio: float | None = None  # mean training time / the baseline group's
+
+    @property
+    def mean(self) -> float:
+        return fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return pstdev(self.values) if len(self.values) > 1 else 0.0
+
+
+def replicates(records: list[ScoreRecord], selector: MetricSelector, groups: dict[str, str], baselines: dict[str, str | None]) -> list[ReplicateRow]:
+    """Mean ± std of a metric per model group; training time relative to each group's baseline."""
+    rows: dict[str, ReplicateRow] = {}
+    for record in records:
+        if not selector.matches(record):
+            continue
+        group = groups.get(record.model, record.model)
+        row = rows.setdefault(group, ReplicateRow(group, baselines.get(group), [], []))
+        row.values.append(record.value)
+        if "train_seconds" in record.extras:
+            row.train_seconds.append(record.extras["train_seconds"])
+    for row in rows.values():
+        base = rows.get(row.baseline) if row.baseline else None
+        if base and base.train_seconds and row.train_seconds:
+            row.time_ratio = fmean(row.train_seconds) / fmean(base.train_seconds)
+    order = list(dict.fromkeys(groups.values()))
+    return sorted(rows.values(), key=lambda r: order.index(r.group) if r.group in order else len(order))
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: a paper's finding, checked
+
+
+@dataclass
+class Verdict:
+    claim: str
+    paper: str
+    verdict: str  # "agrees", "disagrees" or "inconclusive"
+    evidence: str
+    details: list[str] = field(default_factory=list)
+
+
+def _welch(a: list[float], b: list[float]) -> float:
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def check_greater(records: list[ScoreRecord], selector: MetricSelector, higher: str, lower: str, layers: str, expect: str = "higher") -> tuple[str, str, list[str]]:
+    """Is variant ``higher`` above variant ``lower`` (Welch's t-test on per-input values, p < 0.05)?
+
+    ``layers``: ``every`` (each probe layer), ``curve`` (all layers pooled), ``deepest`` or ``shallowest``.
+    ``expect: higher``: agrees when every judged layer is significantly higher, disagrees when one is
+    significantly lower, else inconclusive. ``expect: same`` (the paper finds no difference): agrees when
+    no judged layer differs significantly, disagrees when one does.
+    Returns (verdict, evidence, per-layer details).
+    """
+    by_layer: dict[tuple[int, str], dict[str, ScoreRecord]] = defaultdict(dict)
+    for record in records:
+        if selector.matches(record) and record.variant in (higher, lower):
+            by_layer[(record.layer_index, record.layer)][record.variant] = record
+    complete = {key: pair for key, pair in sorted(by_layer.items()) if len(pair) == 2}
+    if not complete:
+        return "inconclusive", f"no results for both {higher} and {lower}", []
+    outcomes, details = [], []
+    for (_, layer), pair in complete.items():
+        a, b = pair[higher], pair[lower]
+        p = _welch(a.values, b.values)
+        outcome = "agrees" if a.value > b.value and p < SIGNIFICANCE else "disagrees" if a.value < b.value and p < SIGNIFICANCE else "inconclusive"
+        outcomes.append(outcome)
+        details.append(f"{layer}: {a.value:.4f} vs {b.value:.4f} (p = {p:.2g})")
+    if layers in ("deepest", "shallowest"):
+        outcomes = outcomes[-1:] if layers == "deepest" else outcomes[:1]
+    elif layers == "curve":
+        a = [v for pair in complete.values() for v in pair[higher].values]
+        b = [v for pair in complete.values() for v in pair[lower].values]
+        p = _welch(a, b)
+        ma, mb = fmean(a), fmean(b)
+        outcomes = ["agrees" if ma > mb and p < SIGNIFICANCE else "disagrees" if ma < mb and p < SIGNIFICANCE else "inconclusive"]
+        details.insert(0, f"curve: {ma:.4f} vs {mb:.4f} (p = {p:.2g})")
+    if expect == "same":
+        verdict = "agrees" if all(o == "inconclusive" for o in outcomes) else "disagrees"
+    else:
+        verdict = "agrees" if all(o == "agrees" for o in outcomes) else "disagrees" if "disagrees" in outcomes else "inconclusive"
+    outcomes = [{"agrees": "higher", "disagrees": "lower", "inconclusive": "no significant difference"}[o] for o in outcomes]
+    counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
+    evidence = f"{higher} vs {lower} ({layers} layer{'s' if layers == 'every' else ''}): " + ", ".join(f"{n} {o}" for o, n in counts.items())
+    return verdict, evidence, details
+
+
+def check_correlation(correlation: Correlation, sign: str) -> tuple[str, str]:
+    """Does the Spearman correlation have the expected sign, significantly (p < 0.05)?"""
+    rho, p = correlation.rho, correlation.p
+    evidence = f"rho = {rho:.3f}, p = {p:.2g}, n = {len(correlation.points)}"
+    if rho != rho:  # NaN
+        return "inconclusive", evidence
+    right = rho > 0 if sign == "positive" else rho < 0
+    if p < SIGNIFICANCE:
+        return ("agrees" if right else "disagrees"), evidence
+    return "inconclusive", evidence
+
+
+def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold: float) -> tuple[str, str]:
+    """Is every matching row's metric (curve mean) at least ``threshold``?"""
+    values = metric_values(records, selector)
+    if not values:
+        return "inconclusive", "no results"
+    rows = list(values)
+    below = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] < threshold]
+    evidence = f"{len(rows) - len(below)} of {len(rows)} at or above {threshold:g}" + (f"; below: {', '.join(below)}" if below else "")
+    return ("agrees" if not below else "disagrees"), evidence

@@ -1,0 +1,88 @@
+"""matplotlib figures for reports (PNG, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..analysis import Correlation, DriftResult
+from ..leaderboard import Board
+
+#: Most rows drawn in one curve plot; with more, only the trained and random rows are drawn.
+MAX_CURVES = 12
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:80]
+
+
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    _pyplot().close(figure)
+    return path
+
+
+def curve_plot(board: Board, path: Path) -> Path:
+    """Score curve over probe layers per row: mean ± std over inputs (band), chance level dashed."""
+    plt = _pyplot()
+    rows = board.rows
+    if len(rows) > MAX_CURVES:
+        rows = [row for row in rows if row.variant in ("trained", "random")] or rows[:MAX_CURVES]
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(board.columns) + 2.5), 3.6))
+    positions = list(range(len(board.columns)))
+    for row in rows:
+        points = [(i, c) for i, c in zip(positions, row.cells) if c.status == "ok"]
+        if not points:
+            continue
+        xs = [i for i, _ in points]
+        means = [c.value for _, c in points]
+        spreads = [c.spread or 0.0 for _, c in points]
+        (line,) = axes.plot(xs, means, marker="o", label=row.name)
+        axes.fill_between(xs, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)], color=line.get_color(), alpha=0.15)
+        references = [(i, c.reference) for i, c in points if c.reference is not None]
+        if references:
+            axes.plot([i for i, _ in references], [r for _, r in references], linestyle="--", color=line.get_color(), alpha=0.8, label=f"{row.name} (chance)")
+    if board.bound and board.bound != 1.0:
+        axes.axhline(board.bound, color="grey", linewidth=0.8, linestyle=":", label=f"bound {board.bound:g}")
+    axes.set_xticks(positions, board.columns, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(board.score)
+    axes.set_title(board.title, fontsize=9)
+    axes.legend(fontsize=7, loc="best")
+    return _save(figure, path)
+
+
+def scatter_plot(correlation: Correlation, path: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5.2, 4.0))
+    xs = [x for _, x, _ in correlation.points]
+    ys = [y for _, _, y in correlation.points]
+    axes.scatter(xs, ys)
+    if len(correlation.points) <= 25:
+        for name, x, y in correlation.points:
+            axes.annotate(name, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel(correlation.x.label, fontsize=8)
+    axes.set_ylabel(correlation.y.label, fontsize=8)
+    axes.set_title(f"Spearman rho = {correlation.rho:.3f} (p = {correlation.p:.2g}, n = {len(correlation.points)})", fontsize=9)
+    return _save(figure, path)
+
+
+def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.0, 3.8))
+    axes.boxplot([result.relative[s] for s in result.lambdas], labels=[f"{s:g}" for s in result.lambdas])
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_xlabel("drift lambda")
+    axes.set_ylabel("relative drop (NS(x) - NS(x_lambda)) / NS(x)", fontsize=8)
+    axes.set_title(f"{result.model} · {result.variant}: {metric_label}\nSpearman rho = {result.rho:.3f} (p = {result.p:.2g})", fontsize=9)
+    return _save(figure, path)
