@@ -115,7 +115,8 @@ class _Section:
         return value
 
     def finish(self) -> None:
-        unknown = [key for key in self.data if key not in self.seen]
+        """Reject keys nobody read; ``x-`` keys are free for YAML anchors (``x-shared: &base {...}``)."""
+        unknown = [key for key in self.data if key not in self.seen and not str(key).startswith("x-")]
         if unknown:
             raise ReprevalError(
                 f"unknown key {unknown[0]!r}", where=self.where.rstrip(": ") or None, fix=suggest(unknown[0], self.seen)

@@ -1,0 +1,115 @@
+"""Reports: correlations (Spearman as scipy computes it), drift, replicates, claims, the Markdown with plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from repreval.analysis import MetricSelector, check_greater, correlate, drift, replicates
+from repreval.api import ReprevalError
+from repreval.data import Drift
+from repreval.report import parse_report
+from repreval.store import ScoreRecord
+
+
+def record(model="m", variant="trained", layer="l1", layer_index=0, score="noise_score", saliency="gradients",
+           channels="abs", components="mean", dataset="d", value=None, values=(0.5,), extras=None) -> ScoreRecord:
+    values = list(values)
+    return ScoreRecord(
+        unit_id=f"{model}{variant}{layer}{score}{dataset}{saliency}", suite="s", model=model, model_spec="x:y", variant=variant,
+        layer=layer, layer_index=layer_index, saliency=saliency, channel_aggregator=channels,
+        embedding_aggregator=components, score=score, higher_is_better=True,
+        value=float(np.mean(values)) if value is None else value, values=values, dataset=dataset, extras=extras or {},
+    )
+
+
+def test_spearman_over_variants_matches_scipy_on_the_same_numbers():
+    rng = np.random.default_rng(0)
+    noise = rng.random(12)
+    accuracy = noise + 0.3 * rng.random(12)
+    records = []
+    for i in range(12):  # a two-layer noise-score curve per variant and one accuracy value
+        records += [
+            record(variant=f"v{i}", layer="l1", layer_index=0, value=noise[i] - 0.1),
+            record(variant=f"v{i}", layer="l2", layer_index=1, value=noise[i] + 0.1),
+            record(variant=f"v{i}", layer="(embedding)", score="classifier_accuracy[dataset=h].top1", saliency="-",
+                   channels="-", components="-", dataset="-", value=accuracy[i]),
+        ]
+    result = correlate(records, MetricSelector("noise_score", "gradients"), MetricSelector("classifier_accuracy.top1"))
+    expected = spearmanr(noise, accuracy)
+    assert len(result.points) == 12
+    assert result.rho == pytest.approx(expected.statistic, abs=1e-12)
+    assert result.p == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_a_selector_matching_two_different_scores_is_refused():
+    records = [record(channels="abs"), record(channels="mean", variant="random")]
+    with pytest.raises(ReprevalError, match="matches 2 different scores"):
+        correlate(records, MetricSelector("noise_score"), MetricSelector("noise_score"))
+
+
+def test_drift_relative_drop_and_its_correlation_with_lambda():
+    clean = [0.4, 0.5, 0.8]
+    records = [record(dataset="clean", values=clean)]
+    strengths = {"clean": 0.0}
+    for i, strength in enumerate((0.1, 0.2, 0.3), start=1):
+        records.append(record(dataset=f"drift{i}", values=[v * (1 - strength) for v in clean]))
+        strengths[f"drift{i}"] = strength
+    (result,) = drift(records, MetricSelector("noise_score", layer="l1"), strengths)
+    assert result.lambdas == [0.0, 0.1, 0.2, 0.3]
+    assert result.relative[0.2] == pytest.approx([0.2, 0.2, 0.2])
+    drops = [v for strength in (0.1, 0.2, 0.3) for v in result.relative[strength]]
+    expected = spearmanr([0.1] * 3 + [0.2] * 3 + [0.3] * 3, drops)  # lambda = 0 is the reference, left out
+    assert result.rho == pytest.approx(expected.statistic) and result.rho > 0.9
+
+
+def test_drift_transform_is_seeded_clipped_and_scaled():
+    images = torch.rand(4, 1, 8, 8)
+    small, large = Drift(0.1, seed=3).apply(images), Drift(0.5, seed=3).apply(images)
+    assert torch.equal(Drift(0.0, seed=3).apply(images), images)
+    assert torch.equal(small, Drift(0.1, seed=3).apply(images))  # same seed, same eps
+    assert small.min() >= 0 and large.max() <= 1
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(small, (images + 0.1 * eps).clamp(0, 1))
+    assert (large - images).abs().mean() > (small - images).abs().mean()
+
+
+def test_replicates_mean_std_and_time_ratio():
+    records = [
+        record(model=f"base@{s}", score="acc.top1", value=v, extras={"train_seconds": 10.0}) for s, v in enumerate((0.8, 0.9))
+    ] + [record(model=f"ns@{s}", score="acc.top1", value=v, extras={"train_seconds": 15.0}) for s, v in enumerate((0.7, 0.9))]
+    groups = {"base@0": "base", "base@1": "base", "ns@0": "ns", "ns@1": "ns"}
+    rows = replicates(records, MetricSelector("acc.top1"), groups, {"base": None, "ns": "base"})
+    by_group = {row.group: row for row in rows}
+    assert by_group["base"].mean == pytest.approx(0.85) and by_group["base"].std == pytest.approx(0.05)
+    assert by_group["ns"].time_ratio == pytest.approx(1.5) and by_group["base"].time_ratio is None
+
+
+def test_greater_claims_use_a_significance_test_per_layer():
+    rng = np.random.default_rng(1)
+    high, low = rng.normal(1.0, 0.1, 30), rng.normal(0.5, 0.1, 30)
+    same = rng.normal(0.5, 0.1, 30)
+    records = [record(variant="trained", values=high), record(variant="random", values=low),
+               record(variant="trained", layer="l2", layer_index=1, values=same), record(variant="random", layer="l2", layer_index=1, values=low)]
+    selector = MetricSelector("noise_score")
+    assert check_greater(records, selector, "trained", "random", "shallowest")[0] == "agrees"
+    assert check_greater(records, selector, "trained", "random", "every")[0] == "inconclusive"
+    assert check_greater(records, selector, "trained", "random", "deepest", expect="same")[0] == "agrees"
+    assert check_greater(records, selector, "random", "trained", "shallowest")[0] == "disagrees"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"colorations": []}, "unknown key 'colorations'"),
+        ({"correlations": [{"x": "noise_score"}]}, "each correlation is"),
+        ({"claims": [{"claim": "c", "correlation": {"index": 0, "sign": "positive"}}]}, "no correlation number 0"),
+        ({"claims": [{"claim": "c", "greater": {"metric": "noise_score", "higher": "a", "lower": "b", "layers": "all"}}]}, "unknown layers 'all'"),
+        ({"drift": {"metric": {"score": "noise_score", "colour": "red"}}}, "unknown metric key 'colour'"),
+    ],
+)
+def test_malformed_report_sections_fail_with_their_key(spec, message):
+    with pytest.raises(ReprevalError, match=message):
+        parse_report(spec, "suite.yaml: report")
