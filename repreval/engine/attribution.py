@@ -88,7 +88,8 @@ def component_maps(
     ``strategy``: ``reverse`` (one batched backward per chunk of components), ``forward`` (one batched
     forward-mode pass per chunk of input directions: C channel directions when the method reads only the
     spatial-mean gradient, as Grad-CAM does, else C·h·w), or ``auto``: whichever needs fewer passes.
-    ``chunk_size`` (rows per batched pass) defaults to what fits ``memory_budget`` bytes.
+    ``chunk_size`` (rows per batched pass) defaults to what fits ``memory_budget`` bytes; ``auto`` also
+    avoids forward mode when its Jacobian (directions × B × D floats) would take over half the budget.
     ``create_graph``: keep the maps differentiable w.r.t. the parameters (scores as training losses);
     otherwise no graph is recorded, which saves time and keeps memory at one chunk.
     ``precision``: one of PRECISIONS; below float32 the network runs under autocast, with its
@@ -154,7 +155,7 @@ def precision_context(precision: str, device: torch.device):
 
 class _NormsInFloat32(TorchFunctionMode):
     """Feed normalisation layers float32 inputs (their weights are float32 already): functorch cannot
-    batch the backward of mixed-dtype batch/layer norms, and CUDA autocast runs norms in float32 anyway."""
+    batch the backward of a mixed-dtype batch or layer norm (CUDA autocast keeps layer norm in float32 too)."""
 
     NORMS = {F.batch_norm, torch.batch_norm, F.instance_norm, torch.instance_norm, F.layer_norm, torch.layer_norm,
              F.group_norm, torch.group_norm, F.rms_norm, torch.rms_norm}  # fmt: skip
