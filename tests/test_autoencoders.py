@@ -205,3 +205,41 @@ def test_the_plugin_registers_its_source():
     registered = []
     register_model_sources(lambda factory, **_: registered.append(factory))
     assert registered == [Autoencoders]
+
+
+def test_score_constraints_reach_every_encoder_layer_through_double_backprop(digits):
+    """The constraint term alone has a non-zero gradient for the parameters before the probe (the
+    activation stays in the graph) and after it; its value is the score repreval reports."""
+    from repreval_autoencoders.training import ScoreConstraints, training_settings
+
+    _, inputs = digits
+    network = build("classifier", {"bottleneck": 5})
+    for name in ("noise_score", "variance_score"):
+        constraints = ScoreConstraints(training_settings({"constraints": {name: 1.0}}), seed=0)
+        network.module.zero_grad()
+        penalty, values = constraints.loss(network, inputs[:8])
+        penalty.backward()
+        assert penalty.item() == pytest.approx(-values[name]) and values[name] > 0
+        for parameter in ("encoder.block1.conv.weight", "encoder.block2.conv.weight", "encoder.fc.weight"):
+            grad = dict(network.module.named_parameters())[parameter].grad
+            assert grad is not None and grad.abs().sum() > 0, (name, parameter)
+
+
+def test_constrained_training_logs_its_scores_and_is_deterministic(digits):
+    data, inputs = digits
+    subset, subset_inputs = ImageSet(data.images[:256], data.labels[:256]), inputs[:256]
+    options = {"epochs": 1, "constraints": {"noise_score": 0.1, "variance_score": 0.1}, "constraint_every": 2}
+    states, logs = [], []
+    for _ in range(2):
+        network = build("classifier", {"bottleneck": 3}, seed=0)
+        logs.append(train(network, subset, subset_inputs, options, 4))
+        states.append(network.module.state_dict())
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+    for score in ("noise_score", "variance_score"):
+        assert 0 < logs[0][f"{score}_first"] and 0 < logs[0][f"{score}_last"]
+
+
+@pytest.mark.parametrize("options, message", [({"constraints": {"noise_score": "high"}}, "must map score names"), ({"constraint_every": 0}, "constraint_every")])
+def test_bad_constraint_options_are_reported(options, message):
+    with pytest.raises(ReprevalError, match=message):
+        Autoencoders().check_training_options(options)

@@ -29,7 +29,7 @@ TRAINING_DEFAULTS = {
     "lr": 1e-3,
     "constraints": {},  # score name -> lambda
     "constraint_every": 20,
-    "constraint_layer": "encoder.block2",
+    "constraint_layer": "encoder.block2.conv",  # the second conv layer (its output, before BN and softplus)
     "constraint_saliency": "gradients",
     "constraint_channels": "abs",
     "constraint_components": "mean",

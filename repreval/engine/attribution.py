@@ -106,7 +106,7 @@ def component_maps(
         if smoothing.active:
             inputs = smoothing.perturb(inputs, seed)
         with _activation_bytes() as forward_bytes:
-            activation, embedding = probe.capture(network, inputs)
+            activation, embedding = probe.capture(network, inputs, keep_graph=create_graph)
         if embedding.dim() != 2:
             raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
         feature_map = as_feature_map(activation, probe.spec)
