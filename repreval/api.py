@@ -114,6 +114,7 @@ class ScoreValues:
     values: Tensor
     reference: Tensor | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    standard_error: Tensor | None = None  # per input, for estimates from sampled components
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +171,14 @@ class AttributionScore:
 
     def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:
         raise NotImplementedError
+
+    def estimate(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None, dim: int, seed: int) -> ScoreValues:
+        """The score of all ``dim`` components from maps of a random sample of them (``sample_components``),
+        with ``standard_error`` set. Default: this score has no estimator."""
+        raise ReprevalError(
+            f"score {self.name!r} has no estimator from sampled components",
+            fix="remove 'sample_components' from the evaluation, or this score",
+        )
 
     @property
     def label(self) -> str:

@@ -88,6 +88,7 @@ def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
         "data": [vars(suite.datasets[name]) for name in datasets],
         "smoothing": vars(evaluation.smoothing),
         "seed": suite.seed,
+        **({"sample_components": evaluation.sample_components} if evaluation.sample_components else {}),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from .api import AttributionMaps, ImageSet, InputSpec, Network
 from .data import load_images, normalize, uniform_noise
 from .engine.attribution import component_maps, mean_map
+from .engine.estimate import sample_components
 from .engine.probe import Probe
 from .errors import ReprevalError
 from .models import Model
@@ -244,7 +245,16 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
         )
     )
 
+    # Opt-in estimates: the maps of k components sampled once per group (seeded), scores estimated with SEs.
+    sampled, dim = None, None
+    if evaluation.sample_components is not None and not one_backward:
+        with torch.no_grad():
+            dim = network.embed(batches["real"][:1]).shape[1]
+        if evaluation.sample_components < dim:
+            sampled = sample_components(dim, evaluation.sample_components, derived_seed(suite.seed, f"components-{first.layer}"))
+
     failed: dict[str, Exception] = {}
+    errors: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
     values: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
     references: dict[str, list[Tensor]] = {unit.id: [] for unit in group}
     zero_maps, all_maps = 0, 0
@@ -269,6 +279,7 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
                 memory_budget=evaluation.memory_budget,
                 smoothing=evaluation.smoothing,
                 seed=seed,
+                components=sampled,
             ).float()
         real = maps["real"] if maps else aggregated[next(iter(aggregated))][:, None]
         zero_maps += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
@@ -278,7 +289,12 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
             if unit.id in failed:
                 continue
             try:
-                result = scores[unit.score.label].compute(attribution, embedding_aggregators.get(unit.embedding_aggregator))
+                score, aggregator = scores[unit.score.label], embedding_aggregators.get(unit.embedding_aggregator)
+                if sampled is None:
+                    result = score.compute(attribution, aggregator)
+                else:
+                    result = score.estimate(attribution, aggregator, dim, derived_seed(suite.seed, f"bootstrap-{batch_index}"))
+                    errors[unit.id].append(result.standard_error.detach().cpu().reshape(-1))
                 values[unit.id].append(result.values.detach().cpu().reshape(-1))
                 if result.reference is not None:
                     references[unit.id].append(result.reference.detach().cpu().reshape(-1))
@@ -292,6 +308,9 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
         score = scores[unit.score.label]
         per_input = torch.cat(values[unit.id]).double()
         reference = torch.cat(references[unit.id]).double() if references[unit.id] else None
+        estimated = {}
+        if errors[unit.id]:  # the same components for every input: errors correlate, so average the SEs
+            estimated = {"standard_error": float(torch.cat(errors[unit.id]).double().mean()), "sampled_components": len(sampled), "components": dim}
         record = _record(
             plan,
             unit,
@@ -305,7 +324,7 @@ def _run_group(plan: Plan, plugins: Plugins, network: Network, batches: dict[str
             n_inputs=per_input.numel(),
             seconds=round(seconds, 3),
             device=str(device),
-            extras=extras,
+            extras=extras | estimated,
         )
         store.write(record)
     return [(unit, failed[unit.id]) for unit in group if unit.id in failed]

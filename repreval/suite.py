@@ -60,6 +60,7 @@ class Evaluation:
     strategy: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     smoothing: Smoothing = Smoothing()
+    sample_components: int | None = None  # opt-in: estimate scores from k sampled components (with SE)
 
 
 @dataclass
@@ -409,8 +410,11 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         strategy=section.get("strategy", str, "auto"),
         memory_budget=_parse_bytes(section.get("memory_budget", (str, int), DEFAULT_MEMORY_BUDGET), section.at("memory_budget")),
         smoothing=smoothing,
+        sample_components=section.get("sample_components", int, None),
         **lists,
     )
+    if evaluation.sample_components is not None and evaluation.sample_components < 3:
+        raise ReprevalError("sample_components must be at least 3", where=section.at("sample_components"), fix="sample more components, or remove the key for exact scores")
     if evaluation.strategy not in STRATEGIES:
         raise ReprevalError(f"unknown strategy {evaluation.strategy!r}", where=section.at("strategy"), fix="use " + ", ".join(STRATEGIES))
     for key in ("batch_size", "chunk_size"):

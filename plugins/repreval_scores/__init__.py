@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from repreval.api import AttributionMaps, AttributionScore, ScoreValues, hookimpl, normalize_maps
+from repreval.engine.estimate import estimate_noise_score, estimate_variance_score
 
 from .downstream import ClassifierAccuracy, LinearProbe
 
@@ -33,6 +34,11 @@ class NoiseScore(AttributionScore):
             reference=_mean_abs_difference(aggregated("noise_b"), noise),
         )
 
+    def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
+        value = estimate_noise_score(maps.real, maps.noise, dim, embedding_aggregator, seed=seed)
+        reference = estimate_noise_score(maps.noise_b, maps.noise, dim, embedding_aggregator, seed=seed)
+        return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
+
 
 class VarianceScore(AttributionScore):
     """VS = mean over pixels of Var_d N(phi_C(R_d)), biased, eq. (3); bounded by 1/4 (Popoviciu).
@@ -59,6 +65,11 @@ class VarianceScore(AttributionScore):
 
     def compute(self, maps: AttributionMaps, embedding_aggregator) -> ScoreValues:
         return ScoreValues(values=self._score(maps.real), reference=self._score(maps.noise))
+
+    def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
+        value = estimate_variance_score(maps.real, dim, binarize=self.binarize, seed=seed)
+        reference = estimate_variance_score(maps.noise, dim, binarize=self.binarize, seed=seed)
+        return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
 
 
 @hookimpl

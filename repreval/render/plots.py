@@ -70,7 +70,8 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
     axes.scatter(xs, ys)
     if len(correlation.points) <= 25:
         for name, x, y in correlation.points:
-            axes.annotate(name, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")
+            short = re.sub(r"^\w+\[\w+=(.*)\]$", r"\1", name)  # randomize_layer[layer=conv1] -> conv1
+            axes.annotate(short, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")
     axes.set_xlabel(correlation.x.label, fontsize=8)
     axes.set_ylabel(correlation.y.label, fontsize=8)
     axes.set_title(f"Spearman rho = {correlation.rho:.3f} (p = {correlation.p:.2g}, n = {len(correlation.points)})", fontsize=9)
