@@ -167,6 +167,9 @@ class AttributionScore:
     #: per-component maps (one backward pass instead of D when both aggregations are linear means).
     reads_components: ClassVar[bool] = True
     noise_sets: ClassVar[int] = 0
+    #: False when noise maps only feed the chance level (``reference``), not the value: a training loss
+    #: built from the score then skips them.
+    noise_in_value: ClassVar[bool] = True
     bounds: ClassVar[tuple[float, float] | None] = None
 
     def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:

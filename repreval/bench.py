@@ -205,3 +205,68 @@ def as_dicts(rows: list[BenchRow]) -> list[dict]:
         return values
 
     return [fields(r) | {"rerun_ratio": r.rerun_ratio, "reuse_ratio": r.reuse_ratio} for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Constrained training: the cost of scores in the loss (paper 4.5: 11x to 130x slower)
+
+CONSTRAINT_SETTINGS = {
+    "none": {},
+    "noise_score": {"noise_score": 0.1},
+    "variance_score": {"variance_score": 0.1},
+    "both": {"noise_score": 0.1, "variance_score": 0.1},
+}
+
+
+@dataclass
+class TrainingRow:
+    bottleneck: int
+    constraints: str  # a key of CONSTRAINT_SETTINGS
+    seconds: float  # training time (the training loop only)
+    ratio: float  # seconds / the unconstrained run's at the same bottleneck
+    train_accuracy: float
+
+
+def run_training_bench(
+    plugins,
+    *,
+    bottlenecks: tuple[int, ...] = (1, 2, 3, 5, 10),
+    images: int = 1797,
+    epochs: int = 2,
+    every: int = 20,
+    device: str = "cpu",
+    seed: int = 0,
+    on_row=None,
+) -> list[TrainingRow]:
+    """Train the paper's constrained autoencoder (ae:classifier, softplus) on the embedded digits
+    (upsampled to 28×28) without and with score constraints; the same batches, epochs and seed each time."""
+    from .data import fit_to_input, normalize
+    from .models import seeded
+
+    source = plugins.model_source.create("ae")
+    digits = plugins.dataset.create("digits", {})
+
+    def prepared(bottleneck: int, count: int):
+        with seeded(seed):
+            network = source.build("classifier", {"bottleneck": bottleneck}, seed)
+        network.module.to(device)
+        data = digits.load(list(range(min(count, digits.size(network.input_spec)))), network.input_spec)
+        return network, data, normalize(fit_to_input(data.images, network.input_spec), network.input_spec).to(device)
+
+    # One-time costs (plugin discovery, first vmap/double-backward calls) are paid before any timing.
+    network, data, inputs = prepared(bottlenecks[0], 64)
+    source.train(network, data, inputs, {"epochs": 1, "constraints": CONSTRAINT_SETTINGS["both"], "constraint_every": 1}, seed)
+    rows: list[TrainingRow] = []
+    for bottleneck in bottlenecks:
+        baseline = None
+        for name, constraints in CONSTRAINT_SETTINGS.items():
+            network, data, inputs = prepared(bottleneck, images)
+            options = {"epochs": epochs, "constraints": constraints, "constraint_every": every}
+            with seeded(seed):
+                log = source.train(network, data, inputs, options, seed)
+            baseline = baseline or log["seconds"]
+            row = TrainingRow(bottleneck, name, log["seconds"], log["seconds"] / baseline, log["train_accuracy"])
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows

@@ -80,7 +80,7 @@ class ScoreConstraints:
         self.channels = plugins.aggregator.create(settings["constraint_channels"], {})
         self.components = plugins.aggregator.create(settings["constraint_components"], {})
         self.generator = torch.Generator().manual_seed(seed)
-        self.noise_sets = max((score.noise_sets for score in self.scores.values()), default=0)
+        self.needs_noise = any(score.noise_sets and score.noise_in_value for score in self.scores.values())
 
     @property
     def active(self) -> bool:
@@ -100,13 +100,15 @@ class ScoreConstraints:
             def maps(batch: Tensor) -> Tensor:
                 return component_maps(network, self.probe, batch, self.method, self.channels, strategy="reverse", create_graph=True)
 
-            sets = [maps(inputs)]
-            for _ in range(self.noise_sets):  # uniform-noise images as in evaluation, from the training seed
-                noise = torch.rand(inputs.shape, generator=self.generator)
-                sets.append(maps(normalize(noise, network.input_spec).to(inputs)))
+            real = maps(inputs)
+            noise = None
+            if self.needs_noise:  # uniform-noise images as in evaluation, from the training seed
+                noise = maps(normalize(torch.rand(inputs.shape, generator=self.generator), network.input_spec).to(inputs))
         finally:
             module.train()
-        attribution = AttributionMaps(*sets)
+        # The loss needs no chance levels: noise sets that only give references are not computed.
+        fill = real if noise is None else noise
+        attribution = AttributionMaps(real, fill, fill)
         total = inputs.new_zeros(())
         values = {}
         for name, score in self.scores.items():

@@ -50,6 +50,7 @@ class VarianceScore(AttributionScore):
     higher_is_better = True
     uses_embedding_aggregator = False
     noise_sets = 1
+    noise_in_value = False  # the noise maps give only the chance level
     bounds = (0.0, 0.25)
 
     def __init__(self, binarize: bool = False):

@@ -81,7 +81,8 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
 def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.0, 3.8))
-    axes.boxplot([result.relative[s] for s in result.lambdas], labels=[f"{s:g}" for s in result.lambdas])
+    axes.boxplot([result.relative[s] for s in result.lambdas])
+    axes.set_xticks(range(1, len(result.lambdas) + 1), [f"{s:g}" for s in result.lambdas])
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.set_xlabel("drift lambda")
     axes.set_ylabel("relative drop (NS(x) - NS(x_lambda)) / NS(x)", fontsize=8)
