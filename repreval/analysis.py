@@ -265,7 +265,8 @@ def check_greater(records: list[ScoreRecord], selector: MetricSelector, higher: 
         verdict = "agrees" if all(o == "agrees" for o in outcomes) else "disagrees" if "disagrees" in outcomes else "inconclusive"
     outcomes = [{"agrees": "higher", "disagrees": "lower", "inconclusive": "no significant difference"}[o] for o in outcomes]
     counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
-    evidence = f"{higher} vs {lower} ({layers} layer{'s' if layers == 'every' else ''}): " + ", ".join(f"{n} {o}" for o, n in counts.items())
+    scope = {"every": "each layer", "curve": "all layers pooled", "deepest": "deepest layer", "shallowest": "shallowest layer"}[layers]
+    evidence = f"{higher} vs {lower} ({scope}): " + ", ".join(f"{n} {o}" for o, n in counts.items())
     return verdict, evidence, details
 
 
