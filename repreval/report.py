@@ -9,7 +9,7 @@ What a report shows beyond the leaderboards is declared in the suite's ``report:
         - x: {score: noise_score, saliency: gradients, channels: abs, components: mean}
           y: classifier_accuracy.top1
       drift: {metric: {score: noise_score, saliency: gradients, layer: encoder.block2}}
-      replicates: {metric: {score: classifier_accuracy.top1, variant: trained}}
+      replicates: {metric: {score: classifier_accuracy.top1, variant: trained}, also: [noise_score]}
       curves: [{score: noise_score}]    # default: every attribution score with two or more layers
       claims:
         - claim: predictive variants have higher noise scores
@@ -24,13 +24,14 @@ What a report shows beyond the leaderboards is declared in the suite's ``report:
         - claim: the noise score falls as drift grows
           drift: {sign: positive}       # of Spearman(lambda, relative drop)
         - claim: constraints cost no accuracy
-          replicates: {within: 0.02}    # every group's mean >= its baseline's mean - within
+          replicates: {within: 0.02, match: "_ns$"}   # groups (regex) whose mean >= baseline's - within
 
 ``repreval run`` and ``repreval leaderboard DIR --format markdown`` write ``DIR/report.md`` and ``DIR/plots/``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class ReportConfig:
     correlations: list[tuple[MetricSelector, MetricSelector]] = field(default_factory=list)
     drift: MetricSelector | None = None
     replicates: MetricSelector | None = None
+    replicates_also: list[MetricSelector] = field(default_factory=list)  # extra columns of the replicates table
     curves: list[MetricSelector] | None = None  # None: every multi-layer attribution board
     claims: list[Claim] = field(default_factory=list)
 
@@ -96,9 +98,11 @@ def parse_report(spec: Any, where: str) -> ReportConfig:
     for key in ("drift", "replicates"):
         if spec.get(key) is not None:
             section = spec[key]
-            if not isinstance(section, dict) or set(section) != {"metric"}:
-                raise ReprevalError(f"{key} is {{metric: METRIC}}", where=f"{where}.{key}")
+            allowed = {"metric", "also"} if key == "replicates" else {"metric"}
+            if not isinstance(section, dict) or "metric" not in section or not set(section) <= allowed:
+                raise ReprevalError(f"{key} is {{metric: METRIC{', also: [METRIC, ...]' if key == 'replicates' else ''}}}", where=f"{where}.{key}")
             setattr(config, key, MetricSelector.parse(section["metric"], f"{where}.{key}.metric"))
+            config.replicates_also = [MetricSelector.parse(m, f"{where}.{key}.also[{i}]") for i, m in enumerate(section.get("also") or [])] if key == "replicates" else config.replicates_also
     if spec.get("curves") is not None:
         config.curves = [MetricSelector.parse(item, f"{where}.curves[{i}]") for i, item in enumerate(spec["curves"])]
     for i, item in enumerate(spec.get("claims") or []):
@@ -146,6 +150,10 @@ def _parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
             raise ReprevalError("a replicates claim needs report.replicates", where=at)
         if not isinstance(options.get("within", 0.0), (int, float)):
             raise ReprevalError("within must be a number", where=f"{at}.within")
+        try:
+            re.compile(str(options.get("match", "")))
+        except re.error as exc:
+            raise ReprevalError(f"match is not a regular expression ({exc})", where=f"{at}.match") from None
     return Claim(str(item["claim"]), str(item.get("paper", "")), kind, options)
 
 
@@ -163,6 +171,7 @@ class Report:
     drift_metric: MetricSelector | None
     replicates: list[ReplicateRow]
     replicates_metric: MetricSelector | None
+    replicates_also: list[tuple[MetricSelector, dict[str, ReplicateRow]]]  # extra columns, rows by group
     verdicts: list[Verdict]
     curve_metrics: list[MetricSelector] | None
 
@@ -216,7 +225,8 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         elif claim.kind == "drift":
             verdict, evidence = _drift_verdict(drift_results, claim.options["sign"])
         else:
-            verdict, evidence = _replicates_verdict(replicate_rows, float(claim.options.get("within", 0.0)))
+            chosen = [row for row in replicate_rows if re.search(str(claim.options.get("match", "")), row.group)]
+            verdict, evidence = _replicates_verdict(chosen, replicate_rows, float(claim.options.get("within", 0.0)))
         verdicts.append(Verdict(claim.claim, claim.paper, verdict, evidence, details))
     return Report(
         title=config.title or facts.name,
@@ -227,6 +237,7 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         drift_metric=config.drift,
         replicates=replicate_rows,
         replicates_metric=config.replicates,
+        replicates_also=[(m, {r.group: r for r in replicates(records, m, facts.groups, facts.baselines)}) for m in config.replicates_also],
         verdicts=verdicts,
         curve_metrics=config.curves,
     )
@@ -244,8 +255,9 @@ def _drift_verdict(results: list[DriftResult], sign: str) -> tuple[str, str]:
     return verdict, evidence
 
 
-def _replicates_verdict(rows: list[ReplicateRow], within: float) -> tuple[str, str]:
-    by_group = {row.group: row for row in rows}
+def _replicates_verdict(rows: list[ReplicateRow], every: list[ReplicateRow], within: float) -> tuple[str, str]:
+    """Is each of ``rows`` at least its baseline's mean minus ``within``?"""
+    by_group = {row.group: row for row in every}
     compared = [(row, by_group[row.baseline]) for row in rows if row.baseline in by_group]
     if not compared:
         return "inconclusive", "no group has a baseline"

@@ -63,11 +63,15 @@ def report_markdown(report: Report, boards: list[Board], plots: Path) -> str:
                 lines.append(f"| {strength:g} | {fmean(values):.3f} | {pstdev(values):.3f} | {values[len(values) // 2]:.3f} |")
             lines += ["", _link(drift_plot(result, report.drift_metric.label, plots / f"drift-{slug(result.model + '-' + result.variant)}.png"), base), ""]
     if report.replicates:
-        lines += [f"## Replicates: {report.replicates_metric.label}", "", "| model | seeds | mean ± std | training s | × baseline time |", "|---|---:|---:|---:|---:|"]
+        extra = [selector.label for selector, _ in report.replicates_also]
+        header = ["model", "seeds", report.replicates_metric.label, *extra, "training s", "× baseline time"]
+        lines += [f"## Replicates: {report.replicates_metric.label}", "", "mean ± std over seeds", "",
+                  "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         for row in report.replicates:
             seconds = f"{fmean(row.train_seconds):.1f}" if row.train_seconds else "—"
             ratio = f"{row.time_ratio:.2f} (vs {row.baseline})" if row.time_ratio is not None else "—"
-            lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | {seconds} | {ratio} |")
+            others = [f"{rows[row.group].mean:.4f} ± {rows[row.group].std:.4f}" if row.group in rows else "—" for _, rows in report.replicates_also]
+            lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | " + " | ".join(others + [seconds, ratio]) + " |")
         lines.append("")
     curves = _curve_boards(report, boards)
     if curves:
