@@ -565,7 +565,6 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
     assert summary(stdout).startswith(f"{len(failed_lines)} computed, {4 - len(failed_lines)} already done, 0 failed")
 
 
-@needs_shared
 def test_bench_reports_ratios_and_agreement(capsys):
     """`repreval bench --json` times the engine against both loops and checks they agree (a smoke test: no timings asserted)."""
     code, out, err = cli(capsys, "bench", "--model", "cifar:resnet20", "--layers", "layer2", "--saliency", "grad_cam,gradients", "--quick", "--json")
