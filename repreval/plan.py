@@ -114,11 +114,12 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
 def expand_variants(suite: Suite, plugins: Plugins, model_id: str, network: Network, where: str) -> list[PluginChoice]:
     """The model's variants with every expandable one replaced by its option sets, checked on ``network``."""
     expanded: list[PluginChoice] = []
+    declared = f"{where}.variants" if model_id in suite.model_variants else f"{suite.path or 'suite'}: variants"
     for i, choice in enumerate(suite.variants_of(model_id)):
         try:
             option_sets = choice.create(plugins.variant).expansions(network)
         except ReprevalError as exc:
-            raise ReprevalError(exc.problem, where=f"{where}.variants[{i}] ({choice.label})", fix=exc.fix) from None
+            raise ReprevalError(exc.problem, where=f"{declared}[{i}] ({choice.label}, model {model_id})", fix=exc.fix) from None
         if option_sets is None:
             expanded.append(choice)
             continue
