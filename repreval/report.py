@@ -102,7 +102,9 @@ def parse_report(spec: Any, where: str) -> ReportConfig:
             if not isinstance(section, dict) or "metric" not in section or not set(section) <= allowed:
                 raise ReprevalError(f"{key} is {{metric: METRIC{', also: [METRIC, ...]' if key == 'replicates' else ''}}}", where=f"{where}.{key}")
             setattr(config, key, MetricSelector.parse(section["metric"], f"{where}.{key}.metric"))
-            config.replicates_also = [MetricSelector.parse(m, f"{where}.{key}.also[{i}]") for i, m in enumerate(section.get("also") or [])] if key == "replicates" else config.replicates_also
+    if config.replicates is not None:
+        also = spec["replicates"].get("also") or []
+        config.replicates_also = [MetricSelector.parse(m, f"{where}.replicates.also[{i}]") for i, m in enumerate(also)]
     if spec.get("curves") is not None:
         config.curves = [MetricSelector.parse(item, f"{where}.curves[{i}]") for i, item in enumerate(spec["curves"])]
     for i, item in enumerate(spec.get("claims") or []):

@@ -58,6 +58,7 @@ class Inputs:
     def __init__(self, suite: Suite, plugins: Plugins, device: torch.device):
         self.suite, self.plugins, self.device = suite, plugins, device
         self._images: dict[tuple[str, InputSpec], ImageSet] = {}
+        self._last_batches: tuple[tuple[str, InputSpec], dict[str, Tensor]] | None = None
 
     def images(self, dataset: str, spec: InputSpec) -> ImageSet:
         key = (dataset, spec)
@@ -69,15 +70,19 @@ class Inputs:
         return self._images[key]
 
     def batch_source(self, network: Network, dataset: str) -> dict[str, Tensor]:
-        """``real`` inputs of ``dataset`` plus the two seeded noise sets, normalised, on the device."""
+        """``real`` inputs of ``dataset`` plus the two seeded noise sets, normalised, on the device.
+
+        The last one is kept: consecutive groups (layers, methods) of a dataset share it."""
         spec = network.input_spec
-        real = self.images(dataset, spec).images
-        count = len(real)
-        return {
-            "real": normalize(real, spec).to(self.device),
-            "noise": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(self.device),
-            "noise_b": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(self.device),
-        }
+        if self._last_batches is None or self._last_batches[0] != (dataset, spec):
+            real = self.images(dataset, spec).images
+            count = len(real)
+            self._last_batches = ((dataset, spec), {
+                "real": normalize(real, spec).to(self.device),
+                "noise": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(self.device),
+                "noise_b": normalize(uniform_noise(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(self.device),
+            })
+        return self._last_batches[1]
 
     def training_data(self, dataset: str):
         def provide(network: Network) -> tuple[ImageSet, Tensor]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -25,3 +26,38 @@ def plugins():
     from repreval.plugins import load_plugins
 
     return load_plugins()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run much faster on one thread when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def digits_suite() -> dict:
+    """A small valid suite: ae:classifier trained on 300 digits, evaluated on 8 held-out ones."""
+    return {
+        "name": "tiny",
+        "seed": 0,
+        "datasets": {
+            "train": {"kind": "digits", "limit": 300},
+            "held": {"kind": "digits", "skip": 300, "limit": 8},
+        },
+        "models": {
+            "ae": {
+                "model": "ae:classifier",
+                "options": {"bottleneck": 4},
+                "train": {"dataset": "train", "epochs": 2},
+                "layers": ["encoder.block2"],
+            }
+        },
+        "variants": ["trained", "random"],
+        "evaluation": {
+            "dataset": "held",
+            "saliency": ["gradients", "grad_cam"],
+            "scores": ["noise_score", "variance_score"],
+        },
+    }

@@ -56,13 +56,7 @@ def mnist():
     return ImageSet(torch.from_numpy(images.copy()).float() / 255, torch.from_numpy(labels.astype(np.int64)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions train faster on one thread (and do not stall when other processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shapes_and_embedding_sizes():

@@ -12,7 +12,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import torch
 
 import repreval.cli
 from conftest import SHARED, needs_shared
@@ -62,13 +61,7 @@ BUILTIN_PLUGINS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run much faster on one thread when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import repreval.cli
+from conftest import digits_suite
 from repreval.api import Aggregator, AttributionScore, ScoreValues, hookimpl
 from repreval.errors import ReprevalError, UnknownNameError
 from repreval.plan import make_plan
@@ -233,28 +234,14 @@ def test_environment_blocking_adds_to_the_argument(monkeypatch):
 
 
 def _suite(scores, saliency=("gradients",), embedding_aggregators=("mean",)) -> dict:
-    return {
-        "name": "third-party",
-        "datasets": {
-            "train": {"kind": "digits", "limit": 300},
-            "held": {"kind": "digits", "skip": 300, "limit": 8},
-        },
-        "models": {
-            "ae": {
-                "model": "ae:classifier",
-                "options": {"bottleneck": 4},
-                "train": {"dataset": "train", "epochs": 2},
-                "layers": ["encoder.block2"],
-            }
-        },
-        "variants": ["random"],
-        "evaluation": {
-            "dataset": "held",
-            "saliency": list(saliency),
-            "embedding_aggregators": list(embedding_aggregators),
-            "scores": list(scores),
-        },
+    data = digits_suite() | {"name": "third-party", "variants": ["random"]}
+    data["evaluation"] = {
+        "dataset": "held",
+        "saliency": list(saliency),
+        "embedding_aggregators": list(embedding_aggregators),
+        "scores": list(scores),
     }
+    return data
 
 
 def readme_block(caption: str) -> str:

@@ -11,38 +11,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED, needs_shared
+from conftest import SHARED, digits_suite, needs_shared
 from repreval.errors import ReprevalError
 from repreval.plan import NOT_APPLICABLE, make_plan
 from repreval.suite import Suite, load_suite, parse_suite
 
 CIFAR_WEIGHTS = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
-
-
-def digits_suite() -> dict:
-    """A small valid suite: ae:classifier trained on 300 digits, evaluated on 8 held-out ones."""
-    return {
-        "name": "tiny",
-        "seed": 0,
-        "datasets": {
-            "train": {"kind": "digits", "limit": 300},
-            "held": {"kind": "digits", "skip": 300, "limit": 8},
-        },
-        "models": {
-            "ae": {
-                "model": "ae:classifier",
-                "options": {"bottleneck": 4},
-                "train": {"dataset": "train", "epochs": 2},
-                "layers": ["encoder.block2"],
-            }
-        },
-        "variants": ["trained", "random"],
-        "evaluation": {
-            "dataset": "held",
-            "saliency": ["gradients", "grad_cam"],
-            "scores": ["noise_score", "variance_score"],
-        },
-    }
 
 
 def write(path: Path, data: dict | str) -> Path:
