@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from repreval.api import ImageSet, ReprevalError
 from repreval.data import fit_to_input, normalize
 from repreval.models import CACHE_ENV, Model, ModelConfig, TrainingConfig, seeded
-from repreval_autoencoders import Autoencoders, register_model_sources, training_loss
+from repreval_builtins.autoencoders import Autoencoders, register_model_sources, training_loss
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -204,7 +204,7 @@ def test_the_plugin_registers_its_source():
 def test_score_constraints_reach_every_encoder_layer_through_double_backprop(digits):
     """The constraint term alone has a non-zero gradient for the parameters before the probe (the
     activation stays in the graph) and after it; its value is the score repreval reports."""
-    from repreval_autoencoders.training import ScoreConstraints, training_settings
+    from repreval_builtins.autoencoders.training import ScoreConstraints, training_settings
 
     _, inputs = digits
     network = build("classifier", {"bottleneck": 5})

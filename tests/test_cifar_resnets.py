@@ -12,7 +12,7 @@ from PIL import Image
 from repreval.api import ReprevalError
 from repreval.data import normalize
 from repreval.models import load_state, read_checkpoint, seeded
-from repreval_cifar_resnets import CifarResNets, register_model_sources
+from repreval_builtins.cifar_resnets import CifarResNets, register_model_sources
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKPOINTS = DATA / "cifar10-resnets"

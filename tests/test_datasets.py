@@ -1,4 +1,4 @@
-"""Built-in datasets (plugin ``repreval_datasets``) on real data, plus subsets and fitting in repreval.data."""
+"""Built-in datasets (plugin ``repreval_builtins.datasets``) on real data, plus subsets and fitting in repreval.data."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import repreval_datasets.files
+import repreval_builtins.datasets.files
 from repreval.api import InputSpec
 from repreval.data import Subset, fit_to_input, load_images
 from repreval.errors import ReprevalError
-from repreval_datasets import read_idx
+from repreval_builtins.datasets import read_idx
 
 from conftest import SHARED, needs_shared
 
@@ -170,12 +170,12 @@ def test_image_folder_decodes_only_the_requested_images(create, monkeypatch):
     assert cifar.describe() == f"image_folder {CIFAR} (10,000 images, 10 classes)"
 
     decoded = []
-    read_image = repreval_datasets.files.read_image
+    read_image = repreval_builtins.datasets.files.read_image
     def counting_read_image(path, *args):
         decoded.append(path)
         return read_image(path, *args)
 
-    monkeypatch.setattr(repreval_datasets.files, "read_image", counting_read_image)
+    monkeypatch.setattr(repreval_builtins.datasets.files, "read_image", counting_read_image)
     data = cifar.load([9999, 0, 4321, 1000, 5555], RGB32)
 
     assert data.class_names == CIFAR_CLASSES

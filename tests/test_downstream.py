@@ -11,7 +11,7 @@ from repreval.plan import make_plan
 from repreval.runner import run_suite
 from repreval.store import ResultStore
 from repreval.suite import parse_suite
-from repreval_scores.downstream import top_k_accuracy
+from repreval_builtins.scores.downstream import top_k_accuracy
 
 WEIGHTS = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
 

@@ -15,7 +15,7 @@ from repreval.engine.attribution import PRECISIONS, component_maps, precision_co
 from repreval.engine.precision import map_deviation, precision_deviation
 from repreval.engine.probe import Probe
 from repreval.models import Model, ModelConfig, seeded
-from repreval_cifar_resnets import CifarResNets
+from repreval_builtins.cifar_resnets import CifarResNets
 
 
 @pytest.fixture(scope="module")

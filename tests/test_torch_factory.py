@@ -10,7 +10,7 @@ from torch import nn
 
 from repreval.api import InputSpec, ReprevalError
 from repreval.models import load_state, read_checkpoint, seeded, with_embedding_at
-from repreval_torch_factory import TorchFactory, register_model_sources, stage_layers, trial_forward
+from repreval_builtins.torch_factory import TorchFactory, register_model_sources, stage_layers, trial_forward
 
 RESNET18 = "torchvision.models:resnet18"
 NO_WEIGHTS = {"kwargs": {"weights": None}}

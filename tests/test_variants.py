@@ -10,7 +10,7 @@ from repreval.api import ReprevalError
 from repreval.models import Model, ModelConfig
 from repreval.plan import make_plan
 from repreval.suite import PluginChoice, parse_suite
-from repreval_variants import weight_layers
+from repreval_builtins.variants import weight_layers
 
 WEIGHTS = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
 SEED = 3
