@@ -18,12 +18,12 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from statistics import fmean, pstdev
-from typing import Any
 
+from .config import MetricSelector
 from .errors import ReprevalError
 from .store import ScoreRecord
 
-Row = tuple[str, str, str]  # (model, variant, dataset)
+Row = tuple[str, str, str | None]  # (model, variant, dataset; None for embedding scores)
 
 SIGNIFICANCE = 0.05
 
@@ -33,59 +33,30 @@ def _plain(label: str) -> str:
     return re.sub(r"\[[^\]]*\]", "", label)
 
 
-@dataclass(frozen=True)
-class MetricSelector:
-    """Which records make one metric. Unset fields match anything; labels match with or without options."""
-
-    score: str
-    saliency: str | None = None
-    channels: str | None = None
-    components: str | None = None
-    layer: str | None = None
-    variant: str | None = None
-    model: str | None = None
-
-    KEYS = ("score", "saliency", "channels", "components", "layer", "variant", "model")
-
-    @classmethod
-    def parse(cls, spec: Any, where: str) -> "MetricSelector":
-        if isinstance(spec, str):
-            spec = {"score": spec}
-        if not isinstance(spec, dict) or "score" not in spec:
-            raise ReprevalError("a metric is a mapping with at least 'score'", where=where, fix="e.g. {score: noise_score, saliency: gradients}")
-        unknown = [key for key in spec if key not in cls.KEYS]
-        if unknown:
-            raise ReprevalError(f"unknown metric key {unknown[0]!r}", where=where, fix="use " + ", ".join(cls.KEYS))
-        return cls(**{key: str(value) for key, value in spec.items()})
-
-    def matches(self, record: ScoreRecord) -> bool:
-        wanted = (
-            (self.score, record.score),
-            (self.saliency, record.saliency),
-            (self.channels, record.channel_aggregator),
-            (self.components, record.embedding_aggregator),
-            (self.layer, record.layer),
-            (self.variant, record.variant),
-            (self.model, record.model),
-        )
-        return record.status == "ok" and all(w is None or w in (v, _plain(v)) for w, v in wanted)
-
-    @property
-    def label(self) -> str:
-        parts = [p for p in (self.model, self.score, self.saliency, self.channels, self.components) if p]
-        return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "")
+def selects(selector: MetricSelector, record: ScoreRecord) -> bool:
+    """Whether ``record`` (a finished one) belongs to the metric ``selector`` names."""
+    wanted = (
+        (selector.score, record.score),
+        (selector.saliency, record.saliency),
+        (selector.channels, record.channel_aggregator),
+        (selector.components, record.embedding_aggregator),
+        (selector.layer, record.layer),
+        (selector.variant, record.variant),
+        (selector.model, record.model),
+    )
+    return record.status == "ok" and all(w is None or (v is not None and w in (v, _plain(v))) for w, v in wanted)
 
 
 def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[Row, float]:
     """Per row, the mean over the matching records (the curve mean over layers, or one layer's value)."""
     found: dict[Row, list[float]] = defaultdict(list)
     for record in records:
-        if selector.matches(record):
+        if selects(selector, record):
             found[(record.model, record.variant, record.dataset)].append(record.value)
-    metrics = {(r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selector.matches(r)}
+    metrics = {(r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selects(selector, r)}
     if len(metrics) > 1:
         raise ReprevalError(
-            f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics)[:2]}",
+            f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics, key=str)[:2]}",
             fix="name saliency, channels and components in the report's metric",
         )
     return {row: fmean(values) for row, values in found.items()}
@@ -93,8 +64,12 @@ def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[
 
 def row_name(row: Row, rows: list[Row]) -> str:
     """The shortest name telling ``row`` apart among ``rows``."""
-    parts = [row[i] for i in range(3) if len({r[i] for r in rows}) > 1 and row[i] != "-"]
-    return " · ".join(parts) or " · ".join(p for p in row if p != "-")
+    parts = [row[i] for i in range(3) if len({r[i] for r in rows}) > 1 and row[i] is not None]
+    return " · ".join(parts) or " · ".join(p for p in row if p is not None)
+
+
+def _row_key(row: Row) -> tuple[str, str, str]:
+    return (row[0], row[1], row[2] or "")
 
 
 def spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -122,10 +97,10 @@ def correlate(records: list[ScoreRecord], x: MetricSelector, y: MetricSelector) 
     xs, ys = metric_values(records, x), metric_values(records, y)
 
     def lookup(values: dict[Row, float], row: Row) -> float | None:
-        return values[row] if row in values else values.get((row[0], row[1], "-"))
+        return values[row] if row in values else values.get((row[0], row[1], None))
 
     everything = set(xs) | set(ys)
-    rows = sorted(row for row in everything if row[2] != "-") or sorted(everything)
+    rows = sorted(row for row in everything if row[2] is not None) or sorted(everything, key=_row_key)
     kept = [row for row in rows if lookup(xs, row) is not None and lookup(ys, row) is not None]
     points = [(row_name(row, kept), lookup(xs, row), lookup(ys, row)) for row in kept]
     rho, p = spearman([a for _, a, _ in points], [b for _, _, b in points])
@@ -151,7 +126,7 @@ def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[
     """
     by_row: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(dict)
     for record in records:
-        if selector.matches(record) and record.dataset in strengths:
+        if selects(selector, record) and record.dataset in strengths:
             by_row[(record.model, record.variant)][strengths[record.dataset]] = record.values
     results = []
     for (model, variant), curves in sorted(by_row.items()):
@@ -191,7 +166,7 @@ def replicates(records: list[ScoreRecord], selector: MetricSelector, groups: dic
     """Mean ± std of a metric per model group; training time relative to each group's baseline."""
     rows: dict[str, ReplicateRow] = {}
     for record in records:
-        if not selector.matches(record):
+        if not selects(selector, record):
             continue
         group = groups.get(record.model, record.model)
         row = rows.setdefault(group, ReplicateRow(group, baselines.get(group), [], []))
@@ -238,7 +213,7 @@ def check_greater(records: list[ScoreRecord], selector: MetricSelector, higher: 
     """
     by_layer: dict[tuple[int, str], dict[str, ScoreRecord]] = defaultdict(dict)
     for record in records:
-        if selector.matches(record) and record.variant in (higher, lower):
+        if selects(selector, record) and record.variant in (higher, lower):
             by_layer[(record.layer_index, record.layer)][record.variant] = record
     complete = {key: pair for key, pair in sorted(by_layer.items()) if len(pair) == 2}
     if not complete:

@@ -1,22 +1,34 @@
-"""The public interface for plugin authors: base classes, data types and ``hookimpl``.
+"""The public interface for plugin authors: base classes, data types, helpers and ``hookimpl``.
 
-A plugin subclasses one of these, sets ``name``, and registers the class from a hook in
-:mod:`repreval.hookspecs`. Options from a suite arrive as keyword arguments of ``__init__``.
+A plugin imports this module and nothing else of repreval (the built-ins too; a test enforces it). It
+subclasses one of the base classes, sets ``name``, and registers the class from a hook in
+:mod:`repreval.hookspecs` (reference: ``docs/hooks.md``). Options from a suite arrive as keyword arguments
+of ``__init__``: the host checks their names against its signature, and ``__init__`` rejects bad values by
+raising :class:`PluginOptionError`. ``repreval.testing.check_plugin`` checks a plugin against this contract.
+
+Importing this module does not import torch: it stays cheap for ``repreval list`` and ``--help``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from torch import Tensor, nn
-
-from .errors import ReprevalError
+from .errors import PluginOptionError, ReprevalError, suggest
 from .hookspecs import hookimpl
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 __all__ = [
     "hookimpl",
     "ReprevalError",
+    "PluginOptionError",
+    "suggest",
+    "Registry",
+    "Registries",
+    "TrainingContext",
     "InputSpec",
     "Network",
     "ImageSet",
@@ -31,6 +43,8 @@ __all__ = [
     "DatasetSource",
     "Variant",
     "normalize_maps",
+    "uniform_noise",
+    "component_maps",
 ]
 
 
@@ -53,6 +67,14 @@ class InputSpec:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """The network's mean/std normalisation of images in [0, 1] ([N, C, H, W])."""
+        import torch
+
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        return (images - mean) / std
 
 
 @dataclass
@@ -95,15 +117,14 @@ class AttributionMaps:
     real: Tensor | None
     noise: Tensor | None = None
     noise_b: Tensor | None = None
-    #: Maps already aggregated over components, by (set name, aggregator label): filled by the engine's
+    #: Maps already aggregated over components, by (set name, aggregator instance): filled by the engine's
     #: single-backward path for linear aggregations, in which case the component maps may be None.
-    aggregated: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    aggregated: dict[tuple[str, Aggregator], Tensor] = field(default_factory=dict)
 
-    def over_components(self, which: str, aggregator: "Aggregator") -> Tensor:
+    def over_components(self, which: str, aggregator: Aggregator) -> Tensor:
         """The [N, h, w] maps of set ``which`` ("real", "noise", "noise_b") aggregated over components."""
-        label = getattr(aggregator, "label", aggregator.name)
-        if (which, label) in self.aggregated:
-            return self.aggregated[(which, label)]
+        if (which, aggregator) in self.aggregated:
+            return self.aggregated[(which, aggregator)]
         return aggregator(getattr(self, which), dim=1)
 
 
@@ -144,10 +165,9 @@ class Aggregator:
 
     name: ClassVar[str]
     linear: ClassVar[bool] = False  # the signed mean: commutes with sums, enables one-backward maps
-
-    @property
-    def label(self) -> str:
-        return getattr(self, "_label", self.name)
+    #: For a mean of an element-wise function (``mean``: identity, ``abs``: abs), that function: the mean
+    #: over a random sample of components then estimates the aggregate (``sample_components``). None: not one.
+    elementwise: ClassVar[Callable[[Tensor], Tensor] | None] = None
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         raise NotImplementedError
@@ -183,10 +203,6 @@ class AttributionScore:
             fix="remove 'sample_components' from the evaluation, or this score",
         )
 
-    @property
-    def label(self) -> str:
-        """Name plus non-default options, e.g. ``variance_score[binarize=True]``; set by the host."""
-        return getattr(self, "_label", self.name)
 
 
 class EmbeddingScore:
@@ -209,9 +225,6 @@ class EmbeddingScore:
     def compute(self, network: Network, data: Callable[[str], tuple[ImageSet, Tensor]], seed: int) -> dict[str, float]:
         raise NotImplementedError
 
-    @property
-    def label(self) -> str:
-        return getattr(self, "_label", self.name)
 
 
 class ModelSource:
@@ -247,8 +260,12 @@ class ModelSource:
             fix="give the model 'weights: PATH' instead of 'train:'",
         )
 
-    def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
-        """Train ``network`` in place on preprocessed ``inputs`` (labels in ``data``); return a log."""
+    def train(
+        self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int, context: TrainingContext
+    ) -> dict:
+        """Train ``network`` in place on preprocessed ``inputs`` (labels in ``data``); return a log.
+
+        ``context`` gives the host's registries (e.g. scores used as training constraints) and device."""
         self.check_training_options(options)
         raise NotImplementedError
 
@@ -277,9 +294,6 @@ class Variant:
         checked against it; raise :class:`ReprevalError` for options that do not fit. None: just itself."""
         return None
 
-    @property
-    def label(self) -> str:
-        return getattr(self, "_label", self.name)
 
 
 class DatasetSource:
@@ -304,7 +318,41 @@ class DatasetSource:
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers for score authors
+# What the host hands to plugins that compose others
+
+
+@dataclass
+class Registries:
+    """The host's registries, one per plugin kind, as loaded (``--block`` respected)."""
+
+    saliency: Registry[SaliencyMethod]
+    aggregator: Registry[Aggregator]
+    score: Registry[AttributionScore | EmbeddingScore]
+    model_source: Registry[ModelSource]
+    dataset: Registry[DatasetSource]
+    variant: Registry[Variant]
+
+    #: Registry kind -> the base class its plugins derive from.
+    BASES: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "saliency": SaliencyMethod,
+        "aggregator": Aggregator,
+        "score": (AttributionScore, EmbeddingScore),
+        "model_source": ModelSource,
+        "dataset": DatasetSource,
+        "variant": Variant,
+    }
+
+
+@dataclass
+class TrainingContext:
+    """Given to :meth:`ModelSource.train`: the host's registries and the device training runs on."""
+
+    registries: Registries
+    device: Any = "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for plugin authors
 
 #: Added to the range in :func:`normalize_maps`; a constant map becomes 0, never NaN.
 NORMALIZE_EPS = 1e-12
@@ -316,3 +364,29 @@ def normalize_maps(maps: Tensor) -> Tensor:
     low = flat.amin(dim=-1, keepdim=True)
     high = flat.amax(dim=-1, keepdim=True)
     return ((flat - low) / (high - low + NORMALIZE_EPS)).reshape(maps.shape)
+
+
+def uniform_noise(shape: Sequence[int], seed: int | None = None, *, generator: Any = None) -> Tensor:
+    """Images of i.i.d. U[0, 1) pixels (the noise inputs of the noise score), from ``seed`` or ``generator``."""
+    import torch
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    return torch.rand(tuple(shape), generator=generator)
+
+
+def component_maps(
+    network: Network,
+    probe: str,
+    inputs: Tensor,
+    method: SaliencyMethod,
+    channel_aggregator: Aggregator | None,
+    **options: Any,
+) -> Tensor:
+    """Per-component attribution maps [B, D, h, w] of ``network`` at ``probe`` (a layer name, as in suites),
+    exactly as a run computes them; ``options`` as :func:`repreval.engine.attribution.component_maps`
+    (``create_graph=True`` keeps them differentiable, for scores used as training losses)."""
+    from .engine.attribution import component_maps as engine_maps
+    from .engine.probe import Probe
+
+    return engine_maps(network, Probe.parse(probe), inputs, method, channel_aggregator, **options)

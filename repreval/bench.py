@@ -21,7 +21,9 @@ from .engine.attribution import PRECISIONS, choose_strategy, component_maps
 from .engine.precision import map_deviation
 from .engine.probe import Probe, as_feature_map
 from .engine.reference import component_maps_loop
-from .models import Model, ModelConfig, split_model_spec
+from .config import ModelConfig
+from .models import Model
+from .suite import split_model_spec
 
 
 @dataclass
@@ -230,6 +232,8 @@ class TrainingRow:
 def run_training_bench(
     plugins,
     *,
+    model: str = "ae:classifier",
+    dataset: str = "digits",
     bottlenecks: tuple[int, ...] = (1, 2, 3, 5, 10),
     images: int = 1797,
     epochs: int = 2,
@@ -238,24 +242,28 @@ def run_training_bench(
     seed: int = 0,
     on_row=None,
 ) -> list[TrainingRow]:
-    """Train the paper's constrained autoencoder (ae:classifier, softplus) on the embedded digits
-    (upsampled to 28×28) without and with score constraints; the same batches, epochs and seed each time."""
+    """Train ``model`` (a source that trains with ``constraints`` and a ``bottleneck`` option, e.g. the paper's
+    ae:classifier) on ``dataset`` without and with score constraints; the same batches, epochs and seed each time."""
+    from .api import TrainingContext
     from .data import fit_to_input, normalize
     from .models import seeded
 
-    source = plugins.model_source.create("ae")
-    digits = plugins.dataset.create("digits", {})
+    source_name, model_name = split_model_spec(model)
+    source = plugins.model_source.create(source_name)
+    images_source = plugins.dataset.create(dataset, {})
+    context = TrainingContext(plugins.registries(), device)
 
     def prepared(bottleneck: int, count: int):
         with seeded(seed):
-            network = source.build("classifier", {"bottleneck": bottleneck}, seed)
+            network = source.build(model_name, {"bottleneck": bottleneck}, seed)
         network.module.to(device)
-        data = digits.load(list(range(min(count, digits.size(network.input_spec)))), network.input_spec)
+        data = images_source.load(list(range(min(count, images_source.size(network.input_spec)))), network.input_spec)
         return network, data, normalize(fit_to_input(data.images, network.input_spec), network.input_spec).to(device)
 
     # One-time costs (plugin discovery, first vmap/double-backward calls) are paid before any timing.
     network, data, inputs = prepared(bottlenecks[0], 64)
-    source.train(network, data, inputs, {"epochs": 1, "constraints": CONSTRAINT_SETTINGS["both"], "constraint_every": 1}, seed)
+    warm_up = {"epochs": 1, "constraints": CONSTRAINT_SETTINGS["both"], "constraint_every": 1}
+    source.train(network, data, inputs, warm_up, seed, context)
     rows: list[TrainingRow] = []
     for bottleneck in bottlenecks:
         baseline = None
@@ -263,7 +271,7 @@ def run_training_bench(
             network, data, inputs = prepared(bottleneck, images)
             options = {"epochs": epochs, "constraints": constraints, "constraint_every": every}
             with seeded(seed):
-                log = source.train(network, data, inputs, options, seed)
+                log = source.train(network, data, inputs, options, seed, context)
             baseline = baseline or log["seconds"]
             row = TrainingRow(bottleneck, name, log["seconds"], log["seconds"] / baseline, log["train_accuracy"])
             rows.append(row)

@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import ReprevalError
+from .errors import ReprevalError, suggest
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+BENCH_MODEL = "timm:resnet18"
 
 KIND_ALIASES = {
     "saliency": "saliency", "saliency_methods": "saliency", "methods": "saliency",
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", help="saliency | aggregators | scores | models | datasets | variants")
 
     bench = commands.add_parser("bench", help="time the engine against per-component loops (a benchmark, not a test)")
-    bench.add_argument("--model", default="timm:resnet18", help="SOURCE:NAME (default timm:resnet18, random init)")
+    bench.add_argument("--model", default=BENCH_MODEL,
+                       help=f"SOURCE:NAME (default {BENCH_MODEL}, random init; with --training: ae:classifier)")
     bench.add_argument("--size", type=int, default=224, help="input size for timm models (default 224)")
     bench.add_argument("--layers", default="layer1,layer2,layer3,layer4",
                        help="comma-separated probe layers (default: resnet18's four stages; 'default': the model's own)")
@@ -87,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="also time the engine under autocast to this dtype and report its deviation from float32")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--training", action="store_true",
-                       help="instead: the constrained-training overhead (ae:classifier on digits, per bottleneck)")
+                       help="instead: the constrained-training overhead of a trainable model (per bottleneck option)")
+    bench.add_argument("--data", default="digits", help="with --training: the dataset to train on (default digits)")
 
     layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
     layers.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
@@ -145,8 +148,6 @@ def cmd_run(args) -> int:
         model_id, sep, path = item.partition("=")
         models = data.get("models") or {}
         if not sep or model_id not in models:
-            from .registry import suggest
-
             raise ReprevalError(f"--weights {item!r} names no model of the suite", fix=suggest(model_id, models) if models else "use MODEL=PATH")
         models[model_id]["weights"] = path
         models[model_id].pop("train", None)
@@ -189,7 +190,7 @@ def _run(data: dict, args, path: Path | None) -> int:
     from .leaderboard import build_leaderboards
     from .plan import make_plan
     from .render import rich_table, to_json
-    from .report import write_report
+    from .render.report import write_report
     from .runner import run_suite
     from .store import ResultStore, write_atomic
     from .suite import parse_suite
@@ -220,7 +221,7 @@ def _run(data: dict, args, path: Path | None) -> int:
     write_atomic(suite.output / "leaderboard.json", to_json(boards))
     for board in boards:
         console.print(rich_table(board))
-    report_path = write_report(suite.output, plugins)
+    report_path = write_report(suite.output)
     console.print(f"report: {report_path}", highlight=False)
     console.print(
         f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
@@ -258,9 +259,9 @@ def cmd_leaderboard(args) -> int:
     if args.format == "json":
         print(to_json(boards))
     elif args.format == "markdown":
-        from .report import write_report
+        from .render.report import write_report
 
-        path = write_report(args.directory, _plugins(args))
+        path = write_report(args.directory)
         print(path.read_text())
         errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
     else:
@@ -288,8 +289,6 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .registry import suggest
-
     kind = KIND_ALIASES.get(args.kind.lower())
     if kind is None:
         raise ReprevalError(f"unknown kind {args.kind!r}", fix=suggest(args.kind, KIND_ALIASES))
@@ -304,8 +303,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    from .models import ModelConfig, Model, layer_table, split_model_spec
-    from .registry import suggest
+    from .config import ModelConfig
+    from .models import Model, layer_table
+    from .suite import split_model_spec
 
     source_name, _ = split_model_spec(args.model)
     plugins = _plugins(args)
@@ -331,21 +331,14 @@ def cmd_layers(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import as_dicts, run_bench, summary
+    from .render.bench import bench_table
     from .runner import resolve_device
 
     resolve_device(args.device)
     command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
     if args.training:
         return _bench_training(args, command)
-    size = f" at {args.size}²" if args.model.startswith("timm:") else ""
-    table = Table(title=f"repreval bench: {args.model}{size}, {args.device}, per image", title_justify="left", header_style="bold")
     lower = args.precision != "float32"
-    columns = ["layer", "method", "mode", "D", "(a) rerun s", "(b) reuse s", "(c) engine s", "a/c", "b/c",
-               "peak MB a/b/c", "max|c-b|"]
-    if lower:  # (d): the engine at the lower precision, against (c) at float32
-        columns += [f"(d) {args.precision} s", "c/d", "rel Δ", "mean-map Δ"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("layer", "method", "mode") else "right")
 
     def show(row):
         if not args.json:
@@ -369,26 +362,9 @@ def cmd_bench(args) -> int:
         report = {"command": command, "device": args.device} | ({"precision": args.precision} if lower else {})
         print(json.dumps(report | {"rows": as_dicts(rows), "summary": totals}, indent=1))
         return EXIT_OK
-    for r in rows:
-        cells = [
-            r.layer, r.method, r.strategy, str(r.components), f"{r.rerun_seconds:.2f}", f"{r.reuse_seconds:.2f}",
-            f"{r.engine_seconds:.2f}", f"{r.rerun_ratio:.1f}", f"{r.reuse_ratio:.1f}",
-            f"{r.rerun_peak_mb:.0f}/{r.reuse_peak_mb:.0f}/{r.engine_peak_mb:.0f}", f"{r.max_abs_difference:.1e}",
-        ]
-        if lower:
-            cells += [f"{r.precision_seconds:.2f}", f"{r.engine_seconds / r.precision_seconds:.2f}",
-                      f"{r.precision_max_relative:.1e}", f"{r.precision_mean_map_difference:.1e}"]
-        table.add_row(*cells)
-    scaled = any(r.loop_components < r.components for r in rows)
-    table.caption = (
-        f"whole curve: (a) {totals['curve_rerun_seconds']:.1f} s, (b) {totals['curve_reuse_seconds']:.1f} s, "
-        f"(c) {totals['curve_engine_seconds']:.1f} s; a/c = {totals['curve_rerun_ratio']:.1f}, b/c = {totals['curve_reuse_ratio']:.1f}"
-        + ("; loops timed on 32 components and scaled to D" if scaled else "")
-        + (f"\n(d): the engine under {args.precision} autocast; rel Δ = max|d - c| / max|c|, "
-           "mean-map Δ = max|N(mean_D d) - N(mean_D c)|" if lower else "")
-        + f"\nreproduce: {command}"
-    )
-    console.print(table)
+    size = f" at {args.size}²" if args.model.startswith("timm:") else ""
+    title = f"repreval bench: {args.model}{size}, {args.device}, per image"
+    console.print(bench_table(rows, totals, title=title, precision=args.precision, command=command))
     return EXIT_OK
 
 
@@ -396,28 +372,19 @@ def _bench_training(args, command: str) -> int:
     from dataclasses import asdict
 
     from .bench import run_training_bench
+    from .render.bench import training_table
 
+    model = args.model if args.model != BENCH_MODEL else "ae:classifier"
     settings = {"bottlenecks": (1, 10), "epochs": 1} if args.quick else {}
     rows = run_training_bench(
-        _plugins(args), device=args.device, **settings,
+        _plugins(args), model=model, dataset=args.data, device=args.device, **settings,
         on_row=None if args.json else lambda r: errors.print(f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", highlight=False),
     )
     if args.json:
         print(json.dumps({"command": command, "device": args.device, "rows": [asdict(r) for r in rows]}, indent=1))
         return EXIT_OK
-    names = list(dict.fromkeys(r.constraints for r in rows))
-    table = Table(title=f"repreval bench --training: ae:classifier on digits, {args.device}, seconds (× unconstrained)",
-                  title_justify="left", header_style="bold")
-    table.add_column("bottleneck D", justify="right")
-    for name in names:
-        table.add_column(name, justify="right")
-    for bottleneck in dict.fromkeys(r.bottleneck for r in rows):
-        cells = {r.constraints: f"{r.seconds:.2f} ({r.ratio:.2f}×)" for r in rows if r.bottleneck == bottleneck}
-        table.add_row(str(bottleneck), *[cells[name] for name in names])
-    epochs = 1 if args.quick else 2
-    table.caption = (f"1,797 digits, {epochs} epoch(s) of mini-batches of 64, lambda 0.1, scores every 20 mini-batches; "
-                     f"paper: NS 11× to 130×\nreproduce: {command}")
-    console.print(table)
+    title = f"repreval bench --training: {model} on {args.data}, {args.device}, seconds (× unconstrained)"
+    console.print(training_table(rows, title=title, epochs=1 if args.quick else 2, command=command))
     return EXIT_OK
 
 

@@ -2,70 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from .api import DatasetSource, ImageSet, InputSpec
+from .api import DatasetSource, ImageSet, InputSpec, uniform_noise
+from .config import Drift, Subset
 from .errors import ReprevalError
 
 
-@dataclass(frozen=True)
-class Subset:
-    """Which images of a dataset to use: a seeded permutation, then ``[skip : skip + limit]``.
-
-    Two subsets with the same seed and non-overlapping ranges are disjoint (train / held-out splits).
-    """
-
-    limit: int | None = None
-    skip: int = 0
-    seed: int = 0
-
-    def indices(self, size: int, where: str = "dataset") -> list[int]:
-        if self.skip >= size:
-            raise ReprevalError(
-                f"skip={self.skip} leaves no images of the {size} in the dataset",
-                where=where,
-                fix="lower 'skip'",
-            )
-        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed))
-        stop = size if self.limit is None else min(size, self.skip + self.limit)
-        return order[self.skip : stop].tolist()
+def subset_indices(subset: Subset, size: int, where: str = "dataset") -> list[int]:
+    """The indices ``subset`` picks from a dataset of ``size`` images (seeded permutation, then the range)."""
+    if subset.skip >= size:
+        raise ReprevalError(f"skip={subset.skip} leaves no images of the {size} in the dataset", where=where, fix="lower 'skip'")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(subset.seed))
+    stop = size if subset.limit is None else min(size, subset.skip + subset.limit)
+    return order[subset.skip : stop].tolist()
 
 
-@dataclass(frozen=True)
-class Drift:
-    """Dataset drift of the paper's section 4.4: ``x_lambda = clip(x + lambda·eps, 0, 1)``, eps ~ N(0, I)
-    drawn from ``seed`` at the network's input shape (the same eps for every lambda of one seed)."""
-
-    strength: float = 0.0  # lambda
-    seed: int = 0
-
-    def apply(self, images: Tensor) -> Tensor:
-        if self.strength == 0:
-            return images
-        generator = torch.Generator().manual_seed(self.seed)
-        eps = torch.randn(images.shape, generator=generator, dtype=images.dtype)
-        return (images + self.strength * eps).clamp(0.0, 1.0)
-
-
-@dataclass
-class DatasetConfig:
-    """A dataset as a suite declares it: a registered dataset kind, its options, a subset, optional drift."""
-
-    kind: str
-    options: dict = field(default_factory=dict)
-    subset: Subset = Subset()
-    drift: Drift | None = None
+def apply_drift(drift: Drift, images: Tensor) -> Tensor:
+    """``clip(x + lambda·eps, 0, 1)`` with eps ~ N(0, I) from the drift's seed (see :class:`Drift`)."""
+    if drift.strength == 0:
+        return images
+    generator = torch.Generator().manual_seed(drift.seed)
+    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    return (images + drift.strength * eps).clamp(0.0, 1.0)
 
 
 def load_images(source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None) -> ImageSet:
     """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked."""
-    data = source.load(subset.indices(source.size(target), where), target)
+    data = source.load(subset_indices(subset, source.size(target), where), target)
     images = fit_to_input(data.images, target)
-    return ImageSet(drift.apply(images) if drift else images, data.labels, data.class_names)
+    return ImageSet(apply_drift(drift, images) if drift else images, data.labels, data.class_names)
 
 
 def fit_to_input(images: Tensor | list[Tensor], spec: InputSpec) -> Tensor:
@@ -113,12 +81,9 @@ _INTERPOLATION = {
 
 def normalize(images: Tensor, spec: InputSpec) -> Tensor:
     """Apply the network's mean/std normalisation to images in [0, 1]."""
-    mean = torch.tensor(spec.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-    std = torch.tensor(spec.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-    return (images - mean) / std
+    return spec.normalize(images)
 
 
-def uniform_noise(count: int, spec: InputSpec, seed: int) -> Tensor:
-    """``count`` images of i.i.d. U[0, 1) pixels at the network's input shape (not yet normalised)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand((count, *spec.shape), generator=generator)
+def noise_inputs(count: int, spec: InputSpec, seed: int) -> Tensor:
+    """``count`` noise images at the network's input shape (not yet normalised)."""
+    return uniform_noise((count, *spec.shape), seed)

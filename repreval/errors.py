@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class ReprevalError(Exception):
     """Bad input: names what is wrong, where, and how to fix it.
@@ -24,3 +27,21 @@ class ReprevalError(Exception):
 
 class UnknownNameError(ReprevalError):
     """A plugin, layer or other name that does not exist."""
+
+
+class PluginOptionError(ReprevalError):
+    """A plugin's options from a suite are wrong: raise it from ``__init__`` (with ``fix=`` if you can).
+
+    The host adds where the options were given (``suite.yaml: evaluation.scores[0]``). Unknown or missing
+    option names need no code: the host checks them against ``__init__``'s signature before calling it.
+    """
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """A 'did you mean' hint, or a list of what exists when nothing is close."""
+    names = sorted(str(c) for c in candidates)
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"known: {shown}" if names else "none are registered"

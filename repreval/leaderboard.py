@@ -42,9 +42,9 @@ class Row:
 @dataclass
 class Board:
     score: str
-    saliency: str
-    channel_aggregator: str
-    embedding_aggregator: str
+    saliency: str | None
+    channel_aggregator: str | None
+    embedding_aggregator: str | None
     higher_is_better: bool
     bound: float | None
     columns: list[str]  # probe layer per depth position
@@ -52,10 +52,10 @@ class Board:
 
     @property
     def title(self) -> str:
-        parts = [self.score] + ([self.saliency] if self.saliency != "-" else [])
-        if self.channel_aggregator != "-":
+        parts = [self.score] + ([self.saliency] if self.saliency is not None else [])
+        if self.channel_aggregator is not None:
             parts.append(f"channels={self.channel_aggregator}")
-        if self.embedding_aggregator != "-":
+        if self.embedding_aggregator is not None:
             parts.append(f"components={self.embedding_aggregator}")
         return " · ".join(parts)
 
@@ -68,7 +68,8 @@ def build_leaderboards(records: list[ScoreRecord]) -> list[Board]:
     by_metric: dict[tuple, list[ScoreRecord]] = defaultdict(list)
     for record in records:
         by_metric[_metric(record)].append(record)
-    return [_board(metric, by_metric[metric]) for metric in sorted(by_metric)]
+    ordered = sorted(by_metric, key=lambda metric: tuple(part or "" for part in metric))  # None first
+    return [_board(metric, by_metric[metric]) for metric in ordered]
 
 
 def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
@@ -83,7 +84,7 @@ def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
     by_row: dict[tuple[str, str, str], dict[int, ScoreRecord]] = defaultdict(dict)
     several_datasets = len({record.dataset for record in records}) > 1
     for record in records:
-        by_row[(record.model, record.variant, record.dataset if several_datasets else "")][record.layer_index] = record
+        by_row[(record.model, record.variant, (record.dataset or "") if several_datasets else "")][record.layer_index] = record
     for (model, variant, dataset), layers in by_row.items():
         cells = []
         for index in range(depth):

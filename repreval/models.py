@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .api import ImageSet, ModelHandle, ModelSource, Network
-from .errors import ReprevalError
-from .registry import suggest
+from .api import ImageSet, ModelHandle, ModelSource, Network, TrainingContext
+from .config import ModelConfig
+from .errors import ReprevalError, suggest
 
 CACHE_ENV = "REPREVAL_CACHE"
 
@@ -33,50 +33,12 @@ def seeded(seed: int):
         yield
 
 
-def split_model_spec(spec: str) -> tuple[str, str]:
-    """``timm:resnet18`` -> (``timm``, ``resnet18``); ``torch:pkg.mod:make`` -> (``torch``, ``pkg.mod:make``)."""
-    source, sep, name = spec.partition(":")
-    if not sep or not source or not name:
-        raise ReprevalError(f"model {spec!r} is not of the form SOURCE:NAME", fix="e.g. timm:resnet18 or cifar:resnet20")
-    return source, name
-
-
-@dataclass
-class TrainingConfig:
-    dataset: str  # name of a dataset declared in the suite
-    options: dict = field(default_factory=dict)  # epochs, batch_size, lr, ... (the source's own)
-
-
-@dataclass
-class ModelConfig:
-    """One model of a suite."""
-
-    id: str
-    spec: str  # SOURCE:NAME
-    options: dict = field(default_factory=dict)
-    weights: str | None = None  # path to a local file, or "hub"
-    weights_match: str = "name"  # "name" or "position" (checkpoint keys matched in order, shapes checked)
-    train: TrainingConfig | None = None
-    layers: tuple[str, ...] = ()  # empty: the source's default probe layers
-    embedding: str | None = None  # module whose output (globally pooled) is the embedding
-    seed: int = 0
-    group: str = ""  # replicates (the same model under several seeds) share a group; default: the id
-    baseline: str | None = None  # group this one is compared with in reports (e.g. the unconstrained run)
-
-    @property
-    def source_name(self) -> str:
-        return split_model_spec(self.spec)[0]
-
-    @property
-    def name(self) -> str:
-        return split_model_spec(self.spec)[1]
-
-
 class Model(ModelHandle):
     """A suite's model, built on demand; what variants see.
 
     ``training_data`` returns (images as the dataset gives them, preprocessed inputs) for the
-    training dataset; it is only called when a training step runs (cache miss).
+    training dataset; it is only called when a training step runs (cache miss), with ``training_context``
+    (the host's registries and device) handed to the source's ``train``.
     """
 
     def __init__(
@@ -86,10 +48,12 @@ class Model(ModelHandle):
         training_data: Callable[[Network], tuple[ImageSet, Tensor]] | None = None,
         training_data_key: str = "",
         where: str = "model",
+        training_context: TrainingContext | None = None,
     ):
         self.config = config
         self.source = source
         self.training_data = training_data
+        self.training_context = training_context
         self.training_data_key = training_data_key  # describes the training dataset, for the cache key
         self.where = where
         self._trained_state: dict[str, Tensor] | None = None
@@ -160,13 +124,13 @@ class Model(ModelHandle):
                 return state
             except Exception:  # a broken cache entry is retrained, not trusted
                 path.unlink(missing_ok=True)
-        if self.training_data is None:
+        if self.training_data is None or self.training_context is None:
             raise ReprevalError("no training data available", where=f"{self.where}.train")
         data, inputs = self.training_data(network)
         network.module.train()
         with seeded(self.config.seed):
             self.training_log = self.source.train(
-                network, data, inputs, dict(self.config.train.options), self.config.seed
+                network, data, inputs, dict(self.config.train.options), self.config.seed, self.training_context
             )
         network.module.eval()
         state = copy.deepcopy(network.module.state_dict())

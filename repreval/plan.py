@@ -10,42 +10,48 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from itertools import groupby, product
+from pathlib import Path
+from typing import Any
 
-from .api import EmbeddingScore, Network
+from .api import EmbeddingScore, Network, Registries
+from .config import PluginChoice, Suite
 from .engine.probe import Probe
-from .errors import ReprevalError
+from .errors import ReprevalError, suggest
 from .models import Model, layer_table, load_state, read_checkpoint
-from .plugins import Plugins
-from .registry import suggest
-from .suite import PluginChoice, Suite
+from .registry import Registry
 
-NOT_APPLICABLE = "-"
 #: The "layer" of units whose score reads the network's embedding or logits, not attribution maps.
 EMBEDDING = "(embedding)"
-NO_SALIENCY = PluginChoice(NOT_APPLICABLE)
+#: How ids spell a coordinate that does not apply (None): ids stay those of repreval 0.1, so older result
+#: folders resume.
+_ID_NONE = "-"
 
 
 @dataclass(frozen=True)
 class Unit:
+    """One score value. Coordinates that do not apply are None: the channel aggregator of a spatial method
+    (Grad-CAM), the component aggregator of a score that reads every component, and the saliency method
+    and dataset of an embedding score."""
+
     model: str
     variant: PluginChoice
     layer: str
-    saliency: PluginChoice
-    channel_aggregator: str  # label, or "-" for spatial methods (Grad-CAM)
-    embedding_aggregator: str  # label, or "-" for scores that read every component
+    saliency: PluginChoice | None
+    channel_aggregator: str | None  # label
+    embedding_aggregator: str | None  # label
     score: PluginChoice
     higher_is_better: bool
     fingerprint: str  # everything else that changes the value (data, seeds, weights, options)
     metric: str = ""  # for embedding scores: which of the score's metrics (top1, top5, ...)
-    dataset: str = NOT_APPLICABLE  # the evaluation dataset the maps are computed on ("-" for embedding scores)
+    dataset: str | None = None  # the evaluation dataset the maps are computed on
 
     @property
     def id(self) -> str:
-        key = [self.model, self.variant.label, self.dataset, self.layer, self.saliency.label, self.channel_aggregator,
-               self.embedding_aggregator, self.score.label, self.fingerprint] + ([self.metric] if self.metric else [])
+        key = [self.model, self.variant.label, self.dataset, self.layer, self.saliency and self.saliency.label,
+               self.channel_aggregator, self.embedding_aggregator, self.score.label, self.fingerprint]
+        key = [_ID_NONE if part is None else part for part in key] + ([self.metric] if self.metric else [])
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
 
     @property
@@ -55,13 +61,29 @@ class Unit:
 
     @property
     def group(self) -> tuple:
-        return (self.model, self.variant.label, self.dataset, self.layer, self.saliency.label, self.channel_aggregator)
+        return (self.model, self.variant.label, self.dataset, self.layer, self.saliency and self.saliency.label,
+                self.channel_aggregator)
 
     def describe(self) -> str:
-        return "/".join(
-            [self.model, self.variant.label] + ([self.dataset] if self.dataset != NOT_APPLICABLE else []) + [self.layer, self.saliency.label, self.channel_aggregator,
-             self.embedding_aggregator, self.score_name]
-        )
+        saliency = self.saliency.label if self.saliency else _ID_NONE
+        parts = [self.model, self.variant.label, *([self.dataset] if self.dataset else []), self.layer, saliency,
+                 self.channel_aggregator or _ID_NONE, self.embedding_aggregator or _ID_NONE, self.score_name]
+        return "/".join(parts)
+
+
+class PluginInstances:
+    """Each plugin choice of a plan instantiated once, so a plugin's ``__init__`` may do real work."""
+
+    def __init__(self, registries: Registries):
+        self.registries = registries
+        self._made: dict[tuple[str, PluginChoice], Any] = {}
+
+    def get(self, kind: str, choice: PluginChoice) -> Any:
+        key = (kind, choice)
+        if key not in self._made:
+            registry: Registry = getattr(self.registries, kind)
+            self._made[key] = registry.create(choice.name, dict(choice.options))
+        return self._made[key]
 
 
 @dataclass
@@ -70,10 +92,23 @@ class Plan:
     units: list[Unit]
     layers: dict[str, tuple[str, ...]]  # model id -> probe layers in depth order
     variants: dict[str, list[PluginChoice]]  # model id -> variants, expanded (``layer: each`` -> one per layer)
+    instances: PluginInstances = field(repr=False, default=None)  # type: ignore[assignment]
 
-    def groups(self, units=None):
+    def groups(self, units: list[Unit] | None = None) -> list[tuple[tuple, list[Unit]]]:
         """(group key, units) in plan order; the plan is already sorted by group."""
         return [(key, list(items)) for key, items in groupby(units or self.units, key=lambda u: u.group)]
+
+    def saliency(self, choice: PluginChoice) -> Any:
+        return self.instances.get("saliency", choice)
+
+    def aggregator(self, choice: PluginChoice) -> Any:
+        return self.instances.get("aggregator", choice)
+
+    def score(self, choice: PluginChoice) -> Any:
+        return self.instances.get("score", choice)
+
+    def variant(self, choice: PluginChoice) -> Any:
+        return self.instances.get("variant", choice)
 
 
 def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
@@ -111,13 +146,13 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 
-def expand_variants(suite: Suite, plugins: Plugins, model_id: str, network: Network, where: str) -> list[PluginChoice]:
+def expand_variants(suite: Suite, instances: PluginInstances, model_id: str, network: Network, where: str) -> list[PluginChoice]:
     """The model's variants with every expandable one replaced by its option sets, checked on ``network``."""
     expanded: list[PluginChoice] = []
-    declared = f"{where}.variants" if model_id in suite.model_variants else f"{suite.path or 'suite'}: variants"
+    declared = f"{where}.variants" if model_id in suite.model_variants else f"{suite.where}: variants"
     for i, choice in enumerate(suite.variants_of(model_id)):
         try:
-            option_sets = choice.create(plugins.variant).expansions(network)
+            option_sets = instances.get("variant", choice).expansions(network)
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=f"{declared}[{i}] ({choice.label}, model {model_id})", fix=exc.fix) from None
         if option_sets is None:
@@ -128,8 +163,8 @@ def expand_variants(suite: Suite, plugins: Plugins, model_id: str, network: Netw
     return list({choice.label: choice for choice in expanded}.values())
 
 
-def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> None:
-    """Every variant that needs trained weights can get them: fail now, not mid-run."""
+def _check_weights(suite: Suite, instances: PluginInstances, model: Model, where: str) -> None:
+    """Every variant that needs trained weights can get them, and a weights file fits: fail now, not mid-run."""
     config = model.config
     if config.train is not None:
         try:
@@ -137,7 +172,7 @@ def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> 
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=f"{where}.train", fix=exc.fix) from None
     elif not config.weights:
-        needing = [v.label for v in suite.variants_of(config.id) if v.create(plugins.variant).needs_weights]
+        needing = [v.label for v in suite.variants_of(config.id) if instances.get("variant", v).needs_weights]
         if needing:
             raise ReprevalError(
                 f"variant {needing[0]!r} needs trained weights, but this model has none",
@@ -146,56 +181,86 @@ def _check_weights(suite: Suite, plugins: Plugins, model: Model, where: str) -> 
             )
 
 
-def make_plan(suite: Suite, plugins: Plugins) -> Plan:
-    evaluation = suite.evaluation
-    units: list[Unit] = []
-    layers: dict[str, tuple[str, ...]] = {}
-    variants: dict[str, list[PluginChoice]] = {}
-    embedding_scores = [s for s in evaluation.scores if isinstance(s.create(plugins.score), EmbeddingScore)]
-    attribution_scores = [s for s in evaluation.scores if s not in embedding_scores]
-    for i, score in enumerate(evaluation.scores):
-        if score in embedding_scores:
-            for dataset in score.create(plugins.score).datasets():
-                if dataset not in suite.datasets:
-                    raise ReprevalError(f"score {score.label!r} reads unknown dataset {dataset!r}", where=f"{suite.path or 'suite'}: evaluation.scores[{i}]", fix=suggest(dataset, suite.datasets) or "declare it under 'datasets:'")
-    if attribution_scores and not evaluation.saliency:
-        raise ReprevalError("attribution scores need saliency methods", where=f"{suite.path or 'suite'}: evaluation.saliency", fix="list e.g. [gradients, grad_cam]")
+def _check_weights_file(model: Model, network: Network, where: str) -> None:
+    config = model.config
+    if config.weights and config.weights != "hub":
+        state = read_checkpoint(config.weights, where=f"{where}.weights")
+        load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
+
+
+def make_plan(suite: Suite, registries: Registries) -> Plan:
+    """Every unit of ``suite``, grouped; checks each model's layers, variants and weights on its architecture."""
+    instances = PluginInstances(registries)
+    plan = Plan(suite, [], {}, {}, instances)
+    embedding_scores, attribution_scores = _split_scores(suite, instances)
     for model_id, config in suite.models.items():
-        where = f"{suite.path or 'suite'}: models.{model_id}"
-        model = Model(config, plugins.model_source.create(config.source_name), where=where)
+        where = f"{suite.where}: models.{model_id}"
+        model = Model(config, registries.model_source.create(config.source_name), where=where)
         try:
             network = model.untrained(config.seed)
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=exc.where or f"{where}.model", fix=exc.fix) from None
-        layers[model_id] = model_layers(model, network, where)
-        variants[model_id] = expand_variants(suite, plugins, model_id, network, where)
-        _check_weights(suite, plugins, model, where)
-        if config.weights and config.weights != "hub":  # the checkpoint must fit: fail now, not mid-run
-            state = read_checkpoint(config.weights, where=f"{where}.weights")
-            load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
-        for variant in variants[model_id]:
-            for score in embedding_scores:
-                scorer = score.create(plugins.score)
-                printed = fingerprint(suite, model_id, scorer.datasets())
-                for metric in scorer.metrics:
-                    units.append(Unit(model_id, variant, EMBEDDING, NO_SALIENCY, NOT_APPLICABLE, NOT_APPLICABLE, score,
-                                      bool(scorer.higher_is_better), printed, metric))
-            for dataset, layer in product(evaluation.datasets, layers[model_id]):
-                printed = fingerprint(suite, model_id, (dataset,))
-                for saliency in evaluation.saliency:
-                    spatial = saliency.create(plugins.saliency).spatial
-                    channel_labels = [NOT_APPLICABLE] if spatial else [c.label for c in evaluation.channel_aggregators]
-                    for channel in channel_labels:
-                        for score in attribution_scores:
-                            scorer = score.create(plugins.score)
-                            embedding_labels = (
-                                [e.label for e in evaluation.embedding_aggregators]
-                                if scorer.uses_embedding_aggregator
-                                else [NOT_APPLICABLE]
-                            )
-                            for embedding in embedding_labels:
-                                units.append(
-                                    Unit(model_id, variant, layer, saliency, channel, embedding, score,
-                                         bool(scorer.higher_is_better), printed, dataset=dataset)
-                                )
-    return Plan(suite, units, layers, variants)
+        plan.layers[model_id] = model_layers(model, network, where)
+        plan.variants[model_id] = expand_variants(suite, instances, model_id, network, where)
+        _check_weights(suite, instances, model, where)
+        _check_weights_file(model, network, where)
+        for variant in plan.variants[model_id]:
+            plan.units += _embedding_units(plan, model_id, variant, embedding_scores)
+            plan.units += _attribution_units(plan, model_id, variant, attribution_scores)
+    return plan
+
+
+def _split_scores(suite: Suite, instances: PluginInstances) -> tuple[list[PluginChoice], list[PluginChoice]]:
+    """(embedding scores, attribution scores), each checked against the suite."""
+    evaluation = suite.evaluation
+    embedding_scores = [s for s in evaluation.scores if isinstance(instances.get("score", s), EmbeddingScore)]
+    attribution_scores = [s for s in evaluation.scores if s not in embedding_scores]
+    for i, score in enumerate(evaluation.scores):
+        if score not in embedding_scores:
+            continue
+        for dataset in instances.get("score", score).datasets():
+            if dataset not in suite.datasets:
+                raise ReprevalError(
+                    f"score {score.label!r} reads unknown dataset {dataset!r}",
+                    where=f"{suite.where}: evaluation.scores[{i}]",
+                    fix=suggest(dataset, suite.datasets) or "declare it under 'datasets:'",
+                )
+    if attribution_scores and not evaluation.saliency:
+        raise ReprevalError(
+            "attribution scores need saliency methods",
+            where=f"{suite.where}: evaluation.saliency",
+            fix="list e.g. [gradients, grad_cam]",
+        )
+    return embedding_scores, attribution_scores
+
+
+def _embedding_units(plan: Plan, model_id: str, variant: PluginChoice, scores: list[PluginChoice]) -> list[Unit]:
+    """One unit per metric of each embedding score (linear probe, classifier accuracy)."""
+    units = []
+    for score in scores:
+        scorer = plan.score(score)
+        printed = fingerprint(plan.suite, model_id, scorer.datasets())
+        for metric in scorer.metrics:
+            units.append(Unit(model_id, variant, EMBEDDING, None, None, None, score, bool(scorer.higher_is_better),
+                              printed, metric))
+    return units
+
+
+def _attribution_units(plan: Plan, model_id: str, variant: PluginChoice, scores: list[PluginChoice]) -> list[Unit]:
+    """dataset × layer × saliency × channel aggregator × score × component aggregator, in group order."""
+    evaluation = plan.suite.evaluation
+    units = []
+    for dataset, layer in product(evaluation.datasets, plan.layers[model_id]):
+        printed = fingerprint(plan.suite, model_id, (dataset,))
+        for saliency in evaluation.saliency:
+            spatial = plan.saliency(saliency).spatial
+            channels: list[str | None] = [None] if spatial else [c.label for c in evaluation.channel_aggregators]
+            for channel, score in product(channels, scores):
+                scorer = plan.score(score)
+                components: list[str | None] = (
+                    [e.label for e in evaluation.embedding_aggregators] if scorer.uses_embedding_aggregator else [None]
+                )
+                for embedding in components:
+                    units.append(Unit(model_id, variant, layer, saliency, channel, embedding, score,
+                                      bool(scorer.higher_is_better), printed, dataset=dataset))
+    return units

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
-from .errors import ReprevalError
+from .api import Registries
+from .errors import ReprevalError, suggest
 from .registry import Registry
 
 BLOCK_ENV = "REPREVAL_BLOCK_PLUGINS"
@@ -27,26 +28,21 @@ class PluginInfo:
 
 
 @dataclass
-class Plugins:
-    """The loaded plugins and one registry per plugin kind."""
+class Plugins(Registries):
+    """The loaded plugins: one registry per plugin kind (``plugins.score``, ...), plus provenance."""
 
     manager: pluggy.PluginManager
-    registries: dict[str, Registry]
     info: dict[str, PluginInfo]
     blocked: tuple[str, ...]
 
-    def __getattr__(self, kind: str) -> Registry:  # plugins.score, plugins.dataset, ...
-        try:
-            return self.__dict__["registries"][kind]
-        except KeyError:
-            raise AttributeError(kind) from None
-
     def registry(self, kind: str) -> Registry:
-        if kind not in self.registries:
-            from .registry import suggest
+        if kind not in Registries.BASES:
+            raise ReprevalError(f"unknown plugin kind {kind!r}", fix=suggest(kind, Registries.BASES))
+        return getattr(self, kind)
 
-            raise ReprevalError(f"unknown plugin kind {kind!r}", fix=suggest(kind, self.registries))
-        return self.registries[kind]
+    def registries(self) -> Registries:
+        """The registries alone, as plugins that compose others receive them."""
+        return Registries(**{kind: getattr(self, kind) for kind in Registries.BASES})
 
 
 def blocked_from_env() -> list[str]:
@@ -95,15 +91,15 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
 
     registries: dict[str, Registry] = {}
     for hook_name, kind in hookspecs.HOOK_KINDS.items():
-        registry = registries[kind] = Registry(kind)
+        registry = registries[kind] = Registry(kind, Registries.BASES[kind])
         hook = getattr(manager.hook, hook_name)
         # Call each implementation separately so the registry knows which plugin provided what.
         for impl in reversed(hook.get_hookimpls()):
             plugin_name = impl.plugin_name
 
-            def register(factory, *, name=None, aliases=(), description=None, _plugin=plugin_name, _kind=kind):
-                registry.add(factory, plugin=_plugin, name=name, aliases=aliases, description=description)
-                info[_plugin].registered.setdefault(_kind, []).append(name or factory.name)
+            def register(factory, *, name=None, aliases=(), description=None, _plugin=plugin_name, _registry=registry):
+                entry = _registry.add(factory, plugin=_plugin, name=name, aliases=aliases, description=description)
+                info[_plugin].registered.setdefault(_registry.kind, []).append(entry.name)
 
             impl.function(register=register)
-    return Plugins(manager, registries, info, blocked)
+    return Plugins(**registries, manager=manager, info=info, blocked=blocked)

@@ -1,47 +1,58 @@
-"""Strict name -> factory registries with did-you-mean suggestions and provenance."""
+"""Strict name -> factory registries, one per plugin kind, with did-you-mean suggestions and provenance.
+
+A registry is typed: ``Registry[SaliencyMethod]`` accepts classes deriving from the kind's base class (or
+any callable whose result does, checked when it is called) and nothing else.
+"""
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from .errors import ReprevalError, UnknownNameError
+from .errors import PluginOptionError, ReprevalError, UnknownNameError, suggest
 
-
-def suggest(name: str, candidates) -> str:
-    """A 'did you mean' hint, or a list of what exists when nothing is close."""
-    candidates = sorted(candidates)
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    shown = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
-    return f"known: {shown}" if candidates else "none are registered"
+T = TypeVar("T")
 
 
 @dataclass
-class Entry:
+class Entry(Generic[T]):
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., T]
     plugin: str
     aliases: tuple[str, ...] = ()
     description: str = ""
 
 
-@dataclass
-class Registry:
-    """Names of one kind (saliency methods, scores, ...) -> factories."""
+class Registry(Generic[T]):
+    """Names of one kind (saliency methods, scores, ...) -> factories of ``base`` instances."""
 
-    kind: str
-    _entries: dict[str, Entry] = field(default_factory=dict)
-    _aliases: dict[str, str] = field(default_factory=dict)
+    def __init__(self, kind: str, base: type | tuple[type, ...]):
+        self.kind = kind
+        self.base = base
+        self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
 
-    def add(self, factory, *, plugin: str, name: str | None = None, aliases=(), description: str | None = None):
+    def add(
+        self,
+        factory: Callable[..., T],
+        *,
+        plugin: str,
+        name: str | None = None,
+        aliases: tuple[str, ...] = (),
+        description: str | None = None,
+    ) -> Entry[T]:
         name = name or getattr(factory, "name", None)
         if not name or not isinstance(name, str):
             raise ReprevalError(
                 f"plugin {plugin!r} registered a {self.kind} without a name",
                 fix="pass name=... to register() or give the factory a 'name' attribute",
+            )
+        if inspect.isclass(factory) and not issubclass(factory, self.base):
+            raise ReprevalError(
+                f"plugin {plugin!r} registered {factory.__name__} as {self.kind} {name!r}, "
+                f"but it does not derive from {self._base_names()}",
+                fix=f"subclass {self._base_names()} from repreval.api",
             )
         for key in (name, *aliases):
             owner = self._owner(key)
@@ -53,41 +64,84 @@ class Registry:
         if description is None:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
-        self._entries[name] = Entry(name, factory, plugin, tuple(aliases), description)
+        entry = self._entries[name] = Entry(name, factory, plugin, tuple(aliases), description)
         for alias in aliases:
             self._aliases[alias] = name
+        return entry
 
-    def _owner(self, key: str) -> Entry | None:
+    def _base_names(self) -> str:
+        bases = self.base if isinstance(self.base, tuple) else (self.base,)
+        return " or ".join(base.__name__ for base in bases)
+
+    def _owner(self, key: str) -> Entry[T] | None:
         if key in self._entries:
             return self._entries[key]
         if key in self._aliases:
             return self._entries[self._aliases[key]]
         return None
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str) -> Entry[T]:
         found = self._owner(name)
         if found is None:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}",
-                fix=suggest(name, list(self._entries) + list(self._aliases)),
-            )
+            raise UnknownNameError(f"unknown {self.kind} {name!r}", fix=suggest(name, [*self._entries, *self._aliases]))
         return found
 
-    def create(self, name: str, options: dict | None = None):
-        """Instantiate ``name`` with suite options; bad options become a ReprevalError."""
+    def create(self, name: str, options: dict[str, Any] | None = None) -> T:
+        """Instantiate ``name`` with suite options.
+
+        Option names are checked against the factory's signature first; a plugin rejects bad values by
+        raising :class:`PluginOptionError`. Both become one-line errors naming the plugin.
+        """
         entry = self.entry(name)
+        options = dict(options or {})
         try:
-            return entry.factory(**(options or {}))
-        except TypeError as exc:
+            self._check_option_names(entry, options)
+            instance = entry.factory(**options)
+        except ReprevalError as exc:
+            kind = "bad options for" if isinstance(exc, PluginOptionError) else "cannot create"
+            raise ReprevalError(f"{kind} {self.kind} {entry.name!r}: {exc.problem}", fix=exc.fix or self._see()) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin bug becomes a one-line error naming the plugin
             raise ReprevalError(
-                f"bad options for {self.kind} {name!r}: {exc}",
-                fix=f"see `repreval list {self.kind}` and the plugin's documentation",
+                f"{self.kind} {entry.name!r} (plugin {entry.plugin!r}) failed to start: {type(exc).__name__}: {exc}",
+                fix=f"fix the plugin or its options, or block it with --block {entry.plugin}",
             ) from None
+        if not isinstance(instance, self.base):
+            raise ReprevalError(
+                f"{self.kind} {entry.name!r} (plugin {entry.plugin!r}) gave a {type(instance).__name__}, "
+                f"not a {self._base_names()}",
+                fix="make the registered factory return a repreval.api " + self._base_names(),
+            )
+        return instance
+
+    def _check_option_names(self, entry: Entry[T], options: dict[str, Any]) -> None:
+        try:
+            signature = inspect.signature(entry.factory)
+        except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+            return
+        parameters = signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            accepted = None
+        else:
+            accepted = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [key for key in options if accepted is not None and key not in accepted]
+        if unknown:
+            if not accepted:
+                raise PluginOptionError(f"it takes no options, got {unknown[0]!r}", fix="remove the options")
+            raise PluginOptionError(f"no option {unknown[0]!r}", fix=suggest(unknown[0], accepted))
+        missing = [
+            n for n, p in parameters.items()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in options
+        ]
+        if missing:
+            raise PluginOptionError(f"the option {missing[0]!r} is required", fix=self._see())
+
+    def _see(self) -> str:
+        return f"see `repreval list {self.kind}` and the plugin's documentation"
 
     def __contains__(self, name: str) -> bool:
         return self._owner(name) is not None
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[Entry[T]]:
         return iter(self._entries[name] for name in sorted(self._entries))
 
     def names(self) -> list[str]:

@@ -31,17 +31,14 @@ What a report shows beyond the leaderboards is declared in the suite's ``report:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from .analysis import (
     Correlation,
     DriftResult,
-    MetricSelector,
     ReplicateRow,
     Verdict,
     check_above,
@@ -51,112 +48,12 @@ from .analysis import (
     drift,
     replicates,
 )
-from .errors import ReprevalError
-from .leaderboard import build_leaderboards
-from .registry import suggest
-from .store import ResultStore, ScoreRecord, write_atomic
+from .config import MetricSelector, ReportConfig, Suite
+from .store import ScoreRecord
+from .suite_report import parse_report
 
-CLAIM_KINDS = ("greater", "above", "correlation", "drift", "replicates")
-LAYER_MODES = ("every", "curve", "deepest", "shallowest")
-
-
-@dataclass
-class Claim:
-    claim: str
-    paper: str
-    kind: str
-    options: dict
-
-
-@dataclass
-class ReportConfig:
-    title: str = ""
-    correlations: list[tuple[MetricSelector, MetricSelector]] = field(default_factory=list)
-    drift: MetricSelector | None = None
-    replicates: MetricSelector | None = None
-    replicates_also: list[MetricSelector] = field(default_factory=list)  # extra columns of the replicates table
-    curves: list[MetricSelector] | None = None  # None: every multi-layer attribution board
-    claims: list[Claim] = field(default_factory=list)
-
-
-def parse_report(spec: Any, where: str) -> ReportConfig:
-    """The ``report:`` section, checked completely (bad keys fail at ``repreval validate``)."""
-    if spec is None:
-        return ReportConfig()
-    if not isinstance(spec, dict):
-        raise ReprevalError("report must be a mapping", where=where)
-    known = ("title", "correlations", "drift", "replicates", "curves", "claims")
-    for key in spec:
-        if key not in known:
-            raise ReprevalError(f"unknown key {key!r}", where=where, fix=suggest(key, known))
-    config = ReportConfig(title=str(spec.get("title", "")))
-    for i, pair in enumerate(spec.get("correlations") or []):
-        at = f"{where}.correlations[{i}]"
-        if not isinstance(pair, dict) or set(pair) != {"x", "y"}:
-            raise ReprevalError("each correlation is {x: METRIC, y: METRIC}", where=at)
-        config.correlations.append((MetricSelector.parse(pair["x"], f"{at}.x"), MetricSelector.parse(pair["y"], f"{at}.y")))
-    for key in ("drift", "replicates"):
-        if spec.get(key) is not None:
-            section = spec[key]
-            allowed = {"metric", "also"} if key == "replicates" else {"metric"}
-            if not isinstance(section, dict) or "metric" not in section or not set(section) <= allowed:
-                raise ReprevalError(f"{key} is {{metric: METRIC{', also: [METRIC, ...]' if key == 'replicates' else ''}}}", where=f"{where}.{key}")
-            setattr(config, key, MetricSelector.parse(section["metric"], f"{where}.{key}.metric"))
-    if config.replicates is not None:
-        also = spec["replicates"].get("also") or []
-        config.replicates_also = [MetricSelector.parse(m, f"{where}.replicates.also[{i}]") for i, m in enumerate(also)]
-    if spec.get("curves") is not None:
-        config.curves = [MetricSelector.parse(item, f"{where}.curves[{i}]") for i, item in enumerate(spec["curves"])]
-    for i, item in enumerate(spec.get("claims") or []):
-        config.claims.append(_parse_claim(item, f"{where}.claims[{i}]", config))
-    return config
-
-
-def _parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
-    if not isinstance(item, dict) or "claim" not in item:
-        raise ReprevalError("a claim is {claim: TEXT, paper: TEXT, KIND: {...}}", where=where, fix="KIND is one of " + ", ".join(CLAIM_KINDS))
-    kinds = [key for key in item if key in CLAIM_KINDS]
-    unknown = [key for key in item if key not in (*CLAIM_KINDS, "claim", "paper")]
-    if unknown:
-        raise ReprevalError(f"unknown key {unknown[0]!r}", where=where, fix=suggest(unknown[0], (*CLAIM_KINDS, "claim", "paper")))
-    if len(kinds) != 1:
-        raise ReprevalError("a claim needs exactly one check", where=where, fix="one of " + ", ".join(CLAIM_KINDS))
-    kind = kinds[0]
-    options = dict(item[kind] or {})
-    at = f"{where}.{kind}"
-    if kind == "greater":
-        for key in ("metric", "higher", "lower"):
-            if key not in options:
-                raise ReprevalError(f"missing {key!r}", where=at)
-        options["metric"] = MetricSelector.parse(options["metric"], f"{at}.metric")
-        options.setdefault("layers", "every")
-        options.setdefault("expect", "higher")
-        if options["layers"] not in LAYER_MODES:
-            raise ReprevalError(f"unknown layers {options['layers']!r}", where=f"{at}.layers", fix="use " + ", ".join(LAYER_MODES))
-        if options["expect"] not in ("higher", "same"):
-            raise ReprevalError(f"unknown expect {options['expect']!r}", where=f"{at}.expect", fix="use higher or same")
-    elif kind == "above":
-        if "metric" not in options or not isinstance(options.get("threshold"), (int, float)):
-            raise ReprevalError("above needs metric and a numeric threshold", where=at)
-        options["metric"] = MetricSelector.parse(options["metric"], f"{at}.metric")
-    elif kind == "correlation":
-        index = options.get("index", 0)
-        if not isinstance(index, int) or not 0 <= index < len(config.correlations):
-            raise ReprevalError(f"no correlation number {index}", where=f"{at}.index", fix="declare it under report.correlations (counted from 0)")
-    if kind in ("correlation", "drift") and options.get("sign") not in ("positive", "negative"):
-        raise ReprevalError("sign must be positive or negative", where=f"{at}.sign")
-    if kind == "drift" and config.drift is None:
-        raise ReprevalError("a drift claim needs report.drift", where=at)
-    if kind == "replicates":
-        if config.replicates is None:
-            raise ReprevalError("a replicates claim needs report.replicates", where=at)
-        if not isinstance(options.get("within", 0.0), (int, float)):
-            raise ReprevalError("within must be a number", where=f"{at}.within")
-        try:
-            re.compile(str(options.get("match", "")))
-        except re.error as exc:
-            raise ReprevalError(f"match is not a regular expression ({exc})", where=f"{at}.match") from None
-    return Claim(str(item["claim"]), str(item.get("paper", "")), kind, options)
+#: Written next to the records at run time: everything a report needs besides them.
+FACTS_FILE = "report_facts.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,33 +77,47 @@ class Report:
 
 @dataclass
 class SuiteFacts:
-    """What the report needs from the stored suite: its report section, drift strengths, model groups."""
+    """What the report needs from the suite: its report section, drift strengths, model groups.
+
+    Stored as ``DIR/report_facts.json`` by the run, so a results folder renders on any machine, without the
+    suite's datasets or plugins."""
 
     name: str = ""
     description: str = ""
-    config: ReportConfig = field(default_factory=ReportConfig)
+    report: dict | None = None  # the suite's ``report:`` mapping, as validated when the suite was parsed
     strengths: dict[str, float] = field(default_factory=dict)  # dataset -> drift lambda (0 if none)
     groups: dict[str, str] = field(default_factory=dict)  # model id -> replicate group
     baselines: dict[str, str | None] = field(default_factory=dict)  # group -> baseline group
 
+    @classmethod
+    def of(cls, suite: Suite) -> SuiteFacts:
+        return cls(
+            name=suite.name,
+            description=suite.description,
+            report=suite.raw.get("report"),
+            strengths={
+                name: (config.drift.strength if config.drift else 0.0)
+                for name, config in suite.datasets.items()
+                if name in suite.evaluation.datasets
+            },
+            groups={model_id: config.group or model_id for model_id, config in suite.models.items()},
+            baselines={config.group or model_id: config.baseline for model_id, config in suite.models.items()},
+        )
 
-def suite_facts(directory: Path, plugins) -> SuiteFacts:
-    """Read ``DIR/suite.yaml`` (written by the run); a directory without one gets leaderboards only."""
-    from .suite import parse_suite
+    @property
+    def config(self) -> ReportConfig:
+        return parse_report(self.report, f"{FACTS_FILE}: report")
 
-    path = directory / "suite.yaml"
-    if not path.is_file():
-        return SuiteFacts(name=directory.name)
-    suite = parse_suite(yaml.safe_load(path.read_text()), plugins, path=path, check_files=False)
-    strengths = {name: (config.drift.strength if config.drift else 0.0) for name, config in suite.datasets.items() if name in suite.evaluation.datasets}
-    return SuiteFacts(
-        name=suite.name,
-        description=suite.description,
-        config=suite.report,
-        strengths=strengths,
-        groups={model_id: config.group or model_id for model_id, config in suite.models.items()},
-        baselines={config.group or model_id: config.baseline for model_id, config in suite.models.items()},
-    )
+    def to_json(self) -> str:
+        return json.dumps(vars(self), indent=1, sort_keys=True, default=str)
+
+    @classmethod
+    def read(cls, directory: Path) -> SuiteFacts:
+        """``DIR/report_facts.json``; a directory without one (records only) gets leaderboards only."""
+        path = directory / FACTS_FILE
+        if not path.is_file():
+            return cls(name=directory.name)
+        return cls(**json.loads(path.read_text()))
 
 
 def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
@@ -266,16 +177,3 @@ def _replicates_verdict(rows: list[ReplicateRow], every: list[ReplicateRow], wit
     worse = [f"{row.group}: {row.mean:.3f} vs {base.mean:.3f}" for row, base in compared if row.mean < base.mean - within]
     evidence = f"{len(compared) - len(worse)} of {len(compared)} groups within {within} of their baseline or above"
     return ("agrees" if not worse else "disagrees"), evidence + ("; below: " + ", ".join(worse) if worse else "")
-
-
-def write_report(directory: str | Path, plugins) -> Path:
-    """Write ``DIR/report.md`` and its plots under ``DIR/plots/``; return the report's path."""
-    from .render.report import report_markdown
-
-    directory = Path(directory)
-    records = ResultStore(directory).records()
-    report = build_report(records, suite_facts(directory, plugins))
-    text = report_markdown(report, build_leaderboards(records), directory / "plots")
-    path = directory / "report.md"
-    write_atomic(path, text)
-    return path

@@ -44,9 +44,9 @@ class ScoreRecord:
     variant: str
     layer: str
     layer_index: int  # depth order of the probe layer within its model
-    saliency: str
-    channel_aggregator: str
-    embedding_aggregator: str
+    saliency: str | None  # None for embedding scores
+    channel_aggregator: str | None  # None where no channel aggregator applies (Grad-CAM)
+    embedding_aggregator: str | None  # None where the score reads every component (variance score)
     score: str
     higher_is_better: bool
     status: str = "ok"  # "ok" or "failed"
@@ -58,7 +58,7 @@ class ScoreRecord:
     values: list[float] = field(default_factory=list)  # per input
     degenerate_maps: float = 0.0  # fraction of component maps that were exactly zero (rounding noise)
     n_inputs: int = 0
-    dataset: str = ""
+    dataset: str | None = None  # the evaluation dataset; None for embedding scores
     seed: int = 0
     device: str = "cpu"
     seconds: float = 0.0  # time of the unit's group, shared by its units
@@ -109,8 +109,16 @@ class ResultStore:
                 raise ReprevalError(f"record {str(path)!r} is not valid JSON", fix="delete it and run the suite again") from None
             if data.get("schema") != RECORD_SCHEMA:
                 raise ReprevalError(f"record {str(path)!r} has schema {data.get('schema')}, expected {RECORD_SCHEMA}", fix="re-run the suite with this version of repreval")
-            records.append(ScoreRecord(**data))
+            records.append(ScoreRecord(**_upgrade(data)))
         return records
+
+
+#: Coordinates that repreval 0.1 wrote as "-" where they did not apply; None since.
+_OPTIONAL = ("saliency", "channel_aggregator", "embedding_aggregator", "dataset")
+
+
+def _upgrade(data: dict) -> dict:
+    return data | {key: None for key in _OPTIONAL if data.get(key) == "-"}
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -9,79 +9,29 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .data import DatasetConfig, Drift, Subset
-from .engine.attribution import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
-from .errors import ReprevalError
-from .models import ModelConfig, TrainingConfig, split_model_spec
+from .config import (
+    DEFAULT_MEMORY_BUDGET,
+    STRATEGIES,
+    SUITE_VERSION,
+    DatasetConfig,
+    Drift,
+    Evaluation,
+    ModelConfig,
+    PluginChoice,
+    Smoothing,
+    Subset,
+    Suite,
+    TrainingConfig,
+)
+from .errors import ReprevalError, suggest
 from .plugins import Plugins
-from .registry import suggest
-from .report import ReportConfig, parse_report
-
-SUITE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class PluginChoice:
-    """A plugin named in a suite, with its options; ``label`` tells configurations apart."""
-
-    name: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def label(self) -> str:
-        if not self.options:
-            return self.name
-        return f"{self.name}[" + ",".join(f"{k}={v}" for k, v in self.options) + "]"
-
-    def create(self, registry):
-        instance = registry.create(self.name, dict(self.options))
-        try:
-            instance._label = self.label
-        except AttributeError:  # a factory may return an object without attribute storage
-            pass
-        return instance
-
-
-@dataclass
-class Evaluation:
-    datasets: tuple[str, ...]  # the maps are computed on each (e.g. a drift sweep); ``dataset:`` = one
-    saliency: list[PluginChoice]
-    channel_aggregators: list[PluginChoice]
-    embedding_aggregators: list[PluginChoice]
-    scores: list[PluginChoice]
-    batch_size: int = 16
-    chunk_size: int | None = None  # None: sized from memory_budget
-    strategy: str = "auto"
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
-    smoothing: Smoothing = Smoothing()
-    sample_components: int | None = None  # opt-in: estimate scores from k sampled components (with SE)
-
-
-@dataclass
-class Suite:
-    name: str
-    path: Path | None
-    seed: int
-    output: Path
-    device: str
-    datasets: dict[str, DatasetConfig]
-    models: dict[str, ModelConfig]
-    variants: list[PluginChoice]
-    evaluation: Evaluation
-    description: str = ""
-    raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
-    model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
-    report: "ReportConfig" = field(default_factory=lambda: parse_report(None, ""))  # what report.md shows
-
-    def variants_of(self, model_id: str) -> list[PluginChoice]:
-        return self.model_variants.get(model_id, self.variants)
-
+from .registry import Registry
+from .suite_report import parse_report
 
 # ---------------------------------------------------------------------------------------------
 # Reading YAML with locations
@@ -203,6 +153,14 @@ def resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 # Parsing
 
 
+def split_model_spec(spec: str) -> tuple[str, str]:
+    """``timm:resnet18`` -> (``timm``, ``resnet18``); ``torch:pkg.mod:make`` -> (``torch``, ``pkg.mod:make``)."""
+    source, sep, name = spec.partition(":")
+    if not sep or not source or not name:
+        raise ReprevalError(f"model {spec!r} is not of the form SOURCE:NAME", fix="e.g. timm:resnet18 or cifar:resnet20")
+    return source, name
+
+
 def _plugin_choices(value: Any, where: str) -> list[PluginChoice]:
     if isinstance(value, (str, dict)):
         value = [value]
@@ -271,11 +229,11 @@ def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:
     return list({choice.label: choice for choice in choices}.values())
 
 
-def _resolve(registry, choice: PluginChoice, where: str) -> PluginChoice:
+def _resolve(registry: Registry, choice: PluginChoice, where: str) -> PluginChoice:
     """The choice under its canonical name (aliases resolved), its options checked by creating it."""
     try:
         choice = PluginChoice(registry.entry(choice.name).name, choice.options)
-        choice.create(registry)
+        registry.create(choice.name, dict(choice.options))
     except ReprevalError as exc:
         raise ReprevalError(exc.problem, where=where, fix=exc.fix) from None
     return choice

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from repreval.api import ImageSet, ReprevalError
+from repreval.api import ImageSet, ReprevalError, TrainingContext
 from repreval.data import fit_to_input, normalize
-from repreval.models import CACHE_ENV, Model, ModelConfig, TrainingConfig, seeded
+from repreval.config import ModelConfig, TrainingConfig
+from repreval.models import CACHE_ENV, Model, seeded
+from repreval.plugins import load_plugins
 from repreval_builtins.autoencoders import Autoencoders, register_model_sources, training_loss
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -26,7 +28,7 @@ def build(name: str, options: dict | None = None, seed: int = 0):
 
 def train(network, data: ImageSet, inputs, options: dict, seed: int = 0) -> dict:
     with seeded(seed):  # as the host does
-        log = Autoencoders().train(network, data, inputs, options, seed)
+        log = Autoencoders().train(network, data, inputs, options, seed, TrainingContext(load_plugins().registries()))
     network.module.eval()
     return log
 
@@ -105,11 +107,12 @@ def test_bad_names_and_options_are_reported():
     with pytest.raises(ReprevalError, match="positive integer"):
         source.build("classifier", {"bottleneck": 0}, 0)
     network = build("classifier")
+    context = TrainingContext(load_plugins().registries())
     images = torch.rand(8, 1, 28, 28)
     with pytest.raises(ReprevalError, match="epoch"):
-        source.train(network, ImageSet(images, torch.zeros(8, dtype=torch.long)), images, {"epoch": 1}, 0)
+        source.train(network, ImageSet(images, torch.zeros(8, dtype=torch.long)), images, {"epoch": 1}, 0, context)
     with pytest.raises(ReprevalError, match="labelled"):
-        source.train(network, ImageSet(images), images, {}, 0)
+        source.train(network, ImageSet(images), images, {}, 0, context)
 
 
 def test_training_is_deterministic_given_the_seed(digits):
@@ -181,14 +184,15 @@ def test_host_trains_once_and_then_loads_the_cached_checkpoint(digits, tmp_path,
         calls.append(network)
         return subset
 
-    first = Model(config, Autoencoders(), training_data=training_data).trained()
+    context = TrainingContext(load_plugins().registries())
+    first = Model(config, Autoencoders(), training_data=training_data, training_context=context).trained()
     assert len(calls) == 1
     assert list(tmp_path.glob("models/ae_classifier-*.pt"))
 
     def must_not_train(network):
         raise AssertionError("the cached checkpoint should have been used")
 
-    second = Model(config, Autoencoders(), training_data=must_not_train).trained()
+    second = Model(config, Autoencoders(), training_data=must_not_train, training_context=context).trained()
     first_state, second_state = first.module.state_dict(), second.module.state_dict()
     assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
     untrained = Model(config, Autoencoders()).untrained(0).module.state_dict()
@@ -209,7 +213,7 @@ def test_score_constraints_reach_every_encoder_layer_through_double_backprop(dig
     _, inputs = digits
     network = build("classifier", {"bottleneck": 5})
     for name in ("noise_score", "variance_score"):
-        constraints = ScoreConstraints(training_settings({"constraints": {name: 1.0}}), seed=0)
+        constraints = ScoreConstraints(training_settings({"constraints": {name: 1.0}}), seed=0, registries=load_plugins())
         network.module.zero_grad()
         penalty, values = constraints.loss(network, inputs[:8])
         penalty.backward()

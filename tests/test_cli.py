@@ -311,9 +311,9 @@ def test_leaderboard_formats(capsys, tmp_path):
     assert boards == json.loads((out / "leaderboard.json").read_text())
     assert {(b["score"], b["saliency"], b["channel_aggregator"], b["embedding_aggregator"]) for b in boards} == {
         ("noise_score", "gradients", "abs", "mean"),
-        ("noise_score", "grad_cam", "-", "mean"),
-        ("variance_score", "gradients", "abs", "-"),
-        ("variance_score", "grad_cam", "-", "-"),
+        ("noise_score", "grad_cam", None, "mean"),
+        ("variance_score", "gradients", "abs", None),
+        ("variance_score", "grad_cam", None, None),
     }
     values = by_coordinates(records(out))
     for board in boards:

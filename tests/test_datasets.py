@@ -13,7 +13,8 @@ from PIL import Image
 
 import repreval_builtins.datasets.files
 from repreval.api import InputSpec
-from repreval.data import Subset, fit_to_input, load_images
+from repreval.config import Subset
+from repreval.data import fit_to_input, load_images, subset_indices
 from repreval.errors import ReprevalError
 from repreval_builtins.datasets import read_idx
 
@@ -319,15 +320,15 @@ def test_noise_rejects_bad_options(create, options):
 
 
 def test_subset_is_deterministic_and_disjoint_across_skip_ranges():
-    first = Subset(limit=100, skip=0, seed=3).indices(1797)
-    assert first == Subset(limit=100, skip=0, seed=3).indices(1797)
-    assert first != Subset(limit=100, skip=0, seed=4).indices(1797)
-    second = Subset(limit=100, skip=100, seed=3).indices(1797)
+    first = subset_indices(Subset(limit=100, skip=0, seed=3), 1797)
+    assert first == subset_indices(Subset(limit=100, skip=0, seed=3), 1797)
+    assert first != subset_indices(Subset(limit=100, skip=0, seed=4), 1797)
+    second = subset_indices(Subset(limit=100, skip=100, seed=3), 1797)
     assert len(first) == len(second) == 100
     assert not set(first) & set(second)
-    assert len(Subset(skip=1790, seed=3).indices(1797)) == 7
+    assert len(subset_indices(Subset(skip=1790, seed=3), 1797)) == 7
     with pytest.raises(ReprevalError, match="skip"):
-        Subset(skip=1797).indices(1797)
+        subset_indices(Subset(skip=1797), 1797)
 
 
 @needs_shared
@@ -337,5 +338,5 @@ def test_load_images_fits_cifar_to_a_one_channel_28x28_input(create):
     data = load_images(cifar, subset, InputSpec(1, 28, 28))
     assert data.images.shape == (6, 1, 28, 28)
     assert 0.0 <= data.images.min() and data.images.max() <= 1.0
-    expected = [cifar.labels[i] for i in subset.indices(10_000)]
+    expected = [cifar.labels[i] for i in subset_indices(subset, 10_000)]
     assert data.labels.tolist() == expected and data.class_names == CIFAR_CLASSES

@@ -8,11 +8,13 @@ import torch
 from conftest import SHARED, needs_shared
 from repreval.api import Network, normalize_maps
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import Smoothing, component_maps
+from repreval.config import Smoothing
+from repreval.engine.attribution import component_maps, perturb
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
 from repreval.errors import ReprevalError
-from repreval.models import Model, ModelConfig
+from repreval.config import ModelConfig
+from repreval.models import Model
 
 METHODS = ["gradients", "activations_x_gradients", "grad_cam"]
 TOLERANCE = 1e-5
@@ -101,7 +103,7 @@ def test_smoothing_averages_attributions_over_perturbed_inputs(resnet20, plugins
     smoothing = Smoothing(samples=3, sigma=0.5, random_scale=True)
     smoothed = component_maps(network, probe, inputs[:2], saliency, aggregator, smoothing=smoothing, seed=4)
     # By hand: gradients are linear, so mean-over-channels of the mean over samples is the mean of the maps.
-    perturbed = smoothing.perturb(inputs[:2], seed=4)
+    perturbed = perturb(smoothing, inputs[:2], seed=4)
     per_sample = component_maps_loop(network, probe, perturbed, saliency, aggregator)
     expected = per_sample.reshape(2, 3, *per_sample.shape[1:]).mean(dim=1)
     assert torch.allclose(smoothed, expected, atol=TOLERANCE)

@@ -7,16 +7,13 @@ import torch
 
 from conftest import SHARED, needs_shared
 from repreval.api import normalize_maps
-from repreval.data import fit_to_input, normalize, uniform_noise
+from repreval.data import fit_to_input, noise_inputs, normalize
 from repreval.engine.attribution import component_maps
-from repreval.engine.estimate import (
-    estimate_noise_score,
-    estimate_variance_score,
-    sample_components,
-    sampled_component_maps,
-)
+from repreval.engine.estimate import sample_components, sampled_component_maps
+from repreval_builtins.scores.estimates import estimate_noise_score, estimate_variance_score
 from repreval.engine.probe import Probe
-from repreval.models import Model, ModelConfig
+from repreval.config import ModelConfig
+from repreval.models import Model
 
 
 def exact_variance_score(maps: torch.Tensor) -> torch.Tensor:
@@ -35,8 +32,8 @@ def resnet18_maps(plugins):
         ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 64, 64]}), plugins.model_source.create("timm")
     ).untrained(0)
     spec = network.input_spec
-    real = normalize(uniform_noise(2, spec, 10), spec)
-    noise = normalize(uniform_noise(2, spec, 11), spec)
+    real = normalize(noise_inputs(2, spec, 10), spec)
+    noise = normalize(noise_inputs(2, spec, 11), spec)
     method, aggregator = plugins.saliency.create("gradients"), plugins.aggregator.create("mean")
     probe = Probe.parse("layer2")
     maps = [component_maps(network, probe, x, method, aggregator) for x in (real, noise)]
@@ -52,7 +49,7 @@ def resnet20_maps(plugins):
     network = Model(config, plugins.model_source.create("cifar")).trained()
     spec = network.input_spec
     real = normalize(fit_to_input(_cifar_images(4), spec), spec)
-    noise = normalize(uniform_noise(4, spec, 1), spec)
+    noise = normalize(noise_inputs(4, spec, 1), spec)
     method, aggregator = plugins.saliency.create("gradients"), plugins.aggregator.create("mean")
     probe = Probe.parse("layer2")
     return [component_maps(network, probe, x, method, aggregator) for x in (real, noise)]

@@ -14,7 +14,8 @@ from repreval.data import fit_to_input, normalize
 from repreval.engine.attribution import PRECISIONS, component_maps, precision_context
 from repreval.engine.precision import map_deviation, precision_deviation
 from repreval.engine.probe import Probe
-from repreval.models import Model, ModelConfig, seeded
+from repreval.config import ModelConfig
+from repreval.models import Model, seeded
 from repreval_builtins.cifar_resnets import CifarResNets
 
 

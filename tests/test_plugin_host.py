@@ -19,7 +19,8 @@ from repreval.api import Aggregator, AttributionScore, ScoreValues, hookimpl
 from repreval.errors import ReprevalError, UnknownNameError
 from repreval.plan import make_plan
 from repreval.plugins import load_plugins
-from repreval.registry import Registry, suggest
+from repreval.errors import suggest
+from repreval.registry import Registry
 from repreval.suite import parse_suite
 
 
@@ -163,7 +164,7 @@ def test_unknown_names_suggest_close_matches(plugins):
         plugins.registry("scores")
     assert suggest("anything", []) == "none are registered"
     with pytest.raises(UnknownNameError, match="none are registered"):
-        Registry("score").entry("noise_score")
+        Registry("score", AttributionScore).entry("noise_score")
 
 
 def test_bad_options_become_a_reprevalerror(plugins):

@@ -7,9 +7,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from repreval.analysis import MetricSelector, check_greater, correlate, drift, replicates
+from repreval.analysis import check_greater, correlate, drift, replicates
+from repreval.config import MetricSelector
 from repreval.api import ReprevalError
-from repreval.data import Drift
+from repreval.config import Drift
+from repreval.data import apply_drift
 from repreval.report import parse_report
 from repreval.store import ScoreRecord
 
@@ -34,8 +36,8 @@ def test_spearman_over_variants_matches_scipy_on_the_same_numbers():
         records += [
             record(variant=f"v{i}", layer="l1", layer_index=0, value=noise[i] - 0.1),
             record(variant=f"v{i}", layer="l2", layer_index=1, value=noise[i] + 0.1),
-            record(variant=f"v{i}", layer="(embedding)", score="classifier_accuracy[dataset=h].top1", saliency="-",
-                   channels="-", components="-", dataset="-", value=accuracy[i]),
+            record(variant=f"v{i}", layer="(embedding)", score="classifier_accuracy[dataset=h].top1", saliency=None,
+                   channels=None, components=None, dataset=None, value=accuracy[i]),
         ]
     result = correlate(records, MetricSelector("noise_score", "gradients"), MetricSelector("classifier_accuracy.top1"))
     expected = spearmanr(noise, accuracy)
@@ -67,9 +69,9 @@ def test_drift_relative_drop_and_its_correlation_with_lambda():
 
 def test_drift_transform_is_seeded_clipped_and_scaled():
     images = torch.rand(4, 1, 8, 8)
-    small, large = Drift(0.1, seed=3).apply(images), Drift(0.5, seed=3).apply(images)
-    assert torch.equal(Drift(0.0, seed=3).apply(images), images)
-    assert torch.equal(small, Drift(0.1, seed=3).apply(images))  # same seed, same eps
+    small, large = apply_drift(Drift(0.1, seed=3), images), apply_drift(Drift(0.5, seed=3), images)
+    assert torch.equal(apply_drift(Drift(0.0, seed=3), images), images)
+    assert torch.equal(small, apply_drift(Drift(0.1, seed=3), images))  # same seed, same eps
     assert small.min() >= 0 and large.max() <= 1
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(small, (images + 0.1 * eps).clamp(0, 1))

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import SHARED, digits_suite, needs_shared
 from repreval.errors import ReprevalError
-from repreval.plan import NOT_APPLICABLE, make_plan
+from repreval.plan import make_plan
 from repreval.suite import Suite, load_suite, parse_suite
 
 CIFAR_WEIGHTS = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
@@ -375,9 +375,9 @@ def test_plan_unit_counts(plugins):
     assert len(plan.units) == 1 * 2 * 2 * 3 * 3 == 36
     assert plan.layers["ae"] == ("encoder.block1", "encoder.block2")  # sorted by depth
     grad_cam = [u for u in plan.units if u.saliency.name == "grad_cam"]
-    assert len(grad_cam) == 2 * 2 * 3 and {u.channel_aggregator for u in grad_cam} == {NOT_APPLICABLE}
+    assert len(grad_cam) == 2 * 2 * 3 and {u.channel_aggregator for u in grad_cam} == {None}
     variance = [u for u in plan.units if u.score.name == "variance_score"]
-    assert len(variance) == 2 * 2 * 3 and {u.embedding_aggregator for u in variance} == {NOT_APPLICABLE}
+    assert len(variance) == 2 * 2 * 3 and {u.embedding_aggregator for u in variance} == {None}
     noise = [u for u in plan.units if u.score.name == "noise_score"]
     assert {u.embedding_aggregator for u in noise} == {"mean", "var"}
     assert all(u.higher_is_better for u in plan.units)

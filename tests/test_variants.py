@@ -7,9 +7,11 @@ import torch
 
 from conftest import SHARED, needs_shared
 from repreval.api import ReprevalError
-from repreval.models import Model, ModelConfig
+from repreval.config import ModelConfig
+from repreval.models import Model
 from repreval.plan import make_plan
-from repreval.suite import PluginChoice, parse_suite
+from repreval.config import PluginChoice
+from repreval.suite import parse_suite
 from repreval_builtins.variants import weight_layers
 
 WEIGHTS = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
@@ -41,7 +43,7 @@ def test_weight_layers_run_in_forward_order(model):
 @pytest.mark.parametrize("layer", ["layer2.1.conv1", "linear", "layer1.0.bn1"])
 def test_independent_randomization_changes_exactly_one_layer(model, plugins, layer):
     trained, random = _state(model.trained()), _state(model.untrained(SEED))
-    variant = PluginChoice("randomize_layer", (("layer", layer),)).create(plugins.variant)
+    variant = plugins.variant.create("randomize_layer", {"layer": layer})
     randomized = _state(variant.network(model, SEED))
     own = {k for k in trained if k.rsplit(".", 1)[0] == layer}
     changed = _changed(trained, randomized)
@@ -57,14 +59,14 @@ def test_cascading_randomization_is_cumulative_and_ends_at_random(model, plugins
     layers = weight_layers(model.trained())
     previous: set[str] = set()
     for step, layer in enumerate(reversed(layers)):
-        variant = PluginChoice("cascade", (("down_to", layer),)).create(plugins.variant)
+        variant = plugins.variant.create("cascade", {"down_to": layer})
         changed = _changed(trained, _state(variant.network(model, SEED)))
         expected = {f"{name}.weight" for name in layers[len(layers) - 1 - step:]} | {"linear.bias"}  # convs have no bias
         assert changed == expected
         assert previous < changed
         previous = changed
     # the whole cascade re-initialises every weight layer; BatchNorm keeps its trained parameters
-    full = _state(PluginChoice("cascade", (("down_to", "conv1"),)).create(plugins.variant).network(model, SEED))
+    full = _state(plugins.variant.create("cascade", {"down_to": "conv1"}).network(model, SEED))
     for key in trained:
         is_weight_layer = key.rsplit(".", 1)[0] in layers
         assert torch.equal(full[key], random[key] if is_weight_layer else trained[key]), key

@@ -21,39 +21,23 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from ..api import Aggregator, Network, SaliencyMethod
+from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from .probe import Probe, as_feature_map
 
 
-@dataclass(frozen=True)
-class Smoothing:
-    """Expected-gradients style smoothing: average attributions over ``samples`` inputs
-    ``x_s = t·(x + sigma·eps) + (1 - t)·0`` with eps ~ N(0, I) and, if ``random_scale``, t ~ U(0, 1)
-    (else t = 1). Applied to the preprocessed input. The default is the plain method."""
-
-    samples: int = 1
-    sigma: float = 0.0
-    random_scale: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.samples > 1 or self.sigma > 0 or self.random_scale
-
-    def perturb(self, inputs: Tensor, seed: int) -> Tensor:
-        """[B, ...] -> [B * samples, ...], sample-major within each input."""
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        repeated = inputs.repeat_interleave(self.samples, dim=0)
-        noise = torch.randn(repeated.shape, generator=generator).to(repeated)
-        scale_shape = (repeated.shape[0],) + (1,) * (repeated.dim() - 1)
-        if self.random_scale:
-            scale = torch.rand(scale_shape, generator=generator).to(repeated)
-        else:
-            scale = torch.ones(scale_shape, dtype=repeated.dtype, device=repeated.device)
-        return scale * (repeated + self.sigma * noise)
+def perturb(smoothing: Smoothing, inputs: Tensor, seed: int) -> Tensor:
+    """The smoothing samples of ``inputs``: [B, ...] -> [B * samples, ...], sample-major within each input."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    repeated = inputs.repeat_interleave(smoothing.samples, dim=0)
+    noise = torch.randn(repeated.shape, generator=generator).to(repeated)
+    scale_shape = (repeated.shape[0],) + (1,) * (repeated.dim() - 1)
+    if smoothing.random_scale:
+        scale = torch.rand(scale_shape, generator=generator).to(repeated)
+    else:
+        scale = torch.ones(scale_shape, dtype=repeated.dtype, device=repeated.device)
+    return scale * (repeated + smoothing.sigma * noise)
 
 
-STRATEGIES = ("auto", "reverse", "forward")
-#: Default memory budget for one engine call (bytes): sizes the chunks of components or directions.
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: Largest chunk per device type. Each batched pass has a fixed cost (kernel set-up, weight
 #: re-layout), which dominates when rows are cheap: on 2 CPU cores, 1,024 AlexNet components at 64²
 #: take 2.7 s in chunks of 32 rows and 0.7 s in chunks of 512 (timm resnet18 at 64²: 3.8 s and 2.0 s).
@@ -104,7 +88,7 @@ def component_maps(
     with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
         batch = inputs.shape[0]
         if smoothing.active:
-            inputs = smoothing.perturb(inputs, seed)
+            inputs = perturb(smoothing, inputs, seed)
         with _activation_bytes() as forward_bytes:
             activation, embedding = probe.capture(network, inputs, keep_graph=create_graph)
         if embedding.dim() != 2:
@@ -195,7 +179,7 @@ def mean_map(
     with torch.set_grad_enabled(create_graph):
         batch = inputs.shape[0]
         if smoothing.active:
-            inputs = smoothing.perturb(inputs, seed)
+            inputs = perturb(smoothing, inputs, seed)
         activation, _ = probe.capture(network, inputs)
         embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)
         (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..api import Network
 from ..errors import UnknownNameError
-from ..registry import suggest
+from ..errors import suggest
 
 INPUT_SUFFIX = ":input"
 

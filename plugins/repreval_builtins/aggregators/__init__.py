@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from repreval.api import Aggregator, hookimpl
+from repreval.api import Aggregator, PluginOptionError, hookimpl
 
 
 class Mean(Aggregator):
@@ -16,6 +17,7 @@ class Mean(Aggregator):
 
     name = "mean"
     linear = True
+    elementwise = staticmethod(lambda values: values)
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         return values.mean(dim=dim)
@@ -25,6 +27,7 @@ class AbsMean(Aggregator):
     """Mean absolute value: dense maps."""
 
     name = "abs"
+    elementwise = staticmethod(torch.abs)
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         return values.abs().mean(dim=dim)
@@ -66,8 +69,8 @@ class TopKMean(Aggregator):
     name = "topk_mean"
 
     def __init__(self, k: int = 5):
-        if int(k) < 1:
-            raise TypeError(f"k must be a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PluginOptionError(f"k must be a positive integer, got {k!r}")
         self.k = int(k)
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:

@@ -13,8 +13,8 @@ import inspect
 
 from torch import Tensor
 
-from repreval.api import ImageSet, InputSpec, ModelSource, Network, ReprevalError, hookimpl
-from repreval.registry import suggest
+from repreval.api import ImageSet, InputSpec, ModelSource, Network, ReprevalError, TrainingContext, hookimpl, suggest
+
 
 from .networks import Autoencoder, constrained_autoencoder, drift_autoencoder
 from .training import train_autoencoder, training_loss, training_settings
@@ -66,7 +66,9 @@ class Autoencoders(ModelSource):
     def check_training_options(self, options: dict) -> None:
         training_settings(options)
 
-    def train(self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int) -> dict:
+    def train(
+        self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int, context: TrainingContext
+    ) -> dict:
         if len(inputs) == 0:
             raise ReprevalError("the training dataset is empty", fix="give the training dataset some images")
         labels = None
@@ -80,7 +82,7 @@ class Autoencoders(ModelSource):
             if len(labels) != len(inputs):
                 raise ReprevalError(f"{len(labels)} labels for {len(inputs)} training images")
             labels = labels.long()
-        return train_autoencoder(network, inputs, labels, options, seed)
+        return train_autoencoder(network, inputs, labels, options, seed, context.registries)
 
 
 @hookimpl

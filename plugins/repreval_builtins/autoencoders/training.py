@@ -20,8 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repreval.api import Network, ReprevalError
-from repreval.registry import suggest
+from repreval.api import (
+    AttributionMaps,
+    AttributionScore,
+    Network,
+    Registries,
+    ReprevalError,
+    component_maps,
+    suggest,
+    uniform_noise,
+)
+
 
 TRAINING_DEFAULTS = {
     "epochs": 10,
@@ -63,22 +72,18 @@ def training_settings(options: dict) -> dict:
 class ScoreConstraints:
     """The ``- sum lambda_s · score_s`` term: attribution scores at one layer, differentiable."""
 
-    def __init__(self, settings: dict, seed: int):
-        from repreval.engine.probe import Probe
-        from repreval.plugins import load_plugins
-
-        plugins = load_plugins()
+    def __init__(self, settings: dict, seed: int, registries: Registries):
         self.lambdas = {name: float(weight) for name, weight in settings["constraints"].items() if weight}
         self.scores = {}
         for name in self.lambdas:
-            score = plugins.score.create(name, {})
-            if not hasattr(score, "noise_sets"):
+            score = registries.score.create(name, {})
+            if not isinstance(score, AttributionScore):
                 raise ReprevalError(f"{name!r} is not an attribution score and cannot constrain training", fix="use noise_score or variance_score")
             self.scores[name] = score
-        self.probe = Probe.parse(settings["constraint_layer"])
-        self.method = plugins.saliency.create(settings["constraint_saliency"], {})
-        self.channels = plugins.aggregator.create(settings["constraint_channels"], {})
-        self.components = plugins.aggregator.create(settings["constraint_components"], {})
+        self.layer = settings["constraint_layer"]
+        self.method = registries.saliency.create(settings["constraint_saliency"], {})
+        self.channels = registries.aggregator.create(settings["constraint_channels"], {})
+        self.components = registries.aggregator.create(settings["constraint_components"], {})
         self.generator = torch.Generator().manual_seed(seed)
         self.needs_noise = any(score.noise_sets and score.noise_in_value for score in self.scores.values())
 
@@ -87,23 +92,22 @@ class ScoreConstraints:
         return bool(self.lambdas)
 
     def check(self, network: Network) -> None:
-        self.probe.module(network)  # an unknown layer fails before training starts
+        """An unknown constraint layer fails before training starts."""
+        if self.active and self.layer.partition(":")[0] not in dict(network.module.named_modules()):
+            names = [name for name, _ in network.module.named_modules() if name]
+            raise ReprevalError(f"unknown constraint_layer {self.layer!r}", fix=suggest(self.layer, names))
 
     def loss(self, network: Network, inputs: Tensor) -> tuple[Tensor, dict[str, float]]:
-        from repreval.api import AttributionMaps
-        from repreval.data import normalize
-        from repreval.engine.attribution import component_maps
-
         module = network.module
         module.eval()  # BatchNorm on running statistics, as in evaluation; noise never touches them
         try:
             def maps(batch: Tensor) -> Tensor:
-                return component_maps(network, self.probe, batch, self.method, self.channels, strategy="reverse", create_graph=True)
+                return component_maps(network, self.layer, batch, self.method, self.channels, strategy="reverse", create_graph=True)
 
             real = maps(inputs)
             noise = None
             if self.needs_noise:  # uniform-noise images as in evaluation, from the training seed
-                noise = maps(normalize(torch.rand(inputs.shape, generator=self.generator), network.input_spec).to(inputs))
+                noise = maps(network.input_spec.normalize(uniform_noise(inputs.shape, generator=self.generator)).to(inputs))
         finally:
             module.train()
         # The loss needs no chance levels: noise sets that only give references are not computed.
@@ -128,7 +132,9 @@ def training_loss(network: Network, inputs: Tensor, labels: Tensor | None) -> Te
     return loss
 
 
-def train_autoencoder(network: Network, inputs: Tensor, labels: Tensor | None, options: dict, seed: int) -> dict:
+def train_autoencoder(
+    network: Network, inputs: Tensor, labels: Tensor | None, options: dict, seed: int, registries: Registries
+) -> dict:
     """Train in place with Adam, mini-batches shuffled by a generator seeded with ``seed``; return a log."""
     settings = training_settings(options)
     module = network.module
@@ -137,7 +143,7 @@ def train_autoencoder(network: Network, inputs: Tensor, labels: Tensor | None, o
     labels = None if labels is None else labels.to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=settings["lr"])
     generator = torch.Generator().manual_seed(seed)
-    constraints = ScoreConstraints(settings, seed)
+    constraints = ScoreConstraints(settings, seed, registries)
     constraints.check(network)
     score_log: dict[str, list[float]] = {name: [] for name in constraints.lambdas}
     started = time.perf_counter()

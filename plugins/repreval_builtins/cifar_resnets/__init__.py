@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
-from repreval.registry import suggest
+from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
+
 
 BLOCKS_PER_STAGE = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -10,28 +10,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repreval.api import ReprevalError
+from repreval.api import ReprevalError, PluginOptionError
 
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 def path_option(value, option: str) -> Path:
-    """A path option as a :class:`Path` (``~`` expanded); TypeError for anything but a string or path."""
+    """A path option as a :class:`Path` (``~`` expanded); PluginOptionError for anything but a string or path."""
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{option!r} must be a path, got {type(value).__name__} {value!r}")
+        raise PluginOptionError(f"{option!r} must be a path, got {type(value).__name__} {value!r}")
     return Path(value).expanduser()
 
 
 def bool_option(value, option: str) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{option!r} must be true or false, got {type(value).__name__} {value!r}")
+        raise PluginOptionError(f"{option!r} must be true or false, got {type(value).__name__} {value!r}")
     return value
 
 
 def int_option(value, option: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
+        raise PluginOptionError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ReprevalError(
             f"{option!r} must be at least {minimum}, got {value}", fix=f"set '{option}' to {minimum} or more"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError
+from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError, PluginOptionError
 
 from .common import (
     IMAGE_EXTENSIONS,
@@ -114,7 +114,7 @@ class ImageFiles(DatasetSource):
     def __init__(self, paths, grayscale: bool = False, label_from_name: bool = False):
         patterns = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         if not isinstance(patterns, (list, tuple)) or not patterns:
-            raise TypeError(f"'paths' must be a path, a glob pattern or a non-empty list of them, got {paths!r}")
+            raise PluginOptionError(f"'paths' must be a path, a glob pattern or a non-empty list of them, got {paths!r}")
         self.grayscale = bool_option(grayscale, "grayscale")
         self.patterns = [str(path_option(pattern, "paths")) for pattern in patterns]
         self.files = list(dict.fromkeys(file for pattern in self.patterns for file in self._expand(pattern)))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from repreval.api import AttributionMaps, AttributionScore, ScoreValues, hookimpl, normalize_maps
-from repreval.engine.estimate import estimate_noise_score, estimate_variance_score
+from repreval.api import AttributionMaps, AttributionScore, PluginOptionError, ScoreValues, hookimpl, normalize_maps
 
 from .downstream import ClassifierAccuracy, LinearProbe
+from .estimates import estimate_noise_score, estimate_variance_score, normalized_components
 
 
 def _mean_abs_difference(a: Tensor, b: Tensor) -> Tensor:
@@ -55,13 +55,11 @@ class VarianceScore(AttributionScore):
 
     def __init__(self, binarize: bool = False):
         if not isinstance(binarize, bool):
-            raise TypeError(f"binarize must be true or false, got {binarize!r}")
+            raise PluginOptionError(f"binarize must be true or false, got {binarize!r}")
         self.binarize = binarize
 
     def _score(self, component_maps: Tensor) -> Tensor:
-        normalized = normalize_maps(component_maps)
-        if self.binarize:
-            normalized = (normalized >= 0.5).to(normalized.dtype)
+        normalized = normalized_components(component_maps, self.binarize)
         return normalized.var(dim=1, correction=0).flatten(1).mean(dim=1)
 
     def compute(self, maps: AttributionMaps, embedding_aggregator) -> ScoreValues:

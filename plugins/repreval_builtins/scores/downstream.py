@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repreval.api import EmbeddingScore, ImageSet, Network, ReprevalError
+from repreval.api import EmbeddingScore, ImageSet, Network, ReprevalError, PluginOptionError
 
 BATCH = 256  # inputs per forward pass when embedding a dataset
 
@@ -53,7 +53,7 @@ class LinearProbe(EmbeddingScore):
     def __init__(self, train: str, test: str, max_iter: int = 1000, C: float = 1.0):
         for option, value in (("train", train), ("test", test)):
             if not isinstance(value, str) or not value:
-                raise TypeError(f"{option!r} must name a dataset of the suite, got {value!r}")
+                raise PluginOptionError(f"{option!r} must name a dataset of the suite, got {value!r}")
         if train == test:
             raise ReprevalError("the probe's train and test datasets are the same", fix="declare two disjoint subsets (limit/skip) of the data")
         self.train, self.test, self.max_iter, self.C = train, test, int(max_iter), float(C)
@@ -86,7 +86,7 @@ class ClassifierAccuracy(EmbeddingScore):
 
     def __init__(self, dataset: str):
         if not isinstance(dataset, str) or not dataset:
-            raise TypeError(f"'dataset' must name a dataset of the suite, got {dataset!r}")
+            raise PluginOptionError(f"'dataset' must name a dataset of the suite, got {dataset!r}")
         self.dataset = dataset
 
     def datasets(self) -> tuple[str, ...]:

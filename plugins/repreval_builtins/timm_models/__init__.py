@@ -11,8 +11,8 @@ Options: ``kwargs`` (passed to ``timm.create_model``, e.g. ``{drop_rate: 0}``), 
 
 from __future__ import annotations
 
-from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
-from repreval.registry import suggest
+from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
+
 
 _OPTIONS = {"kwargs", "input_size"}
 

@@ -23,8 +23,8 @@ import re
 import torch
 from torch import Tensor, nn
 
-from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl
-from repreval.registry import suggest
+from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

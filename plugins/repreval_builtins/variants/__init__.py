@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from repreval.api import ModelHandle, Network, ReprevalError, Variant, hookimpl
-from repreval.registry import suggest
+from repreval.api import ModelHandle, Network, ReprevalError, Variant, hookimpl, suggest
+
 
 EACH = "each"
 

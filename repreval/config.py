@@ -1,0 +1,197 @@
+"""A suite as data: the typed configuration that :mod:`repreval.suite` parses from YAML.
+
+Plain frozen-or-simple dataclasses and constants, no behaviour that needs torch, and no import from the
+rest of repreval: the planner, runner and reports read these; :mod:`repreval.data`, the engine and
+:mod:`repreval.analysis` hold what is done with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUITE_VERSION = 1
+
+#: How the engine may compute maps: per-component backward rows, forward-mode directions, or its choice.
+STRATEGIES = ("auto", "reverse", "forward")
+#: Default memory budget for one engine call (bytes): sizes the chunks of components or directions.
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+
+CLAIM_KINDS = ("greater", "above", "correlation", "drift", "replicates")
+#: Which probe layers a ``greater`` claim tests.
+LAYER_MODES = ("every", "curve", "deepest", "shallowest")
+
+
+@dataclass(frozen=True)
+class PluginChoice:
+    """A plugin named in a suite, with its options; ``label`` tells configurations apart."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        return f"{self.name}[" + ",".join(f"{k}={v}" for k, v in self.options) + "]"
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Expected-gradients style smoothing: average attributions over ``samples`` inputs
+    ``x_s = t·(x + sigma·eps) + (1 - t)·0`` with eps ~ N(0, I) and, if ``random_scale``, t ~ U(0, 1)
+    (else t = 1). Applied to the preprocessed input. The default is the plain method."""
+
+    samples: int = 1
+    sigma: float = 0.0
+    random_scale: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.samples > 1 or self.sigma > 0 or self.random_scale
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which images of a dataset to use: a seeded permutation, then ``[skip : skip + limit]``.
+
+    Two subsets with the same seed and non-overlapping ranges are disjoint (train / held-out splits).
+    """
+
+    limit: int | None = None
+    skip: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Dataset drift of the paper's section 4.4: ``x_lambda = clip(x + lambda·eps, 0, 1)``, eps ~ N(0, I)
+    drawn from ``seed`` at the network's input shape (the same eps for every lambda of one seed)."""
+
+    strength: float = 0.0  # lambda
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    """A dataset as a suite declares it: a registered dataset kind, its options, a subset, optional drift."""
+
+    kind: str
+    options: dict = field(default_factory=dict)
+    subset: Subset = Subset()
+    drift: Drift | None = None
+
+
+@dataclass
+class TrainingConfig:
+    dataset: str  # name of a dataset declared in the suite
+    options: dict = field(default_factory=dict)  # epochs, batch_size, lr, ... (the source's own)
+
+
+@dataclass
+class ModelConfig:
+    """One model of a suite."""
+
+    id: str
+    spec: str  # SOURCE:NAME
+    options: dict = field(default_factory=dict)
+    weights: str | None = None  # path to a local file, or "hub"
+    weights_match: str = "name"  # "name" or "position" (checkpoint keys matched in order, shapes checked)
+    train: TrainingConfig | None = None
+    layers: tuple[str, ...] = ()  # empty: the source's default probe layers
+    embedding: str | None = None  # module whose output (globally pooled) is the embedding
+    seed: int = 0
+    group: str = ""  # replicates (the same model under several seeds) share a group; default: the id
+    baseline: str | None = None  # group this one is compared with in reports (e.g. the unconstrained run)
+
+    @property
+    def source_name(self) -> str:
+        return self.spec.partition(":")[0]
+
+    @property
+    def name(self) -> str:
+        return self.spec.partition(":")[2]
+
+
+@dataclass
+class Evaluation:
+    datasets: tuple[str, ...]  # the maps are computed on each (e.g. a drift sweep); ``dataset:`` = one
+    saliency: list[PluginChoice]
+    channel_aggregators: list[PluginChoice]
+    embedding_aggregators: list[PluginChoice]
+    scores: list[PluginChoice]
+    batch_size: int = 16
+    chunk_size: int | None = None  # None: sized from memory_budget
+    strategy: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    smoothing: Smoothing = Smoothing()
+    sample_components: int | None = None  # opt-in: estimate scores from k sampled components (with SE)
+
+
+@dataclass(frozen=True)
+class MetricSelector:
+    """Which records make one metric. Unset fields match anything; labels match with or without options."""
+
+    score: str
+    saliency: str | None = None
+    channels: str | None = None
+    components: str | None = None
+    layer: str | None = None
+    variant: str | None = None
+    model: str | None = None
+
+    KEYS = ("score", "saliency", "channels", "components", "layer", "variant", "model")
+
+    @property
+    def label(self) -> str:
+        parts = [p for p in (self.model, self.score, self.saliency, self.channels, self.components) if p]
+        return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "")
+
+
+@dataclass
+class Claim:
+    """A finding to check against the numbers; ``kind`` is one of :data:`CLAIM_KINDS`."""
+
+    claim: str
+    paper: str
+    kind: str
+    options: dict
+
+
+@dataclass
+class ReportConfig:
+    """The suite's ``report:`` section: what ``report.md`` shows beyond the leaderboards."""
+
+    title: str = ""
+    correlations: list[tuple[MetricSelector, MetricSelector]] = field(default_factory=list)
+    drift: MetricSelector | None = None
+    replicates: MetricSelector | None = None
+    replicates_also: list[MetricSelector] = field(default_factory=list)  # extra columns of the replicates table
+    curves: list[MetricSelector] | None = None  # None: every multi-layer attribution board
+    claims: list[Claim] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    seed: int
+    output: Path
+    device: str
+    datasets: dict[str, DatasetConfig]
+    models: dict[str, ModelConfig]
+    variants: list[PluginChoice]
+    evaluation: Evaluation
+    description: str = ""
+    raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
+    model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
+    report: ReportConfig = field(default_factory=ReportConfig)  # what report.md shows
+
+    def variants_of(self, model_id: str) -> list[PluginChoice]:
+        return self.model_variants.get(model_id, self.variants)
+
+    @property
+    def where(self) -> str:
+        """The prefix of error locations: the suite file, or ``suite`` for one built in memory."""
+        return str(self.path) if self.path else "suite"
