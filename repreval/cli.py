@@ -1,4 +1,4 @@
-"""Command line: ``repreval run | eval | validate | leaderboard | plugins | list | layers``.
+"""Command line: ``repreval run | eval | validate | leaderboard | plugins | list | layers | bench | new-plugin``.
 
 Exit codes: 0 success; 2 bad input (one line naming file, key and fix); 1 when units failed
 during a run (the others finished and were saved).
@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
     layers.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value)")
     layers.add_argument("--all", action="store_true", help="show every module, not only those with 4-D or 2-D outputs")
+
+    new_plugin = commands.add_parser("new-plugin", help="start a plugin package: one working example, a test, a README")
+    new_plugin.add_argument("name", help="plugin name, lowercase (e.g. peak_fraction): the entry point and the registered name")
+    new_plugin.add_argument("--kind", required=True, help="saliency | aggregator | score | dataset | variant | model_source")
+    new_plugin.add_argument("--out", default=".", metavar="DIR", help="write DIR/NAME (default: ./NAME)")
     return parser
 
 
@@ -388,6 +393,24 @@ def _bench_training(args, command: str) -> int:
     return EXIT_OK
 
 
+def cmd_new_plugin(args) -> int:
+    from .new_plugin import KINDS, check_request, write_plugin
+
+    kind = KIND_ALIASES.get(args.kind.lower(), args.kind)
+    target = Path(args.out) / args.name
+    check_request(args.name, kind, target)  # before loading plugins: bad input fails fast
+    plugins = _plugins(args)
+    taken = {"plugin": list(plugins.info), kind.replace("_", " "): [n for e in plugins.registry(kind) for n in (e.name, *e.aliases)]}
+    written = write_plugin(args.name, kind, args.out, taken=taken)
+    for path in written:
+        console.print(f"created {path}", highlight=False)
+    console.print(
+        f"next: pip install -e {target} && pytest {target} && repreval list {KINDS[kind].list_kind}",
+        highlight=False, soft_wrap=True,
+    )
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "eval": cmd_eval,
@@ -397,6 +420,7 @@ COMMANDS = {
     "list": cmd_list,
     "layers": cmd_layers,
     "bench": cmd_bench,
+    "new-plugin": cmd_new_plugin,
 }
 
 

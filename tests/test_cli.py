@@ -12,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import torch
 
 import repreval.cli
 from conftest import SHARED, needs_shared
@@ -570,3 +571,35 @@ def test_bench_reports_ratios_and_agreement(capsys):
         assert row["rerun_seconds"] > 0 and row["engine_seconds"] > 0
     assert report["rows"][0]["strategy"] == "forward"  # Grad-CAM: 32 channel directions < 64 components
     assert report["summary"]["max_abs_difference"] <= 1e-5
+
+
+def test_reports_render_from_the_results_folder_alone(capsys, tmp_path):
+    """A results folder moved to another machine (its data paths gone, no suite file) still renders its
+    report, claims included, identical to the run's own."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for i in range(4):
+        pixels = (torch.rand(28, 28, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(images / f"digit_{i}.png")
+    text = SMALL_SUITE.replace("held: {kind: digits, skip: 300, limit: 8}", f"held: {{kind: image_files, options: {{paths: '{images}/*.png'}}}}")
+    text += (
+        "report:\n  title: Moved\n  claims:\n"
+        "    - claim: trained above random\n"
+        "      greater: {metric: {score: noise_score, saliency: gradients}, higher: trained, lower: random}\n"
+    )
+    assert "image_files" in text
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "run", small_suite(tmp_path, text), "--out", out)
+    assert code == 0, err
+    written = (out / "report.md").read_text()
+    assert written.startswith("# Moved") and "trained above random" in written
+    for image in images.iterdir():
+        image.unlink()
+    images.rmdir()
+    (out / "report.md").unlink()
+    code, stdout, err = cli(capsys, "leaderboard", out, "--format", "markdown")
+    assert code == 0, err
+    assert (out / "report.md").read_text() == written

@@ -259,7 +259,7 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
     dist = tmp_path / "repreval-median"
     dist.mkdir()
     (dist / "pyproject.toml").write_text(readme_block("pyproject.toml"))
-    (dist / "repreval_median.py").write_text(readme_block("repreval_median.py"))
+    (dist / "median_repreval.py").write_text(readme_block("median_repreval.py"))
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
@@ -267,7 +267,7 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    assert (site / "repreval_median.py").is_file()
+    assert (site / "median_repreval.py").is_file()
 
     env = {
         **os.environ,

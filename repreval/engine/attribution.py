@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from ..api import Aggregator, Network, SaliencyMethod
 from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from .probe import Probe, as_feature_map
+
+if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
+    from ..api import Aggregator, Network, SaliencyMethod
 
 
 def perturb(smoothing: Smoothing, inputs: Tensor, seed: int) -> Tensor:

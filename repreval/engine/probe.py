@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ..api import Network
-from ..errors import UnknownNameError
-from ..errors import suggest
+from ..errors import UnknownNameError, suggest
+
+if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
+    from ..api import Network
 
 INPUT_SUFFIX = ":input"
 

@@ -6,10 +6,17 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from repreval.api import Aggregator, PluginOptionError, hookimpl
+
+if TYPE_CHECKING:  # annotations only: no torch import when `repreval list` loads the plugins
+    from torch import Tensor
+
+
+def _abs(values: Tensor) -> Tensor:
+    """``torch.abs``, without importing torch here."""
+    return values.abs()
 
 
 class Mean(Aggregator):
@@ -27,7 +34,7 @@ class AbsMean(Aggregator):
     """Mean absolute value: dense maps."""
 
     name = "abs"
-    elementwise = staticmethod(torch.abs)
+    elementwise = staticmethod(_abs)
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         return values.abs().mean(dim=dim)

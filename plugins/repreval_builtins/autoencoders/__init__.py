@@ -10,20 +10,23 @@ Both read 1×28×28 images in [0, 1] (mean 0, std 1). Training options: ``epochs
 from __future__ import annotations
 
 import inspect
-
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from repreval.api import ImageSet, InputSpec, ModelSource, Network, ReprevalError, TrainingContext, hookimpl, suggest
 
+if TYPE_CHECKING:
+    from torch import Tensor
 
-from .networks import Autoencoder, constrained_autoencoder, drift_autoencoder
-from .training import train_autoencoder, training_loss, training_settings
+    from .networks import Autoencoder
 
 __all__ = ["Autoencoders", "register_model_sources", "training_loss"]
 
+# The networks (.networks) and their training (.training) import torch: they are imported where a model is
+# built or trained, so that registering the source (`repreval list`, `repreval plugins`) needs no torch.
+#: Model name -> (factory in .networks, default probe layers).
 ARCHITECTURES = {
-    "drift": (drift_autoencoder, ("encoder.block1", "encoder.block2", "encoder.block3")),
-    "classifier": (constrained_autoencoder, ("encoder.block1", "encoder.block2")),
+    "drift": ("drift_autoencoder", ("encoder.block1", "encoder.block2", "encoder.block3")),
+    "classifier": ("constrained_autoencoder", ("encoder.block1", "encoder.block2")),
 }
 
 
@@ -38,7 +41,10 @@ class Autoencoders(ModelSource):
     def build(self, name: str, options: dict, seed: int) -> Network:
         if name not in ARCHITECTURES:
             raise ReprevalError(f"unknown autoencoder {name!r}", fix=suggest(name, ARCHITECTURES))
-        make, default_layers = ARCHITECTURES[name]
+        from . import networks
+
+        factory, default_layers = ARCHITECTURES[name]
+        make = getattr(networks, factory)
         accepted = inspect.signature(make).parameters
         unknown = [key for key in options if key not in accepted]
         if unknown:
@@ -64,11 +70,15 @@ class Autoencoders(ModelSource):
         )
 
     def check_training_options(self, options: dict) -> None:
+        from .training import training_settings
+
         training_settings(options)
 
     def train(
         self, network: Network, data: ImageSet, inputs: Tensor, options: dict, seed: int, context: TrainingContext
     ) -> dict:
+        from .training import train_autoencoder
+
         if len(inputs) == 0:
             raise ReprevalError("the training dataset is empty", fix="give the training dataset some images")
         labels = None
@@ -88,3 +98,16 @@ class Autoencoders(ModelSource):
 @hookimpl
 def register_model_sources(register):
     register(Autoencoders)
+
+
+def __getattr__(name: str):
+    """``training_loss`` and the networks stay importable from here (from .training and .networks)."""
+    if name == "training_loss":
+        from .training import training_loss
+
+        return training_loss
+    if name in ("Autoencoder", "constrained_autoencoder", "drift_autoencoder"):
+        from . import networks
+
+        return getattr(networks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Iterable, Sequence
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from repreval.api import ReprevalError, PluginOptionError
+
+if TYPE_CHECKING:  # torch is imported where images are loaded: registering the datasets stays cheap
+    from torch import Tensor
 
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -29,8 +29,13 @@ def bool_option(value, option: str) -> bool:
     return value
 
 
+def _is_numpy_integer(value) -> bool:
+    numpy = sys.modules.get("numpy")  # a numpy integer exists only once numpy is imported: no need to import it
+    return numpy is not None and isinstance(value, numpy.integer)
+
+
 def int_option(value, option: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, bool) or not (isinstance(value, int) or _is_numpy_integer(value)):
         raise PluginOptionError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ReprevalError(
@@ -61,10 +66,14 @@ def check_indices(indices: Sequence[int], size: int) -> list[int]:
 
 def batch(images: list[Tensor]) -> Tensor | list[Tensor]:
     """One [N, C, H, W] tensor when all images share a shape, else the list as it is."""
+    import torch
+
     if images and all(image.shape == images[0].shape for image in images):
         return torch.stack(images)
     return images
 
 
 def label_tensor(labels: Iterable[int]) -> Tensor:
+    import torch
+
     return torch.tensor(list(labels), dtype=torch.long)

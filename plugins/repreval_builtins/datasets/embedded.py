@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Sequence
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Sequence
 
 from repreval.api import DatasetSource, ImageSet, InputSpec
 
 from .common import check_indices, int_option
+
+if TYPE_CHECKING:  # torch is imported where images are made: registering the datasets stays cheap
+    from torch import Tensor
 
 
 class Digits(DatasetSource):
@@ -20,6 +20,7 @@ class Digits(DatasetSource):
 
     @cached_property
     def _data(self) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+        import torch
         from sklearn.datasets import load_digits  # on first use: scikit-learn is slow to import
 
         digits = load_digits()
@@ -30,6 +31,8 @@ class Digits(DatasetSource):
         return len(self._data[0])
 
     def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        import torch
+
         images, labels, class_names = self._data
         chosen = torch.tensor(check_indices(indices, len(images)), dtype=torch.long)
         return ImageSet(images[chosen], labels[chosen], class_names)
@@ -51,6 +54,8 @@ class Noise(DatasetSource):
         self.seed = int_option(seed, "seed", minimum=0)
 
     def image(self, index: int, shape: tuple[int, ...]) -> Tensor:
+        import torch
+
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2**64)
         return torch.rand(shape, generator=generator)
 
@@ -58,6 +63,8 @@ class Noise(DatasetSource):
         return self.count
 
     def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        import torch
+
         chosen = check_indices(indices, self.count)
         images = [self.image(i, target.shape) for i in chosen]
         return ImageSet(torch.stack(images) if images else torch.empty(0, *target.shape))

@@ -5,12 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch import Tensor
+from typing import TYPE_CHECKING, Sequence
 
 from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError, PluginOptionError
 
@@ -24,9 +19,16 @@ from .common import (
     path_option,
 )
 
+if TYPE_CHECKING:  # PIL, numpy and torch are imported where images are read: registering stays cheap
+    from torch import Tensor
+
 
 def read_image(path: Path, grayscale: bool = False) -> Tensor:
     """One image file as a float [C, H, W] tensor in [0, 1]: RGB (C = 3), or L (C = 1) if ``grayscale``."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as image:
             pixels = np.array(image.convert("L" if grayscale else "RGB"))

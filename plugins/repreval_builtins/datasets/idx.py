@@ -7,23 +7,23 @@ import re
 import zlib
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError
 
 from .common import check_indices, existing_directory, path_option
 
-#: IDX type byte -> big-endian numpy dtype.
+if TYPE_CHECKING:  # numpy and torch are imported where files are read: registering the datasets stays cheap
+    import numpy as np
+
+#: IDX type byte -> big-endian numpy dtype (as a string for ``np.dtype``).
 IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
+    0x08: ">u1",
+    0x09: ">i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
 }
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -34,6 +34,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises ReprevalError naming the file when it cannot be read, is not IDX, or its size does not
     match its header.
     """
+    import numpy as np
+
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -49,7 +51,7 @@ def read_idx(path: str | Path) -> np.ndarray:
 
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in IDX_DTYPES:
         raise corrupt(f"bad magic number {raw[:4].hex() or '(empty file)'}")
-    dtype, ndim = IDX_DTYPES[raw[2]], raw[3]
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
     header_size = 4 + 4 * ndim
     if len(raw) < header_size:
         raise corrupt(f"the header announces {ndim} dimensions but the file ends after {len(raw)} bytes")
@@ -114,6 +116,8 @@ class Mnist(DatasetSource):
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        import numpy as np
+
         images = read_idx(self.images_file)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ReprevalError(
@@ -136,6 +140,9 @@ class Mnist(DatasetSource):
         return len(self._arrays[0])
 
     def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        import numpy as np
+        import torch
+
         images, labels = self._arrays
         chosen = check_indices(indices, len(images))
         pixels = torch.from_numpy(images[chosen]).unsqueeze(1).float().div(255)

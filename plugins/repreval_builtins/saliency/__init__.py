@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from repreval.api import SaliencyMethod, hookimpl
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class Gradients(SaliencyMethod):

@@ -3,12 +3,14 @@ maps; the linear probe and the classifier accuracy (downstream usefulness) from 
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from repreval.api import AttributionMaps, AttributionScore, PluginOptionError, ScoreValues, hookimpl, normalize_maps
 
 from .downstream import ClassifierAccuracy, LinearProbe
-from .estimates import estimate_noise_score, estimate_variance_score, normalized_components
+
+if TYPE_CHECKING:  # the estimators (.estimates) import torch: loaded on first use, not by `repreval list`
+    from torch import Tensor
 
 
 def _mean_abs_difference(a: Tensor, b: Tensor) -> Tensor:
@@ -35,6 +37,8 @@ class NoiseScore(AttributionScore):
         )
 
     def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
+        from .estimates import estimate_noise_score
+
         value = estimate_noise_score(maps.real, maps.noise, dim, embedding_aggregator, seed=seed)
         reference = estimate_noise_score(maps.noise_b, maps.noise, dim, embedding_aggregator, seed=seed)
         return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
@@ -59,6 +63,8 @@ class VarianceScore(AttributionScore):
         self.binarize = binarize
 
     def _score(self, component_maps: Tensor) -> Tensor:
+        from .estimates import normalized_components
+
         normalized = normalized_components(component_maps, self.binarize)
         return normalized.var(dim=1, correction=0).flatten(1).mean(dim=1)
 
@@ -66,6 +72,8 @@ class VarianceScore(AttributionScore):
         return ScoreValues(values=self._score(maps.real), reference=self._score(maps.noise))
 
     def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
+        from .estimates import estimate_variance_score
+
         value = estimate_variance_score(maps.real, dim, binarize=self.binarize, seed=seed)
         reference = estimate_variance_score(maps.noise, dim, binarize=self.binarize, seed=seed)
         return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)

@@ -7,13 +7,13 @@ Both need labelled datasets; splits are whatever the suite declares (``limit``/`
 
 from __future__ import annotations
 
-from typing import Callable
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Callable
 
 from repreval.api import EmbeddingScore, ImageSet, Network, ReprevalError, PluginOptionError
+
+if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported where the scores compute, not on registration
+    import numpy as np
+    from torch import Tensor
 
 BATCH = 256  # inputs per forward pass when embedding a dataset
 
@@ -26,6 +26,8 @@ def _labels(images: ImageSet, dataset: str, score: str) -> np.ndarray:
 
 def top_k_accuracy(scores: np.ndarray, classes: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of rows whose label is among the ``k`` highest-scoring ``classes``."""
+    import numpy as np
+
     best = classes[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
     return float((best == labels[:, None]).any(axis=1).mean())
 
@@ -36,6 +38,8 @@ def _device_inputs(network: Network, inputs: Tensor) -> Tensor:
 
 
 def _apply(function: Callable[[Tensor], Tensor], network: Network, inputs: Tensor) -> np.ndarray:
+    import torch
+
     outputs = []
     with torch.no_grad():
         for start in range(0, len(inputs), BATCH):
@@ -93,6 +97,8 @@ class ClassifierAccuracy(EmbeddingScore):
         return (self.dataset,)
 
     def compute(self, network, data, seed) -> dict[str, float]:
+        import numpy as np
+
         if network.classify is None:
             raise ReprevalError("this model has no classifier", fix="use linear_probe instead of classifier_accuracy for it")
         images, inputs = data(self.dataset)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import importlib
 import re
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
 
+if TYPE_CHECKING:  # torch is imported where a model is built: registering the source needs none
+    from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,6 +35,8 @@ RETURNS_MODULE = "name a class or function that returns an nn.Module"
 
 def make_module(name: str, kwargs: dict) -> nn.Module:
     """Import ``module:callable`` from ``name`` and call it with ``kwargs``."""
+    from torch import nn
+
     module_path, sep, attribute = name.partition(":")
     if not sep or not module_path or not attribute:
         raise ReprevalError(f"model torch:{name} is not of the form torch:MODULE:CALLABLE", fix=EXAMPLE)
@@ -97,6 +99,9 @@ def input_spec(options: dict) -> InputSpec:
 
 def trial_forward(module: nn.Module, spec: InputSpec) -> tuple[object, list[tuple[str, tuple[int, ...]]]]:
     """Run one zero input in eval mode; return the output and (name, shape) of every module call, in order."""
+    import torch
+    from torch import Tensor
+
     calls: list[tuple[str, tuple[int, ...]]] = []
 
     def record(name: str, output) -> None:
@@ -155,6 +160,8 @@ class TorchFactory(ModelSource):
     name = "torch"
 
     def build(self, name: str, options: dict, seed: int) -> Network:
+        from torch import Tensor
+
         unknown = [key for key in options if key not in OPTIONS]
         if unknown:
             raise ReprevalError(f"unknown option {unknown[0]!r} for torch:{name}", fix=suggest(unknown[0], OPTIONS))

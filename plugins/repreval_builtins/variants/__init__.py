@@ -11,9 +11,6 @@ Name a BatchNorm module explicitly in ``layer:`` to re-initialise it too (weight
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from repreval.api import ModelHandle, Network, ReprevalError, Variant, hookimpl, suggest
 
 
@@ -42,6 +39,9 @@ class RandomInit(Variant):
 def weight_layers(network: Network) -> list[str]:
     """Names of the modules with their own weight matrix or kernel, in the order a forward pass runs them
     (through the classifier when the network has one, else up to the embedding)."""
+    import torch  # here, not at the top: `repreval list` and `plugins` load this module without torch
+    from torch import nn
+
     order: list[str] = []
     handles = []
     for name, module in network.module.named_modules():
@@ -59,6 +59,8 @@ def weight_layers(network: Network) -> list[str]:
 
 def randomize(trained: Network, fresh: Network, names: list[str]) -> Network:
     """Copy the own parameters and buffers of modules ``names`` from ``fresh`` into ``trained``."""
+    import torch
+
     targets, sources = dict(trained.module.named_modules()), dict(fresh.module.named_modules())
     with torch.no_grad():
         for name in names:
