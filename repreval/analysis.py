@@ -52,8 +52,10 @@ def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[
     found: dict[Row, list[float]] = defaultdict(list)
     for record in records:
         if selects(selector, record):
-            found[(record.model, record.variant, record.dataset)].append(record.value)
-    metrics = {(r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selects(selector, r)}
+            found[(record.model, record.variant, record.dataset)].append(record.ok_value())
+    metrics = {
+        (r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selects(selector, r)
+    }
     if len(metrics) > 1:
         raise ReprevalError(
             f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics, key=str)[:2]}",
@@ -64,7 +66,7 @@ def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[
 
 def row_name(row: Row, rows: list[Row]) -> str:
     """The shortest name telling ``row`` apart among ``rows``."""
-    parts = [row[i] for i in range(3) if len({r[i] for r in rows}) > 1 and row[i] is not None]
+    parts = [part for i, part in enumerate(row) if len({r[i] for r in rows}) > 1 and part is not None]
     return " · ".join(parts) or " · ".join(p for p in row if p is not None)
 
 
@@ -101,8 +103,10 @@ def correlate(records: list[ScoreRecord], x: MetricSelector, y: MetricSelector) 
 
     everything = set(xs) | set(ys)
     rows = sorted(row for row in everything if row[2] is not None) or sorted(everything, key=_row_key)
-    kept = [row for row in rows if lookup(xs, row) is not None and lookup(ys, row) is not None]
-    points = [(row_name(row, kept), lookup(xs, row), lookup(ys, row)) for row in kept]
+    looked_up = [(row, lookup(xs, row), lookup(ys, row)) for row in rows]
+    both = [(row, a, b) for row, a, b in looked_up if a is not None and b is not None]
+    kept = [row for row, _, _ in both]
+    points = [(row_name(row, kept), a, b) for row, a, b in both]
     rho, p = spearman([a for _, a, _ in points], [b for _, _, b in points])
     return Correlation(x, y, rho, p, points)
 
@@ -131,12 +135,18 @@ def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[
     results = []
     for (model, variant), curves in sorted(by_row.items()):
         if 0.0 not in curves:
-            raise ReprevalError(f"no undrifted (lambda = 0) results for {model} · {variant}", fix="add a dataset with drift 0 (or none) to the evaluation")
+            raise ReprevalError(
+                f"no undrifted (lambda = 0) results for {model} · {variant}",
+                fix="add a dataset with drift 0 (or none) to the evaluation",
+            )
         clean = curves[0.0]
         relative = {}
         for strength in sorted(curves):
             if len(curves[strength]) != len(clean):
-                raise ReprevalError(f"drift datasets differ in size ({len(curves[strength])} vs {len(clean)} inputs)", fix="give every drifted dataset the same subset as the clean one")
+                raise ReprevalError(
+                    f"drift datasets differ in size ({len(curves[strength])} vs {len(clean)} inputs)",
+                    fix="give every drifted dataset the same subset as the clean one",
+                )
             relative[strength] = [(c - d) / c if c else 0.0 for c, d in zip(clean, curves[strength])]
         drifted = [s for s in relative if s > 0]
         rho, p = spearman([s for s in drifted for _ in relative[s]], [v for s in drifted for v in relative[s]])
@@ -162,7 +172,9 @@ class ReplicateRow:
         return pstdev(self.values) if len(self.values) > 1 else 0.0
 
 
-def replicates(records: list[ScoreRecord], selector: MetricSelector, groups: dict[str, str], baselines: dict[str, str | None]) -> list[ReplicateRow]:
+def replicates(
+    records: list[ScoreRecord], selector: MetricSelector, groups: dict[str, str], baselines: dict[str, str | None]
+) -> list[ReplicateRow]:
     """Mean ± std of a metric per model group; training time relative to each group's baseline."""
     rows: dict[str, ReplicateRow] = {}
     for record in records:
@@ -170,7 +182,7 @@ def replicates(records: list[ScoreRecord], selector: MetricSelector, groups: dic
             continue
         group = groups.get(record.model, record.model)
         row = rows.setdefault(group, ReplicateRow(group, baselines.get(group), [], []))
-        row.values.append(record.value)
+        row.values.append(record.ok_value())
         if "train_seconds" in record.extras:
             row.train_seconds.append(record.extras["train_seconds"])
     for row in rows.values():
@@ -202,7 +214,9 @@ def _welch(a: list[float], b: list[float]) -> float:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def check_greater(records: list[ScoreRecord], selector: MetricSelector, higher: str, lower: str, layers: str, expect: str = "higher") -> tuple[str, str, list[str]]:
+def check_greater(
+    records: list[ScoreRecord], selector: MetricSelector, higher: str, lower: str, layers: str, expect: str = "higher"
+) -> tuple[str, str, list[str]]:
     """Is variant ``higher`` above variant ``lower`` (Welch's t-test on per-input values, p < 0.05)?
 
     ``layers``: ``every`` (each probe layer), ``curve`` (all layers pooled), ``deepest`` or ``shallowest``.
@@ -222,25 +236,51 @@ def check_greater(records: list[ScoreRecord], selector: MetricSelector, higher: 
     for (_, layer), pair in complete.items():
         a, b = pair[higher], pair[lower]
         p = _welch(a.values, b.values)
-        outcome = "agrees" if a.value > b.value and p < SIGNIFICANCE else "disagrees" if a.value < b.value and p < SIGNIFICANCE else "inconclusive"
+        va, vb = a.ok_value(), b.ok_value()
+        outcome = (
+            "agrees"
+            if va > vb and p < SIGNIFICANCE
+            else "disagrees"
+            if va < vb and p < SIGNIFICANCE
+            else "inconclusive"
+        )
         outcomes.append(outcome)
-        details.append(f"{layer}: {a.value:.4f} vs {b.value:.4f} (p = {p:.2g})")
+        details.append(f"{layer}: {va:.4f} vs {vb:.4f} (p = {p:.2g})")
     if layers in ("deepest", "shallowest"):
         outcomes = outcomes[-1:] if layers == "deepest" else outcomes[:1]
     elif layers == "curve":
-        a = [v for pair in complete.values() for v in pair[higher].values]
-        b = [v for pair in complete.values() for v in pair[lower].values]
-        p = _welch(a, b)
-        ma, mb = fmean(a), fmean(b)
-        outcomes = ["agrees" if ma > mb and p < SIGNIFICANCE else "disagrees" if ma < mb and p < SIGNIFICANCE else "inconclusive"]
+        pooled_a = [v for pair in complete.values() for v in pair[higher].values]
+        pooled_b = [v for pair in complete.values() for v in pair[lower].values]
+        p = _welch(pooled_a, pooled_b)
+        ma, mb = fmean(pooled_a), fmean(pooled_b)
+        outcomes = [
+            "agrees"
+            if ma > mb and p < SIGNIFICANCE
+            else "disagrees"
+            if ma < mb and p < SIGNIFICANCE
+            else "inconclusive"
+        ]
         details.insert(0, f"curve: {ma:.4f} vs {mb:.4f} (p = {p:.2g})")
     if expect == "same":
         verdict = "agrees" if all(o == "inconclusive" for o in outcomes) else "disagrees"
     else:
-        verdict = "agrees" if all(o == "agrees" for o in outcomes) else "disagrees" if "disagrees" in outcomes else "inconclusive"
-    outcomes = [{"agrees": "higher", "disagrees": "lower", "inconclusive": "no significant difference"}[o] for o in outcomes]
+        verdict = (
+            "agrees"
+            if all(o == "agrees" for o in outcomes)
+            else "disagrees"
+            if "disagrees" in outcomes
+            else "inconclusive"
+        )
+    outcomes = [
+        {"agrees": "higher", "disagrees": "lower", "inconclusive": "no significant difference"}[o] for o in outcomes
+    ]
     counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
-    scope = {"every": "each layer", "curve": "all layers pooled", "deepest": "deepest layer", "shallowest": "shallowest layer"}[layers]
+    scope = {
+        "every": "each layer",
+        "curve": "all layers pooled",
+        "deepest": "deepest layer",
+        "shallowest": "shallowest layer",
+    }[layers]
     evidence = f"{higher} vs {lower} ({scope}): " + ", ".join(f"{n} {o}" for o, n in counts.items())
     return verdict, evidence, details
 
@@ -264,5 +304,7 @@ def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold:
         return "inconclusive", "no results"
     rows = list(values)
     below = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] < threshold]
-    evidence = f"{len(rows) - len(below)} of {len(rows)} at or above {threshold:g}" + (f"; below: {', '.join(below)}" if below else "")
+    evidence = f"{len(rows) - len(below)} of {len(rows)} at or above {threshold:g}" + (
+        f"; below: {', '.join(below)}" if below else ""
+    )
     return ("agrees" if not below else "disagrees"), evidence

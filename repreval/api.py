@@ -11,8 +11,9 @@ Importing this module does not import torch: it stays cheap for ``repreval list`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import PluginOptionError, ReprevalError, suggest
 from .hookspecs import hookimpl
@@ -167,7 +168,9 @@ class Aggregator:
     linear: ClassVar[bool] = False  # the signed mean: commutes with sums, enables one-backward maps
     #: For a mean of an element-wise function (``mean``: identity, ``abs``: abs), that function: the mean
     #: over a random sample of components then estimates the aggregate (``sample_components``). None: not one.
-    elementwise: ClassVar[Callable[[Tensor], Tensor] | None] = None
+    #: Subclasses set it as a ``staticmethod``. Not annotated ClassVar: type checkers bind a ClassVar callable
+    #: to the instance like a method, which a staticmethod is not.
+    elementwise: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
         raise NotImplementedError
@@ -195,14 +198,15 @@ class AttributionScore:
     def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:
         raise NotImplementedError
 
-    def estimate(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None, dim: int, seed: int) -> ScoreValues:
+    def estimate(
+        self, maps: AttributionMaps, embedding_aggregator: Aggregator | None, dim: int, seed: int
+    ) -> ScoreValues:
         """The score of all ``dim`` components from maps of a random sample of them (``sample_components``),
         with ``standard_error`` set. Default: this score has no estimator."""
         raise ReprevalError(
             f"score {self.name!r} has no estimator from sampled components",
             fix="remove 'sample_components' from the evaluation, or this score",
         )
-
 
 
 class EmbeddingScore:
@@ -224,7 +228,6 @@ class EmbeddingScore:
 
     def compute(self, network: Network, data: Callable[[str], tuple[ImageSet, Tensor]], seed: int) -> dict[str, float]:
         raise NotImplementedError
-
 
 
 class ModelSource:
@@ -295,7 +298,6 @@ class Variant:
         return None
 
 
-
 class DatasetSource:
     """A set of images. Options (``path=...``) arrive in ``__init__``.
 
@@ -314,7 +316,6 @@ class DatasetSource:
 
     def describe(self) -> str:
         return self.name
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .config import ModelConfig
 from .engine.attribution import PRECISIONS, choose_strategy, component_maps
 from .engine.precision import map_deviation
 from .engine.probe import Probe, as_feature_map
 from .engine.reference import component_maps_loop
-from .config import ModelConfig
 from .models import Model
 from .suite import split_model_spec
 
@@ -94,10 +94,11 @@ def _rss() -> int:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _timed(function, device):
+def _timed(device, function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with its wall time and peak memory."""
     with PeakMemory(device) as memory:
         started = time.perf_counter()
-        result = function()
+        result = function(*args, **kwargs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
@@ -129,27 +130,27 @@ def run_bench(
 ) -> list[BenchRow]:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    device = torch.device(device)
+    target = torch.device(device)
     source, _ = split_model_spec(model)
     options = {"input_size": [3, size, size]} if source == "timm" else {}
     handle = Model(ModelConfig(id="bench", spec=model, options=options), plugins.model_source.create(source))
     network = handle.untrained(seed)
-    network.module.to(device).eval()
+    network.module.to(target).eval()
     spec = network.input_spec
-    inputs = torch.rand((images, *spec.shape), generator=torch.Generator().manual_seed(seed)).to(device)
+    inputs = torch.rand((images, *spec.shape), generator=torch.Generator().manual_seed(seed)).to(target)
     aggregator = plugins.aggregator.create(channel_aggregator)
     rows = []
     for layer in layers or network.default_layers:
         probe = Probe.parse(layer)
         for name in methods:
             method = plugins.saliency.create(name)
-            engine, engine_s, engine_mb = _timed(lambda: component_maps(network, probe, inputs, method, aggregator), device)
+            engine, engine_s, engine_mb = _timed(target, component_maps, network, probe, inputs, method, aggregator)
             dim = engine.shape[1]
             count = min(dim, loop_components or dim)
             sampled = network if count == dim else _FirstComponents(network, count)
-            reuse, reuse_s, reuse_mb = _timed(lambda: component_maps_loop(sampled, probe, inputs, method, aggregator), device)
+            reuse, reuse_s, reuse_mb = _timed(target, component_maps_loop, sampled, probe, inputs, method, aggregator)
             _, rerun_s, rerun_mb = _timed(
-                lambda: component_maps_loop(sampled, probe, inputs, method, aggregator, rerun_forward=True), device
+                target, component_maps_loop, sampled, probe, inputs, method, aggregator, rerun_forward=True
             )
             feature = as_feature_map(probe.capture(network, inputs[:1])[0], probe.spec)
             scale = dim / count / images
@@ -169,7 +170,7 @@ def run_bench(
             )
             if precision != "float32":
                 low, low_s, low_mb = _timed(
-                    lambda: component_maps(network, probe, inputs, method, aggregator, precision=precision), device
+                    target, component_maps, network, probe, inputs, method, aggregator, precision=precision
                 )
                 deviation = map_deviation(engine, low)
                 row.precision, row.precision_seconds, row.precision_peak_mb = precision, low_s / images, low_mb

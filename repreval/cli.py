@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import yaml
 from rich.console import Console
@@ -22,12 +23,21 @@ EXIT_OK, EXIT_UNITS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BENCH_MODEL = "timm:resnet18"
 
 KIND_ALIASES = {
-    "saliency": "saliency", "saliency_methods": "saliency", "methods": "saliency",
-    "aggregator": "aggregator", "aggregators": "aggregator",
-    "score": "score", "scores": "score",
-    "model_source": "model_source", "model_sources": "model_source", "models": "model_source", "sources": "model_source",
-    "dataset": "dataset", "datasets": "dataset",
-    "variant": "variant", "variants": "variant",
+    "saliency": "saliency",
+    "saliency_methods": "saliency",
+    "methods": "saliency",
+    "aggregator": "aggregator",
+    "aggregators": "aggregator",
+    "score": "score",
+    "scores": "score",
+    "model_source": "model_source",
+    "model_sources": "model_source",
+    "models": "model_source",
+    "sources": "model_source",
+    "dataset": "dataset",
+    "datasets": "dataset",
+    "variant": "variant",
+    "variants": "variant",
 }
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped to a file
@@ -39,8 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="repreval",
         description="Evaluate learned representations through aggregated attributions (noise and variance scores).",
     )
-    parser.add_argument("--block", action="append", default=[], metavar="PLUGIN",
-                        help="do not load this plugin (repeatable; also $REPREVAL_BLOCK_PLUGINS=a,b)")
+    parser.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="PLUGIN",
+        help="do not load this plugin (repeatable; also $REPREVAL_BLOCK_PLUGINS=a,b)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a suite and show its leaderboard")
@@ -49,16 +64,38 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate one model from the command line (no suite file)")
     evaluate.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18")
-    evaluate.add_argument("--weights", help="local weights file, or 'hub' (needs internet); without it only the random variant runs")
-    evaluate.add_argument("--weights-match", choices=["name", "position"], default="name", help="match checkpoint tensors by key name (default) or by position")
-    evaluate.add_argument("--data", default="digits", metavar="KIND[:PATH]", help="dataset, e.g. digits, image_folder:DIR, image_files:'DIR/*.jpg', mnist:DIR (default: digits)")
+    evaluate.add_argument(
+        "--weights", help="local weights file, or 'hub' (needs internet); without it only the random variant runs"
+    )
+    evaluate.add_argument(
+        "--weights-match",
+        choices=["name", "position"],
+        default="name",
+        help="match checkpoint tensors by key name (default) or by position",
+    )
+    evaluate.add_argument(
+        "--data",
+        default="digits",
+        metavar="KIND[:PATH]",
+        help="dataset, e.g. digits, image_folder:DIR, image_files:'DIR/*.jpg', mnist:DIR (default: digits)",
+    )
     evaluate.add_argument("--limit", type=int, default=8, help="number of inputs (default 8)")
     evaluate.add_argument("--layers", help="comma-separated probe layers (default: the model's stages)")
     evaluate.add_argument("--embedding", help="module whose pooled output is the embedding (default: the model's)")
-    evaluate.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam", help="comma-separated saliency methods")
+    evaluate.add_argument(
+        "--saliency", default="gradients,activations_x_gradients,grad_cam", help="comma-separated saliency methods"
+    )
     evaluate.add_argument("--scores", default="noise_score,variance_score", help="comma-separated scores")
-    evaluate.add_argument("--variants", help="comma-separated variants (default: trained,random with weights, else random)")
-    evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value), e.g. input_size=[3,64,64]")
+    evaluate.add_argument(
+        "--variants", help="comma-separated variants (default: trained,random with weights, else random)"
+    )
+    evaluate.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option (YAML value), e.g. input_size=[3,64,64]",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     _add_run_options(evaluate, default_out=None)
 
@@ -76,20 +113,33 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", help="saliency | aggregators | scores | models | datasets | variants")
 
     bench = commands.add_parser("bench", help="time the engine against per-component loops (a benchmark, not a test)")
-    bench.add_argument("--model", default=BENCH_MODEL,
-                       help=f"SOURCE:NAME (default {BENCH_MODEL}, random init; with --training: ae:classifier)")
+    bench.add_argument(
+        "--model",
+        default=BENCH_MODEL,
+        help=f"SOURCE:NAME (default {BENCH_MODEL}, random init; with --training: ae:classifier)",
+    )
     bench.add_argument("--size", type=int, default=224, help="input size for timm models (default 224)")
-    bench.add_argument("--layers", default="layer1,layer2,layer3,layer4",
-                       help="comma-separated probe layers (default: resnet18's four stages; 'default': the model's own)")
+    bench.add_argument(
+        "--layers",
+        default="layer1,layer2,layer3,layer4",
+        help="comma-separated probe layers (default: resnet18's four stages; 'default': the model's own)",
+    )
     bench.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam")
     bench.add_argument("--images", type=int, default=1, help="images per engine call (default 1)")
     bench.add_argument("--quick", action="store_true", help="time the loops on 32 components and scale to all D")
     bench.add_argument("--device", default="cpu")
-    bench.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
-                       help="also time the engine under autocast to this dtype and report its deviation from float32")
+    bench.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="also time the engine under autocast to this dtype and report its deviation from float32",
+    )
     bench.add_argument("--json", action="store_true", help="machine-readable output")
-    bench.add_argument("--training", action="store_true",
-                       help="instead: the constrained-training overhead of a trainable model (per bottleneck option)")
+    bench.add_argument(
+        "--training",
+        action="store_true",
+        help="instead: the constrained-training overhead of a trainable model (per bottleneck option)",
+    )
     bench.add_argument("--data", default="digits", help="with --training: the dataset to train on (default digits)")
 
     layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
@@ -98,8 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--all", action="store_true", help="show every module, not only those with 4-D or 2-D outputs")
 
     new_plugin = commands.add_parser("new-plugin", help="start a plugin package: one working example, a test, a README")
-    new_plugin.add_argument("name", help="plugin name, lowercase (e.g. peak_fraction): the entry point and the registered name")
-    new_plugin.add_argument("--kind", required=True, help="saliency | aggregator | score | dataset | variant | model_source")
+    new_plugin.add_argument(
+        "name", help="plugin name, lowercase (e.g. peak_fraction): the entry point and the registered name"
+    )
+    new_plugin.add_argument(
+        "--kind", required=True, help="saliency | aggregator | score | dataset | variant | model_source"
+    )
     new_plugin.add_argument("--out", default=".", metavar="DIR", help="write DIR/NAME (default: ./NAME)")
     return parser
 
@@ -108,7 +162,13 @@ def _add_run_options(command, default_out="from the suite"):
     command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
     command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
     if command.prog.endswith(" run"):
-        command.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH", help="weights file for a model of the suite (overrides its weights/train)")
+        command.add_argument(
+            "--weights",
+            action="append",
+            default=[],
+            metavar="MODEL=PATH",
+            help="weights file for a model of the suite (overrides its weights/train)",
+        )
         command.add_argument("--seed", type=int, help="override the suite's seed")
 
 
@@ -153,7 +213,10 @@ def cmd_run(args) -> int:
         model_id, sep, path = item.partition("=")
         models = data.get("models") or {}
         if not sep or model_id not in models:
-            raise ReprevalError(f"--weights {item!r} names no model of the suite", fix=suggest(model_id, models) if models else "use MODEL=PATH")
+            raise ReprevalError(
+                f"--weights {item!r} names no model of the suite",
+                fix=suggest(model_id, models) if models else "use MODEL=PATH",
+            )
         models[model_id]["weights"] = path
         models[model_id].pop("train", None)
     return _run(data, args, Path(args.suite))
@@ -210,8 +273,13 @@ def _run(data: dict, args, path: Path | None) -> int:
     console.print(f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output}", highlight=False)
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False, disable=not console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("starting", total=None)
         report = run_suite(
@@ -248,8 +316,7 @@ def cmd_validate(args) -> int:
     suite = load_suite(args.suite, plugins)
     plan = make_plan(suite, plugins)
     console.print(
-        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, "
-        f"{len(plan.units)} units",
+        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, {len(plan.units)} units",
         highlight=False,
     )
     return EXIT_OK
@@ -315,14 +382,20 @@ def cmd_layers(args) -> int:
     source_name, _ = split_model_spec(args.model)
     plugins = _plugins(args)
     if source_name not in plugins.model_source:
-        raise ReprevalError(f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names()))
-    model = Model(ModelConfig(id="model", spec=args.model, options=_key_value(args.option)), plugins.model_source.create(source_name))
+        raise ReprevalError(
+            f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names())
+        )
+    model = Model(
+        ModelConfig(id="model", spec=args.model, options=_key_value(args.option)),
+        plugins.model_source.create(source_name),
+    )
     network = model.untrained(0)
     rows, embedding_size = layer_table(network)
     spec = network.input_spec
     table = Table(
         title=f"{args.model}: input {spec.channels}×{spec.height}×{spec.width}, embedding D = {embedding_size}",
-        title_justify="left", header_style="bold",
+        title_justify="left",
+        header_style="bold",
     )
     for column in ("layer", "type", "output shape", "default"):
         table.add_column(column)
@@ -348,7 +421,10 @@ def cmd_bench(args) -> int:
     def show(row):
         if not args.json:
             extra = f", c/d = {row.engine_seconds / row.precision_seconds:.2f}" if lower else ""
-            errors.print(f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}", highlight=False)
+            errors.print(
+                f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}",
+                highlight=False,
+            )
 
     rows = run_bench(
         _plugins(args),
@@ -373,6 +449,13 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+class _TrainingBenchOverrides(TypedDict, total=False):
+    """``--quick`` settings of :func:`repreval.bench.run_training_bench` (its defaults otherwise)."""
+
+    bottlenecks: tuple[int, ...]
+    epochs: int
+
+
 def _bench_training(args, command: str) -> int:
     from dataclasses import asdict
 
@@ -380,10 +463,18 @@ def _bench_training(args, command: str) -> int:
     from .render.bench import training_table
 
     model = args.model if args.model != BENCH_MODEL else "ae:classifier"
-    settings = {"bottlenecks": (1, 10), "epochs": 1} if args.quick else {}
+    settings: _TrainingBenchOverrides = {"bottlenecks": (1, 10), "epochs": 1} if args.quick else {}
     rows = run_training_bench(
-        _plugins(args), model=model, dataset=args.data, device=args.device, **settings,
-        on_row=None if args.json else lambda r: errors.print(f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", highlight=False),
+        _plugins(args),
+        model=model,
+        dataset=args.data,
+        device=args.device,
+        **settings,
+        on_row=None
+        if args.json
+        else lambda r: errors.print(
+            f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", highlight=False
+        ),
     )
     if args.json:
         print(json.dumps({"command": command, "device": args.device, "rows": [asdict(r) for r in rows]}, indent=1))
@@ -400,13 +491,17 @@ def cmd_new_plugin(args) -> int:
     target = Path(args.out) / args.name
     check_request(args.name, kind, target)  # before loading plugins: bad input fails fast
     plugins = _plugins(args)
-    taken = {"plugin": list(plugins.info), kind.replace("_", " "): [n for e in plugins.registry(kind) for n in (e.name, *e.aliases)]}
+    taken = {
+        "plugin": list(plugins.info),
+        kind.replace("_", " "): [n for e in plugins.registry(kind) for n in (e.name, *e.aliases)],
+    }
     written = write_plugin(args.name, kind, args.out, taken=taken)
     for path in written:
         console.print(f"created {path}", highlight=False)
     console.print(
         f"next: pip install -e {target} && pytest {target} && repreval list {KINDS[kind].list_kind}",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     return EXIT_OK
 

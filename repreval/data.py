@@ -14,7 +14,9 @@ from .errors import ReprevalError
 def subset_indices(subset: Subset, size: int, where: str = "dataset") -> list[int]:
     """The indices ``subset`` picks from a dataset of ``size`` images (seeded permutation, then the range)."""
     if subset.skip >= size:
-        raise ReprevalError(f"skip={subset.skip} leaves no images of the {size} in the dataset", where=where, fix="lower 'skip'")
+        raise ReprevalError(
+            f"skip={subset.skip} leaves no images of the {size} in the dataset", where=where, fix="lower 'skip'"
+        )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(subset.seed))
     stop = size if subset.limit is None else min(size, subset.skip + subset.limit)
     return order[subset.skip : stop].tolist()
@@ -29,7 +31,9 @@ def apply_drift(drift: Drift, images: Tensor) -> Tensor:
     return (images + drift.strength * eps).clamp(0.0, 1.0)
 
 
-def load_images(source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None) -> ImageSet:
+def load_images(
+    source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None
+) -> ImageSet:
     """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked."""
     data = source.load(subset_indices(subset, source.size(target), where), target)
     images = fit_to_input(data.images, target)

@@ -13,11 +13,14 @@ from statistics import fmean
 
 from .store import ScoreRecord
 
+#: (score, saliency, channel aggregator, embedding aggregator): what one board shows.
+Metric = tuple[str, str | None, str | None, str | None]
+
 
 @dataclass
 class Cell:
     status: str  # "ok", "failed" or "missing"
-    value: float | None = None
+    value: float | None = None  # set when the status is "ok"
     spread: float | None = None
     reference: float | None = None
     error: str | None = None
@@ -60,19 +63,19 @@ class Board:
         return " · ".join(parts)
 
 
-def _metric(record: ScoreRecord) -> tuple:
+def _metric(record: ScoreRecord) -> Metric:
     return (record.score, record.saliency, record.channel_aggregator, record.embedding_aggregator)
 
 
 def build_leaderboards(records: list[ScoreRecord]) -> list[Board]:
-    by_metric: dict[tuple, list[ScoreRecord]] = defaultdict(list)
+    by_metric: dict[Metric, list[ScoreRecord]] = defaultdict(list)
     for record in records:
         by_metric[_metric(record)].append(record)
     ordered = sorted(by_metric, key=lambda metric: tuple(part or "" for part in metric))  # None first
     return [_board(metric, by_metric[metric]) for metric in ordered]
 
 
-def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
+def _board(metric: Metric, records: list[ScoreRecord]) -> Board:
     depth = max(r.layer_index for r in records) + 1
     names_at: dict[int, set[str]] = defaultdict(set)
     for record in records:
@@ -84,18 +87,22 @@ def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
     by_row: dict[tuple[str, str, str], dict[int, ScoreRecord]] = defaultdict(dict)
     several_datasets = len({record.dataset for record in records}) > 1
     for record in records:
-        by_row[(record.model, record.variant, (record.dataset or "") if several_datasets else "")][record.layer_index] = record
+        by_row[(record.model, record.variant, (record.dataset or "") if several_datasets else "")][
+            record.layer_index
+        ] = record
     for (model, variant, dataset), layers in by_row.items():
         cells = []
+        values: list[float] = []  # of the "ok" cells, in layer order
         for index in range(depth):
-            record = layers.get(index)
-            if record is None:
+            found = layers.get(index)
+            if found is None:
                 cells.append(Cell("missing"))
-            elif record.status != "ok":
-                cells.append(Cell("failed", error=record.error))
+            elif found.status != "ok":
+                cells.append(Cell("failed", error=found.error))
             else:
-                cells.append(Cell("ok", record.value, record.spread, record.reference))
-        values = [c.value for c in cells if c.status == "ok"]
+                value = found.ok_value()
+                cells.append(Cell("ok", value, found.spread, found.reference))
+                values.append(value)
         references = [c.reference for c in cells if c.status == "ok" and c.reference is not None]
         board.rows.append(
             Row(
@@ -114,7 +121,8 @@ def _board(metric: tuple, records: list[ScoreRecord]) -> Board:
 
 def _rank(board: Board) -> None:
     sign = -1.0 if board.higher_is_better else 1.0
-    scored = sorted((r for r in board.rows if r.average is not None), key=lambda r: sign * r.average)
+    averaged = [(r, r.average) for r in board.rows if r.average is not None]
+    scored = [r for r, _ in sorted(averaged, key=lambda pair: sign * pair[1])]
     unscored = [r for r in board.rows if r.average is None]
     for rank, row in enumerate(scored, start=1):
         row.rank = rank

@@ -6,10 +6,10 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,8 @@ class Model(ModelHandle):
             raise ReprevalError(
                 "the 'trained' variant needs weights, but this model has none",
                 where=self.where,
-                fix="add 'weights: PATH' (or 'weights: hub', or a 'train:' step), or evaluate only the 'random' variant",
+                fix="add 'weights: PATH' (or 'weights: hub', or a 'train:' step), "
+                "or evaluate only the 'random' variant",
             )
         return copy.deepcopy(network.module.state_dict())
 
@@ -126,11 +127,13 @@ class Model(ModelHandle):
                 path.unlink(missing_ok=True)
         if self.training_data is None or self.training_context is None:
             raise ReprevalError("no training data available", where=f"{self.where}.train")
+        train = self.config.train
+        assert train is not None  # only models with a training step are trained
         data, inputs = self.training_data(network)
         network.module.train()
         with seeded(self.config.seed):
             self.training_log = self.source.train(
-                network, data, inputs, dict(self.config.train.options), self.config.seed, self.training_context
+                network, data, inputs, dict(train.options), self.config.seed, self.training_context
             )
         network.module.eval()
         state = copy.deepcopy(network.module.state_dict())
@@ -155,6 +158,7 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise ReprevalError(f"weights file {str(path)!r} does not exist", where=where, fix="check the path")
+    state: object  # whatever the file holds, until checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -29,22 +29,55 @@ class Kind:
 
 
 KINDS = {
-    "saliency": Kind("register_saliency_methods", "Saliency", "saliency method", "saliency",
-                     "evaluation:\n  saliency: [gradients, $name]", summary="rectified activations x gradients"),
-    "aggregator": Kind("register_aggregators", "Aggregator", "aggregator", "aggregators",
-                       "evaluation:\n  embedding_aggregators: [mean, $name, {$name: {power: 4}}]",
-                       summary="the power mean of absolute values"),
-    "score": Kind("register_scores", "Score", "score", "scores",
-                  "evaluation:\n  scores: [noise_score, $name, {$name: {threshold: 0.7}}]",
-                  summary="the fraction of the attribution map above a threshold"),
-    "dataset": Kind("register_datasets", "Dataset", "dataset", "datasets",
-                    "datasets:\n  stripes: {kind: $name, options: {count: 64}, limit: 32}",
-                    summary="synthetic stripe images in four orientations"),
-    "variant": Kind("register_variants", "Variant", "variant", "variants",
-                    "variants: [trained, {$name: {scale: 0.1}}]", summary="trained weights plus Gaussian noise"),
-    "model_source": Kind("register_model_sources", "Models", "model source", "models",
-                         'models:\n  net: {model: "$name:small", options: {classes: 10}}',
-                         check_arguments=', model="$name:small"', summary="small CNNs ($name:small, $name:wide)"),
+    "saliency": Kind(
+        "register_saliency_methods",
+        "Saliency",
+        "saliency method",
+        "saliency",
+        "evaluation:\n  saliency: [gradients, $name]",
+        summary="rectified activations x gradients",
+    ),
+    "aggregator": Kind(
+        "register_aggregators",
+        "Aggregator",
+        "aggregator",
+        "aggregators",
+        "evaluation:\n  embedding_aggregators: [mean, $name, {$name: {power: 4}}]",
+        summary="the power mean of absolute values",
+    ),
+    "score": Kind(
+        "register_scores",
+        "Score",
+        "score",
+        "scores",
+        "evaluation:\n  scores: [noise_score, $name, {$name: {threshold: 0.7}}]",
+        summary="the fraction of the attribution map above a threshold",
+    ),
+    "dataset": Kind(
+        "register_datasets",
+        "Dataset",
+        "dataset",
+        "datasets",
+        "datasets:\n  stripes: {kind: $name, options: {count: 64}, limit: 32}",
+        summary="synthetic stripe images in four orientations",
+    ),
+    "variant": Kind(
+        "register_variants",
+        "Variant",
+        "variant",
+        "variants",
+        "variants: [trained, {$name: {scale: 0.1}}]",
+        summary="trained weights plus Gaussian noise",
+    ),
+    "model_source": Kind(
+        "register_model_sources",
+        "Models",
+        "model source",
+        "models",
+        'models:\n  net: {model: "$name:small", options: {classes: 10}}',
+        check_arguments=', model="$name:small"',
+        summary="small CNNs ($name:small, $name:wide)",
+    ),
 }
 
 #: Template (under templates/new_plugin/) -> path of the generated file, itself a template.
@@ -73,7 +106,10 @@ def check_request(name: str, kind: str, target: Path, taken: dict[str, list[str]
         raise ReprevalError(f"{str(target)!r} already exists and is not empty", fix="choose another NAME or --out DIR")
     for what, names in (taken or {}).items():
         if name in names:
-            raise ReprevalError(f"{what} {name!r} already exists", fix=f"choose another NAME (see `repreval plugins`, `repreval list {KINDS[kind].list_kind}`)")
+            raise ReprevalError(
+                f"{what} {name!r} already exists",
+                fix=f"choose another NAME (see `repreval plugins`, `repreval list {KINDS[kind].list_kind}`)",
+            )
 
 
 def write_plugin(name: str, kind: str, out: Path | str = ".", taken: dict[str, list[str]] | None = None) -> list[Path]:

@@ -49,10 +49,19 @@ class Unit:
 
     @property
     def id(self) -> str:
-        key = [self.model, self.variant.label, self.dataset, self.layer, self.saliency and self.saliency.label,
-               self.channel_aggregator, self.embedding_aggregator, self.score.label, self.fingerprint]
-        key = [_ID_NONE if part is None else part for part in key] + ([self.metric] if self.metric else [])
-        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+        key = [
+            self.model,
+            self.variant.label,
+            self.dataset,
+            self.layer,
+            self.saliency and self.saliency.label,
+            self.channel_aggregator,
+            self.embedding_aggregator,
+            self.score.label,
+            self.fingerprint,
+        ]
+        parts = [_ID_NONE if part is None else part for part in key] + ([self.metric] if self.metric else [])
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
     @property
     def score_name(self) -> str:
@@ -61,13 +70,27 @@ class Unit:
 
     @property
     def group(self) -> tuple:
-        return (self.model, self.variant.label, self.dataset, self.layer, self.saliency and self.saliency.label,
-                self.channel_aggregator)
+        return (
+            self.model,
+            self.variant.label,
+            self.dataset,
+            self.layer,
+            self.saliency and self.saliency.label,
+            self.channel_aggregator,
+        )
 
     def describe(self) -> str:
         saliency = self.saliency.label if self.saliency else _ID_NONE
-        parts = [self.model, self.variant.label, *([self.dataset] if self.dataset else []), self.layer, saliency,
-                 self.channel_aggregator or _ID_NONE, self.embedding_aggregator or _ID_NONE, self.score_name]
+        parts = [
+            self.model,
+            self.variant.label,
+            *([self.dataset] if self.dataset else []),
+            self.layer,
+            saliency,
+            self.channel_aggregator or _ID_NONE,
+            self.embedding_aggregator or _ID_NONE,
+            self.score_name,
+        ]
         return "/".join(parts)
 
 
@@ -132,7 +155,11 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
     """The model's probe layers, checked against the network and sorted by depth."""
     layers = model.layers(network)
     if not layers:
-        raise ReprevalError("no probe layers: the model source offers no default", where=f"{where}.layers", fix="list them under 'layers:' (`repreval layers MODEL`)")
+        raise ReprevalError(
+            "no probe layers: the model source offers no default",
+            where=f"{where}.layers",
+            fix="list them under 'layers:' (`repreval layers MODEL`)",
+        )
     table, _ = layer_table(network)
     depth = {row.name: i for i, row in enumerate(table)}
     for i, layer in enumerate(layers):
@@ -142,11 +169,17 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=f"{where}.layers[{i}]", fix=exc.fix) from None
         if probe.module_name not in depth:
-            raise ReprevalError(f"layer {layer!r} is not used when computing the embedding", where=f"{where}.layers[{i}]", fix="probe a layer between the input and the embedding")
+            raise ReprevalError(
+                f"layer {layer!r} is not used when computing the embedding",
+                where=f"{where}.layers[{i}]",
+                fix="probe a layer between the input and the embedding",
+            )
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 
-def expand_variants(suite: Suite, instances: PluginInstances, model_id: str, network: Network, where: str) -> list[PluginChoice]:
+def expand_variants(
+    suite: Suite, instances: PluginInstances, model_id: str, network: Network, where: str
+) -> list[PluginChoice]:
     """The model's variants with every expandable one replaced by its option sets, checked on ``network``."""
     expanded: list[PluginChoice] = []
     declared = f"{where}.variants" if model_id in suite.model_variants else f"{suite.where}: variants"
@@ -154,7 +187,9 @@ def expand_variants(suite: Suite, instances: PluginInstances, model_id: str, net
         try:
             option_sets = instances.get("variant", choice).expansions(network)
         except ReprevalError as exc:
-            raise ReprevalError(exc.problem, where=f"{declared}[{i}] ({choice.label}, model {model_id})", fix=exc.fix) from None
+            raise ReprevalError(
+                exc.problem, where=f"{declared}[{i}] ({choice.label}, model {model_id})", fix=exc.fix
+            ) from None
         if option_sets is None:
             expanded.append(choice)
             continue
@@ -185,7 +220,9 @@ def _check_weights_file(model: Model, network: Network, where: str) -> None:
     config = model.config
     if config.weights and config.weights != "hub":
         state = read_checkpoint(config.weights, where=f"{where}.weights")
-        load_state(network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights")
+        load_state(
+            network.module, model.source.convert_state_dict(state, network), config.weights_match, f"{where}.weights"
+        )
 
 
 def make_plan(suite: Suite, registries: Registries) -> Plan:
@@ -241,8 +278,20 @@ def _embedding_units(plan: Plan, model_id: str, variant: PluginChoice, scores: l
         scorer = plan.score(score)
         printed = fingerprint(plan.suite, model_id, scorer.datasets())
         for metric in scorer.metrics:
-            units.append(Unit(model_id, variant, EMBEDDING, None, None, None, score, bool(scorer.higher_is_better),
-                              printed, metric))
+            units.append(
+                Unit(
+                    model_id,
+                    variant,
+                    EMBEDDING,
+                    None,
+                    None,
+                    None,
+                    score,
+                    bool(scorer.higher_is_better),
+                    printed,
+                    metric,
+                )
+            )
     return units
 
 
@@ -261,6 +310,18 @@ def _attribution_units(plan: Plan, model_id: str, variant: PluginChoice, scores:
                     [e.label for e in evaluation.embedding_aggregators] if scorer.uses_embedding_aggregator else [None]
                 )
                 for embedding in components:
-                    units.append(Unit(model_id, variant, layer, saliency, channel, embedding, score,
-                                      bool(scorer.higher_is_better), printed, dataset=dataset))
+                    units.append(
+                        Unit(
+                            model_id,
+                            variant,
+                            layer,
+                            saliency,
+                            channel,
+                            embedding,
+                            score,
+                            bool(scorer.higher_is_better),
+                            printed,
+                            dataset=dataset,
+                        )
+                    )
     return units

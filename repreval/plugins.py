@@ -78,15 +78,16 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
     except (ImportError, AttributeError, SyntaxError) as exc:
         raise ReprevalError(
             f"a plugin failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            fix=f"reinstall or fix it, or skip it with --block NAME (or ${BLOCK_ENV}); `pip list` shows what is installed",
+            fix=f"reinstall or fix it, or skip it with --block NAME (or ${BLOCK_ENV}); "
+            "`pip list` shows what is installed",
         ) from None
 
     info: dict[str, PluginInfo] = {}
     for plugin, dist in manager.list_plugin_distinfo():
-        name = manager.get_name(plugin)
+        name = _registered_name(manager, plugin)
         info[name] = PluginInfo(name, dist.project_name, dist.version)
     for plugin in manager.get_plugins():
-        name = manager.get_name(plugin)
+        name = _registered_name(manager, plugin)
         info.setdefault(name, PluginInfo(name, "(in-process)", ""))
 
     registries: dict[str, Registry] = {}
@@ -103,3 +104,10 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
 
             impl.function(register=register)
     return Plugins(**registries, manager=manager, info=info, blocked=blocked)
+
+
+def _registered_name(manager: pluggy.PluginManager, plugin: object) -> str:
+    """The name of a plugin the manager lists (so registered: only unregistered plugins have no name)."""
+    name = manager.get_name(plugin)
+    assert name is not None
+    return name

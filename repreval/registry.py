@@ -7,8 +7,9 @@ any callable whose result does, checked when it is called) and nothing else.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import PluginOptionError, ReprevalError, UnknownNameError, suggest
 
@@ -48,9 +49,10 @@ class Registry(Generic[T]):
                 f"plugin {plugin!r} registered a {self.kind} without a name",
                 fix="pass name=... to register() or give the factory a 'name' attribute",
             )
-        if inspect.isclass(factory) and not issubclass(factory, self.base):
+        checked: object = factory  # narrowed below without narrowing ``factory`` (still a Callable[..., T])
+        if inspect.isclass(checked) and not issubclass(checked, self.base):
             raise ReprevalError(
-                f"plugin {plugin!r} registered {factory.__name__} as {self.kind} {name!r}, "
+                f"plugin {plugin!r} registered {checked.__name__} as {self.kind} {name!r}, "
                 f"but it does not derive from {self._base_names()}",
                 fix=f"subclass {self._base_names()} from repreval.api",
             )
@@ -99,8 +101,10 @@ class Registry(Generic[T]):
             instance = entry.factory(**options)
         except ReprevalError as exc:
             kind = "bad options for" if isinstance(exc, PluginOptionError) else "cannot create"
-            raise ReprevalError(f"{kind} {self.kind} {entry.name!r}: {exc.problem}", fix=exc.fix or self._see()) from None
-        except Exception as exc:  # noqa: BLE001 - a plugin bug becomes a one-line error naming the plugin
+            raise ReprevalError(
+                f"{kind} {self.kind} {entry.name!r}: {exc.problem}", fix=exc.fix or self._see()
+            ) from None
+        except Exception as exc:
             raise ReprevalError(
                 f"{self.kind} {entry.name!r} (plugin {entry.plugin!r}) failed to start: {type(exc).__name__}: {exc}",
                 fix=f"fix the plugin or its options, or block it with --block {entry.plugin}",
@@ -129,7 +133,8 @@ class Registry(Generic[T]):
                 raise PluginOptionError(f"it takes no options, got {unknown[0]!r}", fix="remove the options")
             raise PluginOptionError(f"no option {unknown[0]!r}", fix=suggest(unknown[0], accepted))
         missing = [
-            n for n, p in parameters.items()
+            n
+            for n, p in parameters.items()
             if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in options
         ]
         if missing:

@@ -130,7 +130,9 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         details: list[str] = []
         if claim.kind == "greater":
             o = claim.options
-            verdict, evidence, details = check_greater(records, o["metric"], str(o["higher"]), str(o["lower"]), o["layers"], o["expect"])
+            verdict, evidence, details = check_greater(
+                records, o["metric"], str(o["higher"]), str(o["lower"]), o["layers"], o["expect"]
+            )
         elif claim.kind == "above":
             verdict, evidence = check_above(records, claim.options["metric"], float(claim.options["threshold"]))
         elif claim.kind == "correlation":
@@ -150,7 +152,10 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         drift_metric=config.drift,
         replicates=replicate_rows,
         replicates_metric=config.replicates,
-        replicates_also=[(m, {r.group: r for r in replicates(records, m, facts.groups, facts.baselines)}) for m in config.replicates_also],
+        replicates_also=[
+            (m, {r.group: r for r in replicates(records, m, facts.groups, facts.baselines)})
+            for m in config.replicates_also
+        ],
         verdicts=verdicts,
         curve_metrics=config.curves,
     )
@@ -164,7 +169,9 @@ def _drift_verdict(results: list[DriftResult], sign: str) -> tuple[str, str]:
         right = result.rho > 0 if sign == "positive" else result.rho < 0
         verdicts.append("agrees" if right and result.p < 0.05 else "disagrees" if result.p < 0.05 else "inconclusive")
     evidence = "; ".join(f"{r.model} · {r.variant}: rho = {r.rho:.3f} (p = {r.p:.2g})" for r in results)
-    verdict = "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"
+    verdict = (
+        "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"
+    )
     return verdict, evidence
 
 
@@ -174,6 +181,8 @@ def _replicates_verdict(rows: list[ReplicateRow], every: list[ReplicateRow], wit
     compared = [(row, by_group[row.baseline]) for row in rows if row.baseline in by_group]
     if not compared:
         return "inconclusive", "no group has a baseline"
-    worse = [f"{row.group}: {row.mean:.3f} vs {base.mean:.3f}" for row, base in compared if row.mean < base.mean - within]
+    worse = [
+        f"{row.group}: {row.mean:.3f} vs {base.mean:.3f}" for row, base in compared if row.mean < base.mean - within
+    ]
     evidence = f"{len(compared) - len(worse)} of {len(compared)} groups within {within} of their baseline or above"
     return ("agrees" if not worse else "disagrees"), evidence + ("; below: " + ", ".join(worse) if worse else "")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Callable
 
 import torch
 import yaml
@@ -86,17 +86,26 @@ class Inputs:
         spec = network.input_spec
         if self._last_batches is None or self._last_batches[0] != (dataset, spec):
             real = self.images(dataset, spec).images
+            assert isinstance(real, Tensor)  # load_images fits every image to the spec: one [N, C, H, W] tensor
             count = len(real)
-            self._last_batches = ((dataset, spec), {
-                "real": normalize(real, spec).to(self.device),
-                "noise": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(self.device),
-                "noise_b": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(self.device),
-            })
+            self._last_batches = (
+                (dataset, spec),
+                {
+                    "real": normalize(real, spec).to(self.device),
+                    "noise": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(
+                        self.device
+                    ),
+                    "noise_b": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(
+                        self.device
+                    ),
+                },
+            )
         return self._last_batches[1]
 
     def training_data(self, dataset: str):
         def provide(network: Network) -> tuple[ImageSet, Tensor]:
             data = self.images(dataset, network.input_spec)
+            assert isinstance(data.images, Tensor)  # load_images fits every image to the spec: one tensor
             return data, normalize(data.images, network.input_spec)
 
         return provide
@@ -170,23 +179,26 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
     try:
         network = plan.variant(variant).network(model, plan.suite.seed)
         network.module.to(device).eval()
-    except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
+    except Exception as exc:
         run.fail(units, exc)
         return
-    trained = model.config.train is not None and plan.variant(variant).needs_weights and model.training_log is not None
-    extras = {"train_seconds": round(model.training_log["seconds"], 3)} if trained else {}
+    extras = {}
+    if model.config.train is not None and plan.variant(variant).needs_weights and model.training_log is not None:
+        extras = {"train_seconds": round(model.training_log["seconds"], 3)}
     for _, group in plan.groups(units):
         try:
             if group[0].layer == EMBEDDING:
                 failed = _run_embedding_group(plan, network, inputs, group, run.store, device, extras)
             else:
-                batches = inputs.batch_source(network, group[0].dataset)
+                dataset = group[0].dataset
+                assert dataset is not None  # attribution units always name their evaluation dataset
+                batches = inputs.batch_source(network, dataset)
                 failed = _run_group(plan, network, batches, group, run.store, device, extras)
-        except Exception as exc:  # noqa: BLE001 - the maps failed: every unit of the group did
+        except Exception as exc:
             run.fail(group, exc)
             continue
-        for unit, exc in failed:
-            run.fail([unit], exc, progress=False)
+        for unit, error in failed:
+            run.fail([unit], error, progress=False)
         run.report.computed += len(group) - len(failed)
         if run.on_progress:
             run.on_progress(len(group), group[0].describe())
@@ -220,8 +232,9 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
     )
 
 
-def _run_embedding_group(plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore,
-                         device, extras: dict) -> list[tuple[Unit, Exception]]:
+def _run_embedding_group(
+    plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore, device, extras: dict
+) -> list[tuple[Unit, Exception]]:
     """Embedding scores (linear probe, classifier accuracy): each computed once, one record per metric."""
     failed = []
     for _, same_score in groupby(group, key=lambda unit: unit.score.label):
@@ -229,16 +242,30 @@ def _run_embedding_group(plan: Plan, network: Network, inputs: Inputs, group: li
         started = time.perf_counter()
         score = plan.score(units[0].score)
         try:
-            metrics = score.compute(network, lambda name: inputs.training_data(name)(network),
-                                    derived_seed(plan.suite.seed, units[0].score.label))
-        except Exception as exc:  # noqa: BLE001 - one broken score must not sink the others
+            metrics = score.compute(
+                network,
+                lambda name: inputs.training_data(name)(network),
+                derived_seed(plan.suite.seed, units[0].score.label),
+            )
+        except Exception as exc:
             failed += [(unit, exc) for unit in units]
             continue
         seconds = time.perf_counter() - started
         for unit in units:
             value = float(metrics[unit.metric])
-            store.write(_record(plan, unit, value=value, values=[value], bound=score.bounds[1] if score.bounds else None,
-                                n_inputs=1, seconds=round(seconds, 3), device=str(device), extras=extras))
+            store.write(
+                _record(
+                    plan,
+                    unit,
+                    value=value,
+                    values=[value],
+                    bound=score.bounds[1] if score.bounds else None,
+                    n_inputs=1,
+                    seconds=round(seconds, 3),
+                    device=str(device),
+                    extras=extras,
+                )
+            )
     return failed
 
 
@@ -263,7 +290,9 @@ def _plan_group(plan: Plan, network: Network, batches: dict[str, Tensor], group:
     method = plan.saliency(first.saliency)
     channel = None
     if first.channel_aggregator is not None:
-        channel = plan.aggregator(next(c for c in evaluation.channel_aggregators if c.label == first.channel_aggregator))
+        channel = plan.aggregator(
+            next(c for c in evaluation.channel_aggregators if c.label == first.channel_aggregator)
+        )
     scores = {unit.score.label: plan.score(unit.score) for unit in group}
     aggregators = {c.label: plan.aggregator(c) for c in evaluation.embedding_aggregators}
     noise_sets = max(score.noise_sets for score in scores.values())
@@ -280,8 +309,15 @@ def _plan_group(plan: Plan, network: Network, batches: dict[str, Tensor], group:
             for unit in group
         )
     )
-    work = _GroupWork(Probe.parse(first.layer), method, channel, scores, aggregators,
-                      ["real", "noise", "noise_b"][: 1 + noise_sets], one_backward)
+    work = _GroupWork(
+        Probe.parse(first.layer),
+        method,
+        channel,
+        scores,
+        aggregators,
+        ["real", "noise", "noise_b"][: 1 + noise_sets],
+        one_backward,
+    )
     if evaluation.sample_components is not None and not one_backward:
         with torch.no_grad():
             work.dim = network.embed(batches["real"][:1]).shape[1]
@@ -291,16 +327,18 @@ def _plan_group(plan: Plan, network: Network, batches: dict[str, Tensor], group:
     return work
 
 
-def _batch_maps(plan: Plan, network: Network, work: _GroupWork, batches: dict[str, Tensor], batch_index: int,
-                rows: slice) -> AttributionMaps:
+def _batch_maps(
+    plan: Plan, network: Network, work: _GroupWork, batches: dict[str, Tensor], batch_index: int, rows: slice
+) -> AttributionMaps:
     """The attribution maps of one batch of every input set the group's scores read."""
     evaluation = plan.suite.evaluation
     maps, aggregated = {}, {}
     for name in work.sets:
         seed = derived_seed(plan.suite.seed, f"smoothing-{name}-{batch_index}")
         if work.one_backward:
-            mean = mean_map(network, work.probe, batches[name][rows], work.method, smoothing=evaluation.smoothing,
-                            seed=seed).float()
+            mean = mean_map(
+                network, work.probe, batches[name][rows], work.method, smoothing=evaluation.smoothing, seed=seed
+            ).float()
             aggregated.update({(name, agg): mean for agg in work.aggregators.values() if agg.linear})
             continue
         maps[name] = component_maps(
@@ -328,8 +366,15 @@ class _Collected:
     errors: list[Tensor] = field(default_factory=list)
 
 
-def _run_group(plan: Plan, network: Network, batches: dict[str, Tensor], group: list[Unit], store: ResultStore,
-               device, extras: dict) -> list[tuple[Unit, Exception]]:
+def _run_group(
+    plan: Plan,
+    network: Network,
+    batches: dict[str, Tensor],
+    group: list[Unit],
+    store: ResultStore,
+    device,
+    extras: dict,
+) -> list[tuple[Unit, Exception]]:
     """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit.
 
     Returns the units whose score failed (the others are written); an error in the maps propagates.
@@ -341,15 +386,19 @@ def _run_group(plan: Plan, network: Network, batches: dict[str, Tensor], group: 
     zero_maps, all_maps = 0, 0
     count, batch_size = batches["real"].shape[0], plan.suite.evaluation.batch_size
     for batch_index, start in enumerate(range(0, count, batch_size)):
-        attribution = _batch_maps(plan, network, work, batches, batch_index, slice(start, min(count, start + batch_size)))
-        real = attribution.real if attribution.real is not None else next(iter(attribution.aggregated.values()))[:, None]
+        attribution = _batch_maps(
+            plan, network, work, batches, batch_index, slice(start, min(count, start + batch_size))
+        )
+        real = (
+            attribution.real if attribution.real is not None else next(iter(attribution.aggregated.values()))[:, None]
+        )
         zero_maps += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
         all_maps += real.shape[0] * real.shape[1]
         for unit in group:
             if unit.id not in failed:
                 try:
                     _score_batch(plan, work, unit, attribution, batch_index, collected[unit.id])
-                except Exception as exc:  # noqa: BLE001 - one broken score must not sink the others
+                except Exception as exc:
                     failed[unit.id] = exc
 
     seconds = time.perf_counter() - started
@@ -358,23 +407,38 @@ def _run_group(plan: Plan, network: Network, batches: dict[str, Tensor], group: 
             fields = _summary(collected[unit.id], work)
             estimated = fields.pop("estimated")
             score = work.scores[unit.score.label]
-            store.write(_record(
-                plan, unit, **fields, bound=score.bounds[1] if score.bounds else None,
-                degenerate_maps=zero_maps / max(all_maps, 1), seconds=round(seconds, 3), device=str(device),
-                extras=extras | estimated,
-            ))
+            store.write(
+                _record(
+                    plan,
+                    unit,
+                    **fields,
+                    bound=score.bounds[1] if score.bounds else None,
+                    degenerate_maps=zero_maps / max(all_maps, 1),
+                    seconds=round(seconds, 3),
+                    device=str(device),
+                    extras=extras | estimated,
+                )
+            )
     return [(unit, failed[unit.id]) for unit in group if unit.id in failed]
 
 
-def _score_batch(plan: Plan, work: _GroupWork, unit: Unit, attribution: AttributionMaps, batch_index: int,
-                 collected: _Collected) -> None:
+def _score_batch(
+    plan: Plan, work: _GroupWork, unit: Unit, attribution: AttributionMaps, batch_index: int, collected: _Collected
+) -> None:
     score = work.scores[unit.score.label]
     aggregator = work.aggregators.get(unit.embedding_aggregator) if unit.embedding_aggregator else None
     if work.sampled is None:
         result = score.compute(attribution, aggregator)
     else:
         assert work.dim is not None
-        result = score.estimate(attribution, aggregator, work.dim, derived_seed(plan.suite.seed, f"bootstrap-{batch_index}"))
+        result = score.estimate(
+            attribution, aggregator, work.dim, derived_seed(plan.suite.seed, f"bootstrap-{batch_index}")
+        )
+        if result.standard_error is None:
+            raise ReprevalError(
+                f"score {unit.score.label!r} returned an estimate without a standard error",
+                fix="set ScoreValues.standard_error in the score's estimate()",
+            )
         collected.errors.append(result.standard_error.detach().cpu().reshape(-1))
     collected.values.append(result.values.detach().cpu().reshape(-1))
     if result.reference is not None:
@@ -388,8 +452,11 @@ def _summary(collected: _Collected, work: _GroupWork) -> dict:
     estimated = {}
     if collected.errors:  # the same components for every input: errors correlate, so average the SEs
         assert work.sampled is not None
-        estimated = {"standard_error": float(torch.cat(collected.errors).double().mean()),
-                     "sampled_components": len(work.sampled), "components": work.dim}
+        estimated = {
+            "standard_error": float(torch.cat(collected.errors).double().mean()),
+            "sampled_components": len(work.sampled),
+            "components": work.dim,
+        }
     return {
         "value": float(per_input.mean()),
         "spread": float(per_input.std(correction=0)),

@@ -68,6 +68,14 @@ class ScoreRecord:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: int = RECORD_SCHEMA
 
+    def ok_value(self) -> float:
+        """``value`` of a finished ("ok") record, which always has one; a record without is corrupt."""
+        if self.value is None:
+            raise ReprevalError(
+                f"record {self.unit_id!r} is marked ok but has no value", fix="delete it and run the suite again"
+            )
+        return self.value
+
 
 class ResultStore:
     def __init__(self, directory: str | os.PathLike):
@@ -101,14 +109,21 @@ class ResultStore:
         records = []
         paths = sorted(self.records_dir.glob("*.json"))
         if not paths:
-            raise ReprevalError(f"no records in {str(self.records_dir)!r}", fix="run a suite first, or check the directory")
+            raise ReprevalError(
+                f"no records in {str(self.records_dir)!r}", fix="run a suite first, or check the directory"
+            )
         for path in paths:
             try:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError:
-                raise ReprevalError(f"record {str(path)!r} is not valid JSON", fix="delete it and run the suite again") from None
+                raise ReprevalError(
+                    f"record {str(path)!r} is not valid JSON", fix="delete it and run the suite again"
+                ) from None
             if data.get("schema") != RECORD_SCHEMA:
-                raise ReprevalError(f"record {str(path)!r} has schema {data.get('schema')}, expected {RECORD_SCHEMA}", fix="re-run the suite with this version of repreval")
+                raise ReprevalError(
+                    f"record {str(path)!r} has schema {data.get('schema')}, expected {RECORD_SCHEMA}",
+                    fix="re-run the suite with this version of repreval",
+                )
             records.append(ScoreRecord(**_upgrade(data)))
         return records
 

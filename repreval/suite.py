@@ -144,7 +144,11 @@ def resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     for name in includes:
         included = path.parent / name
         if not included.is_file():
-            raise ReprevalError(f"included file {name!r} does not exist", where=f"{path}: include", fix="paths are relative to the including file")
+            raise ReprevalError(
+                f"included file {name!r} does not exist",
+                where=f"{path}: include",
+                fix="paths are relative to the including file",
+            )
         merged = merge(merged, resolve_includes(included, (*seen, path)))
     return merge(merged, data)
 
@@ -157,7 +161,9 @@ def split_model_spec(spec: str) -> tuple[str, str]:
     """``timm:resnet18`` -> (``timm``, ``resnet18``); ``torch:pkg.mod:make`` -> (``torch``, ``pkg.mod:make``)."""
     source, sep, name = spec.partition(":")
     if not sep or not source or not name:
-        raise ReprevalError(f"model {spec!r} is not of the form SOURCE:NAME", fix="e.g. timm:resnet18 or cifar:resnet20")
+        raise ReprevalError(
+            f"model {spec!r} is not of the form SOURCE:NAME", fix="e.g. timm:resnet18 or cifar:resnet20"
+        )
     return source, name
 
 
@@ -171,7 +177,7 @@ def _plugin_choices(value: Any, where: str) -> list[PluginChoice]:
         if isinstance(item, str):
             choices.append(PluginChoice(item))
         elif isinstance(item, dict) and len(item) == 1:
-            (name, options), = item.items()
+            ((name, options),) = item.items()
             options = options or {}
             if not isinstance(options, dict):
                 raise ReprevalError("options must be a mapping", where=f"{where}[{i}].{name}")
@@ -188,7 +194,9 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     top = _Section(data, f"{file}: ")
     version = top.get("version", int, SUITE_VERSION)
     if version != SUITE_VERSION:
-        raise ReprevalError(f"suite version {version} is not supported", where=top.at("version"), fix=f"use version: {SUITE_VERSION}")
+        raise ReprevalError(
+            f"suite version {version} is not supported", where=top.at("version"), fix=f"use version: {SUITE_VERSION}"
+        )
     name = top.get("name", str, required=True)
     description = top.get("description", str, "")
     seed = top.get("seed", int, 0)
@@ -209,23 +217,45 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
         variants_spec = spec.pop("variants", None) if isinstance(spec, dict) else None
         for replicate_id, replicate in _replicates(str(model_id), spec, where):
             if replicate_id in models:
-                raise ReprevalError(f"model id {replicate_id!r} is declared twice", where=where, fix="rename one of them")
+                raise ReprevalError(
+                    f"model id {replicate_id!r} is declared twice", where=where, fix="rename one of them"
+                )
             if variants_spec is not None:
                 model_variants[replicate_id] = _variants(variants_spec, f"{where}.variants", plugins)
             models[replicate_id] = _parse_model(replicate_id, replicate, where, plugins, seed, datasets, check_files)
             models[replicate_id].group = str(model_id)
-    for model_id, config in models.items():
+    for config in models.values():
         if config.baseline is not None and config.baseline not in {m.group for m in models.values()}:
-            raise ReprevalError(f"unknown baseline {config.baseline!r}", where=top.at(f"models.{config.group}.baseline"), fix=suggest(config.baseline, {m.group for m in models.values()}))
+            raise ReprevalError(
+                f"unknown baseline {config.baseline!r}",
+                where=top.at(f"models.{config.group}.baseline"),
+                fix=suggest(config.baseline, {m.group for m in models.values()}),
+            )
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
     top.finish()
-    return Suite(name, path, seed, output, device, datasets, models, variants, evaluation, description, data, model_variants, report)
+    return Suite(
+        name,
+        path,
+        seed,
+        output,
+        device,
+        datasets,
+        models,
+        variants,
+        evaluation,
+        description,
+        data,
+        model_variants,
+        report,
+    )
 
 
 def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:
-    choices = [_resolve(plugins.variant, choice, f"{where}[{i}]") for i, choice in enumerate(_plugin_choices(raw, where))]
+    choices = [
+        _resolve(plugins.variant, choice, f"{where}[{i}]") for i, choice in enumerate(_plugin_choices(raw, where))
+    ]
     return list({choice.label: choice for choice in choices}.values())
 
 
@@ -251,7 +281,9 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
     drift = None
     drift_spec = section.get("drift", (dict, float), None)
     if drift_spec is not None:
-        drift_section = _Section(drift_spec if isinstance(drift_spec, dict) else {"lambda": drift_spec}, section.at("drift"))
+        drift_section = _Section(
+            drift_spec if isinstance(drift_spec, dict) else {"lambda": drift_spec}, section.at("drift")
+        )
         drift = Drift(drift_section.get("lambda", float, required=True), drift_section.get("seed", int, seed))
         drift_section.finish()
         if drift.strength < 0:
@@ -272,7 +304,11 @@ def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
     seeds = spec.pop("seeds")
     if "seed" in spec:
         raise ReprevalError("give either 'seed' or 'seeds', not both", where=where)
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise ReprevalError(f"seeds must be a non-empty list of integers, got {seeds!r}", where=f"{where}.seeds")
     return [(f"{model_id}@{seed}", {**spec, "seed": seed}) for seed in dict.fromkeys(seeds)]
 
@@ -297,13 +333,19 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         train_section = _Section(dict(train_spec), section.at("train"))
         dataset = train_section.get("dataset", str, required=True)
         if dataset not in datasets:
-            raise ReprevalError(f"unknown dataset {dataset!r}", where=train_section.at("dataset"), fix=suggest(dataset, datasets))
+            raise ReprevalError(
+                f"unknown dataset {dataset!r}", where=train_section.at("dataset"), fix=suggest(dataset, datasets)
+            )
         train_section.seen.update(train_spec)
         train = TrainingConfig(dataset, {k: v for k, v in train_spec.items() if k != "dataset"})
     if weights and train:
         raise ReprevalError("give either 'weights' or 'train', not both", where=where)
     if weights and weights != "hub" and check_files and not Path(weights).is_file():
-        raise ReprevalError(f"weights file {weights!r} does not exist", where=section.at("weights"), fix="check the path (relative to the current directory)")
+        raise ReprevalError(
+            f"weights file {weights!r} does not exist",
+            where=section.at("weights"),
+            fix="check the path (relative to the current directory)",
+        )
     layers = section.get("layers", (list, str), [])
     layers = [layers] if isinstance(layers, str) else layers
     config = ModelConfig(
@@ -319,7 +361,11 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         baseline=section.get("baseline", str, None),
     )
     if config.weights_match not in ("name", "position"):
-        raise ReprevalError(f"unknown weights_match {config.weights_match!r}", where=section.at("weights_match"), fix="use name or position")
+        raise ReprevalError(
+            f"unknown weights_match {config.weights_match!r}",
+            where=section.at("weights_match"),
+            fix="use name or position",
+        )
     section.finish()
     return config
 
@@ -337,7 +383,7 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         if dataset not in datasets:
             at = section.at(key) + (f"[{i}]" if key == "datasets" else "")
             raise ReprevalError(f"unknown dataset {dataset!r}", where=at, fix=suggest(str(dataset), datasets))
-    lists = {}
+    lists: dict[str, list[PluginChoice]] = {}
     for key, registry in (
         ("saliency", plugins.saliency),
         ("channel_aggregators", plugins.aggregator),
@@ -366,15 +412,25 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         batch_size=section.get("batch_size", int, 16),
         chunk_size=section.get("chunk_size", int, None),
         strategy=section.get("strategy", str, "auto"),
-        memory_budget=_parse_bytes(section.get("memory_budget", (str, int), DEFAULT_MEMORY_BUDGET), section.at("memory_budget")),
+        memory_budget=_parse_bytes(
+            section.get("memory_budget", (str, int), DEFAULT_MEMORY_BUDGET), section.at("memory_budget")
+        ),
         smoothing=smoothing,
         sample_components=section.get("sample_components", int, None),
         **lists,
     )
     if evaluation.sample_components is not None and evaluation.sample_components < 3:
-        raise ReprevalError("sample_components must be at least 3", where=section.at("sample_components"), fix="sample more components, or remove the key for exact scores")
+        raise ReprevalError(
+            "sample_components must be at least 3",
+            where=section.at("sample_components"),
+            fix="sample more components, or remove the key for exact scores",
+        )
     if evaluation.strategy not in STRATEGIES:
-        raise ReprevalError(f"unknown strategy {evaluation.strategy!r}", where=section.at("strategy"), fix="use " + ", ".join(STRATEGIES))
+        raise ReprevalError(
+            f"unknown strategy {evaluation.strategy!r}",
+            where=section.at("strategy"),
+            fix="use " + ", ".join(STRATEGIES),
+        )
     for key in ("batch_size", "chunk_size"):
         if getattr(evaluation, key) is not None and getattr(evaluation, key) < 1:
             raise ReprevalError(f"{key} must be at least 1", where=section.at(key))
@@ -384,12 +440,24 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     return evaluation
 
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-          "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
 
 
 def _parse_bytes(value: str | int, where: str) -> int:
     """``4GiB``, ``512 MB``, ``1073741824`` -> bytes (binary units)."""
+    number: float
     if isinstance(value, int):
         number, unit = value, ""
     else:
@@ -403,11 +471,12 @@ def _parse_bytes(value: str | int, where: str) -> int:
     return size
 
 
-def load_suite(path: str | os.PathLike, plugins: Plugins, *, output: str | None = None, check_files: bool = True) -> Suite:
+def load_suite(
+    path: str | os.PathLike, plugins: Plugins, *, output: str | None = None, check_files: bool = True
+) -> Suite:
     """Read, merge includes, and validate the suite at ``path``; ``output`` overrides its output."""
     path = Path(path)
     suite = parse_suite(resolve_includes(path), plugins, path=path, check_files=check_files)
     if output:
         suite.output = Path(output)
     return suite
-

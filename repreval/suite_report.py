@@ -21,11 +21,15 @@ def parse_metric(spec: Any, where: str) -> MetricSelector:
         spec = {"score": spec}
     if not isinstance(spec, dict) or "score" not in spec:
         raise ReprevalError(
-            "a metric is a mapping with at least 'score'", where=where, fix="e.g. {score: noise_score, saliency: gradients}"
+            "a metric is a mapping with at least 'score'",
+            where=where,
+            fix="e.g. {score: noise_score, saliency: gradients}",
         )
     unknown = [key for key in spec if key not in MetricSelector.KEYS]
     if unknown:
-        raise ReprevalError(f"unknown metric key {unknown[0]!r}", where=where, fix="use " + ", ".join(MetricSelector.KEYS))
+        raise ReprevalError(
+            f"unknown metric key {unknown[0]!r}", where=where, fix="use " + ", ".join(MetricSelector.KEYS)
+        )
     return MetricSelector(**{key: str(value) for key, value in spec.items()})
 
 
@@ -69,11 +73,15 @@ def parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
     """One claim: ``{claim: TEXT, paper: TEXT, KIND: {options}}``, its options checked by kind."""
     if not isinstance(item, dict) or "claim" not in item:
         raise ReprevalError(
-            "a claim is {claim: TEXT, paper: TEXT, KIND: {...}}", where=where, fix="KIND is one of " + ", ".join(CLAIM_KINDS)
+            "a claim is {claim: TEXT, paper: TEXT, KIND: {...}}",
+            where=where,
+            fix="KIND is one of " + ", ".join(CLAIM_KINDS),
         )
     unknown = [key for key in item if key not in (*CLAIM_KINDS, "claim", "paper")]
     if unknown:
-        raise ReprevalError(f"unknown key {unknown[0]!r}", where=where, fix=suggest(unknown[0], (*CLAIM_KINDS, "claim", "paper")))
+        raise ReprevalError(
+            f"unknown key {unknown[0]!r}", where=where, fix=suggest(unknown[0], (*CLAIM_KINDS, "claim", "paper"))
+        )
     kinds = [key for key in item if key in CLAIM_KINDS]
     if len(kinds) != 1:
         raise ReprevalError("a claim needs exactly one check", where=where, fix="one of " + ", ".join(CLAIM_KINDS))
@@ -91,7 +99,9 @@ def _check_greater(options: dict, where: str, config: ReportConfig) -> None:
     options.setdefault("layers", "every")
     options.setdefault("expect", "higher")
     if options["layers"] not in LAYER_MODES:
-        raise ReprevalError(f"unknown layers {options['layers']!r}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES))
+        raise ReprevalError(
+            f"unknown layers {options['layers']!r}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES)
+        )
     if options["expect"] not in ("higher", "same"):
         raise ReprevalError(f"unknown expect {options['expect']!r}", where=f"{where}.expect", fix="use higher or same")
 
@@ -111,7 +121,9 @@ def _check_correlation(options: dict, where: str, config: ReportConfig) -> None:
     index = options.get("index", 0)
     if not isinstance(index, int) or not 0 <= index < len(config.correlations):
         raise ReprevalError(
-            f"no correlation number {index}", where=f"{where}.index", fix="declare it under report.correlations (counted from 0)"
+            f"no correlation number {index}",
+            where=f"{where}.index",
+            fix="declare it under report.correlations (counted from 0)",
         )
     _check_sign(options, where)
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .api import (
     Aggregator,
@@ -44,6 +45,9 @@ from .api import (
 )
 from .errors import ReprevalError, suggest
 from .hookspecs import PROJECT
+
+if TYPE_CHECKING:  # annotations only: torch is imported where a check runs
+    from torch import Tensor
 
 __all__ = ["check_plugin", "Checked"]
 
@@ -79,7 +83,7 @@ class Checked:
             yield
         except AssertionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a crash in the plugin's code is its failure
+        except Exception as exc:
             self.fail(f"{what} raised {type(exc).__name__}: {exc}")
 
 
@@ -110,7 +114,9 @@ def check_plugin(
     every = [name for kind, names in registered.items() if kind in wanted for name in names]
     stray = [name for name in options or {} if name not in every]
     if stray:
-        raise ValueError(f"options for {stray[0]!r}, which plugin {plugin_name!r} does not register; {suggest(stray[0], every)}")
+        raise ValueError(
+            f"options for {stray[0]!r}, which plugin {plugin_name!r} does not register; {suggest(stray[0], every)}"
+        )
     results = []
     for kind, names in registered.items():
         if kind not in wanted:
@@ -121,7 +127,9 @@ def check_plugin(
             _check_entry(check, registry, dict((options or {}).get(name, {})))
             results.append(check)
     if model is not None:
-        results.append(_check_model(plugin_name, plugins, registered.get("model_source", []), model, dict(model_options or {})))
+        results.append(
+            _check_model(plugin_name, plugins, registered.get("model_source", []), model, dict(model_options or {}))
+        )
     if not results:
         what = f" of kind {', '.join(sorted(wanted))}" if kinds is not None else ""
         raise AssertionError(f"plugin {plugin_name!r} registered nothing{what}; implement a hook of repreval.hookspecs")
@@ -256,10 +264,13 @@ def _create(check: Checked, registry, factory, options: dict):
     except ReprevalError as exc:
         check.skipped.append(f"instance and smoke test: default options rejected ({exc.problem}; pass options=)")
         return None
-    except Exception as exc:  # noqa: BLE001 - reported as the plugin's failure
+    except Exception as exc:
         check.fail(f"creating it with default options failed: {type(exc).__name__}: {exc}")
     bases = registry.base if isinstance(registry.base, tuple) else (registry.base,)
-    check.expect(isinstance(instance, bases), f"its factory gave a {type(instance).__name__}, not a {' or '.join(b.__name__ for b in bases)}")
+    check.expect(
+        isinstance(instance, bases),
+        f"its factory gave a {type(instance).__name__}, not a {' or '.join(b.__name__ for b in bases)}",
+    )
     check.passed.append("created with default options")
     return instance
 
@@ -274,7 +285,9 @@ def _required_options(factory) -> list[str]:
 
 def _check_attributes(check: Checked, cls: type, base: type) -> None:
     name = getattr(cls, "name", None)
-    check.expect(isinstance(name, str) and bool(name), f"{cls.__name__} has no 'name' (set the class attribute name = ...)")
+    check.expect(
+        isinstance(name, str) and bool(name), f"{cls.__name__} has no 'name' (set the class attribute name = ...)"
+    )
     for attribute, (test, expected) in ATTRIBUTES[base].items():
         value = getattr(cls, attribute)
         check.expect(test(value), f"{cls.__name__}.{attribute} {expected}, got {value!r}")
@@ -310,7 +323,10 @@ def _smoke_saliency(check: Checked, method: SaliencyMethod) -> None:
     if method.linear_in_gradient:
         total = method.attribute(activation, gradients[0] + gradients[1])
         parts = out + method.attribute(activation, gradients[1])
-        check.expect(torch.allclose(total, parts, atol=1e-5), "linear_in_gradient is True, but attribute(a, g1 + g2) != attribute(a, g1) + attribute(a, g2)")
+        check.expect(
+            torch.allclose(total, parts, atol=1e-5),
+            "linear_in_gradient is True, but attribute(a, g1 + g2) != attribute(a, g1) + attribute(a, g2)",
+        )
     check.passed.append(f"attribute() -> {expected}")
 
 
@@ -321,15 +337,22 @@ def _smoke_aggregator(check: Checked, aggregator: Aggregator) -> None:
     for dim in (1, 0, -1):
         out = aggregator(values, dim=dim)
         expected = [n for i, n in enumerate(values.shape) if i != dim % values.dim()]
-        check.expect(_shape(out) == expected, f"aggregating dim {dim} of {list(values.shape)} gave shape {_shape(out)}, expected {expected}")
+        check.expect(
+            _shape(out) == expected,
+            f"aggregating dim {dim} of {list(values.shape)} gave shape {_shape(out)}, expected {expected}",
+        )
         check.expect(_finite(out), f"aggregating dim {dim} gave non-finite values")
     if aggregator.linear:
         other = values.flip(0)
-        check.expect(torch.allclose(aggregator(values + other, 1), aggregator(values, 1) + aggregator(other, 1), atol=1e-5),
-                     "linear is True, but the aggregator does not commute with sums")
+        check.expect(
+            torch.allclose(aggregator(values + other, 1), aggregator(values, 1) + aggregator(other, 1), atol=1e-5),
+            "linear is True, but the aggregator does not commute with sums",
+        )
     if aggregator.elementwise is not None:
-        check.expect(torch.allclose(aggregator(values, 1), aggregator.elementwise(values).mean(dim=1), atol=1e-5),
-                     "elementwise is set, but the aggregator is not the mean of elementwise(values)")
+        check.expect(
+            torch.allclose(aggregator(values, 1), aggregator.elementwise(values).mean(dim=1), atol=1e-5),
+            "elementwise is set, but the aggregator is not the mean of elementwise(values)",
+        )
     check.passed.append("reduces the given dim")
 
 
@@ -351,11 +374,16 @@ def _smoke_attribution_score(check: Checked, score: AttributionScore) -> None:
     sets = ["real", "noise", "noise_b"][: 1 + score.noise_sets]
     maps = {which: torch.rand(n, d, h, w, generator=generator) for which in sets}
     aggregator = _Mean() if score.uses_embedding_aggregator else None
-    _expect_score_values(check, score.compute(AttributionMaps(**maps), aggregator), score, n, "compute()")
+    complete = AttributionMaps(maps["real"], maps.get("noise"), maps.get("noise_b"))
+    _expect_score_values(check, score.compute(complete, aggregator), score, n, "compute()")
     if not score.reads_components and aggregator is not None:
-        aggregated = {(which, aggregator): aggregator(maps[which], dim=1) for which in sets}
+        aggregated: dict[tuple[str, Aggregator], Tensor] = {
+            (which, aggregator): aggregator(maps[which], dim=1) for which in sets
+        }
         result = score.compute(AttributionMaps(real=None, aggregated=aggregated), aggregator)
-        _expect_score_values(check, result, score, n, "compute() from aggregated maps alone (reads_components is False)")
+        _expect_score_values(
+            check, result, score, n, "compute() from aggregated maps alone (reads_components is False)"
+        )
     check.passed.append(f"compute() on [N, D, h, w] maps with {score.noise_sets} noise set(s) -> [N]")
 
 
@@ -365,7 +393,10 @@ def _expect_score_values(check: Checked, result, score: AttributionScore, n: int
         tensor = getattr(result, field_name)
         if tensor is None and field_name != "values":
             continue
-        check.expect(_shape(tensor) == [n], f"{call} returned {field_name} of shape {_shape(tensor)}, expected [{n}] (one per input)")
+        check.expect(
+            _shape(tensor) == [n],
+            f"{call} returned {field_name} of shape {_shape(tensor)}, expected [{n}] (one per input)",
+        )
         check.expect(_finite(tensor), f"{call} returned non-finite {field_name}")
     if score.bounds is not None:
         low, high = score.bounds
@@ -377,17 +408,27 @@ def _smoke_embedding_score(check: Checked, score: EmbeddingScore) -> None:
     import torch
 
     names = score.datasets()
-    check.expect(isinstance(names, tuple) and all(isinstance(n, str) for n in names), f"datasets() returned {names!r}, not a tuple of names")
+    check.expect(
+        isinstance(names, tuple) and all(isinstance(n, str) for n in names),
+        f"datasets() returned {names!r}, not a tuple of names",
+    )
     network = _tiny_network(0)
     images = torch.rand(24, *network.input_spec.shape, generator=torch.Generator().manual_seed(0))
     labelled = ImageSet(images, torch.arange(24) % 2, ("even", "odd"))
     result = score.compute(network, lambda name: (labelled, network.input_spec.normalize(images)), 0)
-    check.expect(isinstance(result, dict) and set(result) == set(score.metrics),
-                 f"compute() returned {result!r}, expected a dict with the keys of metrics {score.metrics}")
+    check.expect(
+        isinstance(result, dict) and set(result) == set(score.metrics),
+        f"compute() returned {result!r}, expected a dict with the keys of metrics {score.metrics}",
+    )
     for metric, value in result.items():
-        check.expect(_number(value) and math.isfinite(value), f"compute() gave {metric} = {value!r}, not a finite number")
+        check.expect(
+            _number(value) and math.isfinite(value), f"compute() gave {metric} = {value!r}, not a finite number"
+        )
         if score.bounds is not None:
-            check.expect(score.bounds[0] <= value <= score.bounds[1], f"compute() gave {metric} = {value} outside its bounds {score.bounds}")
+            check.expect(
+                score.bounds[0] <= value <= score.bounds[1],
+                f"compute() gave {metric} = {value} outside its bounds {score.bounds}",
+            )
     check.passed.append("compute() on a tiny network and labelled random images")
 
 
@@ -411,8 +452,13 @@ def _smoke_dataset(check: Checked, dataset: DatasetSource) -> None:
     check.expect(isinstance(loaded, ImageSet), f"load([0]) returned a {type(loaded).__name__}, not an ImageSet")
     check.expect(len(loaded) == 1, f"load([0]) returned {len(loaded)} images, expected 1")
     image = loaded.images[0]
-    check.expect(isinstance(image, torch.Tensor) and image.dim() == 3, f"load([0]) gave an image of shape {_shape(image)}, expected [C, H, W]")
-    check.expect(_finite(image) and bool(((image >= 0) & (image <= 1)).all()), "load([0]) gave pixel values outside [0, 1]")
+    check.expect(
+        isinstance(image, torch.Tensor) and image.dim() == 3,
+        f"load([0]) gave an image of shape {_shape(image)}, expected [C, H, W]",
+    )
+    check.expect(
+        _finite(image) and bool(((image >= 0) & (image <= 1)).all()), "load([0]) gave pixel values outside [0, 1]"
+    )
     check.expect(loaded.labels is None or len(loaded.labels) == 1, "load([0]) gave labels that do not match the images")
     check.passed.append(f"size() = {size}, load([0]) -> an image of {list(image.shape)}")
 
@@ -420,8 +466,10 @@ def _smoke_dataset(check: Checked, dataset: DatasetSource) -> None:
 def _smoke_variant(check: Checked, variant: Variant, create: Callable[[dict], Variant]) -> None:
     handle = _TinyModel()
     expansions = variant.expansions(handle.trained())
-    check.expect(expansions is None or (isinstance(expansions, list) and all(isinstance(e, dict) for e in expansions)),
-                 f"expansions() returned {expansions!r}, expected None or a list of option dicts")
+    check.expect(
+        expansions is None or (isinstance(expansions, list) and all(isinstance(e, dict) for e in expansions)),
+        f"expansions() returned {expansions!r}, expected None or a list of option dicts",
+    )
     if expansions:
         variant = create(expansions[0])
     network = variant.network(handle, 0)
@@ -469,10 +517,15 @@ class _TinyModel(ModelHandle):
 def _expect_embeds(check: Checked, network: Network, what: str) -> None:
     import torch
 
-    check.expect(isinstance(network.input_spec, InputSpec), f"{what} gave input_spec {network.input_spec!r}, not an InputSpec")
+    check.expect(
+        isinstance(network.input_spec, InputSpec), f"{what} gave input_spec {network.input_spec!r}, not an InputSpec"
+    )
     with torch.no_grad():
         z = network.embed(torch.zeros(1, *network.input_spec.shape))
-    check.expect(_shape(z)[:1] == [1] and len(_shape(z)) == 2, f"{what}: embed() of one input gave shape {_shape(z)}, expected [1, D]")
+    check.expect(
+        _shape(z)[:1] == [1] and len(_shape(z)) == 2,
+        f"{what}: embed() of one input gave shape {_shape(z)}, expected [1, D]",
+    )
     check.expect(_finite(z), f"{what}: embed() gave non-finite values")
     modules = dict(network.module.named_modules())
     missing = [layer for layer in network.default_layers if layer.split(":")[0] not in modules]
@@ -488,12 +541,17 @@ def _check_model(plugin: str, plugins, sources: list[str], model: str, options: 
             raise AssertionError(f"plugin {plugin!r}: model={model!r} needs the form SOURCE:NAME (sources: {sources})")
         source_name, name = sources[0], model
     check = Checked(plugin, "model_source", source_name)
-    check.expect(source_name in sources, f"model={model!r}: the plugin registers no model source {source_name!r} ({suggest(source_name, sources)})")
+    check.expect(
+        source_name in sources,
+        f"model={model!r}: the plugin registers no model source {source_name!r} ({suggest(source_name, sources)})",
+    )
     source = plugins.model_source.create(source_name)
     with check.running(f"build({name!r}, {options!r})"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         network = source.build(name, options, 0)
-        check.expect(isinstance(network, Network), f"build({name!r}) returned a {type(network).__name__}, not a Network")
+        check.expect(
+            isinstance(network, Network), f"build({name!r}) returned a {type(network).__name__}, not a Network"
+        )
         network.module.eval()
         _expect_embeds(check, network, f"build({name!r})")
     check.passed.append(f"build({name!r}) and embed() of a zero input")

@@ -17,7 +17,8 @@ def _imports(path: Path) -> list[tuple[str, int]]:
     name = _module_name(path)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     typing_only = {
-        id(node) for block in ast.walk(tree)
+        id(node)
+        for block in ast.walk(tree)
         if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
         for node in ast.walk(block)
     }
@@ -69,7 +70,11 @@ def test_no_import_cycles_inside_repreval():
         state[name] = "open"
         for target in sorted(graph[name]):
             if state.get(target) == "open":
-                cycles.append(" -> ".join(trail[trail.index(target):] + [name, target]) if target in trail else f"{name} -> {target}")
+                cycles.append(
+                    " -> ".join(trail[trail.index(target) :] + [name, target])
+                    if target in trail
+                    else f"{name} -> {target}"
+                )
             elif target not in state:
                 visit(target, trail + [name])
         state[name] = "done"

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from repreval.api import ImageSet, ReprevalError, TrainingContext
-from repreval.data import fit_to_input, normalize
 from repreval.config import ModelConfig, TrainingConfig
+from repreval.data import fit_to_input, normalize
 from repreval.models import CACHE_ENV, Model, seeded
 from repreval.plugins import load_plugins
 from repreval_builtins.autoencoders import Autoencoders, register_model_sources, training_loss
@@ -213,7 +213,9 @@ def test_score_constraints_reach_every_encoder_layer_through_double_backprop(dig
     _, inputs = digits
     network = build("classifier", {"bottleneck": 5})
     for name in ("noise_score", "variance_score"):
-        constraints = ScoreConstraints(training_settings({"constraints": {name: 1.0}}), seed=0, registries=load_plugins())
+        constraints = ScoreConstraints(
+            training_settings({"constraints": {name: 1.0}}), seed=0, registries=load_plugins()
+        )
         network.module.zero_grad()
         penalty, values = constraints.loss(network, inputs[:8])
         penalty.backward()
@@ -234,10 +236,13 @@ def test_constrained_training_logs_its_scores_and_is_deterministic(digits):
         states.append(network.module.state_dict())
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
     for score in ("noise_score", "variance_score"):
-        assert 0 < logs[0][f"{score}_first"] and 0 < logs[0][f"{score}_last"]
+        assert logs[0][f"{score}_first"] > 0 and logs[0][f"{score}_last"] > 0
 
 
-@pytest.mark.parametrize("options, message", [({"constraints": {"noise_score": "high"}}, "must map score names"), ({"constraint_every": 0}, "constraint_every")])
+@pytest.mark.parametrize(
+    "options, message",
+    [({"constraints": {"noise_score": "high"}}, "must map score names"), ({"constraint_every": 0}, "constraint_every")],
+)
 def test_bad_constraint_options_are_reported(options, message):
     with pytest.raises(ReprevalError, match=message):
         Autoencoders().check_training_options(options)

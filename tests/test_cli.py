@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED, needs_shared
 
 import repreval.cli
-from conftest import SHARED, needs_shared
 from repreval.api import AttributionScore, ScoreValues, hookimpl
 from repreval.cli import main
 from repreval.plugins import load_plugins
@@ -76,7 +76,11 @@ def process(*argv, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "repreval", *map(str, argv)],
-        capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or ROOT,
+        timeout=300,
     )
 
 
@@ -101,7 +105,16 @@ def records(directory: Path) -> dict[str, dict]:
 
 def by_coordinates(found: dict[str, dict]) -> dict[tuple, dict]:
     return {
-        (r["model"], r["variant"], r["dataset"], r["layer"], r["saliency"], r["channel_aggregator"], r["embedding_aggregator"], r["score"]): r
+        (
+            r["model"],
+            r["variant"],
+            r["dataset"],
+            r["layer"],
+            r["saliency"],
+            r["channel_aggregator"],
+            r["embedding_aggregator"],
+            r["score"],
+        ): r
         for r in found.values()
     }
 
@@ -115,7 +128,9 @@ def summary(stdout: str) -> str:
 # Help, plugins, list, layers
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["eval"], ["validate"], ["leaderboard"], ["plugins"], ["list"], ["layers"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["eval"], ["validate"], ["leaderboard"], ["plugins"], ["list"], ["layers"]]
+)
 def test_help_of_every_subcommand(capsys, command):
     with pytest.raises(SystemExit) as exited:
         main([*command, "--help"])
@@ -145,7 +160,9 @@ def test_plugins_json_lists_every_builtin_plugin(capsys):
 def test_plugins_table(capsys):
     code, out, _ = cli(capsys, "--block", "timm", "plugins")
     assert code == 0
-    assert re.search(r"│ autoencoders\s+│ repreval\s+│ " + re.escape(version("repreval")) + r"\s+│ model_source: ae", out)
+    assert re.search(
+        r"│ autoencoders\s+│ repreval\s+│ " + re.escape(version("repreval")) + r"\s+│ model_source: ae", out
+    )
     assert re.search(r"│ timm\s+│.*blocked", out)
 
 
@@ -233,7 +250,9 @@ def test_validate_broken_suite_exits_2(capsys, tmp_path):
     path = small_suite(tmp_path, SMALL_SUITE.replace("saliency: [gradients,", "saliency: [gradient,"))
     code, out, err = cli(capsys, "validate", path)
     assert code == 2 and out == ""
-    assert_one_error_line(err, f"{path}: evaluation.saliency[0]: unknown saliency 'gradient'", "did you mean 'gradients'")
+    assert_one_error_line(
+        err, f"{path}: evaluation.saliency[0]: unknown saliency 'gradient'", "did you mean 'gradients'"
+    )
 
 
 def test_validate_broken_suite_in_a_real_process(tmp_path):
@@ -289,7 +308,11 @@ def test_run_writes_records_and_leaderboards_and_resumes(capsys, tmp_path):
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")} == stamps
 
     # Delete one record: exactly that unit is computed again, with the same value; nothing else is touched.
-    victim = next(r for r in first.values() if r["score"] == "variance_score" and r["saliency"] == "gradients" and r["variant"] == "trained")
+    victim = next(
+        r
+        for r in first.values()
+        if r["score"] == "variance_score" and r["saliency"] == "gradients" and r["variant"] == "trained"
+    )
     (out / "records" / f"{victim['unit_id']}.json").unlink()
     code, stdout, _ = cli(capsys, "run", suite, "--out", out)
     assert code == 0
@@ -327,8 +350,18 @@ def test_leaderboard_formats(capsys, tmp_path):
         assert rows[0]["average"] >= rows[1]["average"]  # higher is better: the best first
         for row in rows:
             assert row["complete"] is True
-            record = values[(row["model"], row["variant"], "held", "encoder.block2", board["saliency"],
-                             board["channel_aggregator"], board["embedding_aggregator"], board["score"])]
+            record = values[
+                (
+                    row["model"],
+                    row["variant"],
+                    "held",
+                    "encoder.block2",
+                    board["saliency"],
+                    board["channel_aggregator"],
+                    board["embedding_aggregator"],
+                    board["score"],
+                )
+            ]
             assert row["average"] == pytest.approx(record["value"])
             assert row["cells"][0]["reference"] == pytest.approx(record["reference"])
 
@@ -351,13 +384,27 @@ def test_leaderboard_ranks_lower_is_better_and_keeps_failed_rows_last(capsys, tm
     store = ResultStore(tmp_path / "made")
 
     def record(model, layer_index, value, status="ok"):
-        store.write(ScoreRecord(
-            unit_id=f"{model}-{layer_index}", suite="made", model=model, model_spec="x:y", variant="trained",
-            layer=f"l{layer_index}", layer_index=layer_index, saliency="gradients", channel_aggregator="abs",
-            embedding_aggregator="mean", score="lower", higher_is_better=False, status=status,
-            value=value if status == "ok" else None, spread=0.0 if status == "ok" else None,
-            values=[value] if status == "ok" else [], error=None if status == "ok" else "RuntimeError: boom",
-        ))
+        store.write(
+            ScoreRecord(
+                unit_id=f"{model}-{layer_index}",
+                suite="made",
+                model=model,
+                model_spec="x:y",
+                variant="trained",
+                layer=f"l{layer_index}",
+                layer_index=layer_index,
+                saliency="gradients",
+                channel_aggregator="abs",
+                embedding_aggregator="mean",
+                score="lower",
+                higher_is_better=False,
+                status=status,
+                value=value if status == "ok" else None,
+                spread=0.0 if status == "ok" else None,
+                values=[value] if status == "ok" else [],
+                error=None if status == "ok" else "RuntimeError: boom",
+            )
+        )
 
     for layer, value in enumerate((0.5, 0.7)):
         record("mid", layer, value)
@@ -424,7 +471,10 @@ def test_same_seed_same_values_across_processes_and_another_seed_differs(capsys,
     assert set(a) == set(b)
     for unit_id in a:
         assert (a[unit_id]["value"], a[unit_id]["values"], a[unit_id]["reference"]) == (
-            b[unit_id]["value"], b[unit_id]["values"], b[unit_id]["reference"])
+            b[unit_id]["value"],
+            b[unit_id]["values"],
+            b[unit_id]["reference"],
+        )
 
     code, _, _ = cli(capsys, "run", suite, "--out", tmp_path / "c", "--seed", "1")
     assert code == 0
@@ -444,10 +494,23 @@ def test_same_seed_same_values_across_processes_and_another_seed_differs(capsys,
 def test_eval_cifar_resnet20_on_cifar_images(capsys, tmp_path):
     out = tmp_path / "eval"
     code, stdout, err = cli(
-        capsys, "eval", "cifar:resnet20",
-        "--weights", SHARED / "cifar10-resnets" / "resnet20-12fca82f.th",
-        "--data", f"image_folder:{SHARED / 'cifar10-test'}", "--limit", "4",
-        "--layers", "layer1,layer2", "--saliency", "gradients", "--scores", "noise_score", "--out", out,
+        capsys,
+        "eval",
+        "cifar:resnet20",
+        "--weights",
+        SHARED / "cifar10-resnets" / "resnet20-12fca82f.th",
+        "--data",
+        f"image_folder:{SHARED / 'cifar10-test'}",
+        "--limit",
+        "4",
+        "--layers",
+        "layer1,layer2",
+        "--saliency",
+        "gradients",
+        "--scores",
+        "noise_score",
+        "--out",
+        out,
     )
     assert code == 0, err
     found = records(out)
@@ -485,10 +548,11 @@ class FlakyPlugin:
         register(FlakyScore)
 
 
-FAILING_SUITE = SMALL_SUITE.replace("layers: [encoder.block2]", "layers: [encoder.block1, encoder.block2]").replace(
-    "saliency: [gradients, grad_cam]", "saliency: [gradients]"
-).replace("scores: [noise_score, variance_score]", "scores: [noise_score, flaky]").replace(
-    "variants: [trained, random]", "variants: [random]"
+FAILING_SUITE = (
+    SMALL_SUITE.replace("layers: [encoder.block2]", "layers: [encoder.block1, encoder.block2]")
+    .replace("saliency: [gradients, grad_cam]", "saliency: [gradients]")
+    .replace("scores: [noise_score, variance_score]", "scores: [noise_score, flaky]")
+    .replace("variants: [trained, random]", "variants: [random]")
 )
 
 
@@ -538,7 +602,9 @@ def test_a_failing_score_does_not_fail_the_other_scores_of_its_group(tmp_path):
 
 
 def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[FlakyPlugin]))
+    monkeypatch.setattr(
+        repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[FlakyPlugin])
+    )
     suite = small_suite(tmp_path, FAILING_SUITE)
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "run", suite, "--out", out)
@@ -546,7 +612,9 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
     assert "Traceback" not in err
     failed_lines = [line for line in err.splitlines() if line.startswith("failed: ")]
     assert failed_lines and len(failed_lines) == len(err.strip().splitlines())
-    assert any("encoder.block2/gradients/abs/mean/flaky: RuntimeError: flaky score exploded" in line for line in failed_lines)
+    assert any(
+        "encoder.block2/gradients/abs/mean/flaky: RuntimeError: flaky score exploded" in line for line in failed_lines
+    )
     assert re.search(rf"\d computed, 0 already done, {len(failed_lines)} failed", summary(stdout))
     saved = records(out)
     assert sum(r["status"] == "failed" for r in saved.values()) == len(failed_lines)
@@ -561,7 +629,18 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
 
 def test_bench_reports_ratios_and_agreement(capsys):
     """`repreval bench --json` times the engine against both loops and checks they agree (a smoke test: no timings asserted)."""
-    code, out, err = cli(capsys, "bench", "--model", "cifar:resnet20", "--layers", "layer2", "--saliency", "grad_cam,gradients", "--quick", "--json")
+    code, out, err = cli(
+        capsys,
+        "bench",
+        "--model",
+        "cifar:resnet20",
+        "--layers",
+        "layer2",
+        "--saliency",
+        "grad_cam,gradients",
+        "--quick",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert [(r["layer"], r["method"]) for r in report["rows"]] == [("layer2", "grad_cam"), ("layer2", "gradients")]
@@ -584,7 +663,10 @@ def test_reports_render_from_the_results_folder_alone(capsys, tmp_path):
     for i in range(4):
         pixels = (torch.rand(28, 28, generator=generator) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(images / f"digit_{i}.png")
-    text = SMALL_SUITE.replace("held: {kind: digits, skip: 300, limit: 8}", f"held: {{kind: image_files, options: {{paths: '{images}/*.png'}}}}")
+    text = SMALL_SUITE.replace(
+        "held: {kind: digits, skip: 300, limit: 8}",
+        f"held: {{kind: image_files, options: {{paths: '{images}/*.png'}}}}",
+    )
     text += (
         "report:\n  title: Moved\n  claims:\n"
         "    - claim: trained above random\n"

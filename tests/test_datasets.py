@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, needs_shared
 from PIL import Image
 
 import repreval_builtins.datasets.files
@@ -18,16 +19,32 @@ from repreval.data import fit_to_input, load_images, subset_indices
 from repreval.errors import ReprevalError
 from repreval_builtins.datasets import read_idx
 
-from conftest import SHARED, needs_shared
-
-
 MNIST = SHARED / "mnist"
 CIFAR = SHARED / "cifar10-test"
 FOOLBOX = SHARED / "foolbox-samples"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MNIST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 FOOLBOX_IMAGENET_LABELS = [
-    243, 559, 438, 990, 949, 853, 609, 609, 915, 455, 541, 630, 741, 471, 129, 99, 251, 22, 317, 305
+    243,
+    559,
+    438,
+    990,
+    949,
+    853,
+    609,
+    609,
+    915,
+    455,
+    541,
+    630,
+    741,
+    471,
+    129,
+    99,
+    251,
+    22,
+    317,
+    305,
 ]
 RGB32 = InputSpec(3, 32, 32)
 
@@ -92,7 +109,7 @@ def test_out_of_range_index_is_refused(create):
 def test_mnist_test_set_has_the_published_class_counts(create):
     data = load_all(create("mnist", path=MNIST))
     assert data.images.shape == (10_000, 1, 28, 28)
-    assert 0.0 <= data.images.min() and data.images.max() == 1.0
+    assert data.images.min() >= 0.0 and data.images.max() == 1.0
     assert data.labels.bincount().tolist() == MNIST_CLASS_COUNTS
 
 
@@ -172,6 +189,7 @@ def test_image_folder_decodes_only_the_requested_images(create, monkeypatch):
 
     decoded = []
     read_image = repreval_builtins.datasets.files.read_image
+
     def counting_read_image(path, *args):
         decoded.append(path)
         return read_image(path, *args)
@@ -184,7 +202,7 @@ def test_image_folder_decodes_only_the_requested_images(create, monkeypatch):
     assert [path.parent.name for path in decoded] == [CIFAR_CLASSES[label] for label in data.labels]
     assert [path.name for path in decoded] == ["0999.jpg", "0000.jpg", "0321.jpg", "0000.jpg", "0555.jpg"]
     assert data.images.shape == (5, 3, 32, 32) and data.images.dtype == torch.float32
-    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
 
 
 @needs_shared
@@ -267,7 +285,7 @@ def test_image_files_glob_with_labels_from_names(create):
     assert len(data) == 20
     assert data.labels.tolist() == FOOLBOX_IMAGENET_LABELS
     assert isinstance(data.images, list)  # sizes differ (one is 1024×683)
-    assert all(image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1 for image in data.images)
+    assert all(image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1 for image in data.images)
     assert fit_to_input(data.images, InputSpec(3, 224, 224, crop_pct=0.875)).shape == (20, 3, 224, 224)
 
 
@@ -301,7 +319,7 @@ def test_noise_is_seeded_per_image(create):
     noise = create("noise", count=10, seed=1)
     everything = load_all(noise, spec).images
     assert noise.size(spec) == 10 and everything.shape == (10, *spec.shape)
-    assert 0.0 <= everything.min() and everything.max() < 1.0
+    assert everything.min() >= 0.0 and everything.max() < 1.0
     assert torch.equal(everything, create("noise", count=10, seed=1).load(range(10), spec).images)
     assert torch.equal(noise.load([7, 2], spec).images, everything[[7, 2]])
     assert not torch.equal(create("noise", count=10, seed=2).load([7], spec).images[0], everything[7])
@@ -337,6 +355,6 @@ def test_load_images_fits_cifar_to_a_one_channel_28x28_input(create):
     subset = Subset(limit=6, seed=0)
     data = load_images(cifar, subset, InputSpec(1, 28, 28))
     assert data.images.shape == (6, 1, 28, 28)
-    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
     expected = [cifar.labels[i] for i in subset_indices(subset, 10_000)]
     assert data.labels.tolist() == expected and data.class_names == CIFAR_CLASSES

@@ -53,8 +53,14 @@ def _bases(kind: str) -> tuple[type, ...]:
 
 def _implemented_by_plugins(base: type) -> list[str]:
     """Class attributes (ClassVar annotations) and public methods a plugin of ``base`` sets or overrides."""
-    attributes = [name for name, annotation in vars(base).get("__annotations__", {}).items() if "ClassVar" in str(annotation)]
-    methods = [name for name, value in vars(base).items() if inspect.isfunction(value) and (not name.startswith("_") or name == "__call__")]
+    attributes = [
+        name for name, annotation in vars(base).get("__annotations__", {}).items() if "ClassVar" in str(annotation)
+    ]
+    methods = [
+        name
+        for name, value in vars(base).items()
+        if inspect.isfunction(value) and (not name.startswith("_") or name == "__call__")
+    ]
     return attributes + methods
 
 
@@ -64,7 +70,9 @@ def test_each_hook_section_documents_its_base_classes(hook, kind):
     for base in _bases(kind):
         assert f"`{base.__name__}`" in section, f"the {hook} section does not name {base.__name__}"
         for member in _implemented_by_plugins(base):
-            assert re.search(rf"`{re.escape(member)}\b", section), f"the {hook} section does not document {base.__name__}.{member}"
+            assert re.search(rf"`{re.escape(member)}\b", section), (
+                f"the {hook} section does not document {base.__name__}.{member}"
+            )
 
 
 def test_every_plugin_base_class_and_data_type_of_the_api_is_mentioned():

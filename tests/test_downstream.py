@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SHARED, needs_shared
+
 from repreval.api import ReprevalError
 from repreval.plan import make_plan
 from repreval.runner import run_suite
@@ -39,10 +39,19 @@ def test_top_k_accuracy_counts_labels_among_the_k_best_classes():
 
 @needs_shared
 def test_probe_and_classifier_on_trained_resnet20_are_far_above_chance(tmp_path, plugins):
-    suite = parse_suite(_suite(tmp_path, [{"linear_probe": {"train": "train", "test": "test"}}, {"classifier_accuracy": {"dataset": "test"}}]), plugins)
+    suite = parse_suite(
+        _suite(
+            tmp_path,
+            [{"linear_probe": {"train": "train", "test": "test"}}, {"classifier_accuracy": {"dataset": "test"}}],
+        ),
+        plugins,
+    )
     report = run_suite(suite, plugins)
     assert not report.failures and report.computed == 8
-    values = {(r.variant, r.score.split("[")[0] + "." + r.score.rsplit(".", 1)[1]): r.value for r in ResultStore(suite.output).records()}
+    values = {
+        (r.variant, r.score.split("[")[0] + "." + r.score.rsplit(".", 1)[1]): r.value
+        for r in ResultStore(suite.output).records()
+    }
     assert values[("trained", "linear_probe.top1")] > 0.6  # chance: 0.1
     assert values[("trained", "classifier_accuracy.top1")] > 0.7  # 81 % on the whole JPEG test set
     assert values[("random", "classifier_accuracy.top1")] < 0.2

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SHARED, needs_shared
+
 from repreval.api import Network, normalize_maps
+from repreval.config import ModelConfig, Smoothing
 from repreval.data import fit_to_input, normalize
-from repreval.config import Smoothing
 from repreval.engine.attribution import component_maps, perturb
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
 from repreval.errors import ReprevalError
-from repreval.config import ModelConfig
 from repreval.models import Model
 
 METHODS = ["gradients", "activations_x_gradients", "grad_cam"]
@@ -21,11 +20,13 @@ TOLERANCE = 1e-5
 
 
 def _cifar_images(count: int) -> torch.Tensor:
-    from PIL import Image
     import torchvision.transforms.v2.functional as TF
+    from PIL import Image
 
     files = sorted((SHARED / "foolbox-samples").glob("cifar10_*.png"))[:count]
-    return torch.stack([TF.to_dtype(TF.to_image(Image.open(f).convert("RGB")), torch.float32, scale=True) for f in files])
+    return torch.stack(
+        [TF.to_dtype(TF.to_image(Image.open(f).convert("RGB")), torch.float32, scale=True) for f in files]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,13 @@ def test_loop_that_reruns_the_forward_agrees(resnet20, plugins):
 def test_every_component_is_attributed_not_only_the_first(resnet20, plugins):
     """The reference code's defect: only z_0 was explained. Different components differ."""
     network, inputs = resnet20
-    maps = component_maps(network, Probe.parse("layer2"), inputs[:1], plugins.saliency.create("gradients"), plugins.aggregator.create("abs"))
+    maps = component_maps(
+        network,
+        Probe.parse("layer2"),
+        inputs[:1],
+        plugins.saliency.create("gradients"),
+        plugins.aggregator.create("abs"),
+    )
     flat = maps[0].flatten(1)
     assert not torch.allclose(flat[0], flat[1])
     assert (flat.std(dim=0) > 0).any()
@@ -115,7 +122,10 @@ def test_smoothing_averages_attributions_over_perturbed_inputs(resnet20, plugins
 
 def test_timm_backbone_matches_loop_and_batch_is_independent(plugins):
     """A timm backbone in eval mode: BatchNorm couples no samples, so a batch equals its parts."""
-    network = Model(ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 32, 32]}), plugins.model_source.create("timm")).untrained(3)
+    network = Model(
+        ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 32, 32]}),
+        plugins.model_source.create("timm"),
+    ).untrained(3)
     inputs = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     saliency, aggregator = plugins.saliency.create("activations_x_gradients"), plugins.aggregator.create("abs")
     probe = Probe.parse("layer3")
@@ -127,7 +137,10 @@ def test_timm_backbone_matches_loop_and_batch_is_independent(plugins):
 
 
 def test_unknown_layer_suggests_a_close_name(plugins):
-    network = Model(ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 32, 32]}), plugins.model_source.create("timm")).untrained(0)
+    network = Model(
+        ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 32, 32]}),
+        plugins.model_source.create("timm"),
+    ).untrained(0)
     with pytest.raises(ReprevalError, match="layer3"):
         Probe.parse("layer_3").module(network)
 

@@ -46,8 +46,10 @@ def _loop(network: Network, index: torch.Tensor, probe, inputs, method, aggregat
     for layer in module.modules():
         if isinstance(layer, torch.nn.ReLU):
             layer.inplace = False
-    embed = lambda x: torch.flatten(module.avgpool(module.features(x)), 1)[:, index]  # noqa: E731
-    return component_maps_loop(Network(module, network.input_spec, network.default_layers, embed), probe, inputs, method, aggregator)
+    embed = lambda x: torch.flatten(module.avgpool(module.features(x)), 1)[:, index]
+    return component_maps_loop(
+        Network(module, network.input_spec, network.default_layers, embed), probe, inputs, method, aggregator
+    )
 
 
 def _subset(count: int = 8) -> torch.Tensor:

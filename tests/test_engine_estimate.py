@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SHARED, needs_shared
+
 from repreval.api import normalize_maps
+from repreval.config import ModelConfig
 from repreval.data import fit_to_input, noise_inputs, normalize
 from repreval.engine.attribution import component_maps
 from repreval.engine.estimate import sample_components, sampled_component_maps
-from repreval_builtins.scores.estimates import estimate_noise_score, estimate_variance_score
 from repreval.engine.probe import Probe
-from repreval.config import ModelConfig
 from repreval.models import Model
+from repreval_builtins.scores.estimates import estimate_noise_score, estimate_variance_score
 
 
 def exact_variance_score(maps: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,12 @@ def exact_variance_score(maps: torch.Tensor) -> torch.Tensor:
 
 
 def exact_noise_score(real: torch.Tensor, noise: torch.Tensor, aggregator) -> torch.Tensor:
-    return (normalize_maps(aggregator(real, dim=1)) - normalize_maps(aggregator(noise, dim=1))).abs().flatten(1).mean(dim=1)
+    return (
+        (normalize_maps(aggregator(real, dim=1)) - normalize_maps(aggregator(noise, dim=1)))
+        .abs()
+        .flatten(1)
+        .mean(dim=1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,8 @@ def resnet18_maps(plugins):
     """Random-init timm resnet18 at 64×64 (D = 512), layer2, gradients with signed channel means:
     all component maps of 2 random inputs and 2 noise inputs, plus the network for engine calls."""
     network = Model(
-        ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 64, 64]}), plugins.model_source.create("timm")
+        ModelConfig(id="t", spec="timm:resnet18", options={"input_size": [3, 64, 64]}),
+        plugins.model_source.create("timm"),
     ).untrained(0)
     spec = network.input_spec
     real = normalize(noise_inputs(2, spec, 10), spec)
@@ -45,7 +51,9 @@ def resnet20_maps(plugins):
     """Trained CIFAR-10 ResNet20 (D = 64), layer2, gradients with signed channel means, 4 CIFAR images."""
     from test_engine import _cifar_images
 
-    config = ModelConfig(id="r20", spec="cifar:resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"))
+    config = ModelConfig(
+        id="r20", spec="cifar:resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th")
+    )
     network = Model(config, plugins.model_source.create("cifar")).trained()
     spec = network.input_spec
     real = normalize(fit_to_input(_cifar_images(4), spec), spec)
@@ -88,7 +96,13 @@ def _check_estimates(real, noise, aggregators, k: int, seed: int = 0) -> list[st
     checks = [("VS", exact_variance_score(real), estimate_variance_score(real[:, index], dim, seed=seed))]
     for aggregator in aggregators:
         exact = exact_noise_score(real, noise, aggregator)
-        checks.append((f"NS[{aggregator.name}]", exact, estimate_noise_score(real[:, index], noise[:, index], dim, aggregator, seed=seed)))
+        checks.append(
+            (
+                f"NS[{aggregator.name}]",
+                exact,
+                estimate_noise_score(real[:, index], noise[:, index], dim, aggregator, seed=seed),
+            )
+        )
     for name, exact, (value, se) in checks:
         lines.append(f"{name} D={dim} k={k}: exact {exact.tolist()}, estimate {value.tolist()}, SE {se.tolist()}")
         assert (se > 0).all(), lines[-1]
@@ -115,7 +129,9 @@ def test_estimates_of_resnet18_scores_from_64_of_512_components(resnet18_maps, p
     assert large[0] < small[0] and large[1] < small[1]
 
 
-def _calibration(real, noise, aggregator, k: int, method: str, seeds: int = 20) -> dict[str, tuple[float, torch.Tensor]]:
+def _calibration(
+    real, noise, aggregator, k: int, method: str, seeds: int = 20
+) -> dict[str, tuple[float, torch.Tensor]]:
     """Per score: the fraction of `seeds` samples of k components within 2 SE of the exact score, and
     the mean SE over the spread of the estimates (per input; 1 when the SE is calibrated)."""
     dim = real.shape[1]
@@ -132,7 +148,10 @@ def _calibration(real, noise, aggregator, k: int, method: str, seeds: int = 20) 
     result = {}
     for name in exact:
         value, se = torch.stack(values[name]), torch.stack(errors[name])
-        result[name] = (((value - exact[name]).abs() <= 2 * se).float().mean().item(), se.mean(dim=0) / value.std(dim=0))
+        result[name] = (
+            ((value - exact[name]).abs() <= 2 * se).float().mean().item(),
+            se.mean(dim=0) / value.std(dim=0),
+        )
     return result
 
 

@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
-
 from conftest import SHARED, needs_shared
+
 from repreval.bench import BenchRow, as_dicts
 from repreval.cli import main
+from repreval.config import ModelConfig
 from repreval.data import fit_to_input, normalize
 from repreval.engine.attribution import PRECISIONS, component_maps, precision_context
 from repreval.engine.precision import map_deviation, precision_deviation
 from repreval.engine.probe import Probe
-from repreval.config import ModelConfig
 from repreval.models import Model, seeded
 from repreval_builtins.cifar_resnets import CifarResNets
 
@@ -29,15 +29,19 @@ def random_resnet20():
 
 def test_precisions_are_exported():
     assert PRECISIONS == ("float32", "bfloat16", "float16")
-    with pytest.raises(ValueError, match="bfloat16"):
-        with precision_context("float64", torch.device("cpu")):
-            pass
+    with pytest.raises(ValueError, match="bfloat16"), precision_context("float64", torch.device("cpu")):
+        pass
 
 
 def test_float32_deviation_is_exactly_zero(random_resnet20, plugins):
     network, inputs = random_resnet20
     deviation = precision_deviation(
-        network, Probe.parse("layer2"), inputs, plugins.saliency.create("gradients"), plugins.aggregator.create("abs"), "float32"
+        network,
+        Probe.parse("layer2"),
+        inputs,
+        plugins.saliency.create("gradients"),
+        plugins.aggregator.create("abs"),
+        "float32",
     )
     assert deviation == {
         "precision": "float32",
@@ -60,7 +64,9 @@ def test_both_modes_run_at_lower_precision_and_return_float32(random_resnet20, p
     deviation = map_deviation(reference, maps)
     assert 0 < deviation["max_relative_difference"] < 0.1, deviation
     index = torch.tensor([40, 3, 17])
-    sampled = component_maps(network, probe, inputs[:1], method, None, strategy=strategy, precision="bfloat16", components=index)
+    sampled = component_maps(
+        network, probe, inputs[:1], method, None, strategy=strategy, precision="bfloat16", components=index
+    )
     assert torch.allclose(sampled, maps[:, index], atol=1e-6)
 
 
@@ -68,8 +74,13 @@ def test_lower_precision_maps_stay_differentiable(random_resnet20, plugins):
     network, inputs = random_resnet20
     network.module.zero_grad()
     maps = component_maps(
-        network, Probe.parse("layer2"), inputs, plugins.saliency.create("gradients"), plugins.aggregator.create("abs"),
-        precision="bfloat16", create_graph=True,
+        network,
+        Probe.parse("layer2"),
+        inputs,
+        plugins.saliency.create("gradients"),
+        plugins.aggregator.create("abs"),
+        precision="bfloat16",
+        create_graph=True,
     )
     maps.sum().backward()
     assert network.module.layer3[0].conv1.weight.grad.abs().sum() > 0
@@ -81,7 +92,9 @@ def test_bfloat16_maps_of_the_trained_resnet20_deviate_slightly(plugins):
     """Trained CIFAR-10 ResNet20, 3 real images, layer3: bfloat16 ~1% of the largest map, float16 ~0.1%."""
     from test_engine import _cifar_images
 
-    config = ModelConfig(id="r20", spec="cifar:resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"))
+    config = ModelConfig(
+        id="r20", spec="cifar:resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th")
+    )
     network = Model(config, plugins.model_source.create("cifar")).trained()
     inputs = normalize(fit_to_input(_cifar_images(3), network.input_spec), network.input_spec)
     probe = Probe.parse("layer3")
@@ -104,5 +117,7 @@ def test_bench_reports_the_lower_precision(capsys):
     (row,) = report["rows"]
     assert row["precision"] == "bfloat16" and row["precision_seconds"] > 0
     assert 0 < row["precision_max_relative"] < 0.1 and 0 <= row["precision_mean_map_difference"] < 0.1
-    float32_row = BenchRow(**{k: v for k, v in row.items() if k in BenchRow.__dataclass_fields__ and not k.startswith("precision")})
+    float32_row = BenchRow(
+        **{k: v for k, v in row.items() if k in BenchRow.__dataclass_fields__ and not k.startswith("precision")}
+    )
     assert set(as_dicts([float32_row])[0]) == set(row) - {k for k in row if k.startswith("precision")}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED, needs_shared
+
 from repreval.api import ReprevalError
 from repreval.runner import run_suite
 from repreval.store import ResultStore
@@ -12,15 +12,26 @@ from repreval.suite import parse_suite
 
 
 def _suite(tmp_path, name, sample=None, scores=("noise_score", "variance_score"), components="abs"):
-    evaluation = {"dataset": "cifar", "saliency": ["gradients"], "channel_aggregators": ["abs"],
-                  "embedding_aggregators": [components], "scores": list(scores)}
+    evaluation = {
+        "dataset": "cifar",
+        "saliency": ["gradients"],
+        "channel_aggregators": ["abs"],
+        "embedding_aggregators": [components],
+        "scores": list(scores),
+    }
     if sample:
         evaluation["sample_components"] = sample
     return {
         "name": name,
         "output": str(tmp_path / name),
         "datasets": {"cifar": {"kind": "image_folder", "options": {"path": str(SHARED / "cifar10-test")}, "limit": 6}},
-        "models": {"r20": {"model": "cifar:resnet20", "weights": str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"), "layers": ["layer2"]}},
+        "models": {
+            "r20": {
+                "model": "cifar:resnet20",
+                "weights": str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"),
+                "layers": ["layer2"],
+            }
+        },
         "variants": ["trained"],
         "evaluation": evaluation,
     }

@@ -49,9 +49,22 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
     roots = [generate(tmp_path, f"kit_{kind}", kind, capsys) for kind in ("score", "saliency")]
     site = tmp_path / "site"
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
-         "--disable-pip-version-check", "--target", str(site), *map(str, roots)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            *map(str, roots),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     env = {
@@ -63,9 +76,21 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
     env.pop("REPREVAL_BLOCK_PLUGINS", None)
 
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
-         *(str(root / "tests") for root in roots)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            *(str(root / "tests") for root in roots),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "2 passed" in tests.stdout
@@ -73,11 +98,13 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
     listing = (
         "import repreval.cli, repreval.testing, kit_score_repreval\n"
         "assert repreval.testing.check_plugin('kit_score')[0].name == 'kit_score'\n"
-        "assert kit_score_repreval.__file__.startswith(%r)\n"
+        f"assert kit_score_repreval.__file__.startswith({str(site)!r})\n"
         "for kind in ('scores', 'saliency'):\n"
-        "    assert repreval.cli.main(['list', kind]) == 0\n" % str(site)
+        "    assert repreval.cli.main(['list', kind]) == 0\n"
     )
-    listed = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    listed = subprocess.run(
+        [sys.executable, "-c", listing], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert listed.returncode == 0, listed.stdout + listed.stderr
     scores, saliency = listed.stdout.split("registered: saliency")
     assert re.search(r"kit_score\s.*kit_score", scores)  # name ... plugin

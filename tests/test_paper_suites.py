@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, needs_shared
+
 from repreval.leaderboard import build_leaderboards
 from repreval.plan import make_plan
 from repreval.runner import run_suite

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import re
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from conftest import digits_suite
 
 import repreval.cli
-from conftest import digits_suite
 from repreval.api import Aggregator, AttributionScore, ScoreValues, hookimpl
-from repreval.errors import ReprevalError, UnknownNameError
+from repreval.errors import ReprevalError, UnknownNameError, suggest
 from repreval.plan import make_plan
 from repreval.plugins import load_plugins
-from repreval.errors import suggest
 from repreval.registry import Registry
 from repreval.suite import parse_suite
 
@@ -108,7 +107,10 @@ def test_duplicate_names_across_plugins_name_both():
     assert "'FirstPlugin'" in message and "'SecondPlugin'" in message
     assert "--block" in message  # the fix
 
-    with pytest.raises(ReprevalError, match=r"score 'ns' is registered twice: .*'scores'.*'AliasClashPlugin'|score 'ns' is registered twice: .*'AliasClashPlugin'.*'scores'"):
+    with pytest.raises(
+        ReprevalError,
+        match=r"score 'ns' is registered twice: .*'scores'.*'AliasClashPlugin'|score 'ns' is registered twice: .*'AliasClashPlugin'.*'scores'",
+    ):
         load_plugins(extra_plugins=[AliasClashPlugin])
     with pytest.raises(ReprevalError, match=r"aggregator 'mean' is registered twice.*'aggregators'"):
         load_plugins(extra_plugins=[MeanClashPlugin])
@@ -158,7 +160,10 @@ def test_unknown_names_suggest_close_matches(plugins):
     with pytest.raises(UnknownNameError, match=r"unknown aggregator 'topk'; did you mean 'topk_mean'"):
         plugins.aggregator.entry("topk")
     # Nothing close: the known names are listed instead.
-    with pytest.raises(UnknownNameError, match=r"unknown variant 'xyzzy'; known: cascade, cascading_randomization, independent_randomization, random, random_init, randomize_layer, trained, untrained"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown variant 'xyzzy'; known: cascade, cascading_randomization, independent_randomization, random, random_init, randomize_layer, trained, untrained",
+    ):
         plugins.variant.entry("xyzzy")
     with pytest.raises(ReprevalError, match=r"unknown plugin kind 'scores'; did you mean 'score'"):
         plugins.registry("scores")
@@ -189,7 +194,9 @@ def test_a_misspelt_hook_name_makes_loading_fail():
 
 
 def test_cli_reports_a_broken_plugin_in_one_line(capsys, monkeypatch):
-    monkeypatch.setattr(repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[MisspeltHookPlugin]))
+    monkeypatch.setattr(
+        repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[MisspeltHookPlugin])
+    )
     code = repreval.cli.main(["list", "scores"])
     err = capsys.readouterr().err
     assert code == 2
@@ -206,10 +213,23 @@ def test_plugin_info_records_distribution_version_and_registrations():
     assert "timm" not in plugins.model_source
     release = version("repreval")
     builtins = {name: info for name, info in plugins.info.items() if info.distribution == "repreval"}
-    assert set(builtins) == {"saliency", "aggregators", "scores", "variants", "datasets", "cifar_resnets", "autoencoders", "torch_factory"}
+    assert set(builtins) == {
+        "saliency",
+        "aggregators",
+        "scores",
+        "variants",
+        "datasets",
+        "cifar_resnets",
+        "autoencoders",
+        "torch_factory",
+    }
     assert all(info.version == release for info in builtins.values())
-    assert plugins.info["scores"].registered == {"score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]}
-    assert plugins.info["datasets"].registered == {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]}
+    assert plugins.info["scores"].registered == {
+        "score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]
+    }
+    assert plugins.info["datasets"].registered == {
+        "dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]
+    }
 
     good = plugins.info["GoodPlugin"]
     assert (good.name, good.distribution, good.version) == ("GoodPlugin", "(in-process)", "")
@@ -219,7 +239,13 @@ def test_plugin_info_records_distribution_version_and_registrations():
     assert plugins.score.entry("twice").description == "counted twice"
     assert plugins.aggregator.entry("halved").description == "Half the mean."
     assert plugins.aggregator.entry("mean").plugin == "aggregators"
-    assert sorted(plugins.score.names()) == ["classifier_accuracy", "linear_probe", "noise_score", "twice", "variance_score"]
+    assert sorted(plugins.score.names()) == [
+        "classifier_accuracy",
+        "linear_probe",
+        "noise_score",
+        "twice",
+        "variance_score",
+    ]
 
 
 def test_environment_blocking_adds_to_the_argument(monkeypatch):
@@ -262,9 +288,22 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
     (dist / "median_repreval.py").write_text(readme_block("median_repreval.py"))
     site = tmp_path / "site"
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
-         "--disable-pip-version-check", "--target", str(site), str(dist)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(dist),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert (site / "median_repreval.py").is_file()
@@ -280,7 +319,11 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
     def repreval(*argv, extra_env=None):
         return subprocess.run(
             [sys.executable, "-m", "repreval", *map(str, argv)],
-            capture_output=True, text=True, env={**env, **(extra_env or {})}, cwd=tmp_path, timeout=300,
+            capture_output=True,
+            text=True,
+            env={**env, **(extra_env or {})},
+            cwd=tmp_path,
+            timeout=300,
         )
 
     listed = repreval("plugins", "--format", "json")
@@ -305,7 +348,9 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
 
     boards = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
     metrics = {(b["score"], b["embedding_aggregator"]): b for b in boards}
-    assert set(metrics) == {(score, aggregator) for score in ("noise_score", "peak_fraction") for aggregator in ("mean", "median")}
+    assert set(metrics) == {
+        (score, aggregator) for score in ("noise_score", "peak_fraction") for aggregator in ("mean", "median")
+    }
     for aggregator in ("mean", "median"):
         board = metrics[("peak_fraction", aggregator)]
         assert board["higher_is_better"] is False
@@ -313,7 +358,9 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
         assert [row["rank"] for row in rows] == [1, 2] and {row["variant"] for row in rows} == {"trained", "random"}
         assert rows[0]["average"] <= rows[1]["average"]  # lower is better: the smallest first
         assert all(0.0 < row["average"] < 1.0 for row in rows)
-    assert "peak_fraction · gradients · channels=abs · components=median" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        "peak_fraction · gradients · channels=abs · components=median" in (tmp_path / "out" / "report.md").read_text()
+    )
 
     # Blocking its entry-point name removes it: by option, and by environment.
     blocked = repreval("--block", "timm", "--block", "median", "validate", "demo.yaml")

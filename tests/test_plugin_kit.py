@@ -23,7 +23,17 @@ from repreval.api import (
 )
 from repreval.testing import Checked, check_plugin
 
-BUILTINS = ["saliency", "aggregators", "scores", "variants", "datasets", "timm", "cifar_resnets", "autoencoders", "torch_factory"]
+BUILTINS = [
+    "saliency",
+    "aggregators",
+    "scores",
+    "variants",
+    "datasets",
+    "timm",
+    "cifar_resnets",
+    "autoencoders",
+    "torch_factory",
+]
 
 #: Options that let the checks create the built-ins whose __init__ has required parameters.
 OPTIONS = {
@@ -55,7 +65,11 @@ def test_what_is_skipped_is_said():
 
 def test_a_module_is_checked_as_its_installed_entry_point():
     checked = check_plugin(repreval_builtins.saliency, kinds=["saliency"])
-    assert [(c.plugin, c.name) for c in checked] == [("saliency", "gradients"), ("saliency", "activations_x_gradients"), ("saliency", "grad_cam")]
+    assert [(c.plugin, c.name) for c in checked] == [
+        ("saliency", "gradients"),
+        ("saliency", "activations_x_gradients"),
+        ("saliency", "grad_cam"),
+    ]
 
 
 def test_importing_repreval_testing_does_not_import_torch():
@@ -177,18 +191,51 @@ def plugin_of(hook: str, *factories, **register_options):
 @pytest.mark.parametrize(
     "plugin, message",
     [
-        (plugin_of("register_scores", WrongShape), "plugin 'WrongShapePlugin', score 'wrong_shape': compute() returned values of shape [], expected [3] (one per input)"),
-        (plugin_of("register_saliency_methods", Nameless), "plugin 'NamelessPlugin' does not load: plugin 'NamelessPlugin' registered a saliency without a name"),
-        (plugin_of("register_saliency_methods", Nameless, name="anonymous"), "plugin 'NamelessPlugin', saliency 'anonymous': Nameless has no 'name'"),
-        (plugin_of("register_saliency_methods", BadAttributes), "saliency 'bad_attributes': BadAttributes.spatial must be True or False, got 'no'"),
-        (plugin_of("register_saliency_methods", NotLinear), "saliency 'not_linear': linear_in_gradient is True, but attribute(a, g1 + g2) != "),
-        (plugin_of("register_aggregators", KeepsDim), "aggregator 'keeps_dim': aggregating dim 1 of [2, 3, 4, 5] gave shape [2, 1, 4, 5], expected [2, 4, 5]"),
-        (plugin_of("register_scores", ThreeNoiseSets), "score 'three': ThreeNoiseSets.noise_sets must be 0, 1 or 2, got 3"),
-        (plugin_of("register_scores", Crashes), "score 'crashes': the AttributionScore smoke test raised AttributeError: "),
-        (plugin_of("register_scores", OutOfBounds), "score 'out_of_bounds': compute() returned values outside its bounds (0.0, 1.0)"),
-        (plugin_of("register_scores", NoMetrics), "score 'no_metrics': NoMetrics.metrics must be a non-empty tuple of metric names, got ()"),
+        (
+            plugin_of("register_scores", WrongShape),
+            "plugin 'WrongShapePlugin', score 'wrong_shape': compute() returned values of shape [], expected [3] (one per input)",
+        ),
+        (
+            plugin_of("register_saliency_methods", Nameless),
+            "plugin 'NamelessPlugin' does not load: plugin 'NamelessPlugin' registered a saliency without a name",
+        ),
+        (
+            plugin_of("register_saliency_methods", Nameless, name="anonymous"),
+            "plugin 'NamelessPlugin', saliency 'anonymous': Nameless has no 'name'",
+        ),
+        (
+            plugin_of("register_saliency_methods", BadAttributes),
+            "saliency 'bad_attributes': BadAttributes.spatial must be True or False, got 'no'",
+        ),
+        (
+            plugin_of("register_saliency_methods", NotLinear),
+            "saliency 'not_linear': linear_in_gradient is True, but attribute(a, g1 + g2) != ",
+        ),
+        (
+            plugin_of("register_aggregators", KeepsDim),
+            "aggregator 'keeps_dim': aggregating dim 1 of [2, 3, 4, 5] gave shape [2, 1, 4, 5], expected [2, 4, 5]",
+        ),
+        (
+            plugin_of("register_scores", ThreeNoiseSets),
+            "score 'three': ThreeNoiseSets.noise_sets must be 0, 1 or 2, got 3",
+        ),
+        (
+            plugin_of("register_scores", Crashes),
+            "score 'crashes': the AttributionScore smoke test raised AttributeError: ",
+        ),
+        (
+            plugin_of("register_scores", OutOfBounds),
+            "score 'out_of_bounds': compute() returned values outside its bounds (0.0, 1.0)",
+        ),
+        (
+            plugin_of("register_scores", NoMetrics),
+            "score 'no_metrics': NoMetrics.metrics must be a non-empty tuple of metric names, got ()",
+        ),
         (plugin_of("register_datasets", Bright), "dataset 'bright': load([0]) gave pixel values outside [0, 1]"),
-        (plugin_of("register_variants", Fussy), "variant 'fussy': creating it with default options failed: ValueError: unexpected"),
+        (
+            plugin_of("register_variants", Fussy),
+            "variant 'fussy': creating it with default options failed: ValueError: unexpected",
+        ),
     ],
 )
 def test_a_broken_plugin_fails_with_a_clear_message(plugin, message):
@@ -204,7 +251,13 @@ def test_misuse_is_reported():
         check_plugin("scorez")
     with pytest.raises(ValueError, match=r"options for 'noise', which plugin 'scores' does not register"):
         check_plugin("scores", options={"noise": {}})
-    with pytest.raises(AssertionError, match=r"plugin 'scores', score 'variance_score': cannot be created with options \{'binarize': 1\}: bad options"):
+    with pytest.raises(
+        AssertionError,
+        match=r"plugin 'scores', score 'variance_score': cannot be created with options \{'binarize': 1\}: bad options",
+    ):
         check_plugin("scores", options={"variance_score": {"binarize": 1}})
-    with pytest.raises(AssertionError, match=r"model_source 'cifar': build\('resnet21', \{\}\) raised ReprevalError: unknown CIFAR ResNet"):
+    with pytest.raises(
+        AssertionError,
+        match=r"model_source 'cifar': build\('resnet21', \{\}\) raised ReprevalError: unknown CIFAR ResNet",
+    ):
         check_plugin("cifar_resnets", model="resnet21")

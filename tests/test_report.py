@@ -8,22 +8,45 @@ import torch
 from scipy.stats import spearmanr
 
 from repreval.analysis import check_greater, correlate, drift, replicates
-from repreval.config import MetricSelector
 from repreval.api import ReprevalError
-from repreval.config import Drift
+from repreval.config import Drift, MetricSelector
 from repreval.data import apply_drift
 from repreval.report import parse_report
 from repreval.store import ScoreRecord
 
 
-def record(model="m", variant="trained", layer="l1", layer_index=0, score="noise_score", saliency="gradients",
-           channels="abs", components="mean", dataset="d", value=None, values=(0.5,), extras=None) -> ScoreRecord:
+def record(
+    model="m",
+    variant="trained",
+    layer="l1",
+    layer_index=0,
+    score="noise_score",
+    saliency="gradients",
+    channels="abs",
+    components="mean",
+    dataset="d",
+    value=None,
+    values=(0.5,),
+    extras=None,
+) -> ScoreRecord:
     values = list(values)
     return ScoreRecord(
-        unit_id=f"{model}{variant}{layer}{score}{dataset}{saliency}", suite="s", model=model, model_spec="x:y", variant=variant,
-        layer=layer, layer_index=layer_index, saliency=saliency, channel_aggregator=channels,
-        embedding_aggregator=components, score=score, higher_is_better=True,
-        value=float(np.mean(values)) if value is None else value, values=values, dataset=dataset, extras=extras or {},
+        unit_id=f"{model}{variant}{layer}{score}{dataset}{saliency}",
+        suite="s",
+        model=model,
+        model_spec="x:y",
+        variant=variant,
+        layer=layer,
+        layer_index=layer_index,
+        saliency=saliency,
+        channel_aggregator=channels,
+        embedding_aggregator=components,
+        score=score,
+        higher_is_better=True,
+        value=float(np.mean(values)) if value is None else value,
+        values=values,
+        dataset=dataset,
+        extras=extras or {},
     )
 
 
@@ -36,8 +59,16 @@ def test_spearman_over_variants_matches_scipy_on_the_same_numbers():
         records += [
             record(variant=f"v{i}", layer="l1", layer_index=0, value=noise[i] - 0.1),
             record(variant=f"v{i}", layer="l2", layer_index=1, value=noise[i] + 0.1),
-            record(variant=f"v{i}", layer="(embedding)", score="classifier_accuracy[dataset=h].top1", saliency=None,
-                   channels=None, components=None, dataset=None, value=accuracy[i]),
+            record(
+                variant=f"v{i}",
+                layer="(embedding)",
+                score="classifier_accuracy[dataset=h].top1",
+                saliency=None,
+                channels=None,
+                components=None,
+                dataset=None,
+                value=accuracy[i],
+            ),
         ]
     result = correlate(records, MetricSelector("noise_score", "gradients"), MetricSelector("classifier_accuracy.top1"))
     expected = spearmanr(noise, accuracy)
@@ -80,8 +111,12 @@ def test_drift_transform_is_seeded_clipped_and_scaled():
 
 def test_replicates_mean_std_and_time_ratio():
     records = [
-        record(model=f"base@{s}", score="acc.top1", value=v, extras={"train_seconds": 10.0}) for s, v in enumerate((0.8, 0.9))
-    ] + [record(model=f"ns@{s}", score="acc.top1", value=v, extras={"train_seconds": 15.0}) for s, v in enumerate((0.7, 0.9))]
+        record(model=f"base@{s}", score="acc.top1", value=v, extras={"train_seconds": 10.0})
+        for s, v in enumerate((0.8, 0.9))
+    ] + [
+        record(model=f"ns@{s}", score="acc.top1", value=v, extras={"train_seconds": 15.0})
+        for s, v in enumerate((0.7, 0.9))
+    ]
     groups = {"base@0": "base", "base@1": "base", "ns@0": "ns", "ns@1": "ns"}
     rows = replicates(records, MetricSelector("acc.top1"), groups, {"base": None, "ns": "base"})
     by_group = {row.group: row for row in rows}
@@ -93,8 +128,12 @@ def test_greater_claims_use_a_significance_test_per_layer():
     rng = np.random.default_rng(1)
     high, low = rng.normal(1.0, 0.1, 30), rng.normal(0.5, 0.1, 30)
     same = rng.normal(0.5, 0.1, 30)
-    records = [record(variant="trained", values=high), record(variant="random", values=low),
-               record(variant="trained", layer="l2", layer_index=1, values=same), record(variant="random", layer="l2", layer_index=1, values=low)]
+    records = [
+        record(variant="trained", values=high),
+        record(variant="random", values=low),
+        record(variant="trained", layer="l2", layer_index=1, values=same),
+        record(variant="random", layer="l2", layer_index=1, values=low),
+    ]
     selector = MetricSelector("noise_score")
     assert check_greater(records, selector, "trained", "random", "shallowest")[0] == "agrees"
     assert check_greater(records, selector, "trained", "random", "every")[0] == "inconclusive"
@@ -108,7 +147,14 @@ def test_greater_claims_use_a_significance_test_per_layer():
         ({"colorations": []}, "unknown key 'colorations'"),
         ({"correlations": [{"x": "noise_score"}]}, "each correlation is"),
         ({"claims": [{"claim": "c", "correlation": {"index": 0, "sign": "positive"}}]}, "no correlation number 0"),
-        ({"claims": [{"claim": "c", "greater": {"metric": "noise_score", "higher": "a", "lower": "b", "layers": "all"}}]}, "unknown layers 'all'"),
+        (
+            {
+                "claims": [
+                    {"claim": "c", "greater": {"metric": "noise_score", "higher": "a", "lower": "b", "layers": "all"}}
+                ]
+            },
+            "unknown layers 'all'",
+        ),
         ({"drift": {"metric": {"score": "noise_score", "colour": "red"}}}, "unknown metric key 'colour'"),
     ],
 )

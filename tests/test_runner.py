@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED, needs_shared
+
 from repreval.runner import run_suite
 from repreval.store import ResultStore
 from repreval.suite import parse_suite
@@ -15,7 +15,13 @@ def _suite(tmp_path, name: str, scores: list) -> dict:
         "name": name,
         "output": str(tmp_path / name),
         "datasets": {"cifar": {"kind": "image_folder", "options": {"path": str(SHARED / "cifar10-test")}, "limit": 4}},
-        "models": {"r20": {"model": "cifar:resnet20", "weights": str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"), "layers": ["layer1", "layer2"]}},
+        "models": {
+            "r20": {
+                "model": "cifar:resnet20",
+                "weights": str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"),
+                "layers": ["layer1", "layer2"],
+            }
+        },
         "variants": ["trained"],
         "evaluation": {
             "dataset": "cifar",

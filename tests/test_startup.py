@@ -44,8 +44,20 @@ def test_list_plugins_and_help_import_no_heavy_library():
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(found["codes"]) == {0}, found["codes"]
     # Every built-in plugin was loaded (so the check below is not vacuous) ...
-    builtins = {"aggregators", "autoencoders", "cifar_resnets", "datasets", "saliency", "scores", "timm", "torch_factory", "variants"}
+    builtins = {
+        "aggregators",
+        "autoencoders",
+        "cifar_resnets",
+        "datasets",
+        "saliency",
+        "scores",
+        "timm",
+        "torch_factory",
+        "variants",
+    }
     assert builtins <= set(found["plugins"]), found["plugins"]
     assert {"noise_score", "variance_score", "linear_probe"} <= set(found["scores"])
     # ... and none of them, nor the CLI, imported a heavy library.
-    assert found["heavy"] == [], f"imported while listing: {found['heavy']} (import them inside the methods that need them)"
+    assert found["heavy"] == [], (
+        f"imported while listing: {found['heavy']} (import them inside the methods that need them)"
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import SHARED, digits_suite, needs_shared
+
 from repreval.errors import ReprevalError
 from repreval.plan import make_plan
 from repreval.suite import Suite, load_suite, parse_suite
@@ -227,55 +227,166 @@ def _cifar(layers=None, weights=None):
 
 ERRORS = [
     # id, mutation, needs make_plan, key path ("" = the file itself), fragments of the message
-    ("unknown-top-level-key", _set("evalution", {"dataset": "held"}), False, "",
-     ["unknown key 'evalution'", "did you mean 'evaluation'"]),
+    (
+        "unknown-top-level-key",
+        _set("evalution", {"dataset": "held"}),
+        False,
+        "",
+        ["unknown key 'evalution'", "did you mean 'evaluation'"],
+    ),
     ("missing-name", lambda d, t: d.pop("name"), False, "", ["missing required key 'name'"]),
     ("missing-models", lambda d, t: d.pop("models"), False, "", ["missing required key 'models'"]),
-    ("unknown-dataset-kind", _set("datasets.held.kind", "digitz"), False, "datasets.held.kind",
-     ["unknown dataset 'digitz'", "did you mean 'digits'"]),
-    ("unknown-saliency", _set("evaluation.saliency", ["grad_cam", "gradient"]), False, "evaluation.saliency[1]",
-     ["unknown saliency 'gradient'", "did you mean 'gradients'"]),
-    ("unknown-embedding-aggregator", _set("evaluation.embedding_aggregators", ["meen"]), False,
-     "evaluation.embedding_aggregators[0]", ["unknown aggregator 'meen'", "did you mean 'mean'"]),
-    ("unknown-channel-aggregator", _set("evaluation.channel_aggregators", ["abs", "maks"]), False,
-     "evaluation.channel_aggregators[1]", ["unknown aggregator 'maks'", "'max'"]),
-    ("unknown-score", _set("evaluation.scores", ["noise_score", "varience_score"]), False, "evaluation.scores[1]",
-     ["unknown score 'varience_score'", "did you mean 'variance_score'"]),
-    ("bad-score-option-value", _set("evaluation.scores", [{"variance_score": {"binarize": 3}}]), False,
-     "evaluation.scores[0]", ["bad options for score 'variance_score'", "binarize", "3"]),
-    ("unknown-score-option", _set("evaluation.scores", [{"variance_score": {"binarise": True}}]), False,
-     "evaluation.scores[0]", ["bad options for score 'variance_score'", "binarise"]),
-    ("unknown-variant", _set("variants", ["trained", "randmo"]), False, "variants[1]",
-     ["unknown variant 'randmo'", "'random'"]),
-    ("unknown-model-source", _set("models.ae.model", "aee:classifier"), False, "models.ae.model",
-     ["unknown model source 'aee'", "did you mean 'ae'"]),
-    ("model-without-source", _set("models.ae.model", "classifier"), False, "models.ae.model",
-     ["'classifier' is not of the form SOURCE:NAME"]),
-    ("unknown-model-key", _set("models.ae.layer", ["encoder.block1"]), False, "models.ae",
-     ["unknown key 'layer'", "did you mean 'layers'"]),
-    ("unknown-timm-model", _set("models.ae", {"model": "timm:resnet_18", "options": {"input_size": [3, 32, 32]}}),
-     True, "models.ae.model", ["timm has no model 'resnet_18'", "did you mean 'resnet18'"]),
-    ("unknown-ae-option", _set("models.ae.options", {"bottlenek": 3}), True, "models.ae.model",
-     ["unknown option 'bottlenek'", "did you mean 'bottleneck'"]),
-    ("unknown-probe-layer", _set("models.ae", _cifar(layers=["layer1", "layer_1"])), True, "models.ae.layers[1]",
-     ["no layer 'layer_1'", "did you mean 'layer1'"]),
-    ("missing-weights-file", _set("models.ae", _cifar(weights=lambda t: str(t / "nope.th"))), False,
-     "models.ae.weights", ["weights file", "nope.th", "does not exist"]),
-    ("corrupt-weights-file", _set("models.ae", _cifar(weights=_corrupt_weights)), True, "models.ae.weights",
-     ["is not a readable checkpoint", "corrupt.th"]),
-    ("weights-and-train", _set("models.ae.weights", "whatever.th"), False, "models.ae",
-     ["either 'weights' or 'train', not both"]),
-    ("training-dataset-not-declared", _set("models.ae.train.dataset", "trian"), False, "models.ae.train.dataset",
-     ["unknown dataset 'trian'", "did you mean 'train'"]),
-    ("evaluation-dataset-not-declared", _set("evaluation.dataset", "heldout"), False, "evaluation.dataset",
-     ["unknown dataset 'heldout'", "did you mean 'held'"]),
+    (
+        "unknown-dataset-kind",
+        _set("datasets.held.kind", "digitz"),
+        False,
+        "datasets.held.kind",
+        ["unknown dataset 'digitz'", "did you mean 'digits'"],
+    ),
+    (
+        "unknown-saliency",
+        _set("evaluation.saliency", ["grad_cam", "gradient"]),
+        False,
+        "evaluation.saliency[1]",
+        ["unknown saliency 'gradient'", "did you mean 'gradients'"],
+    ),
+    (
+        "unknown-embedding-aggregator",
+        _set("evaluation.embedding_aggregators", ["meen"]),
+        False,
+        "evaluation.embedding_aggregators[0]",
+        ["unknown aggregator 'meen'", "did you mean 'mean'"],
+    ),
+    (
+        "unknown-channel-aggregator",
+        _set("evaluation.channel_aggregators", ["abs", "maks"]),
+        False,
+        "evaluation.channel_aggregators[1]",
+        ["unknown aggregator 'maks'", "'max'"],
+    ),
+    (
+        "unknown-score",
+        _set("evaluation.scores", ["noise_score", "varience_score"]),
+        False,
+        "evaluation.scores[1]",
+        ["unknown score 'varience_score'", "did you mean 'variance_score'"],
+    ),
+    (
+        "bad-score-option-value",
+        _set("evaluation.scores", [{"variance_score": {"binarize": 3}}]),
+        False,
+        "evaluation.scores[0]",
+        ["bad options for score 'variance_score'", "binarize", "3"],
+    ),
+    (
+        "unknown-score-option",
+        _set("evaluation.scores", [{"variance_score": {"binarise": True}}]),
+        False,
+        "evaluation.scores[0]",
+        ["bad options for score 'variance_score'", "binarise"],
+    ),
+    (
+        "unknown-variant",
+        _set("variants", ["trained", "randmo"]),
+        False,
+        "variants[1]",
+        ["unknown variant 'randmo'", "'random'"],
+    ),
+    (
+        "unknown-model-source",
+        _set("models.ae.model", "aee:classifier"),
+        False,
+        "models.ae.model",
+        ["unknown model source 'aee'", "did you mean 'ae'"],
+    ),
+    (
+        "model-without-source",
+        _set("models.ae.model", "classifier"),
+        False,
+        "models.ae.model",
+        ["'classifier' is not of the form SOURCE:NAME"],
+    ),
+    (
+        "unknown-model-key",
+        _set("models.ae.layer", ["encoder.block1"]),
+        False,
+        "models.ae",
+        ["unknown key 'layer'", "did you mean 'layers'"],
+    ),
+    (
+        "unknown-timm-model",
+        _set("models.ae", {"model": "timm:resnet_18", "options": {"input_size": [3, 32, 32]}}),
+        True,
+        "models.ae.model",
+        ["timm has no model 'resnet_18'", "did you mean 'resnet18'"],
+    ),
+    (
+        "unknown-ae-option",
+        _set("models.ae.options", {"bottlenek": 3}),
+        True,
+        "models.ae.model",
+        ["unknown option 'bottlenek'", "did you mean 'bottleneck'"],
+    ),
+    (
+        "unknown-probe-layer",
+        _set("models.ae", _cifar(layers=["layer1", "layer_1"])),
+        True,
+        "models.ae.layers[1]",
+        ["no layer 'layer_1'", "did you mean 'layer1'"],
+    ),
+    (
+        "missing-weights-file",
+        _set("models.ae", _cifar(weights=lambda t: str(t / "nope.th"))),
+        False,
+        "models.ae.weights",
+        ["weights file", "nope.th", "does not exist"],
+    ),
+    (
+        "corrupt-weights-file",
+        _set("models.ae", _cifar(weights=_corrupt_weights)),
+        True,
+        "models.ae.weights",
+        ["is not a readable checkpoint", "corrupt.th"],
+    ),
+    (
+        "weights-and-train",
+        _set("models.ae.weights", "whatever.th"),
+        False,
+        "models.ae",
+        ["either 'weights' or 'train', not both"],
+    ),
+    (
+        "training-dataset-not-declared",
+        _set("models.ae.train.dataset", "trian"),
+        False,
+        "models.ae.train.dataset",
+        ["unknown dataset 'trian'", "did you mean 'train'"],
+    ),
+    (
+        "evaluation-dataset-not-declared",
+        _set("evaluation.dataset", "heldout"),
+        False,
+        "evaluation.dataset",
+        ["unknown dataset 'heldout'", "did you mean 'held'"],
+    ),
     ("negative-skip", _set("datasets.held.skip", -1), False, "datasets.held.skip", ["skip must not be negative"]),
     ("zero-limit", _set("datasets.held.limit", 0), False, "datasets.held.limit", ["limit must be at least 1"]),
     ("wrong-type", _set("seed", "zero"), False, "seed", ["expected int", "'zero'"]),
     ("unknown-device", _set("device", "tpu"), False, "device", ["unknown device 'tpu'"]),
-    ("unknown-smoothing-key", _set("evaluation.smoothing", {"sampels": 4}), False, "evaluation.smoothing",
-     ["unknown key 'sampels'", "did you mean 'samples'"]),
-    ("empty-saliency-list", _set("evaluation.saliency", []), True, "evaluation.saliency", ["attribution scores need saliency methods"]),
+    (
+        "unknown-smoothing-key",
+        _set("evaluation.smoothing", {"sampels": 4}),
+        False,
+        "evaluation.smoothing",
+        ["unknown key 'sampels'", "did you mean 'samples'"],
+    ),
+    (
+        "empty-saliency-list",
+        _set("evaluation.saliency", []),
+        True,
+        "evaluation.saliency",
+        ["attribution scores need saliency methods"],
+    ),
 ]
 
 
@@ -302,7 +413,9 @@ def test_errors_are_one_line_naming_file_and_key(plugins, tmp_path, mutate, plan
 def test_plan_errors_without_a_file_name_the_suite(plugins):
     data = digits_suite()
     data["models"]["ae"]["layers"] = ["encoder.blok2"]
-    with pytest.raises(ReprevalError, match=r"^suite: models\.ae\.layers\[0\]: no layer 'encoder\.blok2'.*'encoder\.block2'"):
+    with pytest.raises(
+        ReprevalError, match=r"^suite: models\.ae\.layers\[0\]: no layer 'encoder\.blok2'.*'encoder\.block2'"
+    ):
         make_plan(parse_suite(data, plugins), plugins)
 
 
@@ -437,14 +550,23 @@ def test_the_readme_suite_example_is_valid(plugins, monkeypatch):
     assert len(plan.units) > 0
 
 
-@pytest.mark.parametrize(("written", "expected"), [("4GiB", 4 * 1024**3), ("512 MiB", 512 * 1024**2), (1000, 1000), ("1.5G", int(1.5 * 1024**3))])
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("4GiB", 4 * 1024**3), ("512 MiB", 512 * 1024**2), (1000, 1000), ("1.5G", int(1.5 * 1024**3))],
+)
 def test_memory_budget_accepts_sizes(plugins, written, expected):
     data = digits_suite()
     data["evaluation"]["memory_budget"] = written
     assert parse_suite(data, plugins).evaluation.memory_budget == expected
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [("memory_budget", "lots", "cannot read 'lots' as a size"), ("strategy", "sideways", "unknown strategy 'sideways'")])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("memory_budget", "lots", "cannot read 'lots' as a size"),
+        ("strategy", "sideways", "unknown strategy 'sideways'"),
+    ],
+)
 def test_bad_engine_options_are_rejected(plugins, key, value, message):
     data = digits_suite()
     data["evaluation"][key] = value

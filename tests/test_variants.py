@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SHARED, needs_shared
+
 from repreval.api import ReprevalError
 from repreval.config import ModelConfig
 from repreval.models import Model
 from repreval.plan import make_plan
-from repreval.config import PluginChoice
 from repreval.suite import parse_suite
 from repreval_builtins.variants import weight_layers
 
@@ -61,7 +60,9 @@ def test_cascading_randomization_is_cumulative_and_ends_at_random(model, plugins
     for step, layer in enumerate(reversed(layers)):
         variant = plugins.variant.create("cascade", {"down_to": layer})
         changed = _changed(trained, _state(variant.network(model, SEED)))
-        expected = {f"{name}.weight" for name in layers[len(layers) - 1 - step:]} | {"linear.bias"}  # convs have no bias
+        expected = {f"{name}.weight" for name in layers[len(layers) - 1 - step :]} | {
+            "linear.bias"
+        }  # convs have no bias
         assert changed == expected
         assert previous < changed
         previous = changed

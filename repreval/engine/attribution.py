@@ -100,10 +100,16 @@ def component_maps(
         index = _component_index(components, dim, embedding.device)
         rows = dim if index is None else len(index)
         chosen = choose_strategy(method, rows, feature_map.shape) if strategy == "auto" else strategy
-        if strategy == "auto" and chosen == "forward" and jacobian_bytes(method, dim, feature_map.shape) > memory_budget // 2:
+        if (
+            strategy == "auto"
+            and chosen == "forward"
+            and jacobian_bytes(method, dim, feature_map.shape) > memory_budget // 2
+        ):
             chosen = "reverse"  # forward mode holds the whole Jacobian; reverse mode stays within the budget
         if chunk_size is None:
-            chunk_size = chunk_for_budget(forward_bytes[0], memory_budget, inputs.device, minimum=32 if chosen == "forward" else 1)
+            chunk_size = chunk_for_budget(
+                forward_bytes[0], memory_budget, inputs.device, minimum=32 if chosen == "forward" else 1
+            )
         if precision != "float32":  # attribution arithmetic and the maps in float32
             feature_map = feature_map.float()
         finish = _Finisher(method, channel_aggregator, feature_map, batch)
@@ -113,7 +119,9 @@ def component_maps(
                 index = torch.arange(dim, device=embedding.device)
             chunks = _reverse(tail, activation, feature_map, index, chunk_size, finish)
         else:
-            chunks = _forward(tail, activation, feature_map, chunk_size, finish, method.gradient == "spatial_mean", index)
+            chunks = _forward(
+                tail, activation, feature_map, chunk_size, finish, method.gradient == "spatial_mean", index
+            )
         return torch.cat(chunks).transpose(0, 1)  # [B, D or k, h, w]
 
 
@@ -148,7 +156,12 @@ class _NormsInFloat32(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.NORMS and args and isinstance(args[0], Tensor) and args[0].dtype in (torch.bfloat16, torch.float16):
+        if (
+            func in self.NORMS
+            and args
+            and isinstance(args[0], Tensor)
+            and args[0].dtype in (torch.bfloat16, torch.float16)
+        ):
             args = (args[0].float(), *args[1:])
         return func(*args, **kwargs)
 
@@ -183,7 +196,8 @@ def mean_map(
         if smoothing.active:
             inputs = perturb(smoothing, inputs, seed)
         activation, _ = probe.capture(network, inputs)
-        embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)
+        # torch annotates vjp's result as a 2- or 3-tuple (no overload on has_aux): without aux it is 2.
+        embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)  # type: ignore[misc]
         (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))
         feature_map = as_feature_map(activation, probe.spec)
         finish = _Finisher(method, _channel_mean, feature_map, batch)
@@ -267,7 +281,8 @@ class _Finisher:
 def _reverse(tail, activation, feature_map, index: Tensor, chunk_size, finish) -> list[Tensor]:
     """One forward, then vmap over the pullback: ``chunk_size`` components per batched backward, for
     the components ``index`` in order."""
-    embedding, pullback = torch.func.vjp(tail, activation)
+    # torch annotates vjp's result as a 2- or 3-tuple (no overload on has_aux): without aux it is 2.
+    embedding, pullback = torch.func.vjp(tail, activation)  # type: ignore[misc]
     batched_pullback = torch.func.vmap(pullback)
     chunks = []
     for start in range(0, len(index), chunk_size):
@@ -281,7 +296,9 @@ def _reverse(tail, activation, feature_map, index: Tensor, chunk_size, finish) -
     return chunks
 
 
-def _forward(tail, activation, feature_map, chunk_size, finish, spatial_mean: bool, index: Tensor | None = None) -> list[Tensor]:
+def _forward(
+    tail, activation, feature_map, chunk_size, finish, spatial_mean: bool, index: Tensor | None = None
+) -> list[Tensor]:
     """Forward mode: push input directions through the tail; each gives one column of the Jacobian
     for every component at once. With ``spatial_mean`` the C directions are whole channels (weight
     1/(h·w)), whose columns are the spatial-mean gradients; otherwise the C·h·w single activations.
@@ -298,7 +315,9 @@ def _forward(tail, activation, feature_map, chunk_size, finish, spatial_mean: bo
     for start in range(0, count, chunk_size):
         stop = min(count, start + chunk_size)
         rows = torch.arange(stop - start, device=feature_map.device)
-        directions = torch.zeros(stop - start, samples, channels * height * width, dtype=feature_map.dtype, device=feature_map.device)
+        directions = torch.zeros(
+            stop - start, samples, channels * height * width, dtype=feature_map.dtype, device=feature_map.device
+        )
         if spatial_mean:
             view = directions.view(stop - start, samples, channels, height * width)
             view[rows, :, torch.arange(start, stop, device=rows.device)] = 1.0 / (height * width)
@@ -310,6 +329,7 @@ def _forward(tail, activation, feature_map, chunk_size, finish, spatial_mean: bo
         if jacobian is None:
             jacobian = columns.new_empty(count, *columns.shape[1:])
         jacobian[start:stop] = columns
+    assert jacobian is not None  # count >= 1: a feature map has at least one channel and pixel
     kept = jacobian.shape[-1]  # D, or len(index)
     shape = (channels, 1, 1) if spatial_mean else (channels, height, width)
     block = max(1, chunk_size)

@@ -57,8 +57,13 @@ def rich_table(board: Board) -> Table:
         cells = [Text(cell_text(c), style="red" if c.status == "failed" else "") for c in row.cells]
         extra = [_bound_text(board, row)] if _shows_bound(board) else []
         table.add_row(
-            str(row.rank or MISSING), escape(row.model), escape(" · ".join(p for p in (row.variant, row.dataset) if p)), _average_text(row), *extra,
-            _number(row.reference_average), *cells,
+            str(row.rank or MISSING),
+            escape(row.model),
+            escape(" · ".join(p for p in (row.variant, row.dataset) if p)),
+            _average_text(row),
+            *extra,
+            _number(row.reference_average),
+            *cells,
         )
     table.caption = "cells: mean ±std over inputs; chance: the same score on noise inputs; * = some layers missing"
     return table
@@ -68,8 +73,18 @@ def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
     lines = [f"# {title}", ""]
     for board in boards:
         direction = "higher is better" if board.higher_is_better else "lower is better"
-        lines += [f"## {board.title}", "", f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs", ""]
-        header = ["#", "model · variant", "mean"] + (["mean/bound"] if _shows_bound(board) else []) + ["chance"] + board.columns
+        lines += [
+            f"## {board.title}",
+            "",
+            f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs",
+            "",
+        ]
+        header = (
+            ["#", "model · variant", "mean"]
+            + (["mean/bound"] if _shows_bound(board) else [])
+            + ["chance"]
+            + board.columns
+        )
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
         for row in board.rows:

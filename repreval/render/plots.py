@@ -42,17 +42,30 @@ def curve_plot(board: Board, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(board.columns) + 2.5), 3.6))
     positions = list(range(len(board.columns)))
     for row in rows:
-        points = [(i, c) for i, c in zip(positions, row.cells) if c.status == "ok"]
+        points = [(i, c, c.value) for i, c in zip(positions, row.cells) if c.status == "ok" and c.value is not None]
         if not points:
             continue
-        xs = [i for i, _ in points]
-        means = [c.value for _, c in points]
-        spreads = [c.spread or 0.0 for _, c in points]
+        xs = [i for i, _, _ in points]
+        means = [value for _, _, value in points]
+        spreads = [c.spread or 0.0 for _, c, _ in points]
         (line,) = axes.plot(xs, means, marker="o", label=row.name)
-        axes.fill_between(xs, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)], color=line.get_color(), alpha=0.15)
-        references = [(i, c.reference) for i, c in points if c.reference is not None]
+        axes.fill_between(
+            xs,
+            [m - s for m, s in zip(means, spreads)],
+            [m + s for m, s in zip(means, spreads)],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+        references = [(i, c.reference) for i, c, _ in points if c.reference is not None]
         if references:
-            axes.plot([i for i, _ in references], [r for _, r in references], linestyle="--", color=line.get_color(), alpha=0.8, label=f"{row.name} (chance)")
+            axes.plot(
+                [i for i, _ in references],
+                [r for _, r in references],
+                linestyle="--",
+                color=line.get_color(),
+                alpha=0.8,
+                label=f"{row.name} (chance)",
+            )
     if board.bound and board.bound != 1.0:
         axes.axhline(board.bound, color="grey", linewidth=0.8, linestyle=":", label=f"bound {board.bound:g}")
     axes.set_xticks(positions, board.columns, rotation=30, ha="right", fontsize=8)
@@ -74,7 +87,9 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
             axes.annotate(short, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")
     axes.set_xlabel(correlation.x.label, fontsize=8)
     axes.set_ylabel(correlation.y.label, fontsize=8)
-    axes.set_title(f"Spearman rho = {correlation.rho:.3f} (p = {correlation.p:.2g}, n = {len(correlation.points)})", fontsize=9)
+    axes.set_title(
+        f"Spearman rho = {correlation.rho:.3f} (p = {correlation.p:.2g}, n = {len(correlation.points)})", fontsize=9
+    )
     return _save(figure, path)
 
 
@@ -86,5 +101,8 @@ def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.set_xlabel("drift lambda")
     axes.set_ylabel("relative drop (NS(x) - NS(x_lambda)) / NS(x)", fontsize=8)
-    axes.set_title(f"{result.model} · {result.variant}: {metric_label}\nSpearman rho = {result.rho:.3f} (p = {result.p:.2g})", fontsize=9)
+    axes.set_title(
+        f"{result.model} · {result.variant}: {metric_label}\nSpearman rho = {result.rho:.3f} (p = {result.p:.2g})",
+        fontsize=9,
+    )
     return _save(figure, path)

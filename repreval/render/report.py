@@ -24,8 +24,12 @@ def _curve_boards(report: Report, boards: list[Board]) -> list[Board]:
     chosen = []
     for board in multi:
         for selector in report.curve_metrics:
-            fields = ((selector.score, board.score), (selector.saliency, board.saliency),
-                      (selector.channels, board.channel_aggregator), (selector.components, board.embedding_aggregator))
+            fields = (
+                (selector.score, board.score),
+                (selector.saliency, board.saliency),
+                (selector.channels, board.channel_aggregator),
+                (selector.components, board.embedding_aggregator),
+            )
             if all(want is None or want == have for want, have in fields):
                 chosen.append(board)
                 break
@@ -63,13 +67,20 @@ def _findings(report: Report) -> list[str]:
 def _correlations(report: Report, plots: Path) -> list[str]:
     if not report.correlations:
         return []
-    lines = ["## Correlations (Spearman, across model variants)", "", "| x | y | rho | p | n |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "## Correlations (Spearman, across model variants)",
+        "",
+        "| x | y | rho | p | n |",
+        "|---|---|---:|---:|---:|",
+    ]
     for c in report.correlations:
         lines.append(f"| {c.x.label} | {c.y.label} | {c.rho:.3f} | {c.p:.2g} | {len(c.points)} |")
     lines.append("")
     for i, c in enumerate(report.correlations):
         lines += [_link(scatter_plot(c, plots / f"correlation-{i}-{slug(c.x.label)}.png"), plots.parent), ""]
-        lines += ["| variant | x | y |", "|---|---:|---:|"] + [f"| {n} | {x:.4f} | {y:.4f} |" for n, x, y in c.points] + [""]
+        lines += (
+            ["| variant | x | y |", "|---|---:|---:|"] + [f"| {n} | {x:.4f} | {y:.4f} |" for n, x, y in c.points] + [""]
+        )
     return lines
 
 
@@ -79,13 +90,18 @@ def _drift(report: Report, plots: Path) -> list[str]:
     label = report.drift_metric.label
     lines = [f"## Dataset drift: relative drop of {label}", ""]
     for result in report.drift:
-        lines += [f"**{result.model} · {result.variant}**: Spearman(lambda, relative drop) = {result.rho:.3f} "
-                  f"(p = {result.p:.2g}, every input); over the per-lambda means {result.rho_of_means:.3f} "
-                  f"(p = {result.p_of_means:.2g})", ""]
+        lines += [
+            f"**{result.model} · {result.variant}**: Spearman(lambda, relative drop) = {result.rho:.3f} "
+            f"(p = {result.p:.2g}, every input); over the per-lambda means {result.rho_of_means:.3f} "
+            f"(p = {result.p_of_means:.2g})",
+            "",
+        ]
         lines += ["| lambda | mean | std | median |", "|---:|---:|---:|---:|"]
         for strength in result.lambdas:
             values = sorted(result.relative[strength])
-            lines.append(f"| {strength:g} | {fmean(values):.3f} | {pstdev(values):.3f} | {values[len(values) // 2]:.3f} |")
+            lines.append(
+                f"| {strength:g} | {fmean(values):.3f} | {pstdev(values):.3f} | {values[len(values) // 2]:.3f} |"
+            )
         plot = drift_plot(result, label, plots / f"drift-{slug(result.model + '-' + result.variant)}.png")
         lines += ["", _link(plot, plots.parent), ""]
     return lines
@@ -97,8 +113,14 @@ def _replicates(report: Report) -> list[str]:
     label = report.replicates_metric.label
     extra = [selector.label for selector, _ in report.replicates_also]
     header = ["model", "seeds", label, *extra, "training s", "× baseline time"]
-    lines = [f"## Replicates: {label}", "", "mean ± std over seeds", "",
-             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines = [
+        f"## Replicates: {label}",
+        "",
+        "mean ± std over seeds",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
     for row in report.replicates:
         seconds = f"{fmean(row.train_seconds):.1f}" if row.train_seconds else "—"
         ratio = f"{row.time_ratio:.2f} (vs {row.baseline})" if row.time_ratio is not None else "—"
@@ -116,8 +138,12 @@ def _curves(report: Report, boards: list[Board], plots: Path) -> list[str]:
     curves = _curve_boards(report, boards)
     if not curves:
         return []
-    lines = ["## Score curves", "",
-             "Mean over inputs (line), ± one standard deviation (band), chance level on noise inputs (dashed).", ""]
+    lines = [
+        "## Score curves",
+        "",
+        "Mean over inputs (line), ± one standard deviation (band), chance level on noise inputs (dashed).",
+        "",
+    ]
     for board in curves:
         lines += [_link(curve_plot(board, plots / f"curve-{slug(board.title)}.png"), plots.parent), ""]
     return lines

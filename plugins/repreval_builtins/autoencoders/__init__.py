@@ -58,7 +58,9 @@ class Autoencoders(ModelSource):
             return module.encoder(x)
 
         def classify(x: Tensor) -> Tensor:
-            return module.classifier(module.encoder(x))
+            classifier = module.classifier
+            assert classifier is not None  # classify is only handed out when there is a classifier
+            return classifier(module.encoder(x))
 
         return Network(
             module=module,

@@ -28,9 +28,9 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def conv_block(conv: nn.Module, activation: nn.Module, batch_norm: bool = True) -> nn.Sequential:
+def conv_block(conv: nn.Conv2d | nn.ConvTranspose2d, activation: nn.Module, batch_norm: bool = True) -> nn.Sequential:
     """conv -> (BatchNorm) -> activation, as one module named for probing."""
-    layers = OrderedDict(conv=conv)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(conv=conv)
     if batch_norm:
         layers["bn"] = nn.BatchNorm2d(conv.out_channels)
     layers["act"] = activation

@@ -31,6 +31,7 @@ from repreval.api import (
     uniform_noise,
 )
 
+from .networks import Autoencoder
 
 TRAINING_DEFAULTS = {
     "epochs": 10,
@@ -62,7 +63,10 @@ def training_settings(options: dict) -> dict:
     if not isinstance(constraints, dict) or not all(
         isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in constraints.items()
     ):
-        raise ReprevalError(f"training option constraints must map score names to lambdas, got {constraints!r}", fix="e.g. constraints: {noise_score: 0.1}")
+        raise ReprevalError(
+            f"training option constraints must map score names to lambdas, got {constraints!r}",
+            fix="e.g. constraints: {noise_score: 0.1}",
+        )
     every = settings["constraint_every"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ReprevalError(f"training option constraint_every must be a positive integer, got {every!r}")
@@ -78,7 +82,10 @@ class ScoreConstraints:
         for name in self.lambdas:
             score = registries.score.create(name, {})
             if not isinstance(score, AttributionScore):
-                raise ReprevalError(f"{name!r} is not an attribution score and cannot constrain training", fix="use noise_score or variance_score")
+                raise ReprevalError(
+                    f"{name!r} is not an attribution score and cannot constrain training",
+                    fix="use noise_score or variance_score",
+                )
             self.scores[name] = score
         self.layer = settings["constraint_layer"]
         self.method = registries.saliency.create(settings["constraint_saliency"], {})
@@ -101,13 +108,18 @@ class ScoreConstraints:
         module = network.module
         module.eval()  # BatchNorm on running statistics, as in evaluation; noise never touches them
         try:
+
             def maps(batch: Tensor) -> Tensor:
-                return component_maps(network, self.layer, batch, self.method, self.channels, strategy="reverse", create_graph=True)
+                return component_maps(
+                    network, self.layer, batch, self.method, self.channels, strategy="reverse", create_graph=True
+                )
 
             real = maps(inputs)
             noise = None
             if self.needs_noise:  # uniform-noise images as in evaluation, from the training seed
-                noise = maps(network.input_spec.normalize(uniform_noise(inputs.shape, generator=self.generator)).to(inputs))
+                noise = maps(
+                    network.input_spec.normalize(uniform_noise(inputs.shape, generator=self.generator)).to(inputs)
+                )
         finally:
             module.train()
         # The loss needs no chance levels: noise sets that only give references are not computed.
@@ -122,12 +134,21 @@ class ScoreConstraints:
         return total, values
 
 
+def _autoencoder(network: Network) -> Autoencoder:
+    module = network.module
+    if not isinstance(module, Autoencoder):
+        raise ReprevalError(f"expected an ae: autoencoder network, got a {type(module).__name__} module")
+    return module
+
+
 def training_loss(network: Network, inputs: Tensor, labels: Tensor | None) -> Tensor:
     """MSE between input and reconstruction, plus cross-entropy of the classifier's logits if it has one."""
-    module = network.module
+    module = _autoencoder(network)
     code = module.encoder(inputs)
     loss = F.mse_loss(module.decoder(code), inputs)
     if module.classifier is not None:
+        if labels is None:
+            raise ReprevalError("this autoencoder has a classifier and needs labels to train")
         loss = loss + F.cross_entropy(module.classifier(code), labels)
     return loss
 
@@ -163,14 +184,16 @@ def train_autoencoder(
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
-    log = {
+    log: dict[str, float] = {
         "epochs": settings["epochs"],
         "final_loss": total / len(inputs),  # mean over the last epoch's mini-batches
         "seconds": time.perf_counter() - started,
     }
-    for name, values in score_log.items():  # the constrained scores at the first and last constraint step
-        log[f"{name}_first"], log[f"{name}_last"] = values[0], values[-1]
+    for name, logged in score_log.items():  # the constrained scores at the first and last constraint step
+        log[f"{name}_first"], log[f"{name}_last"] = logged[0], logged[-1]
     if network.classify is not None:
+        if labels is None:
+            raise ReprevalError("this autoencoder has a classifier and needs labels to train")
         log["train_accuracy"] = accuracy(network, inputs, labels)
     return log
 
@@ -178,12 +201,15 @@ def train_autoencoder(
 @torch.no_grad()
 def accuracy(network: Network, inputs: Tensor, labels: Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``network.classify`` in eval mode (the module's mode is restored)."""
+    classify = network.classify
+    if classify is None:
+        raise ReprevalError("accuracy needs a network with a classifier")
     module = network.module
     was_training = module.training
     module.eval()
     try:
         correct = sum(
-            (network.classify(chunk).argmax(dim=1) == target).sum().item()
+            (classify(chunk).argmax(dim=1) == target).sum().item()
             for chunk, target in zip(inputs.split(batch_size), labels.split(batch_size))
         )
     finally:

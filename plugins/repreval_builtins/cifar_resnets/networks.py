@@ -29,6 +29,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut: nn.Module
         if stride != 1 or in_channels != channels:
             self.shortcut = ChannelPadShortcut(channels - in_channels)
         else:

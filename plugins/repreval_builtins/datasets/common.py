@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from repreval.api import ReprevalError, PluginOptionError
+from repreval.api import PluginOptionError, ReprevalError
 
 if TYPE_CHECKING:  # torch is imported where images are loaded: registering the datasets stays cheap
     from torch import Tensor

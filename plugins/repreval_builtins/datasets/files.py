@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError, PluginOptionError
+from repreval.api import DatasetSource, ImageSet, InputSpec, PluginOptionError, ReprevalError
 
 from .common import (
     IMAGE_EXTENSIONS,
@@ -116,7 +117,9 @@ class ImageFiles(DatasetSource):
     def __init__(self, paths, grayscale: bool = False, label_from_name: bool = False):
         patterns = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         if not isinstance(patterns, (list, tuple)) or not patterns:
-            raise PluginOptionError(f"'paths' must be a path, a glob pattern or a non-empty list of them, got {paths!r}")
+            raise PluginOptionError(
+                f"'paths' must be a path, a glob pattern or a non-empty list of them, got {paths!r}"
+            )
         self.grayscale = bool_option(grayscale, "grayscale")
         self.patterns = [str(path_option(pattern, "paths")) for pattern in patterns]
         self.files = list(dict.fromkeys(file for pattern in self.patterns for file in self._expand(pattern)))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError
 
@@ -121,8 +122,7 @@ class Mnist(DatasetSource):
         images = read_idx(self.images_file)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ReprevalError(
-                f"{str(self.images_file)!r} holds {images.dtype} data of shape {images.shape}, "
-                "not N×H×W uint8 images",
+                f"{str(self.images_file)!r} holds {images.dtype} data of shape {images.shape}, not N×H×W uint8 images",
                 fix="name the images file with 'images: FILE'",
             )
         if self.labels_file is None:

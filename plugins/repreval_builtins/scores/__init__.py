@@ -13,6 +13,13 @@ if TYPE_CHECKING:  # the estimators (.estimates) import torch: loaded on first u
     from torch import Tensor
 
 
+def _present(maps: Tensor | None, which: str) -> Tensor:
+    """Component maps of a set the score reads: the engine computes every set a score's ``noise_sets`` ask for."""
+    if maps is None:
+        raise ValueError(f"the {which} component maps are missing")
+    return maps
+
+
 def _mean_abs_difference(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).abs().flatten(1).mean(dim=1)
 
@@ -39,8 +46,13 @@ class NoiseScore(AttributionScore):
     def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
         from .estimates import estimate_noise_score
 
-        value = estimate_noise_score(maps.real, maps.noise, dim, embedding_aggregator, seed=seed)
-        reference = estimate_noise_score(maps.noise_b, maps.noise, dim, embedding_aggregator, seed=seed)
+        real, noise, noise_b = (
+            _present(maps.real, "real"),
+            _present(maps.noise, "noise"),
+            _present(maps.noise_b, "noise_b"),
+        )
+        value = estimate_noise_score(real, noise, dim, embedding_aggregator, seed=seed)
+        reference = estimate_noise_score(noise_b, noise, dim, embedding_aggregator, seed=seed)
         return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
 
 
@@ -69,13 +81,15 @@ class VarianceScore(AttributionScore):
         return normalized.var(dim=1, correction=0).flatten(1).mean(dim=1)
 
     def compute(self, maps: AttributionMaps, embedding_aggregator) -> ScoreValues:
-        return ScoreValues(values=self._score(maps.real), reference=self._score(maps.noise))
+        return ScoreValues(
+            values=self._score(_present(maps.real, "real")), reference=self._score(_present(maps.noise, "noise"))
+        )
 
     def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
         from .estimates import estimate_variance_score
 
-        value = estimate_variance_score(maps.real, dim, binarize=self.binarize, seed=seed)
-        reference = estimate_variance_score(maps.noise, dim, binarize=self.binarize, seed=seed)
+        value = estimate_variance_score(_present(maps.real, "real"), dim, binarize=self.binarize, seed=seed)
+        reference = estimate_variance_score(_present(maps.noise, "noise"), dim, binarize=self.binarize, seed=seed)
         return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
 
 

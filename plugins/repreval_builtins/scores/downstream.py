@@ -7,9 +7,10 @@ Both need labelled datasets; splits are whatever the suite declares (``limit``/`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from repreval.api import EmbeddingScore, ImageSet, Network, ReprevalError, PluginOptionError
+from repreval.api import EmbeddingScore, ImageSet, Network, PluginOptionError, ReprevalError
 
 if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported where the scores compute, not on registration
     import numpy as np
@@ -20,7 +21,10 @@ BATCH = 256  # inputs per forward pass when embedding a dataset
 
 def _labels(images: ImageSet, dataset: str, score: str) -> np.ndarray:
     if images.labels is None:
-        raise ReprevalError(f"{score} needs labels, but dataset {dataset!r} has none", fix="use a labelled dataset (image_folder, mnist, digits)")
+        raise ReprevalError(
+            f"{score} needs labels, but dataset {dataset!r} has none",
+            fix="use a labelled dataset (image_folder, mnist, digits)",
+        )
     return images.labels.numpy()
 
 
@@ -59,7 +63,10 @@ class LinearProbe(EmbeddingScore):
             if not isinstance(value, str) or not value:
                 raise PluginOptionError(f"{option!r} must name a dataset of the suite, got {value!r}")
         if train == test:
-            raise ReprevalError("the probe's train and test datasets are the same", fix="declare two disjoint subsets (limit/skip) of the data")
+            raise ReprevalError(
+                "the probe's train and test datasets are the same",
+                fix="declare two disjoint subsets (limit/skip) of the data",
+            )
         self.train, self.test, self.max_iter, self.C = train, test, int(max_iter), float(C)
 
     def datasets(self) -> tuple[str, ...]:
@@ -100,7 +107,9 @@ class ClassifierAccuracy(EmbeddingScore):
         import numpy as np
 
         if network.classify is None:
-            raise ReprevalError("this model has no classifier", fix="use linear_probe instead of classifier_accuracy for it")
+            raise ReprevalError(
+                "this model has no classifier", fix="use linear_probe instead of classifier_accuracy for it"
+            )
         images, inputs = data(self.dataset)
         labels = _labels(images, self.dataset, self.name)
         logits = _apply(network.classify, network, inputs)

@@ -20,7 +20,8 @@ weighting of the k maps (multiplicity / size), so all resamples are a few batche
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -93,7 +94,9 @@ def estimate_noise_score(
     return _estimate(statistic, real.shape[1], dim, method, resamples, seed)
 
 
-def _estimate(statistic: Callable[[Tensor, int], Tensor], k: int, dim: int, method: str, resamples: int, seed: int) -> Estimate:
+def _estimate(
+    statistic: Callable[[Tensor, int], Tensor], k: int, dim: int, method: str, resamples: int, seed: int
+) -> Estimate:
     """``statistic(weights [R, k], size) -> [N, R]`` (row r: each sampled component's multiplicity / size)
     on all k sampled components, with its standard error."""
     if method not in SE_METHODS:

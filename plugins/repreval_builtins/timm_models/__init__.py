@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
 
-
 _OPTIONS = {"kwargs", "input_size"}
 
 

@@ -82,14 +82,16 @@ def input_spec(options: dict) -> InputSpec:
         raise ReprevalError(
             f"input_size must be [C, H, W] (positive integers), got {size!r}", fix="e.g. input_size: [3, 224, 224]"
         )
-    channels = size[0]
+    channels, height, width = size
     imagenet = channels == 3
     mean = per_channel(options, "mean", IMAGENET_MEAN if imagenet else (0.0,), channels)
     std = per_channel(options, "std", IMAGENET_STD if imagenet else (1.0,), channels)
     if any(s <= 0 for s in std):
         raise ReprevalError(f"std must be positive, got {list(std)}")
     return InputSpec(
-        *size,
+        channels,
+        height,
+        width,
         mean=mean,
         std=std,
         interpolation=options.get("interpolation", "bilinear"),

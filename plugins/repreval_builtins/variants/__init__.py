@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from repreval.api import ModelHandle, Network, ReprevalError, Variant, hookimpl, suggest
 
-
 EACH = "each"
 
 
@@ -47,7 +46,9 @@ def weight_layers(network: Network) -> list[str]:
     for name, module in network.module.named_modules():
         weight = getattr(module, "weight", None)
         if name and isinstance(weight, nn.Parameter) and weight.dim() >= 2:
-            handles.append(module.register_forward_hook(lambda *_, name=name: order.append(name) if name not in order else None))
+            handles.append(
+                module.register_forward_hook(lambda *_, name=name: order.append(name) if name not in order else None)
+            )
     try:
         with torch.no_grad():
             (network.classify or network.embed)(torch.zeros(1, *network.input_spec.shape))
@@ -78,7 +79,9 @@ class _LayerRandomization(Variant):
 
     def __init__(self, layer: str):
         if not isinstance(layer, str) or not layer:
-            raise ReprevalError(f"{self.option} must be a module name or {EACH!r}, got {layer!r}", fix="see `repreval layers MODEL`")
+            raise ReprevalError(
+                f"{self.option} must be a module name or {EACH!r}, got {layer!r}", fix="see `repreval layers MODEL`"
+            )
         self.layer = layer
 
     def expansions(self, network: Network) -> list[dict]:
@@ -90,7 +93,10 @@ class _LayerRandomization(Variant):
         if self.layer not in modules or not self.layer:
             raise ReprevalError(f"no module {self.layer!r} to randomise", fix=suggest(self.layer, layers))
         if not any(True for _ in modules[self.layer].parameters(recurse=False)):
-            raise ReprevalError(f"module {self.layer!r} has no parameters of its own", fix=suggest(self.layer, layers) or "name a conv, linear or norm layer")
+            raise ReprevalError(
+                f"module {self.layer!r} has no parameters of its own",
+                fix=suggest(self.layer, layers) or "name a conv, linear or norm layer",
+            )
         return [{self.option: self.layer}]
 
     def _randomized_names(self, network: Network) -> list[str]:
@@ -126,12 +132,15 @@ class CascadingRandomization(_LayerRandomization):
     def expansions(self, network: Network) -> list[dict]:
         layers = weight_layers(network)
         if self.layer != EACH and self.layer not in layers:
-            raise ReprevalError(f"{self.layer!r} is not a weight layer, so the cascade cannot stop there", fix=suggest(self.layer, layers) or "name a conv or linear layer")
+            raise ReprevalError(
+                f"{self.layer!r} is not a weight layer, so the cascade cannot stop there",
+                fix=suggest(self.layer, layers) or "name a conv or linear layer",
+            )
         return super().expansions(network)
 
     def _randomized_names(self, network: Network) -> list[str]:
         layers = weight_layers(network)
-        return layers[layers.index(self.layer):]
+        return layers[layers.index(self.layer) :]
 
 
 @hookimpl
