@@ -1,9 +1,15 @@
-"""Probe layers: read a module's activation and treat the rest of the network as a function of it.
+"""Probe layers: read a tensor of the forward pass and treat the rest of the network as a function of it.
 
 A probe is addressed by module name (``layer1``, ``encoder.conv2``) and reads the module's output,
 or its input with the suffix ``:input`` (``layer2.0.conv1:input``, as the paper's reference code).
-The tail ``a -> z`` re-runs the network with a hook that swaps in ``a``: this works for any model,
-and the head's result is simply ignored.
+The tail ``a -> z`` re-runs the network with ``a`` substituted where the probed tensor is *produced*, so
+every consumer of it sees ``a`` and dz/da is the derivative through all of them (a residual shortcut that
+reads the same tensor as the probed module included):
+
+* an output probe replaces the module's return value (what every consumer receives);
+* an input probe finds the torch call that produced the tensor the module reads (a forward pass numbers
+  every torch call) and replaces that call's result; the network input itself is replaced directly. An
+  input whose producer cannot be identified (e.g. a parameter) is refused.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
-from ..errors import UnknownNameError, suggest
+from ..errors import ReprevalError, UnknownNameError, suggest
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Network
@@ -29,7 +36,7 @@ class Probe:
     side: str = "output"  # "output" or "input"
 
     @classmethod
-    def parse(cls, spec: str) -> "Probe":
+    def parse(cls, spec: str) -> Probe:
         if spec.endswith(INPUT_SUFFIX):
             return cls(spec[: -len(INPUT_SUFFIX)], "input")
         return cls(spec, "output")
@@ -53,17 +60,17 @@ class Probe:
         module = self.module(network)
         if self.side == "output":
 
-            def hook(_module, _args, output):
+            def output_hook(_module, _args, output):
                 return on_value(output)
 
-            handle = module.register_forward_hook(hook)
+            handle = module.register_forward_hook(output_hook)
         else:
 
-            def hook(_module, args):
+            def input_hook(_module, args):
                 replaced = on_value(args[0])
                 return None if replaced is None else (replaced, *args[1:])
 
-            handle = module.register_forward_pre_hook(hook)
+            handle = module.register_forward_pre_hook(input_hook)
         try:
             yield
         finally:
@@ -89,10 +96,12 @@ class Probe:
         return seen[0], embedding if keep_graph else embedding.detach()
 
     def tail(self, network: Network, inputs: Tensor):
-        """The function ``a -> z``: the embedding with the probe's activation replaced by ``a``."""
+        """The function ``a -> z``: the embedding with the probed tensor replaced by ``a`` where it is produced."""
+        if self.side == "input":
+            return self._input_tail(network, inputs)
 
         def run(activation: Tensor) -> Tensor:
-            used = []
+            used: list[bool] = []
 
             def swap(_value):
                 if used:  # a module called twice: only its first call is probed
@@ -104,6 +113,109 @@ class Probe:
                 return network.embed(inputs)
 
         return run
+
+    def _input_tail(self, network: Network, inputs: Tensor):
+        producer = self.producer(network, inputs)
+        module = self.module(network)
+
+        def run(activation: Tensor) -> Tensor:
+            if producer is None:  # the module reads the network input itself
+                return network.embed(activation.clone())
+            substitution = _Substitution(*producer, activation)
+            received: list[bool] = []
+
+            def check(_module, args):
+                if not received:
+                    received.append(args[0] is substitution.value)
+
+            handle = module.register_forward_pre_hook(check)
+            try:
+                with substitution:
+                    embedding = network.embed(inputs)
+            finally:
+                handle.remove()
+            if received != [True]:
+                raise self._unidentified("its input is not the tensor its producer returned")
+            return embedding
+
+        return run
+
+    def producer(self, network: Network, inputs: Tensor) -> tuple[int, int | None] | None:
+        """(torch call number, position in its result) of the call that produces this input probe's tensor;
+        None when the module reads the network input itself."""
+        log = _ProducerLog()
+        found: list[tuple[int, int | None] | None] = []
+
+        def locate(_module, args):
+            if found:
+                return
+            value = args[0] if args else None
+            if value is inputs:
+                found.append(None)
+            elif isinstance(value, Tensor) and id(value) in log.producer:
+                found.append(log.producer[id(value)])
+            else:
+                raise self._unidentified("no torch call of the forward pass produced its input")
+
+        handle = self.module(network).register_forward_pre_hook(locate)
+        try:
+            with torch.no_grad(), log:
+                network.embed(inputs)
+        finally:
+            handle.remove()
+        if not found:
+            raise UnknownNameError(
+                f"layer {self.spec!r} is not used when computing the embedding",
+                fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
+            )
+        return found[0]
+
+    def _unidentified(self, why: str) -> ReprevalError:
+        return ReprevalError(
+            f"cannot tell which tensor probe {self.spec!r} reads: {why}",
+            fix=f"probe the output of the module that produces it, or {self.module_name!r} itself",
+        )
+
+
+class _ProducerLog(TorchFunctionMode):
+    """Numbers every torch call of a forward pass and remembers which call produced each tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.producer: dict[int, tuple[int, int | None]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        self.calls += 1
+        if isinstance(result, Tensor):
+            self.producer[id(result)] = (self.calls, None)
+        elif isinstance(result, (tuple, list)):
+            for position, item in enumerate(result):
+                if isinstance(item, Tensor):
+                    self.producer[id(item)] = (self.calls, position)
+        return result
+
+
+class _Substitution(TorchFunctionMode):
+    """Replaces the result of torch call number ``call`` (element ``position`` of a tuple) by ``activation``."""
+
+    def __init__(self, call: int, position: int | None, activation: Tensor) -> None:
+        super().__init__()
+        self.call, self.position = call, position
+        self.value = activation.clone()  # a clone: in-place ops downstream must not touch the caller's tensor
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        self.calls += 1
+        if self.calls != self.call:
+            return result
+        if self.position is None:
+            return self.value
+        items = list(result)
+        items[self.position] = self.value
+        return tuple(items) if isinstance(result, tuple) else items
 
 
 def as_feature_map(activation: Tensor, spec: str) -> Tensor:

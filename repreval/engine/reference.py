@@ -1,5 +1,8 @@
 """Plain per-component loops: the ground truth the engine is tested (and benchmarked) against.
 
+They share nothing with the engine's mechanism: an unmodified forward pass with a graph, the probed tensor
+captured by a hook, and ``torch.autograd.grad`` with respect to it (so through every consumer of it).
+
 ``rerun_forward=False``: one forward, then one backward per component (how a careful user would
 write it). ``rerun_forward=True``: a fresh forward for every component (how per-target attribution
 libraries are usually called). Both are slow on purpose; never use them for real work.
@@ -16,18 +19,36 @@ from .probe import Probe, as_feature_map
 
 
 def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Tensor, Tensor]:
-    """One forward pass; the probe's activation becomes a leaf that gradients are taken with respect to."""
-    leaves: list[Tensor] = []
+    """One unmodified forward pass with a graph; returns (the probed tensor as the network computed it, the
+    embedding). Nothing is substituted: gradients with respect to the tensor flow through all its consumers.
+    Raises ValueError when an in-place operation later changes the tensor (autograd would then differentiate
+    with respect to the changed one)."""
+    seen: list[tuple[Tensor, int]] = []
 
-    def make_leaf(value: Tensor) -> Tensor | None:
-        if leaves:
-            return None
-        leaves.append(value.detach().clone().requires_grad_(True))
-        return leaves[0]
+    def keep(value: Tensor) -> None:
+        if not seen:
+            seen.append((value, value._version))
 
-    with probe.hooked(network, make_leaf):
-        embedding = network.embed(inputs)
-    return leaves[0], embedding
+    module = probe.module(network)
+    if probe.side == "input":
+        handle = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _a, output: keep(output))
+    try:
+        with torch.enable_grad():
+            leaf = inputs.detach().clone().requires_grad_(True)  # a graph even when no parameter needs one
+            embedding = network.embed(leaf)
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"layer {probe.spec!r} is not used when computing the embedding")
+    activation, version = seen[0]
+    if activation._version != version:
+        raise ValueError(
+            f"an in-place operation modifies the tensor at {probe.spec!r} after it is read: plain autograd cannot "
+            "take gradients with respect to it (use the engine, or a network without in-place ops there)"
+        )
+    return activation, embedding
 
 
 def component_maps_loop(
@@ -52,6 +73,8 @@ def component_maps_loop(
             gradient = gradient.mean(dim=(-2, -1), keepdim=True)
         attribution = method.attribute(feature_map, gradient)
         if not method.spatial:
+            if channel_aggregator is None:
+                raise ValueError(f"saliency method {method.name!r} needs a channel aggregator")
             scale = attribution.abs().flatten(2).amax(dim=-1)
             attribution = zero_rounding_noise(channel_aggregator(attribution, dim=2), scale)
         maps.append(attribution[0])

@@ -1,0 +1,241 @@
+"""dz/da at a probe, checked against oracles that share nothing with the engine: plain autograd on the
+unmodified forward pass (the probed tensor captured by a hook, differentiated with torch.autograd.grad),
+captum's layer attributions, and a hand-computed case, on networks with branches (residual shortcuts,
+concatenations, in-place ReLUs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SHARED, needs_shared
+from torch import nn
+
+from repreval.api import InputSpec, Network
+from repreval.config import ModelConfig
+from repreval.data import fit_to_input, normalize
+from repreval.engine.attribution import component_maps, mean_map
+from repreval.engine.probe import Probe
+from repreval.engine.reference import component_maps_loop
+from repreval.errors import ReprevalError
+from repreval.models import Model, seeded
+
+TOLERANCE = 1e-5
+
+
+def _network(module: nn.Module, shape=(3, 8, 8)) -> Network:
+    module.eval()
+    return Network(module, InputSpec(*shape), (), embed=lambda x: module(x).mean(dim=(-2, -1)))
+
+
+def autograd_oracle(network: Network, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activation [B, C, h, w], gradients [B, D, C, h, w]) by plain autograd on the unmodified forward."""
+    name, _, side = layer.partition(":")
+    module = dict(network.module.named_modules())[name]
+    seen: list[torch.Tensor] = []
+    if side == "input":
+        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _args, output: seen.append(output))
+    try:
+        with torch.enable_grad():
+            embedding = network.embed(inputs.clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    activation = seen[0]
+    assert activation._version == 0, "the oracle needs a network that leaves the probed tensor unchanged"
+    gradients = [
+        torch.autograd.grad(embedding[:, d].sum(), activation, retain_graph=True)[0] for d in range(embedding.shape[1])
+    ]
+    return activation.detach(), torch.stack(gradients, dim=1)
+
+
+def oracle_maps(activation: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
+    """Channel-mean maps [B, D, h, w] (Grad-CAM: its own map) from the oracle's tensors."""
+    if method == "gradients":
+        return gradients.mean(dim=2)
+    if method == "activations_x_gradients":
+        return (activation[:, None] * gradients).mean(dim=2)
+    weights = gradients.mean(dim=(-2, -1), keepdim=True)
+    return (weights * activation[:, None]).sum(dim=2).relu()
+
+
+class Residual(nn.Module):
+    """``a = pre(x); return conv(a) + a``: the shortcut reads the probe's tensor too."""
+
+    def __init__(self, zero_conv: bool = False):
+        super().__init__()
+        self.pre = nn.Conv2d(3, 4, 1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        if zero_conv:
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x):
+        a = self.pre(x)
+        return self.conv(a) + a
+
+
+class Dense(nn.Module):
+    """DenseNet-style: the stem's output is concatenated with what is computed from it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        a = self.stem(x)
+        c = torch.cat([a, torch.tanh(self.conv1(a))], dim=1)
+        return torch.cat([c, self.conv2(c)], dim=1)
+
+
+class InPlace(nn.Module):
+    """torchvision's BasicBlock pattern: in-place ReLUs and an in-place shortcut add."""
+
+    def __init__(self, inplace: bool = True):
+        super().__init__()
+        self.inplace = inplace
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        identity = x
+        out = self.bn(self.conv1(x))
+        if self.inplace:
+            out += identity
+        else:
+            out = out + identity
+        out = self.relu(out)
+        return self.conv2(out)
+
+    def out_of_place(self) -> InPlace:
+        """The same function without in-place ops: the oracle's twin (autograd cannot differentiate with
+        respect to a tensor that is changed in place after it is read)."""
+        twin = InPlace(inplace=False)
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+
+def test_the_hand_computed_shortcut_case():
+    """conv zeroed, z = spatial mean of conv(a) + a: dz_d/da is 1/(h·w) at channel d, so the channel mean of
+    the gradient map is 1/(C·h·w) everywhere. Substituting only where conv reads ``a`` gave 0."""
+    with seeded(0):
+        network = _network(Residual(zero_conv=True))
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    method = _method("gradients")
+    for strategy in ("reverse", "forward"):
+        maps = component_maps(network, Probe.parse("conv:input"), inputs, method, _mean(), strategy=strategy)
+        assert torch.allclose(maps, torch.full_like(maps, 1 / (4 * 8 * 8))), strategy
+    loop = component_maps_loop(network, Probe.parse("conv:input"), inputs, method, _mean())
+    assert torch.allclose(loop, torch.full_like(loop, 1 / (4 * 8 * 8)))
+    one = mean_map(network, Probe.parse("conv:input"), inputs, method)
+    assert torch.allclose(one, torch.full_like(one, 1 / (4 * 8 * 8)))
+
+
+@pytest.mark.parametrize(
+    "make, layers",
+    [
+        (Residual, ["conv:input", "pre", "conv"]),
+        (Dense, ["conv1:input", "conv2:input", "stem", "conv1"]),
+        (InPlace, ["conv1:input", "conv2:input", "bn", "stem"]),
+    ],
+)
+@pytest.mark.parametrize("method", ["gradients", "activations_x_gradients", "grad_cam"])
+def test_engine_equals_plain_autograd_on_branching_networks(make, layers, method):
+    with seeded(1):
+        module = make()
+    network = _network(module)
+    oracle = _network(module.out_of_place()) if isinstance(module, InPlace) else network
+    inputs = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    for layer in layers:
+        expected = oracle_maps(*autograd_oracle(oracle, layer, inputs), method)
+        probe = Probe.parse(layer)
+        for strategy in ("reverse", "forward"):
+            maps = component_maps(network, probe, inputs, _method(method), _mean(), strategy=strategy)
+            assert torch.allclose(maps, expected, atol=TOLERANCE), (layer, strategy)
+        loop = component_maps_loop(oracle, probe, inputs, _method(method), _mean())
+        assert torch.allclose(loop, expected, atol=TOLERANCE), (layer, "loop")
+        if method != "grad_cam":
+            one = mean_map(network, probe, inputs, _method(method))
+            assert torch.allclose(one, expected.mean(dim=1), atol=TOLERANCE), (layer, "mean_map")
+
+
+def test_an_input_probe_whose_tensor_cannot_be_identified_is_refused():
+    class ReadsAParameter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.rand(1, 4, 8, 8))
+            self.conv = nn.Conv2d(4, 4, 1)
+            self.stem = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.stem(x) + self.conv(self.table)
+
+    network = _network(ReadsAParameter())
+    with pytest.raises(ReprevalError, match="conv:input"):
+        component_maps(network, Probe.parse("conv:input"), torch.rand(1, 3, 8, 8), _method("gradients"), _mean())
+
+
+@pytest.fixture(scope="module")
+def resnet20(plugins):
+    from test_engine import _cifar_images
+
+    weights = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
+    network = Model(
+        ModelConfig(id="r20", spec="cifar:resnet20", weights=str(weights)), plugins.model_source.create("cifar")
+    ).trained()
+    inputs = normalize(fit_to_input(_cifar_images(2), network.input_spec), network.input_spec)
+    return network, inputs
+
+
+@needs_shared
+@pytest.mark.parametrize("layer", ["layer3.0.conv1:input", "layer2.1.conv1:input", "layer2"])
+def test_trained_resnet20_input_probes_equal_autograd_and_captum(resnet20, layer):
+    """The issue's case: ``layer3.0.conv1:input`` is read by the block's conv and by its shortcut."""
+    from captum.attr import LayerGradCam, LayerGradientXActivation
+
+    network, inputs = resnet20
+    activation, gradients = autograd_oracle(network, layer, inputs)
+    name, _, side = layer.partition(":")
+    module = dict(network.module.named_modules())[name]
+    embed = network.embed  # captum calls it as the forward function
+    probe = Probe.parse(layer)
+    for method in ("gradients", "activations_x_gradients", "grad_cam"):
+        maps = component_maps(network, probe, inputs, _method(method), _mean())
+        assert torch.allclose(maps, oracle_maps(activation, gradients, method), atol=TOLERANCE), method
+    by_input = side == "input"
+    for d in (0, 17, 63):
+        captum_axg = LayerGradientXActivation(embed, module).attribute(
+            inputs, target=d, attribute_to_layer_input=by_input
+        )
+        maps = component_maps(network, probe, inputs, _method("activations_x_gradients"), _mean())
+        assert torch.allclose(maps[:, d], captum_axg.mean(dim=1), atol=TOLERANCE), d
+        captum_cam = LayerGradCam(embed, module).attribute(
+            inputs, target=d, attribute_to_layer_input=by_input, relu_attributions=True
+        )
+        cam = component_maps(network, probe, inputs, _method("grad_cam"), None)
+        assert torch.allclose(cam[:, d], captum_cam[:, 0], atol=TOLERANCE), d
+
+
+def _method(name: str):
+    from repreval_builtins.saliency import ActivationsTimesGradients, GradCAM, Gradients
+
+    return {"gradients": Gradients, "activations_x_gradients": ActivationsTimesGradients, "grad_cam": GradCAM}[name]()
+
+
+def _mean():
+    from repreval_builtins.aggregators import Mean
+
+    return Mean()
+
+
+def test_the_reference_loop_refuses_a_tensor_changed_in_place_after_it_is_read():
+    with seeded(1):
+        network = _network(InPlace())
+    with pytest.raises(ValueError, match="in-place"):
+        component_maps_loop(network, Probe.parse("bn"), torch.rand(1, 3, 8, 8), _method("gradients"), _mean())
