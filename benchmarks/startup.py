@@ -35,6 +35,7 @@ def repreval_command() -> list[str]:
 
 
 def commands() -> list[tuple[str, list[str]]]:
+    """The timed commands as (label, argv), the ``import torch`` baseline first."""
     repreval = repreval_command()
     return [
         ('python -c "import torch"', [sys.executable, "-c", "import torch"]),
@@ -46,6 +47,7 @@ def commands() -> list[tuple[str, list[str]]]:
 
 
 def seconds(argv: list[str], env: dict[str, str]) -> float:
+    """Wall-clock seconds of one run of ``argv`` from the repository root; exits if the command fails."""
     start = time.perf_counter()
     result = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
@@ -55,6 +57,7 @@ def seconds(argv: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    """Time every command (one warm-up, then the median of ``--runs``) and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default 5; the median is shown)")
     args = parser.parse_args()

@@ -86,6 +86,8 @@ def spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 @dataclass
 class Correlation:
+    """Spearman's rho (and p-value) between metrics ``x`` and ``y``, with the points it was computed from."""
+
     x: MetricSelector
     y: MetricSelector
     rho: float
@@ -113,6 +115,9 @@ def correlate(records: list[ScoreRecord], x: MetricSelector, y: MetricSelector) 
 
 @dataclass
 class DriftResult:
+    """One model variant's per-input relative score drop at each drift strength lambda, and its Spearman
+    correlation with lambda."""
+
     model: str
     variant: str
     lambdas: list[float]
@@ -157,6 +162,8 @@ def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[
 
 @dataclass
 class ReplicateRow:
+    """A metric's values over the seed replicates of one model group, with their training times."""
+
     group: str
     baseline: str | None
     values: list[float]
@@ -165,10 +172,12 @@ class ReplicateRow:
 
     @property
     def mean(self) -> float:
+        """Mean of ``values``."""
         return fmean(self.values)
 
     @property
     def std(self) -> float:
+        """Population standard deviation of ``values`` (0.0 for a single value)."""
         return pstdev(self.values) if len(self.values) > 1 else 0.0
 
 
@@ -199,6 +208,8 @@ def replicates(
 
 @dataclass
 class Verdict:
+    """A paper's claim checked against the results: the verdict, its evidence and per-layer details."""
+
     claim: str
     paper: str
     verdict: str  # "agrees", "disagrees" or "inconclusive"

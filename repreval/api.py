@@ -67,6 +67,7 @@ class InputSpec:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)``."""
         return (self.channels, self.height, self.width)
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -158,6 +159,7 @@ class SaliencyMethod:
     linear_in_gradient: ClassVar[bool] = False  # attribute(a, g1 + g2) == attribute(a, g1) + attribute(a, g2)
 
     def attribute(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """Attributions [k, B, C, h, w] ([k, B, h, w] when ``spatial``) of the k components in ``gradient``."""
         raise NotImplementedError
 
 
@@ -173,6 +175,7 @@ class Aggregator:
     elementwise: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, values: Tensor, dim: int) -> Tensor:
+        """``values`` reduced over dimension ``dim``, which is removed."""
         raise NotImplementedError
 
 
@@ -196,6 +199,7 @@ class AttributionScore:
     bounds: ClassVar[tuple[float, float] | None] = None
 
     def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:
+        """One value per input from ``maps``; ``embedding_aggregator`` is None when the score does not use one."""
         raise NotImplementedError
 
     def estimate(
@@ -224,9 +228,11 @@ class EmbeddingScore:
     bounds: ClassVar[tuple[float, float] | None] = None
 
     def datasets(self) -> tuple[str, ...]:
+        """Names of the suite datasets :meth:`compute` reads (default: none)."""
         return ()
 
     def compute(self, network: Network, data: Callable[[str], tuple[ImageSet, Tensor]], seed: int) -> dict[str, float]:
+        """``{metric: value}`` for each of ``metrics``; ``data(name)`` gives a dataset and its preprocessed inputs."""
         raise NotImplementedError
 
 
@@ -239,6 +245,7 @@ class ModelSource:
     name: ClassVar[str]
 
     def build(self, name: str, options: dict, seed: int) -> Network:
+        """A randomly initialised network for model ``name`` with ``options``."""
         raise NotImplementedError
 
     def model_names(self) -> Sequence[str]:
@@ -277,9 +284,11 @@ class ModelHandle:
     """What a variant can ask for: the trained network, or a fresh randomly initialised one."""
 
     def trained(self) -> Network:
+        """The network with its weights (from a file, the hub, or a training step)."""
         raise NotImplementedError
 
     def untrained(self, seed: int) -> Network:
+        """A fresh, randomly initialised network, seeded with ``seed``."""
         raise NotImplementedError
 
 
@@ -290,6 +299,7 @@ class Variant:
     needs_weights: ClassVar[bool] = True  # False when only untrained networks are used
 
     def network(self, model: ModelHandle, seed: int) -> Network:
+        """The network to evaluate, derived from ``model``; any randomness comes from ``seed``."""
         raise NotImplementedError
 
     def expansions(self, network: Network) -> list[dict] | None:
@@ -309,12 +319,15 @@ class DatasetSource:
     name: ClassVar[str]
 
     def size(self, target: InputSpec) -> int:
+        """The number of images."""
         raise NotImplementedError
 
     def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
+        """The images at ``indices`` (each in ``[0, size)``), in that order."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """A one-line description of the images (default: ``name``)."""
         return self.name
 
 

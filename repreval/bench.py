@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .config import ModelConfig
-from .engine.attribution import PRECISIONS, choose_strategy, component_maps
+from .engine.attribution import choose_strategy, component_maps
+from .engine.core import PRECISIONS
 from .engine.precision import map_deviation
 from .engine.probe import Probe, as_feature_map
 from .engine.reference import component_maps_loop
@@ -28,6 +29,9 @@ from .suite import split_model_spec
 
 @dataclass
 class BenchRow:
+    """One probe layer × saliency method: seconds per image and peak MB of (a) the re-running loop,
+    (b) the forward-reusing loop, (c) the engine, and optionally (d) the engine at a lower precision."""
+
     layer: str
     method: str
     strategy: str
@@ -49,10 +53,12 @@ class BenchRow:
 
     @property
     def rerun_ratio(self) -> float:
+        """(a) / (c): the re-running loop's time over the engine's."""
         return self.rerun_seconds / self.engine_seconds
 
     @property
     def reuse_ratio(self) -> float:
+        """(b) / (c): the forward-reusing loop's time over the engine's."""
         return self.reuse_seconds / self.engine_seconds
 
 
@@ -128,6 +134,8 @@ def run_bench(
     precision: str = "float32",
     on_row=None,
 ) -> list[BenchRow]:
+    """Time the loops and the engine for each probe layer (default: the network's) × saliency method on
+    ``images`` random inputs to an untrained ``model``; one :class:`BenchRow` each, also passed to ``on_row``."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     target = torch.device(device)
@@ -223,6 +231,9 @@ CONSTRAINT_SETTINGS = {
 
 @dataclass
 class TrainingRow:
+    """One constrained-training run: its training time, the ratio to the unconstrained run at the same
+    bottleneck, and its train accuracy."""
+
     bottleneck: int
     constraints: str  # a key of CONSTRAINT_SETTINGS
     seconds: float  # training time (the training loop only)

@@ -176,6 +176,7 @@ def _add_run_options(command, default_out="from the suite"):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -204,6 +205,7 @@ def _key_value(items: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
+    """``repreval run SUITE``: apply ``--seed``/``--weights`` to the suite, run it, show its leaderboards."""
     from .suite import resolve_includes
 
     data = resolve_includes(Path(args.suite))
@@ -223,6 +225,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """``repreval eval MODEL``: run a one-model suite built from the command-line options."""
     kind, _, path = args.data.partition(":")
     dataset = {"kind": kind, "limit": args.limit}
     if path:
@@ -309,6 +312,7 @@ def _run(data: dict, args, path: Path | None) -> int:
 
 
 def cmd_validate(args) -> int:
+    """``repreval validate SUITE``: parse the suite and plan its units without computing anything."""
     from .plan import make_plan
     from .suite import load_suite
 
@@ -323,6 +327,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    """``repreval leaderboard DIR``: render stored results as tables, JSON, or the Markdown report."""
     from .leaderboard import build_leaderboards
     from .render import rich_table, to_json
     from .store import ResultStore
@@ -343,6 +348,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_plugins(args) -> int:
+    """``repreval plugins``: every loaded plugin with its distribution, version and registrations; blocked ones."""
     plugins = _plugins(args)
     rows = sorted(plugins.info.values(), key=lambda p: (p.distribution != "repreval", p.name))
     if args.format == "json":
@@ -361,6 +367,7 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_list(args) -> int:
+    """``repreval list KIND``: the registered names of one plugin kind, with aliases, plugin and description."""
     kind = KIND_ALIASES.get(args.kind.lower())
     if kind is None:
         raise ReprevalError(f"unknown kind {args.kind!r}", fix=suggest(args.kind, KIND_ALIASES))
@@ -375,6 +382,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_layers(args) -> int:
+    """``repreval layers MODEL``: the probe layers of the untrained model with their output shapes."""
     from .config import ModelConfig
     from .models import Model, layer_table
     from .suite import split_model_spec
@@ -408,11 +416,12 @@ def cmd_layers(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    """``repreval bench``: time the engine against per-component loops (``--training``: constrained training)."""
     from .bench import as_dicts, run_bench, summary
     from .render.bench import bench_table
     from .runner import resolve_device
 
-    resolve_device(args.device)
+    args.device = str(resolve_device(args.device))  # 'auto' -> cuda or cpu
     command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
     if args.training:
         return _bench_training(args, command)
@@ -485,6 +494,7 @@ def _bench_training(args, command: str) -> int:
 
 
 def cmd_new_plugin(args) -> int:
+    """``repreval new-plugin NAME --kind KIND``: write a plugin package from the templates."""
     from .new_plugin import KINDS, check_request, write_plugin
 
     kind = KIND_ALIASES.get(args.kind.lower(), args.kind)

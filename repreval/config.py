@@ -32,6 +32,7 @@ class PluginChoice:
 
     @property
     def label(self) -> str:
+        """``name``, or ``name[key=value,...]`` when there are options."""
         if not self.options:
             return self.name
         return f"{self.name}[" + ",".join(f"{k}={v}" for k, v in self.options) + "]"
@@ -49,6 +50,7 @@ class Smoothing:
 
     @property
     def active(self) -> bool:
+        """Whether this differs from the plain method (several samples, noise, or random scaling)."""
         return self.samples > 1 or self.sigma > 0 or self.random_scale
 
 
@@ -85,6 +87,8 @@ class DatasetConfig:
 
 @dataclass
 class TrainingConfig:
+    """A model's ``train:`` section: the suite dataset to train on and the source's training options."""
+
     dataset: str  # name of a dataset declared in the suite
     options: dict = field(default_factory=dict)  # epochs, batch_size, lr, ... (the source's own)
 
@@ -107,15 +111,19 @@ class ModelConfig:
 
     @property
     def source_name(self) -> str:
+        """The SOURCE part of ``spec``."""
         return self.spec.partition(":")[0]
 
     @property
     def name(self) -> str:
+        """The NAME part of ``spec``."""
         return self.spec.partition(":")[2]
 
 
 @dataclass
 class Evaluation:
+    """The suite's ``evaluation:`` section: datasets, plugin choices, and how the engine computes the maps."""
+
     datasets: tuple[str, ...]  # the maps are computed on each (e.g. a drift sweep); ``dataset:`` = one
     saliency: list[PluginChoice]
     channel_aggregators: list[PluginChoice]
@@ -145,6 +153,7 @@ class MetricSelector:
 
     @property
     def label(self) -> str:
+        """Readable name: model · score · saliency · channels · components, then ``@ layer`` when set."""
         parts = [p for p in (self.model, self.score, self.saliency, self.channels, self.components) if p]
         return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "")
 
@@ -174,6 +183,8 @@ class ReportConfig:
 
 @dataclass
 class Suite:
+    """A parsed suite: its datasets, models, variants, evaluation and report."""
+
     name: str
     path: Path | None
     seed: int
@@ -189,6 +200,7 @@ class Suite:
     report: ReportConfig = field(default_factory=ReportConfig)  # what report.md shows
 
     def variants_of(self, model_id: str) -> list[PluginChoice]:
+        """The variants evaluated for ``model_id``: its own override, else the suite's."""
         return self.model_variants.get(model_id, self.variants)
 
     @property

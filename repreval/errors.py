@@ -19,6 +19,7 @@ class ReprevalError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
+        """``where: problem; fix``, without the parts that are not set."""
         text = f"{self.where}: {self.problem}" if self.where else self.problem
         if self.fix:
             text += f"; {self.fix}"

@@ -10,7 +10,7 @@ Each hook receives a ``register`` callback. Call it once per thing the plugin pr
 the object the host uses. A class is the usual factory. The host keeps control of names, rejects
 duplicates and records which plugin registered what (``repreval plugins``).
 
-Built-in plugins (``plugins/repreval_*``) use these hooks exactly as third-party ones do.
+Built-in plugins (``plugins/repreval_builtins``) use these hooks exactly as third-party ones do.
 """
 
 from __future__ import annotations

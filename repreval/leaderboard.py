@@ -19,6 +19,9 @@ Metric = tuple[str, str | None, str | None, str | None]
 
 @dataclass
 class Cell:
+    """A row's result at one probe layer: its value, spread over inputs and chance-level reference, or why
+    it has none."""
+
     status: str  # "ok", "failed" or "missing"
     value: float | None = None  # set when the status is "ok"
     spread: float | None = None
@@ -28,6 +31,9 @@ class Cell:
 
 @dataclass
 class Row:
+    """A model variant (and dataset, where a board compares several) on one board: a cell per probe layer,
+    their mean and its rank."""
+
     model: str
     variant: str
     cells: list[Cell]
@@ -39,11 +45,14 @@ class Row:
 
     @property
     def name(self) -> str:
+        """``model · variant · dataset``, without the empty parts."""
         return " · ".join(part for part in (self.model, self.variant, self.dataset) if part)
 
 
 @dataclass
 class Board:
+    """One metric's leaderboard: rows ranked by curve mean, columns the probe layers in depth order."""
+
     score: str
     saliency: str | None
     channel_aggregator: str | None
@@ -55,6 +64,7 @@ class Board:
 
     @property
     def title(self) -> str:
+        """``score · saliency · channels=... · components=...``, without the parts that do not apply."""
         parts = [self.score] + ([self.saliency] if self.saliency is not None else [])
         if self.channel_aggregator is not None:
             parts.append(f"channels={self.channel_aggregator}")
@@ -68,6 +78,7 @@ def _metric(record: ScoreRecord) -> Metric:
 
 
 def build_leaderboards(records: list[ScoreRecord]) -> list[Board]:
+    """One :class:`Board` per metric of ``records``, sorted by metric; ranked rows first, unranked after."""
     by_metric: dict[Metric, list[ScoreRecord]] = defaultdict(list)
     for record in records:
         by_metric[_metric(record)].append(record)

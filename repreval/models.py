@@ -22,6 +22,7 @@ CACHE_ENV = "REPREVAL_CACHE"
 
 
 def cache_dir() -> Path:
+    """Where trained models are cached: ``$REPREVAL_CACHE``, else ``~/.cache/repreval``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "repreval")
 
 
@@ -69,6 +70,7 @@ class Model(ModelHandle):
         return network
 
     def layers(self, network: Network) -> tuple[str, ...]:
+        """The probe layers: the suite's ``layers``, else ``network``'s defaults."""
         return self.config.layers or network.default_layers
 
     # -- weights -----------------------------------------------------------------------------
@@ -100,6 +102,7 @@ class Model(ModelHandle):
         return copy.deepcopy(network.module.state_dict())
 
     def cache_key(self) -> str:
+        """16 hex digits naming the trained weights: spec, options, training step, seed and training data."""
         config = self.config
         described = {
             "spec": config.spec,
@@ -111,6 +114,7 @@ class Model(ModelHandle):
         return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def checkpoint_path(self) -> Path:
+        """The cached trained state dict: ``<cache dir>/models/<spec>-<cache key>.pt``."""
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.config.spec)
         return cache_dir() / "models" / f"{slug}-{self.cache_key()}.pt"
 
@@ -266,6 +270,9 @@ def with_embedding_at(network: Network, module_name: str, where: str) -> Network
 
 @dataclass
 class LayerInfo:
+    """A row of :func:`layer_table`: module name, type name, output shape without the batch dimension, and
+    whether it is a default probe layer."""
+
     name: str
     kind: str
     shape: tuple[int, ...]  # output shape for one input

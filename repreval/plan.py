@@ -111,6 +111,9 @@ class PluginInstances:
 
 @dataclass
 class Plan:
+    """Every unit of a suite in group order, with each model's probe layers, its expanded variants and the plugin
+    instances."""
+
     suite: Suite
     units: list[Unit]
     layers: dict[str, tuple[str, ...]]  # model id -> probe layers in depth order

@@ -21,6 +21,8 @@ BLOCK_ENV = "REPREVAL_BLOCK_PLUGINS"
 
 @dataclass
 class PluginInfo:
+    """Provenance of one loaded plugin: distribution, version, and the names it registered per kind."""
+
     name: str
     distribution: str
     version: str
@@ -36,6 +38,7 @@ class Plugins(Registries):
     blocked: tuple[str, ...]
 
     def registry(self, kind: str) -> Registry:
+        """The registry of ``kind`` (a key of ``Registries.BASES``, e.g. ``"score"``)."""
         if kind not in Registries.BASES:
             raise ReprevalError(f"unknown plugin kind {kind!r}", fix=suggest(kind, Registries.BASES))
         return getattr(self, kind)
@@ -46,6 +49,7 @@ class Plugins(Registries):
 
 
 def blocked_from_env() -> list[str]:
+    """The plugin names in ``$REPREVAL_BLOCK_PLUGINS`` (comma-separated)."""
     return [name.strip() for name in os.environ.get(BLOCK_ENV, "").split(",") if name.strip()]
 
 

@@ -18,6 +18,8 @@ T = TypeVar("T")
 
 @dataclass
 class Entry(Generic[T]):
+    """A registered name: its factory, the plugin that registered it, aliases and a one-line description."""
+
     name: str
     factory: Callable[..., T]
     plugin: str
@@ -43,6 +45,11 @@ class Registry(Generic[T]):
         aliases: tuple[str, ...] = (),
         description: str | None = None,
     ) -> Entry[T]:
+        """Register ``factory`` as ``name`` (default: its ``name`` attribute) and ``aliases``.
+
+        ``description`` defaults to the first line of the factory's docstring. A class must derive from
+        the kind's base; a name or alias already taken is an error.
+        """
         name = name or getattr(factory, "name", None)
         if not name or not isinstance(name, str):
             raise ReprevalError(
@@ -83,6 +90,7 @@ class Registry(Generic[T]):
         return None
 
     def entry(self, name: str) -> Entry[T]:
+        """The entry of ``name`` or an alias; :class:`UnknownNameError` with suggestions otherwise."""
         found = self._owner(name)
         if found is None:
             raise UnknownNameError(f"unknown {self.kind} {name!r}", fix=suggest(name, [*self._entries, *self._aliases]))
@@ -150,4 +158,5 @@ class Registry(Generic[T]):
         return iter(self._entries[name] for name in sorted(self._entries))
 
     def names(self) -> list[str]:
+        """The registered names, sorted (aliases not included)."""
         return sorted(self._entries)

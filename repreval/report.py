@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis import (
+    SIGNIFICANCE,
     Correlation,
     DriftResult,
     ReplicateRow,
@@ -62,6 +63,8 @@ FACTS_FILE = "report_facts.json"
 
 @dataclass
 class Report:
+    """Everything ``report.md`` shows: the records and the analyses and claim verdicts computed from them."""
+
     title: str
     description: str
     records: list[ScoreRecord]
@@ -91,6 +94,7 @@ class SuiteFacts:
 
     @classmethod
     def of(cls, suite: Suite) -> SuiteFacts:
+        """The facts of ``suite``, as a run stores them."""
         return cls(
             name=suite.name,
             description=suite.description,
@@ -106,9 +110,11 @@ class SuiteFacts:
 
     @property
     def config(self) -> ReportConfig:
+        """The ``report:`` section parsed (an empty :class:`ReportConfig` when there is none)."""
         return parse_report(self.report, f"{FACTS_FILE}: report")
 
     def to_json(self) -> str:
+        """These facts as the JSON of ``report_facts.json``."""
         return json.dumps(vars(self), indent=1, sort_keys=True, default=str)
 
     @classmethod
@@ -121,6 +127,7 @@ class SuiteFacts:
 
 
 def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
+    """Compute the correlations, drift, replicates and claim verdicts that ``facts.config`` asks for."""
     config = facts.config
     correlations = [correlate(records, x, y) for x, y in config.correlations]
     drift_results = drift(records, config.drift, facts.strengths) if config.drift else []
@@ -167,7 +174,8 @@ def _drift_verdict(results: list[DriftResult], sign: str) -> tuple[str, str]:
     verdicts = []
     for result in results:
         right = result.rho > 0 if sign == "positive" else result.rho < 0
-        verdicts.append("agrees" if right and result.p < 0.05 else "disagrees" if result.p < 0.05 else "inconclusive")
+        significant = result.p < SIGNIFICANCE
+        verdicts.append("agrees" if right and significant else "disagrees" if significant else "inconclusive")
     evidence = "; ".join(f"{r.model} · {r.variant}: rho = {r.rho:.3f} (p = {r.p:.2g})" for r in results)
     verdict = (
         "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"

@@ -45,6 +45,8 @@ def derived_seed(seed: int, purpose: str) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a device; CUDA asked for but missing is an
+    error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -54,6 +56,8 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class RunReport:
+    """What a run did: units in total, computed, skipped as already done, failed (with errors), wall time."""
+
     output: str
     total: int = 0
     computed: int = 0

@@ -24,6 +24,7 @@ RECORD_SCHEMA = 1
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of Python, repreval, torch, timm and torchvision (``"?"`` when not installed), kept in each record."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
@@ -37,6 +38,8 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class ScoreRecord:
+    """The stored result of one unit: one score at one probe layer of one model variant (on one dataset)."""
+
     unit_id: str
     suite: str
     model: str
@@ -78,14 +81,18 @@ class ScoreRecord:
 
 
 class ResultStore:
+    """The records of one results directory, one JSON file per unit in ``DIR/records``."""
+
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.records_dir = self.directory / "records"
 
     def path(self, unit_id: str) -> Path:
+        """The record file of ``unit_id``."""
         return self.records_dir / f"{unit_id}.json"
 
     def is_done(self, unit_id: str) -> bool:
+        """Whether ``unit_id`` has a readable record with status "ok" (a failed one is retried)."""
         path = self.path(unit_id)
         if not path.is_file():
             return False
@@ -95,12 +102,16 @@ class ResultStore:
             return False
 
     def write(self, record: ScoreRecord) -> None:
+        """Write ``record`` atomically, replacing any earlier record of its unit."""
         write_atomic(self.path(record.unit_id), json.dumps(asdict(record), indent=1))
 
     def write_suite(self, text: str) -> None:
+        """Store the merged suite YAML as ``DIR/suite.yaml``."""
         write_atomic(self.directory / "suite.yaml", text)
 
     def records(self) -> list[ScoreRecord]:
+        """Every stored record, sorted by file name; raises ReprevalError when there are none, or for a file
+        that is not JSON or has another schema."""
         if not self.records_dir.is_dir():
             raise ReprevalError(
                 f"no results in {str(self.directory)!r}",

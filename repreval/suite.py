@@ -104,6 +104,7 @@ def _expand(value: Any) -> Any:
 
 
 def read_yaml(path: Path) -> dict:
+    """The mapping in the YAML file ``path`` as written (no includes, no ``${...}`` expansion)."""
     if not path.is_file():
         raise ReprevalError(f"suite file {str(path)!r} does not exist", fix="check the path")
     try:

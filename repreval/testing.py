@@ -70,9 +70,11 @@ class Checked:
         return text + (f" (skipped: {'; '.join(self.skipped)})" if self.skipped else "")
 
     def fail(self, problem: str) -> NoReturn:
+        """Raise AssertionError naming the plugin, kind, name and ``problem``."""
         raise AssertionError(f"plugin {self.plugin!r}, {self.kind} {self.name!r}: {problem}")
 
     def expect(self, condition: bool, problem: str) -> None:
+        """:meth:`fail` with ``problem`` unless ``condition`` holds."""
         if not condition:
             self.fail(problem)
 

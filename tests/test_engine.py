@@ -9,7 +9,8 @@ from conftest import SHARED, needs_shared
 from repreval.api import Network, normalize_maps
 from repreval.config import ModelConfig, Smoothing
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import component_maps, perturb
+from repreval.engine.attribution import component_maps
+from repreval.engine.core import perturb
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
 from repreval.errors import ReprevalError

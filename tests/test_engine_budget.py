@@ -12,8 +12,9 @@ import torchvision
 
 from repreval.api import InputSpec, Network
 from repreval.bench import PeakMemory
-from repreval.engine import attribution
-from repreval.engine.attribution import chunk_for_budget, component_maps
+from repreval.engine import attribution, core
+from repreval.engine.attribution import component_maps
+from repreval.engine.core import chunk_for_budget
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
 from repreval.models import seeded
@@ -80,8 +81,8 @@ def test_forward_mode_at_9216_and_its_jacobian_respects_the_budget(alexnet, plug
     method = plugins.saliency.create("grad_cam")
     chosen = []
 
-    def recorded(mode: str):
-        run = getattr(attribution, f"_{mode}")
+    def recorded(mode: str, name: str):
+        run = getattr(attribution, name)
 
         def wrapper(*args, **kwargs):
             chosen.append(mode)
@@ -89,8 +90,9 @@ def test_forward_mode_at_9216_and_its_jacobian_respects_the_budget(alexnet, plug
 
         return wrapper
 
-    for mode in ("forward", "reverse"):
-        monkeypatch.setattr(attribution, f"_{mode}", recorded(mode))
+    # forward mode: attribution._forward; reverse mode (no graph): the sweep
+    for mode, name in (("forward", "_forward"), ("reverse", "sweep_maps")):
+        monkeypatch.setattr(attribution, name, recorded(mode, name))
     maps = component_maps(network, probe, inputs, method, None, memory_budget=BUDGET)
     assert chosen == ["forward"] and maps.shape == (1, DIM, 7, 7)
     index = _subset()
@@ -108,7 +110,7 @@ def test_forward_mode_at_9216_and_its_jacobian_respects_the_budget(alexnet, plug
 def test_chunks_follow_the_budget():
     """Chunks shrink with the budget and never pass the CPU cap; the CPU working set sets the cap."""
     forward = 2 * 2**20  # bytes of one forward
-    assert chunk_for_budget(forward, BUDGET, torch.device("cpu")) == attribution.MAX_CHUNK["cpu"]
+    assert chunk_for_budget(forward, BUDGET, torch.device("cpu")) == core.MAX_CHUNK["cpu"]
     assert chunk_for_budget(forward, 10 * 2**20, torch.device("cpu")) == 10
     assert chunk_for_budget(forward, 10, torch.device("cpu")) == 1
     resnet18_224 = 40 * 2**20  # ~40 MB a forward: 51 rows of 20 MiB fit the 1 GiB working set

@@ -12,7 +12,8 @@ from repreval.bench import BenchRow, as_dicts
 from repreval.cli import main
 from repreval.config import ModelConfig
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import PRECISIONS, component_maps, precision_context
+from repreval.engine.attribution import component_maps
+from repreval.engine.core import PRECISIONS, precision_context
 from repreval.engine.precision import map_deviation, precision_deviation
 from repreval.engine.probe import Probe
 from repreval.models import Model, seeded

@@ -12,7 +12,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..api import Aggregator, Network, SaliencyMethod, normalize_maps
-from .attribution import PRECISIONS, component_maps
+from .attribution import component_maps
+from .core import PRECISIONS
 from .probe import Probe
 
 

@@ -32,6 +32,8 @@ INPUT_SUFFIX = ":input"
 
 @dataclass(frozen=True)
 class Probe:
+    """Where the engine reads a layer: the output of ``module_name`` or, with ``NAME:input``, its input."""
+
     module_name: str
     side: str = "output"  # "output" or "input"
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..api import Aggregator, Network, SaliencyMethod
-from .attribution import zero_rounding_noise
+from .core import zero_rounding_noise
 from .probe import Probe, as_feature_map
 
 

@@ -19,6 +19,7 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def cell_text(cell: Cell) -> str:
+    """A cell as ``value ±spread`` (3 decimals), ``failed``, or ``—`` when missing."""
     if cell.status == "failed":
         return "failed"
     if cell.status != "ok":
@@ -42,6 +43,7 @@ def _bound_text(board: Board, row: Row) -> str:
 
 
 def rich_table(board: Board) -> Table:
+    """``board`` as a terminal table: rank, model, variant, curve mean, chance level, one column per layer."""
     direction = "↑ higher is better" if board.higher_is_better else "↓ lower is better"
     table = Table(title=escape(f"{board.title}  ({direction})"), title_justify="left", header_style="bold")
     table.add_column("#", justify="right")
@@ -70,6 +72,7 @@ def rich_table(board: Board) -> Table:
 
 
 def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
+    """``boards`` as one Markdown document: a heading, a legend and a table per board."""
     lines = [f"# {title}", ""]
     for board in boards:
         direction = "higher is better" if board.higher_is_better else "lower is better"
@@ -96,4 +99,5 @@ def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
 
 
 def to_json(boards: list[Board]) -> str:
+    """``boards`` as indented JSON: each board's fields plus its ``title``."""
     return json.dumps([asdict(board) | {"title": board.title} for board in boards], indent=1)

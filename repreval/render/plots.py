@@ -22,6 +22,7 @@ def _pyplot():
 
 
 def slug(text: str) -> str:
+    """``text`` as a lowercase file-name part: runs of other characters become ``-``, at most 80 characters."""
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:80]
 
 
@@ -76,6 +77,7 @@ def curve_plot(board: Board, path: Path) -> Path:
 
 
 def scatter_plot(correlation: Correlation, path: Path) -> Path:
+    """Scatter plot of ``correlation``'s points (labelled when 25 or fewer) with rho, p and n; returns ``path``."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(5.2, 4.0))
     xs = [x for _, x, _ in correlation.points]
@@ -94,6 +96,7 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
 
 
 def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
+    """Box plot of the per-input relative score drop per drift strength lambda, with rho; returns ``path``."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.0, 3.8))
     axes.boxplot([result.relative[s] for s in result.lambdas])

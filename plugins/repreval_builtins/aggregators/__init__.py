@@ -87,5 +87,6 @@ class TopKMean(Aggregator):
 
 @hookimpl
 def register_aggregators(register):
+    """Register ``mean``, ``abs``, ``var``, ``skew``, ``max`` and ``topk_mean``."""
     for aggregator in (Mean, AbsMean, Variance, Skewness, Max, TopKMean):
         register(aggregator)

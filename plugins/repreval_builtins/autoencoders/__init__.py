@@ -99,6 +99,7 @@ class Autoencoders(ModelSource):
 
 @hookimpl
 def register_model_sources(register):
+    """Register the ``ae`` model source."""
     register(Autoencoders)
 
 

@@ -96,6 +96,7 @@ class ScoreConstraints:
 
     @property
     def active(self) -> bool:
+        """Whether any score constrains training (a non-zero lambda)."""
         return bool(self.lambdas)
 
     def check(self, network: Network) -> None:
@@ -105,6 +106,8 @@ class ScoreConstraints:
             raise ReprevalError(f"unknown constraint_layer {self.layer!r}", fix=suggest(self.layer, names))
 
     def loss(self, network: Network, inputs: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The differentiable term ``-sum lambda_s · score_s`` on ``inputs`` (maps computed in eval mode), and
+        each score's batch mean as a float."""
         module = network.module
         module.eval()  # BatchNorm on running statistics, as in evaluation; noise never touches them
         try:

@@ -48,6 +48,7 @@ class CifarResNets(ModelSource):
 
 @hookimpl
 def register_model_sources(register):
+    """Register the ``cifar`` model source."""
     register(CifarResNets)
 
 

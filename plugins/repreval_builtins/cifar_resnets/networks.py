@@ -23,6 +23,8 @@ class ChannelPadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
+    """conv3×3 (``stride``) -> BN -> ReLU -> conv3×3 -> BN, plus the shortcut, then ReLU."""
+
     def __init__(self, in_channels: int, channels: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
@@ -42,6 +44,9 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    """conv3×3 -> three stages of ``blocks_per_stage`` basic blocks (16/32/64 channels) -> global average pool
+    -> linear; the forward returns logits [B, num_classes]."""
+
     def __init__(self, blocks_per_stage: int, num_classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)

@@ -17,5 +17,6 @@ __all__ = ["Digits", "Noise", "ImageFiles", "ImageFolder", "Mnist", "read_idx", 
 
 @hookimpl
 def register_datasets(register):
+    """Register ``digits``, ``mnist``, ``image_folder``, ``image_files`` and ``noise``."""
     for dataset in (Digits, Mnist, ImageFolder, ImageFiles, Noise):
         register(dataset)

@@ -25,6 +25,7 @@ def path_option(value, option: str) -> Path:
 
 
 def bool_option(value, option: str) -> bool:
+    """``value`` if it is a bool; PluginOptionError otherwise."""
     if not isinstance(value, bool):
         raise PluginOptionError(f"{option!r} must be true or false, got {type(value).__name__} {value!r}")
     return value
@@ -36,6 +37,8 @@ def _is_numpy_integer(value) -> bool:
 
 
 def int_option(value, option: str, minimum: int) -> int:
+    """``value`` as an int (numpy integers too); PluginOptionError if not an integer, ReprevalError if below
+    ``minimum``."""
     if isinstance(value, bool) or not (isinstance(value, int) or _is_numpy_integer(value)):
         raise PluginOptionError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
@@ -75,6 +78,7 @@ def batch(images: list[Tensor]) -> Tensor | list[Tensor]:
 
 
 def label_tensor(labels: Iterable[int]) -> Tensor:
+    """``labels`` as an int64 tensor [N]."""
     import torch
 
     return torch.tensor(list(labels), dtype=torch.long)

@@ -55,6 +55,7 @@ class Noise(DatasetSource):
         self.seed = int_option(seed, "seed", minimum=0)
 
     def image(self, index: int, shape: tuple[int, ...]) -> Tensor:
+        """Image ``index``: U[0, 1) pixels of ``shape`` from a generator seeded by ``seed`` and ``index``."""
         import torch
 
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2**64)

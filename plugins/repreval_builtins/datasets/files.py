@@ -41,10 +41,12 @@ def read_image(path: Path, grayscale: bool = False) -> Tensor:
 
 
 def is_image(name: str) -> bool:
+    """Whether file name ``name`` ends in an image extension (case-insensitive)."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_images(files: Sequence[Path], indices: Sequence[int], grayscale: bool) -> Tensor | list[Tensor]:
+    """The files at ``indices`` as [N, C, H, W] when they share a size, else a list of [C, H, W]."""
     return batch([read_image(files[i], grayscale) for i in indices])
 
 

@@ -44,6 +44,7 @@ class GradCAM(SaliencyMethod):
 
 @hookimpl
 def register_saliency_methods(register):
+    """Register ``gradients``, ``activations_x_gradients`` and ``grad_cam``, with their aliases."""
     register(Gradients, aliases=("vanilla",))
     register(ActivationsTimesGradients, aliases=("act_x_grad", "gradient_x_activation"))
     register(GradCAM, aliases=("gradcam", "grad-cam"))

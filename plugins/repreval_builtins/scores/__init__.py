@@ -95,6 +95,7 @@ class VarianceScore(AttributionScore):
 
 @hookimpl
 def register_scores(register):
+    """Register ``noise_score``, ``variance_score``, ``linear_probe`` and ``classifier_accuracy``, with aliases."""
     register(NoiseScore, aliases=("ns",))
     register(VarianceScore, aliases=("vs",))
     register(LinearProbe, aliases=("probe",))

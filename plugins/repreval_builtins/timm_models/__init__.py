@@ -51,7 +51,7 @@ class TimmSource(ModelSource):
 
     name = "timm"
 
-    # timm is imported on first use: importing it costs seconds that suites without timm need not pay.
+    # timm is imported on first use: its import is slow, a cost that suites without timm need not pay.
     def model_names(self):
         import timm
 
@@ -92,4 +92,5 @@ class TimmSource(ModelSource):
 
 @hookimpl
 def register_model_sources(register):
+    """Register the ``timm`` model source."""
     register(TimmSource)

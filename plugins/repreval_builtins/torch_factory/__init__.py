@@ -77,6 +77,8 @@ def per_channel(options: dict, key: str, default: tuple[float, ...], channels: i
 
 
 def input_spec(options: dict) -> InputSpec:
+    """The input spec from the options ``input_size`` ([3, 224, 224]), ``mean``/``std`` (ImageNet's for 3
+    channels, else 0 and 1), ``interpolation`` and ``crop_pct``; ReprevalError for bad values."""
     size = options.get("input_size", [3, 224, 224])
     if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size)):
         raise ReprevalError(
@@ -192,4 +194,5 @@ class TorchFactory(ModelSource):
 
 @hookimpl
 def register_model_sources(register):
+    """Register the ``torch`` model source."""
     register(TorchFactory)

@@ -2,7 +2,8 @@
 randomisations of Adebayo et al.: one layer at a time (independent) or top-down (cascading).
 
 A randomised layer gets exactly the parameters it has in the ``random`` variant of the same seed
-(the model source's own initialiser), so cascading down to the first layer *is* the random variant.
+(the model source's own initialiser), so cascading down to the first layer gives every weight layer its
+``random``-variant parameters; it is not the random variant itself, as the other layers (BatchNorm) stay trained.
 Only weight layers (convolutions and linear layers: modules with a weight of two or more dims) are
 randomised; BatchNorm layers keep their trained affine parameters and running statistics (eval mode,
 so the outputs stay finite: the trained statistics merely mis-scale a randomised layer's output).
@@ -145,6 +146,7 @@ class CascadingRandomization(_LayerRandomization):
 
 @hookimpl
 def register_variants(register):
+    """Register ``trained``, ``random``, ``randomize_layer`` and ``cascade``, with their aliases."""
     register(Trained)
     register(RandomInit, aliases=("random_init", "untrained"))
     register(IndependentRandomization, aliases=("independent_randomization",))

@@ -1,0 +1,289 @@
+"""One sweep per (network, batch): every probe layer and saliency method from the same passes.
+
+One forward pass with a graph taps every probed tensor where it is produced: consumers receive a copy, so
+in-place operations downstream leave the tapped tensor as it was. Then one batched backward per chunk of
+embedding components (``torch.autograd.grad(..., is_grads_batched=True)``) delivers dz_d/da at every
+probe at once: the total derivative through every consumer of the tensor, shortcuts and concatenations
+included. Every requested (probe, saliency method, channel aggregator) map is derived from those gradients
+inside the chunk, so memory holds the maps, never a layer's D gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from ..config import DEFAULT_MEMORY_BUDGET, Smoothing
+from ..errors import ReprevalError, UnknownNameError
+from .core import _activation_bytes, _Finisher, chunk_for_budget, perturb, precision_context
+from .probe import Probe, _ProducerLog, as_feature_map
+
+if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
+    from ..api import Aggregator, Network, SaliencyMethod
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """One kind of map a sweep delivers: a probe, a saliency method and (unless spatial) a channel aggregator."""
+
+    probe: Probe
+    method: SaliencyMethod
+    channel: Aggregator | None = None
+
+
+def sweep_maps(
+    network: Network,
+    requests: Sequence[MapRequest],
+    inputs: Tensor,
+    *,
+    components: Tensor | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    smoothing: Smoothing = Smoothing(),
+    seed: int = 0,
+    precision: str = "float32",
+    on_chunk=None,
+) -> dict[MapRequest, Tensor]:
+    """Maps [B, D (or k), h, w] for every request, from one forward and one batched backward per chunk.
+
+    ``components`` (indices into D): only these maps, in that order. ``on_chunk(done, total)`` is called
+    after each chunk of components (progress within a long sweep)."""
+    for request in requests:
+        if not request.method.spatial and request.channel is None:
+            raise ValueError(f"saliency method {request.method.name!r} needs a channel aggregator")
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    with precision_context(precision, inputs.device):
+        batch = inputs.shape[0]
+        if smoothing.active:
+            inputs = perturb(smoothing, inputs, seed)
+        with _activation_bytes() as forward_bytes:
+            taps, embedding = tap_forward(network, probes, inputs)
+        dim = embedding.shape[1]
+        index = torch.arange(dim, device=embedding.device) if components is None else _checked(components, dim)
+        if chunk_size is None:
+            chunk_size = chunk_for_budget(forward_bytes[0], memory_budget, inputs.device)
+        feature_maps = {probe: as_feature_map(taps[probe].detach(), probe.spec) for probe in probes}
+        if precision != "float32":  # attribution arithmetic and the maps in float32
+            feature_maps = {probe: value.float() for probe, value in feature_maps.items()}
+        finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
+        chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
+        tapped = [taps[probe] for probe in probes]
+        for start in range(0, len(index), chunk_size):
+            selected = index[start : start + chunk_size]
+            rows = len(selected)
+            # Cotangents: row r selects component selected[r] for every input of the batch.
+            cotangents = torch.zeros(rows, *embedding.shape, dtype=embedding.dtype, device=embedding.device)
+            cotangents[torch.arange(rows), :, selected] = 1.0
+            gradients = torch.autograd.grad(
+                embedding, tapped, cotangents, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+            by_probe = dict(zip(probes, gradients, strict=True))
+            for request, finish in finishers.items():
+                gradient = _used(by_probe[request.probe], request.probe)
+                chunks[request].append(finish(gradient.reshape(rows, *feature_maps[request.probe].shape)))
+            if on_chunk:
+                on_chunk(start + rows, len(index))
+    return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
+
+
+def sweep_mean_maps(
+    network: Network,
+    requests: Sequence[MapRequest],
+    inputs: Tensor,
+    *,
+    smoothing: Smoothing = Smoothing(),
+    seed: int = 0,
+    precision: str = "float32",
+) -> dict[MapRequest, Tensor]:
+    """``mean_d mean_c R_d`` [B, h, w] for every request (methods linear in the gradient) with ONE backward.
+
+    Exact: mean_d mean_c attribute(a, g_d) = mean_c attribute(a, d(mean_d z_d)/da)."""
+    for request in requests:
+        if not request.method.linear_in_gradient or request.method.spatial:
+            raise ValueError(f"saliency method {request.method.name!r} is not linear in the gradient")
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    with precision_context(precision, inputs.device):
+        batch = inputs.shape[0]
+        if smoothing.active:
+            inputs = perturb(smoothing, inputs, seed)
+        taps, embedding = tap_forward(network, probes, inputs)
+        cotangent = torch.full_like(embedding, 1.0 / embedding.shape[1])
+        gradients = torch.autograd.grad(embedding, [taps[p] for p in probes], cotangent, allow_unused=True)
+        by_probe = dict(zip(probes, gradients, strict=True))
+        maps = {}
+        for request in requests:
+            feature_map = as_feature_map(taps[request.probe].detach(), request.probe.spec).float()
+            finish = _Finisher(request.method, _channel_mean, feature_map, batch)
+            gradient = _used(by_probe[request.probe], request.probe)
+            maps[request] = finish(gradient.reshape(1, *feature_map.shape))[0]
+        return maps
+
+
+def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor) -> tuple[dict[Probe, Tensor], Tensor]:
+    """One forward pass with a graph: (the tensor at each probe, as produced, the embedding [B, D])."""
+    producers = _input_producers(network, probes, inputs)
+    leaf = inputs.detach().clone().requires_grad_(True)  # a graph even where no parameter needs one
+    taps: dict[Probe, Tensor] = {}
+    clone_at: dict[int, list[tuple[int | None, Probe]]] = {}
+    for probe, producer in producers.items():
+        if producer is None:  # the module reads the network input itself
+            taps[probe] = leaf
+        else:
+            clone_at.setdefault(producer[0], []).append((producer[1], probe))
+    clones = _Clones(clone_at, taps)
+    with torch.enable_grad(), _output_taps(network, probes, taps), clones, _checked_inputs(network, producers, clones):
+        embedding = network.embed(leaf)
+    if embedding.dim() != 2:
+        raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
+    missing = [probe.spec for probe in probes if probe not in taps]
+    if missing:
+        raise UnknownNameError(
+            f"layer {missing[0]!r} is not used when computing the embedding",
+            fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
+        )
+    return taps, embedding
+
+
+def _input_producers(
+    network: Network, probes: Sequence[Probe], inputs: Tensor
+) -> dict[Probe, tuple[int, int | None] | None]:
+    """For each input probe, the torch call (number, position) that produces its tensor, found in a forward
+    pass instrumented exactly like the real one (output taps included, so the call numbers agree)."""
+    outputs = [probe for probe in probes if probe.side == "output"]
+    probes = [probe for probe in probes if probe.side == "input"]
+    if not probes:
+        return {}
+    log = _ProducerLog()
+    found: dict[Probe, tuple[int, int | None] | None] = {}
+    leaf = inputs.detach().clone()
+    handles = []
+    for probe in probes:
+
+        def locate(_module, args, probe=probe):
+            if probe in found:
+                return
+            value = args[0] if args else None
+            if value is leaf:
+                found[probe] = None
+            elif isinstance(value, Tensor) and id(value) in log.producer:
+                found[probe] = log.producer[id(value)]
+            else:
+                raise probe._unidentified("no torch call of the forward pass produced its input")
+
+        handles.append(probe.module(network).register_forward_pre_hook(locate))
+    try:
+        with torch.enable_grad(), _output_taps(network, outputs, {}), log:
+            network.embed(leaf)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for probe in probes:
+        if probe not in found:
+            raise UnknownNameError(
+                f"layer {probe.spec!r} is not used when computing the embedding",
+                fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
+            )
+    return found
+
+
+@contextmanager
+def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Tensor]) -> Iterator[None]:
+    """Tap each output probe's first result and hand its consumers a copy."""
+    handles = []
+    for probe in probes:
+        if probe.side != "output":
+            continue
+
+        def tap(_module, _args, output, probe=probe):
+            if probe in taps:  # a module called twice: only its first call is probed
+                return None
+            if not isinstance(output, Tensor):
+                raise ReprevalError(f"probe {probe.spec!r} sees a {type(output).__name__}, not a tensor")
+            taps[probe] = output
+            return output.clone()
+
+        handles.append(probe.module(network).register_forward_hook(tap))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _Clones(TorchFunctionMode):
+    """At the given torch calls, tap the result (element ``position`` of a tuple) and return a copy of it."""
+
+    def __init__(self, clone_at: dict[int, list[tuple[int | None, Probe]]], taps: dict[Probe, Tensor]) -> None:
+        super().__init__()
+        self.clone_at, self.taps = clone_at, taps
+        self.given: dict[Probe, Tensor] = {}
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        self.calls += 1
+        if self.calls not in self.clone_at:
+            return result
+        items = [result] if not isinstance(result, (tuple, list)) else list(result)
+        for position, probe in self.clone_at[self.calls]:
+            slot = 0 if position is None else position
+            original = result if position is None else result[position]
+            if probe not in self.taps:
+                self.taps[probe] = original
+                copy = items[slot] if items[slot] is not original else original.clone()
+                items[slot] = copy
+            self.given[probe] = items[slot]
+        if not isinstance(result, (tuple, list)):
+            return items[0]
+        return tuple(items) if isinstance(result, tuple) else items
+
+
+@contextmanager
+def _checked_inputs(
+    network: Network, producers: dict[Probe, tuple[int, int | None] | None], clones: _Clones
+) -> Iterator[None]:
+    """Refuse an input probe whose module did not read the tapped tensor's copy (e.g. an in-place op whose
+    return value the model ignores): its gradient would not be dz/da."""
+    handles = []
+    for probe, producer in producers.items():
+        if producer is None:
+            continue
+
+        def check(_module, args, probe=probe):
+            given = clones.given.get(probe)
+            if given is not None and (not args or args[0] is not given):
+                raise probe._unidentified("its input is not the tensor its producer returned")
+            clones.given.pop(probe, None)
+
+        handles.append(probe.module(network).register_forward_pre_hook(check))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _used(gradient: Tensor | None, probe: Probe) -> Tensor:
+    if gradient is None:
+        raise UnknownNameError(
+            f"the embedding does not depend on layer {probe.spec!r}",
+            fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
+        )
+    return gradient
+
+
+def _checked(components: Tensor, dim: int) -> Tensor:
+    index = torch.as_tensor(components, dtype=torch.long).flatten()
+    if len(index) == 0 or index.min() < 0 or index.max() >= dim:
+        raise ValueError(f"components must be non-empty indices in [0, {dim}); got {len(index)} indices")
+    return index
+
+
+def _channel_mean(values: Tensor, dim: int) -> Tensor:
+    return values.mean(dim=dim)
