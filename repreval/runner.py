@@ -28,9 +28,10 @@ from .api import (
 )
 from .config import PluginChoice, Suite
 from .data import load_images, noise_inputs, normalize
-from .engine.attribution import component_maps, mean_map
+from .engine.attribution import component_maps
 from .engine.estimate import sample_components
 from .engine.probe import Probe
+from .engine.sweep import MapRequest, sweep_maps, sweep_mean_maps
 from .errors import ReprevalError
 from .models import Model
 from .plan import EMBEDDING, Plan, Unit, make_plan
@@ -189,23 +190,27 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
     extras = {}
     if model.config.train is not None and plan.variant(variant).needs_weights and model.training_log is not None:
         extras = {"train_seconds": round(model.training_log["seconds"], 3)}
-    for _, group in plan.groups(units):
+    groups = [group for _, group in plan.groups(units)]
+    for group in [g for g in groups if g[0].layer == EMBEDDING]:
         try:
-            if group[0].layer == EMBEDDING:
-                failed = _run_embedding_group(plan, network, inputs, group, run.store, device, extras)
-            else:
-                dataset = group[0].dataset
-                assert dataset is not None  # attribution units always name their evaluation dataset
-                batches = inputs.batch_source(network, dataset)
-                failed = _run_group(plan, network, batches, group, run.store, device, extras)
+            failed = _run_embedding_group(plan, network, inputs, group, run.store, device, extras)
         except Exception as exc:
             run.fail(group, exc)
             continue
-        for unit, error in failed:
-            run.fail([unit], error, progress=False)
-        run.report.computed += len(group) - len(failed)
-        if run.on_progress:
-            run.on_progress(len(group), group[0].describe())
+        _finished(run, group, failed)
+    attribution = [g for g in groups if g[0].layer != EMBEDDING]
+    for dataset, same_dataset in groupby(attribution, key=lambda group: group[0].dataset):
+        assert dataset is not None  # attribution units always name their evaluation dataset
+        batches = inputs.batch_source(network, dataset)
+        _run_sweeps(run, network, batches, list(same_dataset), device, extras)
+
+
+def _finished(run: _Run, group: list[Unit], failed: list[tuple[Unit, Exception]]) -> None:
+    for unit, error in failed:
+        run.fail([unit], error, progress=False)
+    run.report.computed += len(group) - len(failed)
+    if run.on_progress:
+        run.on_progress(len(group), group[0].describe())
 
 
 def _error_text(exc: BaseException) -> str:
@@ -331,36 +336,6 @@ def _plan_group(plan: Plan, network: Network, batches: dict[str, Tensor], group:
     return work
 
 
-def _batch_maps(
-    plan: Plan, network: Network, work: _GroupWork, batches: dict[str, Tensor], batch_index: int, rows: slice
-) -> AttributionMaps:
-    """The attribution maps of one batch of every input set the group's scores read."""
-    evaluation = plan.suite.evaluation
-    maps, aggregated = {}, {}
-    for name in work.sets:
-        seed = derived_seed(plan.suite.seed, f"smoothing-{name}-{batch_index}")
-        if work.one_backward:
-            mean = mean_map(
-                network, work.probe, batches[name][rows], work.method, smoothing=evaluation.smoothing, seed=seed
-            ).float()
-            aggregated.update({(name, agg): mean for agg in work.aggregators.values() if agg.linear})
-            continue
-        maps[name] = component_maps(
-            network,
-            work.probe,
-            batches[name][rows],
-            work.method,
-            work.channel,
-            chunk_size=evaluation.chunk_size,
-            strategy=evaluation.strategy,
-            memory_budget=evaluation.memory_budget,
-            smoothing=evaluation.smoothing,
-            seed=seed,
-            components=work.sampled,
-        ).float()
-    return AttributionMaps(maps.get("real"), maps.get("noise"), maps.get("noise_b"), aggregated)
-
-
 @dataclass
 class _Collected:
     """Per-input values of one unit, gathered batch by batch."""
@@ -370,44 +345,88 @@ class _Collected:
     errors: list[Tensor] = field(default_factory=list)
 
 
-def _run_group(
+def _run_sweeps(
+    run: _Run, network: Network, batches: dict[str, Tensor], groups: list[list[Unit]], device, extras: dict
+) -> None:
+    """Every group of one model variant and dataset: groups that can share passes form a family whose maps
+    come from one sweep per batch (one forward, one batched backward per chunk of components, all layers and
+    methods). A family that fails is retried group by group, so one bad layer does not sink the others."""
+    plan = run.plan
+    works: list[tuple[list[Unit], _GroupWork]] = []
+    for group in groups:
+        try:
+            works.append((group, _plan_group(plan, network, batches, group)))
+        except Exception as exc:
+            run.fail(group, exc)
+    for family in _families(plan, works):
+        try:
+            results = _run_family(plan, network, batches, family, run.store, device, extras)
+        except Exception as exc:
+            if len(family) == 1:
+                run.fail(family[0][0], exc)
+                continue
+            results = []
+            for member in family:
+                try:
+                    results += _run_family(plan, network, batches, [member], run.store, device, extras)
+                except Exception as single:
+                    run.fail(member[0], single)
+        for group, failed in results:
+            _finished(run, group, failed)
+
+
+def _families(plan: Plan, works: list[tuple[list[Unit], _GroupWork]]) -> list[list[tuple[list[Unit], _GroupWork]]]:
+    """Groups that one sweep serves: the same path (full maps, or the one-backward mean) and the same
+    components. Forced forward mode keeps each group on its own (forward mode is per layer)."""
+    if plan.suite.evaluation.strategy == "forward":
+        return [[work] for work in works]
+    families: dict[tuple, list[tuple[list[Unit], _GroupWork]]] = {}
+    for group, work in works:
+        sampled = None if work.sampled is None else tuple(work.sampled.tolist())
+        families.setdefault((work.one_backward, sampled), []).append((group, work))
+    return list(families.values())
+
+
+def _run_family(
     plan: Plan,
     network: Network,
     batches: dict[str, Tensor],
-    group: list[Unit],
+    family: list[tuple[list[Unit], _GroupWork]],
     store: ResultStore,
     device,
     extras: dict,
-) -> list[tuple[Unit, Exception]]:
-    """Compute the maps of one (model, variant, layer, saliency, channel aggregator) and score every unit.
-
-    Returns the units whose score failed (the others are written); an error in the maps propagates.
-    """
+) -> list[tuple[list[Unit], list[tuple[Unit, Exception]]]]:
+    """Compute the family's maps batch by batch, score every unit, write the records; return each group with
+    the units whose score failed. An error in the maps propagates."""
     started = time.perf_counter()
-    work = _plan_group(plan, network, batches, group)
+    sets = [name for name in ("real", "noise", "noise_b") if any(name in work.sets for _, work in family)]
     failed: dict[str, Exception] = {}
-    collected = {unit.id: _Collected() for unit in group}
-    zero_maps, all_maps = 0, 0
+    collected = {unit.id: _Collected() for group, _ in family for unit in group}
+    zero_maps = {id(group): [0, 0] for group, _ in family}
     count, batch_size = batches["real"].shape[0], plan.suite.evaluation.batch_size
     for batch_index, start in enumerate(range(0, count, batch_size)):
-        attribution = _batch_maps(
-            plan, network, work, batches, batch_index, slice(start, min(count, start + batch_size))
-        )
-        real = (
-            attribution.real if attribution.real is not None else next(iter(attribution.aggregated.values()))[:, None]
-        )
-        zero_maps += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
-        all_maps += real.shape[0] * real.shape[1]
+        rows = slice(start, min(count, start + batch_size))
+        maps = _family_maps(plan, network, family, batches, sets, batch_index, rows)
+        for group, work in family:
+            attribution = _attribution(work, maps)
+            real = attribution.real
+            if real is None:
+                real = next(iter(attribution.aggregated.values()))[:, None]
+            zero_maps[id(group)][0] += int((real.flatten(2).abs().amax(dim=-1) == 0).sum())
+            zero_maps[id(group)][1] += real.shape[0] * real.shape[1]
+            for unit in group:
+                if unit.id not in failed:
+                    try:
+                        _score_batch(plan, work, unit, attribution, batch_index, collected[unit.id])
+                    except Exception as exc:
+                        failed[unit.id] = exc
+    seconds = round((time.perf_counter() - started) / len(family), 3)  # the family's time, shared by its groups
+    results = []
+    for group, work in family:
+        zeros, total = zero_maps[id(group)]
         for unit in group:
-            if unit.id not in failed:
-                try:
-                    _score_batch(plan, work, unit, attribution, batch_index, collected[unit.id])
-                except Exception as exc:
-                    failed[unit.id] = exc
-
-    seconds = time.perf_counter() - started
-    for unit in group:
-        if unit.id not in failed:
+            if unit.id in failed:
+                continue
             fields = _summary(collected[unit.id], work)
             estimated = fields.pop("estimated")
             score = work.scores[unit.score.label]
@@ -417,13 +436,83 @@ def _run_group(
                     unit,
                     **fields,
                     bound=score.bounds[1] if score.bounds else None,
-                    degenerate_maps=zero_maps / max(all_maps, 1),
-                    seconds=round(seconds, 3),
+                    degenerate_maps=zeros / max(total, 1),
+                    seconds=seconds,
                     device=str(device),
                     extras=extras | estimated,
                 )
             )
-    return [(unit, failed[unit.id]) for unit in group if unit.id in failed]
+        results.append((group, [(unit, failed[unit.id]) for unit in group if unit.id in failed]))
+    return results
+
+
+def _request(work: _GroupWork) -> MapRequest:
+    return MapRequest(work.probe, work.method, None if work.one_backward else work.channel)
+
+
+def _attribution(work: _GroupWork, maps: dict[str, dict[MapRequest, Tensor]]) -> AttributionMaps:
+    """The group's maps of one batch, from the family's."""
+    request = _request(work)
+    if work.one_backward:
+        aggregated = {
+            (name, agg): maps[name][request] for name in work.sets for agg in work.aggregators.values() if agg.linear
+        }
+        return AttributionMaps(None, aggregated=aggregated)
+    sets = {name: maps[name][request] for name in work.sets}
+    return AttributionMaps(sets.get("real"), sets.get("noise"), sets.get("noise_b"))
+
+
+def _family_maps(
+    plan: Plan,
+    network: Network,
+    family: list[tuple[list[Unit], _GroupWork]],
+    batches: dict[str, Tensor],
+    sets: list[str],
+    batch_index: int,
+    rows: slice,
+) -> dict[str, dict[MapRequest, Tensor]]:
+    """Maps of one batch for every request of the family and every input set. Without smoothing the sets go
+    through the network as one batch; with it each set keeps its own seeded perturbation."""
+    evaluation = plan.suite.evaluation
+    works = [work for _, work in family]
+    requests = list(dict.fromkeys(_request(work) for work in works))
+    one_backward, sampled = works[0].one_backward, works[0].sampled
+    if evaluation.strategy == "forward":  # forward mode: one group per family, the per-layer engine
+        work = works[0]
+
+        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+            maps = component_maps(
+                network, work.probe, inputs, work.method, work.channel, chunk_size=evaluation.chunk_size,
+                strategy="forward", memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing,
+                seed=seed, components=sampled,
+            )  # fmt: skip
+            return {requests[0]: maps}
+    elif one_backward:
+
+        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+            return sweep_mean_maps(network, requests, inputs, smoothing=evaluation.smoothing, seed=seed)
+    else:
+
+        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+            return sweep_maps(
+                network, requests, inputs, components=sampled, chunk_size=evaluation.chunk_size,
+                memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing, seed=seed,
+            )  # fmt: skip
+
+    if evaluation.smoothing.active:
+        return {
+            name: _floats(
+                compute(batches[name][rows], derived_seed(plan.suite.seed, f"smoothing-{name}-{batch_index}"))
+            )
+            for name in sets
+        }
+    together = torch.cat([batches[name][rows] for name in sets])
+    maps = _floats(compute(together, 0))
+    return {name: {r: value.chunk(len(sets))[i] for r, value in maps.items()} for i, name in enumerate(sets)}
+
+
+def _floats(maps: dict[MapRequest, Tensor]) -> dict[MapRequest, Tensor]:
+    return {request: value.float() for request, value in maps.items()}
 
 
 def _score_batch(

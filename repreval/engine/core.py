@@ -136,7 +136,8 @@ class _Finisher:
             attribution = attribution.reshape(rows, self.batch, self.samples, *attribution.shape[2:]).mean(dim=2)
         if method.spatial:
             return attribution
-        scale = attribution.detach().abs().flatten(2).amax(dim=-1)  # [k, B]
+        flat = attribution.detach().flatten(2)
+        scale = torch.maximum(flat.amax(dim=-1), -flat.amin(dim=-1))  # [k, B]: the largest magnitude (no |.| copy)
         return zero_rounding_noise(self.channel_aggregator(attribution, dim=2), scale)
 
 

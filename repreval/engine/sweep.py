@@ -1,9 +1,9 @@
 """One sweep per (network, batch): every probe layer and saliency method from the same passes.
 
 One forward pass with a graph taps every probed tensor where it is produced: consumers receive a copy, so
-in-place operations downstream leave the tapped tensor as it was. Then one batched backward per chunk of
-embedding components (``torch.autograd.grad(..., is_grads_batched=True)``) delivers dz_d/da at every
-probe at once: the total derivative through every consumer of the tensor, shortcuts and concatenations
+in-place operations downstream leave the tapped tensor as it was. Then each backward pass (one per
+component on CPU; one vmapped pass per chunk of components on GPU, ``is_grads_batched``) delivers dz_d/da at
+every probe at once: the total derivative through every consumer of the tensor, shortcuts and concatenations
 included. Every requested (probe, saliency method, channel aggregator) map is derived from those gradients
 inside the chunk, so memory holds the maps, never a layer's D gradients.
 """
@@ -48,12 +48,15 @@ def sweep_maps(
     smoothing: Smoothing = Smoothing(),
     seed: int = 0,
     precision: str = "float32",
+    batched: bool | None = None,
     on_chunk=None,
 ) -> dict[MapRequest, Tensor]:
-    """Maps [B, D (or k), h, w] for every request, from one forward and one batched backward per chunk.
+    """Maps [B, D (or k), h, w] for every request, from one forward and the backward passes of the components.
 
-    ``components`` (indices into D): only these maps, in that order. ``on_chunk(done, total)`` is called
-    after each chunk of components (progress within a long sweep)."""
+    ``components`` (indices into D): only these maps, in that order. ``batched``: one vmapped backward per
+    chunk of ``chunk_size`` components, or (False) one plain backward per component; default: batched on
+    GPUs, plain on CPUs, where the vmapped backward of a whole network is slower than the plain passes.
+    ``on_chunk(done, total)`` is called after each chunk (progress within a long sweep)."""
     for request in requests:
         if not request.method.spatial and request.channel is None:
             raise ValueError(f"saliency method {request.method.name!r} needs a channel aggregator")
@@ -74,15 +77,14 @@ def sweep_maps(
         finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
         chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
         tapped = [taps[probe] for probe in probes]
+        batched = _batched_backward(inputs.device) if batched is None else batched
         for start in range(0, len(index), chunk_size):
             selected = index[start : start + chunk_size]
             rows = len(selected)
             # Cotangents: row r selects component selected[r] for every input of the batch.
             cotangents = torch.zeros(rows, *embedding.shape, dtype=embedding.dtype, device=embedding.device)
             cotangents[torch.arange(rows), :, selected] = 1.0
-            gradients = torch.autograd.grad(
-                embedding, tapped, cotangents, retain_graph=True, is_grads_batched=True, allow_unused=True
-            )
+            gradients = _backward(embedding, tapped, cotangents, batched)
             by_probe = dict(zip(probes, gradients, strict=True))
             for request, finish in finishers.items():
                 gradient = _used(by_probe[request.probe], request.probe)
@@ -267,6 +269,22 @@ def _checked_inputs(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _backward(embedding: Tensor, tapped: list[Tensor], cotangents: Tensor, batched: bool) -> list[Tensor | None]:
+    """Gradients [rows, ...] at every tapped tensor for each row of ``cotangents`` [rows, B, D]."""
+    if batched:
+        return list(
+            torch.autograd.grad(
+                embedding, tapped, cotangents, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+        )
+    per_row = [torch.autograd.grad(embedding, tapped, row, retain_graph=True, allow_unused=True) for row in cotangents]
+    return [None if per_row[0][i] is None else torch.stack([g[i] for g in per_row]) for i in range(len(tapped))]
+
+
+def _batched_backward(device: torch.device) -> bool:
+    return torch.device(device).type != "cpu"
 
 
 def _used(gradient: Tensor | None, probe: Probe) -> Tensor:
