@@ -313,7 +313,7 @@ def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold:
     values = metric_values(records, selector)
     if not values:
         return "inconclusive", "no results"
-    rows = list(values)
+    rows = sorted(values, key=_row_key)  # not record order: unit ids differ between machines
     below = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] < threshold]
     evidence = f"{len(rows) - len(below)} of {len(rows)} at or above {threshold:g}" + (
         f"; below: {', '.join(below)}" if below else ""

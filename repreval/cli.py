@@ -14,7 +14,14 @@ from typing import TypedDict
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .errors import ReprevalError, suggest
@@ -97,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         help="model option (YAML value), e.g. input_size=[3,64,64]",
     )
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, help="inputs per engine call (suite key evaluation.batch_size)")
+    evaluate.add_argument("--memory-budget", help="memory for one engine call, e.g. 4GiB (evaluation.memory_budget)")
+    evaluate.add_argument(
+        "--strategy", choices=["auto", "reverse", "forward"], help="engine mode (evaluation.strategy)"
+    )
+    evaluate.add_argument(
+        "--sample-components", type=int, metavar="K", help="estimate scores from K sampled components, with errors"
+    )
     _add_run_options(evaluate, default_out=None)
 
     validate = commands.add_parser("validate", help="check a suite completely without computing anything")
@@ -252,6 +267,16 @@ def cmd_eval(args) -> int:
             "channel_aggregators": ["abs"],
             "embedding_aggregators": ["mean", "var"],
             "scores": args.scores.split(","),
+            **{
+                key: value
+                for key, value in (
+                    ("batch_size", args.batch_size),
+                    ("memory_budget", args.memory_budget),
+                    ("strategy", args.strategy),
+                    ("sample_components", args.sample_components),
+                )
+                if value is not None
+            },
         },
     }
     return _run(data, args, None)
@@ -278,8 +303,9 @@ def _run(data: dict, args, path: Path | None) -> int:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
         disable=not console.is_terminal,

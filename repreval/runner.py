@@ -120,11 +120,14 @@ def run_suite(
     suite: Suite,
     plugins: Plugins,
     *,
-    on_progress: Callable[[int, str], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     plan: Plan | None = None,
 ) -> RunReport:
-    """Compute every unfinished unit of ``suite``; return what happened."""
+    """Compute every unfinished unit of ``suite``; return what happened.
+
+    ``on_start(pending units)``; ``on_progress(units, what)``: units advanced, fractions of units while a long
+    sweep computes its maps (so a display can move and estimate the remaining time)."""
     started = time.perf_counter()
     plan = plan or make_plan(suite, plugins)
     store = ResultStore(suite.output)
@@ -167,7 +170,7 @@ class _Run:
     plan: Plan
     store: ResultStore
     report: RunReport
-    on_progress: Callable[[int, str], None] | None
+    on_progress: Callable[[float, str], None] | None
 
     def fail(self, units: list[Unit], exc: BaseException, *, progress: bool = True) -> None:
         message = _error_text(exc)
@@ -205,12 +208,13 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
         _run_sweeps(run, network, batches, list(same_dataset), device, extras)
 
 
-def _finished(run: _Run, group: list[Unit], failed: list[tuple[Unit, Exception]]) -> None:
+def _finished(run: _Run, group: list[Unit], failed: list[tuple[Unit, Exception]], credited: float = 0.0) -> None:
+    """Record a finished group; ``credited``: progress already reported for it while its maps were computed."""
     for unit, error in failed:
         run.fail([unit], error, progress=False)
     run.report.computed += len(group) - len(failed)
     if run.on_progress:
-        run.on_progress(len(group), group[0].describe())
+        run.on_progress(len(group) - credited, group[0].describe())
 
 
 def _error_text(exc: BaseException) -> str:
@@ -360,7 +364,8 @@ def _run_sweeps(
             run.fail(group, exc)
     for family in _families(plan, works):
         try:
-            results = _run_family(plan, network, batches, family, run.store, device, extras)
+            progress = _FamilyProgress(run, family)
+            results = _run_family(plan, network, batches, family, run.store, device, extras, progress)
         except Exception as exc:
             if len(family) == 1:
                 run.fail(family[0][0], exc)
@@ -368,11 +373,12 @@ def _run_sweeps(
             results = []
             for member in family:
                 try:
-                    results += _run_family(plan, network, batches, [member], run.store, device, extras)
+                    progress = _FamilyProgress(run, [member])
+                    results += _run_family(plan, network, batches, [member], run.store, device, extras, progress)
                 except Exception as single:
                     run.fail(member[0], single)
         for group, failed in results:
-            _finished(run, group, failed)
+            _finished(run, group, failed, progress.credit(group))
 
 
 def _families(plan: Plan, works: list[tuple[list[Unit], _GroupWork]]) -> list[list[tuple[list[Unit], _GroupWork]]]:
@@ -387,6 +393,28 @@ def _families(plan: Plan, works: list[tuple[list[Unit], _GroupWork]]) -> list[li
     return list(families.values())
 
 
+class _FamilyProgress:
+    """Moves the progress display while a family's maps are computed (per chunk of components), crediting
+    each group its share, so a long sweep shows movement and a remaining time."""
+
+    def __init__(self, run: _Run, family: list[tuple[list[Unit], _GroupWork]]):
+        self.run, self.family = run, family
+        self.units = sum(len(group) for group, _ in family)
+        self.done = 0.0  # fraction of the family's maps computed
+        self.calls = 1
+
+    def chunk(self, done: int, total: int, call: int) -> None:
+        """``done`` of ``total`` components of engine call ``call`` (of ``self.calls``) are finished."""
+        fraction = (call + done / total) / self.calls
+        step, self.done = fraction - self.done, fraction
+        if self.run.on_progress and step > 0:
+            what = f"{self.family[0][0][0].describe().rsplit('/', 5)[0]}: {100 * fraction:.0f} % of the maps"
+            self.run.on_progress(0.99 * step * self.units, what)
+
+    def credit(self, group: list[Unit]) -> float:
+        return 0.99 * self.done * len(group)
+
+
 def _run_family(
     plan: Plan,
     network: Network,
@@ -395,6 +423,7 @@ def _run_family(
     store: ResultStore,
     device,
     extras: dict,
+    progress: _FamilyProgress | None = None,
 ) -> list[tuple[list[Unit], list[tuple[Unit, Exception]]]]:
     """Compute the family's maps batch by batch, score every unit, write the records; return each group with
     the units whose score failed. An error in the maps propagates."""
@@ -404,9 +433,18 @@ def _run_family(
     collected = {unit.id: _Collected() for group, _ in family for unit in group}
     zero_maps = {id(group): [0, 0] for group, _ in family}
     count, batch_size = batches["real"].shape[0], plan.suite.evaluation.batch_size
+    batch_count = -(-count // batch_size)
+    per_batch = len(sets) if plan.suite.evaluation.smoothing.active else 1
+    if progress:
+        progress.calls = batch_count * per_batch
     for batch_index, start in enumerate(range(0, count, batch_size)):
         rows = slice(start, min(count, start + batch_size))
-        maps = _family_maps(plan, network, family, batches, sets, batch_index, rows)
+
+        def on_chunk(done: int, total: int, call: int, first: int = batch_index * per_batch) -> None:
+            if progress:
+                progress.chunk(done, total, first + call)
+
+        maps = _family_maps(plan, network, family, batches, sets, batch_index, rows, on_chunk)
         for group, work in family:
             attribution = _attribution(work, maps)
             real = attribution.real
@@ -470,6 +508,7 @@ def _family_maps(
     sets: list[str],
     batch_index: int,
     rows: slice,
+    on_chunk: Callable[[int, int, int], None] | None = None,
 ) -> dict[str, dict[MapRequest, Tensor]]:
     """Maps of one batch for every request of the family and every input set. Without smoothing the sets go
     through the network as one batch; with it each set keeps its own seeded perturbation."""
@@ -480,7 +519,7 @@ def _family_maps(
     if evaluation.strategy == "forward":  # forward mode: one group per family, the per-layer engine
         work = works[0]
 
-        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
             maps = component_maps(
                 network, work.probe, inputs, work.method, work.channel, chunk_size=evaluation.chunk_size,
                 strategy="forward", memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing,
@@ -489,22 +528,23 @@ def _family_maps(
             return {requests[0]: maps}
     elif one_backward:
 
-        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
             return sweep_mean_maps(network, requests, inputs, smoothing=evaluation.smoothing, seed=seed)
     else:
 
-        def compute(inputs: Tensor, seed: int) -> dict[MapRequest, Tensor]:
+        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
             return sweep_maps(
                 network, requests, inputs, components=sampled, chunk_size=evaluation.chunk_size,
                 memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing, seed=seed,
+                on_chunk=None if on_chunk is None else lambda done, total: on_chunk(done, total, call),
             )  # fmt: skip
 
     if evaluation.smoothing.active:
         return {
             name: _floats(
-                compute(batches[name][rows], derived_seed(plan.suite.seed, f"smoothing-{name}-{batch_index}"))
+                compute(batches[name][rows], derived_seed(plan.suite.seed, f"smoothing-{name}-{batch_index}"), call)
             )
-            for name in sets
+            for call, name in enumerate(sets)
         }
     together = torch.cat([batches[name][rows] for name in sets])
     maps = _floats(compute(together, 0))

@@ -52,3 +52,30 @@ def test_one_backward_noise_scores_equal_the_per_component_path(tmp_path, plugin
         assert value == pytest.approx(values["general"][key][0], abs=1e-5)
         assert reference == pytest.approx(values["general"][key][1], abs=1e-5)
         assert value > 0
+
+
+@needs_shared
+def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plugins, monkeypatch):
+    """Two layers × two methods × (trained, random) on one dataset: one sweep call per variant and batch
+    (all groups and input sets together); progress advances in fractions while the maps are computed and
+    adds up to the number of units."""
+    import repreval.runner as runner
+
+    calls = []
+    original = runner.sweep_maps
+
+    def counting(network, requests, inputs, **options):
+        calls.append((len(requests), inputs.shape[0]))
+        return original(network, requests, inputs, **options)
+
+    monkeypatch.setattr(runner, "sweep_maps", counting)
+    data = _suite(tmp_path, "sweep", ["noise_score", "variance_score"])
+    data["variants"] = ["trained", "random"]
+    data["evaluation"]["chunk_size"] = 16
+    suite = parse_suite(data, plugins)
+    advances = []
+    report = run_suite(suite, plugins, on_progress=lambda n, _what: advances.append(n))
+    assert not report.failures and report.computed == report.total == 2 * 2 * 2 * 2  # × (noise, variance)
+    assert calls == [(4, 3 * 4)] * 2  # per variant: 4 requests, real + 2 noise sets of 4 images in one call
+    assert any(0 < n < 1 for n in advances)
+    assert sum(advances) == pytest.approx(report.total)
