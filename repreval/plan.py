@@ -49,17 +49,7 @@ class Unit:
 
     @property
     def id(self) -> str:
-        key = [
-            self.model,
-            self.variant.label,
-            self.dataset,
-            self.layer,
-            self.saliency and self.saliency.label,
-            self.channel_aggregator,
-            self.embedding_aggregator,
-            self.score.label,
-            self.fingerprint,
-        ]
+        key = [*self.group, self.embedding_aggregator, self.score.label, self.fingerprint]
         parts = [_ID_NONE if part is None else part for part in key] + ([self.metric] if self.metric else [])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
