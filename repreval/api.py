@@ -31,6 +31,7 @@ __all__ = [
     "Registries",
     "TrainingContext",
     "InputSpec",
+    "Layout",
     "Network",
     "ImageSet",
     "AttributionMaps",
@@ -79,6 +80,23 @@ class InputSpec:
         return (images - mean) / std
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a network lays out the tensors its probes read (declared by the model source, never guessed):
+
+    ``channels_first`` [B, C, h, w]; ``channels_last`` [B, h, w, C]; ``tokens`` [B, N, C] whose first
+    ``prefix_tokens`` (class, register, distillation tokens) are set aside and the rest form a row-major
+    ``grid`` (h, w). A [B, F] vector is read as F channels of a 1×1 map under any layout. Modules that only
+    work channels-first (Conv2d, BatchNorm2d, 2-D pooling) are read channels-first whatever the network's
+    layout."""
+
+    kind: str = "channels_first"
+    prefix_tokens: int = 0
+    grid: tuple[int, int] | None = None
+
+    KINDS: ClassVar[tuple[str, ...]] = ("channels_first", "channels_last", "tokens")
+
+
 @dataclass
 class Network:
     """A model ready for evaluation.
@@ -94,6 +112,7 @@ class Network:
     embed: Callable[[Tensor], Tensor]
     classify: Callable[[Tensor], Tensor] | None = None
     description: str = ""
+    layout: Layout = Layout()  # how the network's probe tensors are laid out (see Layout)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 from .api import EmbeddingScore, Network, Registries
 from .config import PluginChoice, Suite
-from .engine.probe import Probe
+from .engine.probe import Probe, check_layouts
 from .errors import ReprevalError, suggest
 from .models import Model, layer_table, load_state, read_checkpoint
 from .registry import Registry
@@ -167,6 +167,11 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
                 where=f"{where}.layers[{i}]",
                 fix="probe a layer between the input and the embedding",
             )
+    probes = [Probe.parse(layer) for layer in layers]
+    problems = check_layouts(network, probes)
+    for i, probe in enumerate(probes):
+        if probe in problems:
+            raise ReprevalError(problems[probe].problem, where=f"{where}.layers[{i}]", fix=problems[probe].fix)
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 

@@ -239,3 +239,83 @@ def test_the_reference_loop_refuses_a_tensor_changed_in_place_after_it_is_read()
         network = _network(InPlace())
     with pytest.raises(ValueError, match="in-place"):
         component_maps_loop(network, Probe.parse("bn"), torch.rand(1, 3, 8, 8), _method("gradients"), _mean())
+
+
+def _by_hand(value: torch.Tensor, kind: str, prefix: int = 0, grid=(0, 0)) -> torch.Tensor:
+    """The oracle's own [.., C, h, w] view of a channels-last or token tensor (leading dims kept)."""
+    if kind == "channels_last":
+        return value.movedim(-1, -3)
+    tokens = value[..., prefix:, :]
+    return tokens.reshape(*tokens.shape[:-2], *grid, tokens.shape[-1]).movedim(-1, -3)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, size, layers",
+    [
+        # the residual stream: read by the attention branch (through norm1) and by the shortcut
+        (
+            "vit_tiny_patch16_224",
+            {"img_size": 32, "embed_dim": 24, "depth": 2, "num_heads": 2},
+            32,
+            ["blocks.0", "blocks.1.norm1:input", "patch_embed.proj"],
+        ),
+        (
+            "swin_tiny_patch4_window7_224",
+            {"img_size": 64, "window_size": 2, "embed_dim": 8, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+            64,
+            ["layers.1", "layers.2.blocks.0"],
+        ),
+    ],
+)
+def test_token_and_channels_last_probes_equal_plain_autograd(plugins, name, kwargs, size, layers):
+    """Transformers: prefix tokens set aside, patch tokens read on their grid; Swin's NHWC maps read as such
+    (before, they were read channels-first with exit 0). The oracle converts the layouts by hand."""
+    network = plugins.model_source.create("timm").build(name, {"kwargs": kwargs, "input_size": [3, size, size]}, 0)
+    network.module.eval()
+    layout = network.layout
+    inputs = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    for layer in layers:
+        activation, gradients = autograd_oracle(network, layer, inputs)
+        if activation.dim() == 3:
+            activation, gradients = (
+                _by_hand(v, "tokens", layout.prefix_tokens, layout.grid) for v in (activation, gradients)
+            )
+        elif layout.kind == "channels_last" and not layer.startswith("patch_embed.proj"):
+            activation, gradients = (_by_hand(v, "channels_last") for v in (activation, gradients))
+        for method in ("gradients", "activations_x_gradients", "grad_cam"):
+            maps = component_maps(network, Probe.parse(layer), inputs, _method(method), _mean())
+            expected = oracle_maps(activation, gradients, method)
+            assert maps.shape == expected.shape and torch.allclose(maps, expected, atol=1e-5), (layer, method)
+
+
+class Tokens(nn.Module):
+    """A channels-first network (the default layout) whose ``mix`` layer gives [B, N, C] tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.mix = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.mix(self.stem(x).flatten(2).transpose(1, 2)).mean(dim=1)
+
+
+def test_a_tensor_that_does_not_fit_the_declared_layout_is_refused_at_validate(plugins):
+    """Tokens in a network that declares no token layout: refused, at validate and in the engine, not guessed."""
+    from repreval.plan import make_plan
+    from repreval.suite import parse_suite
+
+    module = Tokens()
+    network = Network(module, InputSpec(3, 8, 8), (), embed=module)
+    with pytest.raises(ReprevalError, match=r"probe 'mix' gives a tensor of shape \(1, 64, 4\)"):
+        component_maps(network, Probe.parse("mix"), torch.rand(1, 3, 8, 8), _method("gradients"), _mean())
+    data = {
+        "name": "tokens",
+        "datasets": {"d": {"kind": "digits", "limit": 2}},
+        "models": {"m": {"model": "torch:test_probe_oracles:Tokens", "options": {"input_size": [3, 8, 8]},
+                         "layers": ["stem", "mix"]}},
+        "variants": ["random"],
+        "evaluation": {"dataset": "d", "saliency": ["gradients"], "scores": ["noise_score"]},
+    }  # fmt: skip
+    with pytest.raises(ReprevalError, match=r"models\.m\.layers\[1\]: probe 'mix' gives a tensor of shape"):
+        make_plan(parse_suite(data, plugins), plugins)

@@ -24,7 +24,7 @@ from .core import (
     perturb,
     precision_context,
 )
-from .probe import Probe, as_feature_map
+from .probe import Probe, as_feature_map, probe_layout
 from .sweep import MapRequest, sweep_maps, sweep_mean_maps
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
@@ -69,7 +69,8 @@ def component_maps(
     swept = {"components": components, "chunk_size": chunk_size, "memory_budget": memory_budget,
              "smoothing": smoothing, "seed": seed, "precision": precision}  # fmt: skip
     request = MapRequest(probe, method, channel_aggregator)
-    if strategy == "reverse" and not create_graph:
+    other_layout = probe_layout(network, probe).kind != "channels_first"  # only the sweep reads those
+    if not create_graph and (strategy == "reverse" or (strategy == "auto" and other_layout)):
         return sweep_maps(network, [request], inputs, **swept)[request]  # type: ignore[arg-type]
     original = inputs
     with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
@@ -80,7 +81,7 @@ def component_maps(
             activation, embedding = probe.capture(network, inputs, keep_graph=create_graph)
         if embedding.dim() != 2:
             raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
-        feature_map = as_feature_map(activation, probe.spec)
+        feature_map = _channels_first(network, probe, activation)
         dim = embedding.shape[1]
         index = _component_index(components, dim, embedding.device)
         rows = dim if index is None else len(index)
@@ -148,13 +149,24 @@ def mean_map(
         # torch annotates vjp's result as a 2- or 3-tuple (no overload on has_aux): without aux it is 2.
         embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)  # type: ignore[misc]
         (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))
-        feature_map = as_feature_map(activation, probe.spec)
+        feature_map = _channels_first(network, probe, activation)
         finish = _Finisher(method, _channel_mean, feature_map, batch)
         return finish(gradient.reshape(1, *feature_map.shape))[0]
 
 
 def _channel_mean(values: Tensor, dim: int) -> Tensor:
     return values.mean(dim=dim)
+
+
+def _channels_first(network: Network, probe: Probe, activation: Tensor) -> Tensor:
+    """The probe's feature map for the per-probe paths (forward mode, differentiable maps): channels-first or
+    vectors only; other layouts go through the sweep (reverse mode)."""
+    if activation.dim() != 2 and probe_layout(network, probe).kind != "channels_first":
+        raise ValueError(
+            f"probe {probe.spec!r}: forward mode and differentiable maps read channels-first tensors only; "
+            "use strategy reverse"
+        )
+    return as_feature_map(activation, probe.spec)
 
 
 def choose_strategy(method: SaliencyMethod, dim: int, feature_shape) -> str:

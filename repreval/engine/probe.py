@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import ReprevalError, UnknownNameError, suggest
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
-    from ..api import Network
+    from ..api import Layout, Network
 
 INPUT_SUFFIX = ":input"
 
@@ -220,13 +220,78 @@ class _Substitution(TorchFunctionMode):
         return tuple(items) if isinstance(result, tuple) else items
 
 
-def as_feature_map(activation: Tensor, spec: str) -> Tensor:
-    """[B, C, h, w] view of an activation; vectors [B, F] become [B, F, 1, 1]."""
-    if activation.dim() == 4:
-        return activation
+#: Module types whose inputs and outputs are channels-first whatever the network's declared layout.
+CHANNELS_FIRST_MODULES = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+
+
+def probe_layout(network: Network, probe: Probe) -> Layout:
+    """The layout of the tensor ``probe`` reads: channels-first at modules that only work so, else the network's."""
+    if isinstance(probe.module(network), CHANNELS_FIRST_MODULES):
+        return type(network.layout)()  # the default Layout: channels-first
+    return network.layout
+
+
+def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) -> Tensor:
+    """[B, C, h, w] view of a probe's tensor laid out as ``layout`` (default channels-first); vectors [B, F]
+    become [B, F, 1, 1]. A tensor that does not fit its layout is refused, never reinterpreted."""
+    kind = layout.kind if layout is not None else "channels_first"
     if activation.dim() == 2:
         return activation[:, :, None, None]
-    raise ValueError(
-        f"probe {spec!r} gives a tensor of shape {tuple(activation.shape)}; "
-        "repreval reads conv feature maps [B, C, h, w] or vectors [B, F]"
+    if activation.dim() == 4 and kind == "channels_first":
+        return activation
+    if activation.dim() == 4 and kind == "channels_last":
+        return activation.permute(0, 3, 1, 2)
+    if activation.dim() == 3 and kind == "tokens" and layout is not None and layout.grid is not None:
+        height, width = layout.grid
+        tokens = activation[:, layout.prefix_tokens :]
+        if tokens.shape[1] == height * width:
+            return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+    expected = {"channels_first": "[B, C, h, w]", "channels_last": "[B, h, w, C]", "tokens": "[B, N, C] tokens"}
+    grid = f" ({layout.prefix_tokens} prefix tokens + a {layout.grid} grid)" if kind == "tokens" and layout else ""
+    raise ReprevalError(
+        f"probe {spec!r} gives a tensor of shape {tuple(activation.shape)}, but the model lays its tensors out "
+        f"as {expected.get(kind, kind)}{grid} (or vectors [B, F])",
+        fix="probe another layer (`repreval layers MODEL` shows the shapes)",
     )
+
+
+def gradient_feature_map(gradient: Tensor, spec: str, layout: Layout | None = None) -> Tensor:
+    """Gradients [k, B, ...] laid out like the probe's tensor -> [k, B, C, h, w]."""
+    rows, batch = gradient.shape[:2]
+    flat = as_feature_map(gradient.reshape(rows * batch, *gradient.shape[2:]), spec, layout)
+    return flat.reshape(rows, batch, *flat.shape[1:])
+
+
+def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, ReprevalError]:
+    """One forward pass on a zero input: for each probe whose tensor does not fit its layout, the error."""
+    seen: dict[Probe, Tensor] = {}
+    handles = []
+    for probe in probes:
+        module = probe.module(network)
+        if probe.side == "input":
+            handles.append(module.register_forward_pre_hook(lambda _m, args, p=probe: seen.setdefault(p, args[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda _m, _a, out, p=probe: seen.setdefault(p, out)))
+    try:
+        with torch.no_grad():
+            network.embed(torch.zeros(1, *network.input_spec.shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    problems = {}
+    for probe, value in seen.items():
+        if not isinstance(value, Tensor):
+            problems[probe] = ReprevalError(f"probe {probe.spec!r} sees a {type(value).__name__}, not a tensor")
+            continue
+        try:
+            as_feature_map(value, probe.spec, probe_layout(network, probe))
+        except ReprevalError as exc:
+            problems[probe] = exc
+    return problems

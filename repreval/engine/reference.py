@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..api import Aggregator, Network, SaliencyMethod
 from .core import zero_rounding_noise
-from .probe import Probe, as_feature_map
+from .probe import Probe, as_feature_map, gradient_feature_map, probe_layout
 
 
 def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,8 +67,9 @@ def component_maps_loop(
         if rerun_forward and component > 0:
             activation, embedding = _probed_forward(network, probe, inputs)
         (gradient,) = torch.autograd.grad(embedding[:, component].sum(), activation, retain_graph=not rerun_forward)
-        feature_map = as_feature_map(activation.detach(), probe.spec)
-        gradient = gradient.reshape(1, *feature_map.shape)
+        layout = probe_layout(network, probe)
+        feature_map = as_feature_map(activation.detach(), probe.spec, layout)
+        gradient = gradient_feature_map(gradient[None], probe.spec, layout)
         if method.gradient == "spatial_mean":
             gradient = gradient.mean(dim=(-2, -1), keepdim=True)
         attribution = method.attribute(feature_map, gradient)

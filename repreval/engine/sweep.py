@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from ..config import DEFAULT_MEMORY_BUDGET, Smoothing
 from ..errors import ReprevalError, UnknownNameError
 from .core import _activation_bytes, _Finisher, chunk_for_budget, perturb, precision_context
-from .probe import Probe, _ProducerLog, as_feature_map
+from .probe import Probe, _ProducerLog, as_feature_map, gradient_feature_map, probe_layout
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Aggregator, Network, SaliencyMethod
@@ -71,7 +71,8 @@ def sweep_maps(
         index = torch.arange(dim, device=embedding.device) if components is None else _checked(components, dim)
         if chunk_size is None:
             chunk_size = chunk_for_budget(forward_bytes[0], memory_budget, inputs.device)
-        feature_maps = {probe: as_feature_map(taps[probe].detach(), probe.spec) for probe in probes}
+        layouts = {probe: probe_layout(network, probe) for probe in probes}
+        feature_maps = {probe: as_feature_map(taps[probe].detach(), probe.spec, layouts[probe]) for probe in probes}
         if precision != "float32":  # attribution arithmetic and the maps in float32
             feature_maps = {probe: value.float() for probe, value in feature_maps.items()}
         finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
@@ -88,7 +89,8 @@ def sweep_maps(
             by_probe = dict(zip(probes, gradients, strict=True))
             for request, finish in finishers.items():
                 gradient = _used(by_probe[request.probe], request.probe)
-                chunks[request].append(finish(gradient.reshape(rows, *feature_maps[request.probe].shape)))
+                probe = request.probe
+                chunks[request].append(finish(gradient_feature_map(gradient, probe.spec, layouts[probe])))
             if on_chunk:
                 on_chunk(start + rows, len(index))
     return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
@@ -120,10 +122,12 @@ def sweep_mean_maps(
         by_probe = dict(zip(probes, gradients, strict=True))
         maps = {}
         for request in requests:
-            feature_map = as_feature_map(taps[request.probe].detach(), request.probe.spec).float()
+            probe = request.probe
+            layout = probe_layout(network, probe)
+            feature_map = as_feature_map(taps[probe].detach(), probe.spec, layout).float()
             finish = _Finisher(request.method, _channel_mean, feature_map, batch)
-            gradient = _used(by_probe[request.probe], request.probe)
-            maps[request] = finish(gradient.reshape(1, *feature_map.shape))[0]
+            gradient = _used(by_probe[probe], probe)[None]
+            maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
         return maps
 
 

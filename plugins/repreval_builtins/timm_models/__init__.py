@@ -11,7 +11,7 @@ Options: ``kwargs`` (passed to ``timm.create_model``, e.g. ``{drop_rate: 0}``), 
 
 from __future__ import annotations
 
-from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
+from repreval.api import InputSpec, Layout, ModelSource, Network, ReprevalError, hookimpl, suggest
 
 _OPTIONS = {"kwargs", "input_size"}
 
@@ -75,6 +75,7 @@ class TimmSource(ModelSource):
             embed=embed,
             classify=model,
             description=f"timm {name}",
+            layout=_layout(model),
         )
 
     def load_pretrained(self, network: Network, name: str, options: dict) -> None:
@@ -88,6 +89,17 @@ class TimmSource(ModelSource):
                 fix="the machine may be offline: download the weights elsewhere and name the file with 'weights: PATH'",
             ) from None
         network.module.load_state_dict(published.state_dict())
+
+
+def _layout(model) -> Layout:
+    """What timm says about its tensors: ``output_fmt`` NHWC (Swin and kin) is channels-last; a model with
+    prefix tokens and a patch grid (ViT, DeiT, BEiT, EVA) lays its blocks out as tokens; else channels-first."""
+    if getattr(model, "output_fmt", "NCHW") == "NHWC":
+        return Layout("channels_last")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if hasattr(model, "num_prefix_tokens") and grid is not None:
+        return Layout("tokens", prefix_tokens=int(model.num_prefix_tokens), grid=(int(grid[0]), int(grid[1])))
+    return Layout()
 
 
 @hookimpl
