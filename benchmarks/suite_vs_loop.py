@@ -124,7 +124,7 @@ def main() -> None:
     ours = {(r["variant"], r["layer"], r["saliency"]): r["value"] for r in records}
     difference = max(abs(ours[key] - value) for key, value in values.items())
     print(f"cells: {len(values)} (repreval records: {len(records)}); max |repreval - loop| = {difference:.1e}")
-    print(f"repreval run:  {repreval_seconds:7.1f} s (torch threads: default)")
+    print(f"repreval run:  {repreval_seconds:7.1f} s (threads: repreval run chooses them)")
     print(f"plain loop:    {loop_seconds:7.1f} s ({args.loop_threads} thread(s))")
     print(f"loop / repreval = {loop_seconds / repreval_seconds:.2f}")
     print(f"reproduce: python benchmarks/suite_vs_loop.py --images {args.images} --loop-threads {args.loop_threads}")

@@ -176,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_options(command, default_out="from the suite"):
     command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
     command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
+    command.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: the cores not busy with other processes)"
+    )
     if command.prog.endswith(" run"):
         command.add_argument(
             "--weights",
@@ -287,18 +290,24 @@ def _run(data: dict, args, path: Path | None) -> int:
     from .plan import make_plan
     from .render import rich_table, to_json
     from .render.report import write_report
-    from .runner import run_suite
+    from .runner import choose_threads, run_suite
     from .store import ResultStore, write_atomic
     from .suite import parse_suite
 
     if args.device:
         data["device"] = args.device
+    if args.threads is not None and args.threads < 1:
+        raise ReprevalError(f"--threads must be at least 1, got {args.threads}")
     plugins = _plugins(args)
     suite = parse_suite(data, plugins, path=path)
     if args.out:
         suite.output = Path(args.out)
     plan = make_plan(suite, plugins)
-    console.print(f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output}", highlight=False)
+    threads = choose_threads(args.threads)
+    console.print(
+        f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output} ({threads} CPU threads)",
+        highlight=False,
+    )
 
     with Progress(
         TextColumn("{task.description}"),
@@ -315,6 +324,7 @@ def _run(data: dict, args, path: Path | None) -> int:
             suite,
             plugins,
             plan=plan,
+            threads=threads,
             on_start=lambda pending: progress.update(task, total=pending, description="computing"),
             on_progress=lambda n, what: progress.update(task, advance=n, description=what),
         )

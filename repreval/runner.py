@@ -7,10 +7,12 @@ Finished units are skipped; a unit group that fails is recorded as failed and th
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
 
 import torch
 import yaml
@@ -116,19 +118,51 @@ class Inputs:
         return provide
 
 
+def choose_threads(requested: int | None = None) -> int:
+    """CPU threads for torch: ``requested``, or the cores of this process that other processes leave idle (at
+    least 1). Threads spinning on cores another process uses slow a run down several times; one thread fewer
+    costs little. Records carry the count (``extras.threads``)."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, round(cores - busy_cores(cores))))
+
+
+def busy_cores(cores: int, seconds: float = 0.2) -> float:
+    """How many cores other processes keep busy now: /proc/stat over ``seconds``; elsewhere the load average."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total, idle = sample()
+        time.sleep(seconds)
+        total_after, idle_after = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    elapsed = max(1, total_after - total)
+    machine = os.cpu_count() or cores
+    return min(cores, machine * (1 - (idle_after - idle) / elapsed))
+
+
 def run_suite(
     suite: Suite,
     plugins: Plugins,
     *,
+    threads: int | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     plan: Plan | None = None,
 ) -> RunReport:
     """Compute every unfinished unit of ``suite``; return what happened.
 
+    ``threads``: torch's CPU threads for the run (None: as they are; the CLI passes ``choose_threads()``).
     ``on_start(pending units)``; ``on_progress(units, what)``: units advanced, fractions of units while a long
     sweep computes its maps (so a display can move and estimate the remaining time)."""
     started = time.perf_counter()
+    if threads is not None:
+        torch.set_num_threads(threads)
     plan = plan or make_plan(suite, plugins)
     store = ResultStore(suite.output)
     store.write_suite(yaml.safe_dump(suite.raw, sort_keys=False))
@@ -190,9 +224,9 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
     except Exception as exc:
         run.fail(units, exc)
         return
-    extras = {}
+    extras: dict[str, float] = {"threads": torch.get_num_threads()}
     if model.config.train is not None and plan.variant(variant).needs_weights and model.training_log is not None:
-        extras = {"train_seconds": round(model.training_log["seconds"], 3)}
+        extras["train_seconds"] = round(model.training_log["seconds"], 3)
     groups = [group for _, group in plan.groups(units)]
     for group in [g for g in groups if g[0].layer == EMBEDDING]:
         try:

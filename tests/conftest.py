@@ -61,3 +61,11 @@ def digits_suite() -> dict:
             "scores": ["noise_score", "variance_score"],
         },
     }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread_per_worker():
+    """Under pytest-xdist each worker gets one torch thread: two workers with two threads each on two cores
+    spin against each other (many small backward passes then run several times slower)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

@@ -2,14 +2,16 @@
 
 One forward pass with a graph taps every probed tensor where it is produced: consumers receive a copy, so
 in-place operations downstream leave the tapped tensor as it was. Then each backward pass (one per
-component on CPU; one vmapped pass per chunk of components on GPU, ``is_grads_batched``) delivers dz_d/da at
-every probe at once: the total derivative through every consumer of the tensor, shortcuts and concatenations
-included. Every requested (probe, saliency method, channel aggregator) map is derived from those gradients
-inside the chunk, so memory holds the maps, never a layer's D gradients.
+component, or one vmapped pass per chunk of components, ``is_grads_batched``: GPUs, and CPUs where a timed
+trial finds it faster) delivers dz_d/da at every probe at once: the total derivative through every
+consumer of the tensor, shortcuts and concatenations included. Every requested (probe, saliency method,
+channel aggregator) map is derived from those gradients inside the chunk, so memory holds the maps, never a
+layer's D gradients.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,8 +56,8 @@ def sweep_maps(
     """Maps [B, D (or k), h, w] for every request, from one forward and the backward passes of the components.
 
     ``components`` (indices into D): only these maps, in that order. ``batched``: one vmapped backward per
-    chunk of ``chunk_size`` components, or (False) one plain backward per component; default: batched on
-    GPUs, plain on CPUs, where the vmapped backward of a whole network is slower than the plain passes.
+    chunk of ``chunk_size`` components, or (False) one plain backward per component; default: vmapped on GPUs,
+    on CPUs whichever a timed trial of the first rows finds faster.
     ``on_chunk(done, total)`` is called after each chunk (progress within a long sweep)."""
     for request in requests:
         if not request.method.spatial and request.channel is None:
@@ -78,21 +80,14 @@ def sweep_maps(
         finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
         chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
         tapped = [taps[probe] for probe in probes]
-        batched = _batched_backward(inputs.device) if batched is None else batched
-        for start in range(0, len(index), chunk_size):
-            selected = index[start : start + chunk_size]
-            rows = len(selected)
-            # Cotangents: row r selects component selected[r] for every input of the batch.
-            cotangents = torch.zeros(rows, *embedding.shape, dtype=embedding.dtype, device=embedding.device)
-            cotangents[torch.arange(rows), :, selected] = 1.0
-            gradients = _backward(embedding, tapped, cotangents, batched)
+        for _selected, gradients in _component_gradients(embedding, tapped, index, chunk_size, batched):
             by_probe = dict(zip(probes, gradients, strict=True))
             for request, finish in finishers.items():
-                gradient = _used(by_probe[request.probe], request.probe)
                 probe = request.probe
+                gradient = _used(by_probe[probe], probe)
                 chunks[request].append(finish(gradient_feature_map(gradient, probe.spec, layouts[probe])))
             if on_chunk:
-                on_chunk(start + rows, len(index))
+                on_chunk(sum(len(part) for part in chunks[requests[0]]), len(index))
     return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
 
 
@@ -275,6 +270,45 @@ def _checked_inputs(
             handle.remove()
 
 
+#: Rows of the trial that decides, on a CPU, between plain and vmapped backward passes.
+TRIAL_ROWS = 8
+
+
+def _component_gradients(
+    embedding: Tensor, tapped: list[Tensor], index: Tensor, chunk_size: int, batched: bool | None
+) -> Iterator[tuple[Tensor, list[Tensor | None]]]:
+    """(components, their gradients [rows, ...] at every tapped tensor), chunk by chunk.
+
+    ``batched`` None: vmapped chunks on GPUs; on CPUs the first rows are computed both ways and timed, and the
+    faster way does the rest (a deep backward through big convolutions is faster plain, a shallow one
+    vmapped, whose per-call overhead dominates; both give the same numbers)."""
+    start = 0
+    if batched is None and embedding.device.type == "cpu" and len(index) > TRIAL_ROWS:
+        timings = {}
+        for mode in (False, True):
+            selected = index[start : start + TRIAL_ROWS]
+            began = time.perf_counter()
+            gradients = _backward(embedding, tapped, _cotangents(embedding, selected), mode)
+            timings[mode] = (time.perf_counter() - began) / len(selected)
+            start += len(selected)
+            yield selected, gradients
+        batched = timings[True] < timings[False]
+    elif batched is None:
+        batched = embedding.device.type != "cpu"
+    step = chunk_size if batched else TRIAL_ROWS  # plain passes: chunks only bound the gradients held at once
+    for begin in range(start, len(index), step):
+        selected = index[begin : begin + step]
+        yield selected, _backward(embedding, tapped, _cotangents(embedding, selected), batched)
+
+
+def _cotangents(embedding: Tensor, selected: Tensor) -> Tensor:
+    """[rows, B, D]: row r selects component selected[r] for every input of the batch."""
+    rows = len(selected)
+    cotangents = torch.zeros(rows, *embedding.shape, dtype=embedding.dtype, device=embedding.device)
+    cotangents[torch.arange(rows), :, selected] = 1.0
+    return cotangents
+
+
 def _backward(embedding: Tensor, tapped: list[Tensor], cotangents: Tensor, batched: bool) -> list[Tensor | None]:
     """Gradients [rows, ...] at every tapped tensor for each row of ``cotangents`` [rows, B, D]."""
     if batched:
@@ -285,10 +319,6 @@ def _backward(embedding: Tensor, tapped: list[Tensor], cotangents: Tensor, batch
         )
     per_row = [torch.autograd.grad(embedding, tapped, row, retain_graph=True, allow_unused=True) for row in cotangents]
     return [None if per_row[0][i] is None else torch.stack([g[i] for g in per_row]) for i in range(len(tapped))]
-
-
-def _batched_backward(device: torch.device) -> bool:
-    return torch.device(device).type != "cpu"
 
 
 def _used(gradient: Tensor | None, probe: Probe) -> Tensor:
