@@ -63,5 +63,6 @@ def test_a_score_without_an_estimator_fails_with_a_clear_message(tmp_path, plugi
 def test_too_few_sampled_components_are_refused(tmp_path, plugins):
     data = _suite(tmp_path, "few", 2)
     data["datasets"] = {"cifar": {"kind": "digits", "limit": 2}}
+    data["models"]["r20"].pop("weights")  # no shared data needed: the evaluation section is what fails
     with pytest.raises(ReprevalError, match="sample_components must be at least 3"):
         parse_suite(data, plugins)
