@@ -10,10 +10,15 @@ engine at that precision and reports its deviation from (c), the float32 maps.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -290,3 +295,124 @@ def run_training_bench(
             if on_row:
                 on_row(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite scenario: a whole suite as users run it, against a hand-written loop computing the same cells
+
+#: The paper's 4.1 CIFAR suite (cut to ``images`` images by the scenario).
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks_yaml" / "paper" / "4.1-parameter-dependence-cifar.yaml"
+
+
+@dataclass
+class SuiteBench:
+    """One run of the suite scenario: wall times, the cells compared and their largest difference."""
+
+    images: int
+    repreval_seconds: float
+    loop_seconds: float
+    loop_threads: int
+    cells: int
+    max_difference: float
+
+    @property
+    def ratio(self) -> float:
+        """loop / repreval: above 1, repreval is faster."""
+        return self.loop_seconds / self.repreval_seconds
+
+
+def run_suite_bench(plugins, images: int = 16, loop_threads: int = 1, data_dir: Path | None = None) -> SuiteBench:
+    """The 4.1 CIFAR suite (trained ResNet20 and its random twin, six layers, three methods, noise score with
+    real and two noise sets) through ``repreval run`` in a fresh process, then a plain loop: per input set and
+    batch one forward with the six layer outputs captured and one ``torch.autograd.grad`` per component that
+    returns the gradients at all six layers, all methods derived from them. It shares no attribution code with
+    repreval (only the model, the images and the noise inputs); its values are checked against the records."""
+    data_dir = data_dir or Path(os.environ.get("REPREVAL_DATA") or Path.cwd().parent / "shared" / "data")
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "results"
+        repreval_seconds = run_repreval(images, out, data_dir)
+        records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    loop_seconds, values = plain_loop(plugins, images, loop_threads, data_dir)
+    ours = {(r["variant"], r["layer"], r["saliency"]): r["value"] for r in records}
+    difference = max(abs(ours[key] - value) for key, value in values.items())
+    return SuiteBench(images, repreval_seconds, loop_seconds, loop_threads, len(values), difference)
+
+
+def run_repreval(images: int, out: Path, data_dir: Path) -> float:
+    """Wall time of ``repreval run`` on the suite cut to ``images`` images (a fresh process, as users run it)."""
+    suite = out.parent / "suite.yaml"
+    text = (
+        SUITE.read_text()
+        .replace("limit: 32", f"limit: {images}")
+        .replace("${REPREVAL_DATA:-../shared/data}", str(data_dir))
+    )
+    suite.write_text(text)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "repreval", "run", str(suite), "--out", str(out)],
+        check=True, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def plain_loop(plugins, images: int, threads: int, data_dir: Path) -> tuple[float, dict[tuple[str, str, str], float]]:
+    """Noise scores per (variant, layer, method), computed by hand; and the wall time."""
+    from .config import Subset
+    from .data import fit_to_input, noise_inputs, normalize, subset_indices
+    from .runner import derived_seed
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    data = data_dir
+    weights = data / "cifar10-resnets" / "resnet20-12fca82f.th"
+    layers = ["conv1", "layer1.1", "layer2.0", "layer2.2", "layer3.0", "layer3.1"]
+    model = Model(
+        ModelConfig(id="r20", spec="cifar:resnet20", weights=str(weights)), plugins.model_source.create("cifar")
+    )
+    folder = plugins.dataset.create("image_folder", {"path": str(data / "cifar10-test")})
+    values: dict[tuple[str, str, str], float] = {}
+    for variant in ("trained", "random"):
+        network = model.trained() if variant == "trained" else model.untrained(0)
+        spec = network.input_spec
+        chosen = subset_indices(Subset(limit=images, seed=0), folder.size(spec))
+        real = normalize(fit_to_input(folder.load(chosen, spec).images, spec), spec)
+        sets = {
+            "real": real,
+            "noise": normalize(noise_inputs(len(real), spec, derived_seed(0, "noise-a")), spec),
+            "noise_b": normalize(noise_inputs(len(real), spec, derived_seed(0, "noise-b")), spec),
+        }
+        modules = dict(network.module.named_modules())
+        maps: dict[str, dict[tuple[str, str], list]] = {name: {} for name in sets}
+        for name, inputs in sets.items():
+            for start in range(0, len(inputs), 16):
+                captured: list = []
+                # layers run in depth order: captured[i] is layers[i]
+                hook = lambda _m, _i, out, keep=captured.append: keep(out)
+                handles = [modules[layer].register_forward_hook(hook) for layer in layers]
+                with torch.enable_grad():
+                    embedding = network.embed(inputs[start : start + 16].clone().requires_grad_(True))
+                for handle in handles:
+                    handle.remove()
+                per_component = []
+                for d in range(embedding.shape[1]):
+                    per_component.append(torch.autograd.grad(embedding[:, d].sum(), captured, retain_graph=True))
+                for i, layer in enumerate(layers):
+                    a = captured[i].detach()
+                    g = torch.stack([grads[i] for grads in per_component], dim=1)  # [B, D, C, h, w]
+                    methods = {
+                        "gradients": g.abs().mean(dim=2).mean(dim=1),
+                        "activations_x_gradients": (a[:, None] * g).abs().mean(dim=2).mean(dim=1),
+                        "grad_cam": (g.mean(dim=(-2, -1), keepdim=True) * a[:, None]).sum(dim=2).relu().mean(dim=1),
+                    }
+                    for method, value in methods.items():
+                        maps[name].setdefault((layer, method), []).append(value)
+        for key in maps["real"]:
+            real_map, noise_map, chance_map = (torch.cat(maps[name][key]) for name in ("real", "noise", "noise_b"))
+            values[(variant, *key)] = float(((_norm(real_map) - _norm(noise_map)).abs().flatten(1).mean(dim=1)).mean())
+    return time.perf_counter() - started, values
+
+
+def _norm(maps):
+    flat = maps.flatten(-2)
+    low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
+    return ((flat - low) / (high - low + 1e-12)).reshape(maps.shape)

@@ -156,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: the constrained-training overhead of a trainable model (per bottleneck option)",
     )
     bench.add_argument("--data", default="digits", help="with --training: the dataset to train on (default digits)")
+    bench.add_argument(
+        "--suite",
+        action="store_true",
+        help="instead: the paper's 4.1 CIFAR suite through `repreval run` against a hand-written loop, same run",
+    )
+    bench.add_argument("--loop-threads", type=int, default=1, help="with --suite: threads of the loop (default 1)")
 
     layers = commands.add_parser("layers", help="the probe layers a model offers, with output shapes")
     layers.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
@@ -461,6 +467,8 @@ def cmd_bench(args) -> int:
     command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
     if args.training:
         return _bench_training(args, command)
+    if args.suite:
+        return _bench_suite(args, command)
     lower = args.precision != "float32"
 
     def show(row):
@@ -499,6 +507,29 @@ class _TrainingBenchOverrides(TypedDict, total=False):
 
     bottlenecks: tuple[int, ...]
     epochs: int
+
+
+def _bench_suite(args, command: str) -> int:
+    from dataclasses import asdict
+
+    from .bench import SUITE, run_suite_bench
+
+    if not SUITE.is_file():
+        raise ReprevalError(f"the suite scenario needs {SUITE}", fix="run it from a source checkout of repreval")
+    images = 16 if args.images == 1 else args.images  # --images defaults to 1 for the per-layer bench
+    result = run_suite_bench(_plugins(args), images=images, loop_threads=args.loop_threads)
+    if args.json:
+        print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
+        return EXIT_OK
+    console.print(
+        f"4.1 CIFAR suite, {result.images} images: {result.cells} cells, max |repreval - loop| = "
+        f"{result.max_difference:.1e}\n"
+        f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
+        f"plain loop ({result.loop_threads} thread(s)): {result.loop_seconds:.1f} s\n"
+        f"loop / repreval = {result.ratio:.2f}\nreproduce: {command}",
+        highlight=False,
+    )
+    return EXIT_OK
 
 
 def _bench_training(args, command: str) -> int:

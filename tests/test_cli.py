@@ -685,3 +685,13 @@ def test_reports_render_from_the_results_folder_alone(capsys, tmp_path):
     code, stdout, err = cli(capsys, "leaderboard", out, "--format", "markdown")
     assert code == 0, err
     assert (out / "report.md").read_text() == written
+
+
+@needs_shared
+def test_bench_suite_scenario_agrees_with_the_hand_written_loop(capsys):
+    """The suite scenario runs `repreval run` and the plain loop on the same cells (timings are not checked)."""
+    code, stdout, _ = cli(capsys, "bench", "--suite", "--images", "2", "--json")
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["cells"] == 36 and result["max_difference"] < 1e-5
+    assert result["repreval_seconds"] > 0 and result["loop_seconds"] > 0
