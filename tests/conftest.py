@@ -69,3 +69,14 @@ def one_thread_per_worker():
     spin against each other (many small backward passes then run several times slower)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+def install_offline(site, *distributions) -> None:
+    """``pip install`` source folders into ``site`` without the network or build isolation (plugin tests)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
+               "--disable-pip-version-check", "--target", str(site), *map(str, distributions)]  # fmt: skip
+    installed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout + installed.stderr

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import install_offline
 
 from repreval.cli import main
 from repreval.new_plugin import KINDS
@@ -48,25 +49,7 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
     """score and saliency: generated, installed offline into a site folder, then tested in a subprocess."""
     roots = [generate(tmp_path, f"kit_{kind}", kind, capsys) for kind in ("score", "saliency")]
     site = tmp_path / "site"
-    installed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-build-isolation",
-            "--no-deps",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            *map(str, roots),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    install_offline(site, *map(str, roots))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),

@@ -12,7 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import digits_suite
+from conftest import digits_suite, install_offline
 
 import repreval.cli
 from repreval.api import Aggregator, AttributionScore, ScoreValues, hookimpl
@@ -287,25 +287,7 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
     (dist / "pyproject.toml").write_text(readme_block("pyproject.toml"))
     (dist / "median_repreval.py").write_text(readme_block("median_repreval.py"))
     site = tmp_path / "site"
-    installed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-build-isolation",
-            "--no-deps",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(dist),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    install_offline(site, str(dist))
     assert (site / "median_repreval.py").is_file()
 
     env = {

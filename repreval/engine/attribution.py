@@ -20,6 +20,7 @@ from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from .core import (
     _activation_bytes,
     _Finisher,
+    channel_mean,
     chunk_for_budget,
     perturb,
     precision_context,
@@ -150,12 +151,8 @@ def mean_map(
         embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)  # type: ignore[misc]
         (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))
         feature_map = _channels_first(network, probe, activation)
-        finish = _Finisher(method, _channel_mean, feature_map, batch)
+        finish = _Finisher(method, channel_mean, feature_map, batch)
         return finish(gradient.reshape(1, *feature_map.shape))[0]
-
-
-def _channel_mean(values: Tensor, dim: int) -> Tensor:
-    return values.mean(dim=dim)
 
 
 def _channels_first(network: Network, probe: Probe, activation: Tensor) -> Tensor:

@@ -117,6 +117,11 @@ def _activation_bytes():
         handle.remove()
 
 
+def channel_mean(values: Tensor, dim: int) -> Tensor:
+    """The signed mean over ``dim``: the channel aggregation of the one-backward mean maps."""
+    return values.mean(dim=dim)
+
+
 class _Finisher:
     """Gradients of a chunk of components -> their channel-aggregated maps [k, B, h, w]."""
 

@@ -14,7 +14,7 @@ reads the same tensor as the probed module included):
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -145,38 +145,52 @@ class Probe:
     def producer(self, network: Network, inputs: Tensor) -> tuple[int, int | None] | None:
         """(torch call number, position in its result) of the call that produces this input probe's tensor;
         None when the module reads the network input itself."""
-        log = _ProducerLog()
-        found: list[tuple[int, int | None] | None] = []
-
-        def locate(_module, args):
-            if found:
-                return
-            value = args[0] if args else None
-            if value is inputs:
-                found.append(None)
-            elif isinstance(value, Tensor) and id(value) in log.producer:
-                found.append(log.producer[id(value)])
-            else:
-                raise self._unidentified("no torch call of the forward pass produced its input")
-
-        handle = self.module(network).register_forward_pre_hook(locate)
-        try:
-            with torch.no_grad(), log:
-                network.embed(inputs)
-        finally:
-            handle.remove()
-        if not found:
-            raise UnknownNameError(
-                f"layer {self.spec!r} is not used when computing the embedding",
-                fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
-            )
-        return found[0]
+        return locate_producers(network, [self], inputs)[self]
 
     def _unidentified(self, why: str) -> ReprevalError:
         return ReprevalError(
             f"cannot tell which tensor probe {self.spec!r} reads: {why}",
             fix=f"probe the output of the module that produces it, or {self.module_name!r} itself",
         )
+
+
+def locate_producers(
+    network: Network, probes: list[Probe], inputs: Tensor, instrument: AbstractContextManager | None = None
+) -> dict[Probe, tuple[int, int | None] | None]:
+    """For each input probe, the torch call (number, position in its result) producing the tensor its module
+    reads, or None for the network input itself. ``instrument`` wraps the forward pass exactly as the real run
+    will be wrapped (hooks that call torch functions shift the numbering)."""
+    log = _ProducerLog()
+    found: dict[Probe, tuple[int, int | None] | None] = {}
+    leaf = inputs.detach().clone()
+    handles = []
+    for probe in probes:
+
+        def locate(_module, args, probe=probe):
+            if probe in found:
+                return
+            value = args[0] if args else None
+            if value is leaf:
+                found[probe] = None
+            elif isinstance(value, Tensor) and id(value) in log.producer:
+                found[probe] = log.producer[id(value)]
+            else:
+                raise probe._unidentified("no torch call of the forward pass produced its input")
+
+        handles.append(probe.module(network).register_forward_pre_hook(locate))
+    try:
+        with torch.enable_grad(), instrument or nullcontext(), log:
+            network.embed(leaf)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for probe in probes:
+        if probe not in found:
+            raise UnknownNameError(
+                f"layer {probe.spec!r} is not used when computing the embedding",
+                fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
+            )
+    return found
 
 
 class _ProducerLog(TorchFunctionMode):

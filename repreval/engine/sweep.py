@@ -23,8 +23,8 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import DEFAULT_MEMORY_BUDGET, Smoothing
 from ..errors import ReprevalError, UnknownNameError
-from .core import _activation_bytes, _Finisher, chunk_for_budget, perturb, precision_context
-from .probe import Probe, _ProducerLog, as_feature_map, gradient_feature_map, probe_layout
+from .core import _activation_bytes, _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
+from .probe import Probe, as_feature_map, gradient_feature_map, locate_producers, probe_layout
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Aggregator, Network, SaliencyMethod
@@ -120,7 +120,7 @@ def sweep_mean_maps(
             probe = request.probe
             layout = probe_layout(network, probe)
             feature_map = as_feature_map(taps[probe].detach(), probe.spec, layout).float()
-            finish = _Finisher(request.method, _channel_mean, feature_map, batch)
+            finish = _Finisher(request.method, channel_mean, feature_map, batch)
             gradient = _used(by_probe[probe], probe)[None]
             maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
         return maps
@@ -154,43 +154,12 @@ def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor) -> tu
 def _input_producers(
     network: Network, probes: Sequence[Probe], inputs: Tensor
 ) -> dict[Probe, tuple[int, int | None] | None]:
-    """For each input probe, the torch call (number, position) that produces its tensor, found in a forward
-    pass instrumented exactly like the real one (output taps included, so the call numbers agree)."""
+    """Where each input probe's tensor is produced, numbered as in the real pass (output taps included)."""
     outputs = [probe for probe in probes if probe.side == "output"]
-    probes = [probe for probe in probes if probe.side == "input"]
-    if not probes:
+    inputs_side = [probe for probe in probes if probe.side == "input"]
+    if not inputs_side:
         return {}
-    log = _ProducerLog()
-    found: dict[Probe, tuple[int, int | None] | None] = {}
-    leaf = inputs.detach().clone()
-    handles = []
-    for probe in probes:
-
-        def locate(_module, args, probe=probe):
-            if probe in found:
-                return
-            value = args[0] if args else None
-            if value is leaf:
-                found[probe] = None
-            elif isinstance(value, Tensor) and id(value) in log.producer:
-                found[probe] = log.producer[id(value)]
-            else:
-                raise probe._unidentified("no torch call of the forward pass produced its input")
-
-        handles.append(probe.module(network).register_forward_pre_hook(locate))
-    try:
-        with torch.enable_grad(), _output_taps(network, outputs, {}), log:
-            network.embed(leaf)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for probe in probes:
-        if probe not in found:
-            raise UnknownNameError(
-                f"layer {probe.spec!r} is not used when computing the embedding",
-                fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
-            )
-    return found
+    return locate_producers(network, inputs_side, inputs, _output_taps(network, outputs, {}))
 
 
 @contextmanager
@@ -335,7 +304,3 @@ def _checked(components: Tensor, dim: int) -> Tensor:
     if len(index) == 0 or index.min() < 0 or index.max() >= dim:
         raise ValueError(f"components must be non-empty indices in [0, {dim}); got {len(index)} indices")
     return index
-
-
-def _channel_mean(values: Tensor, dim: int) -> Tensor:
-    return values.mean(dim=dim)
