@@ -218,11 +218,21 @@ class Verdict:
 
 
 def _welch(a: list[float], b: list[float]) -> float:
-    from scipy.stats import ttest_ind
+    """Two-sided p-value of Welch's t-test (``scipy.stats.ttest_ind(a, b, equal_var=False)``, whose import
+    alone takes half a second: the statistic by hand, the t distribution from ``scipy.special``)."""
+    import numpy as np
+    from scipy.special import stdtr
 
     if len(a) < 2 or len(b) < 2:
         return float("nan")
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    if vx + vy == 0:  # two constant samples: certainly different, or nothing to test
+        return 0.0 if x.mean() != y.mean() else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (x.mean() - y.mean()) / np.sqrt(vx + vy)
+        df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+        return float(2 * stdtr(df, -np.abs(t)))
 
 
 def check_greater(

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TypedDict
+from typing import NoReturn, TypedDict
 
 import yaml
 from rich.console import Console
@@ -199,8 +199,18 @@ def _add_run_options(command, default_out="from the suite"):
 # ---------------------------------------------------------------------------------------------
 
 
+def entry_point() -> NoReturn:
+    """The ``repreval`` command: :func:`main`, then :func:`~repreval.resources.exit_now` with its code."""
+    from .resources import exit_now
+
+    exit_now(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    from .resources import start_core_window
+
+    start_core_window()
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -296,7 +306,8 @@ def _run(data: dict, args, path: Path | None) -> int:
     from .plan import make_plan
     from .render import rich_table, to_json
     from .render.report import write_report
-    from .runner import choose_threads, run_suite
+    from .resources import choose_threads, keep_freed_memory
+    from .runner import run_suite
     from .store import ResultStore, write_atomic
     from .suite import parse_suite
 
@@ -310,6 +321,7 @@ def _run(data: dict, args, path: Path | None) -> int:
         suite.output = Path(args.out)
     plan = make_plan(suite, plugins)
     threads = choose_threads(args.threads)
+    keep_freed_memory()
     console.print(
         f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output} ({threads} CPU threads)",
         highlight=False,
@@ -517,7 +529,7 @@ def _bench_suite(args, command: str) -> int:
     if not SUITE.is_file():
         raise ReprevalError(f"the suite scenario needs {SUITE}", fix="run it from a source checkout of repreval")
     images = 16 if args.images == 1 else args.images  # --images defaults to 1 for the per-layer bench
-    result = run_suite_bench(_plugins(args), images=images, loop_threads=args.loop_threads)
+    result = run_suite_bench(images=images, loop_threads=args.loop_threads)
     if args.json:
         print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
         return EXIT_OK
@@ -525,8 +537,9 @@ def _bench_suite(args, command: str) -> int:
         f"4.1 CIFAR suite, {result.images} images: {result.cells} cells, max |repreval - loop| = "
         f"{result.max_difference:.1e}\n"
         f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
-        f"plain loop ({result.loop_threads} thread(s)): {result.loop_seconds:.1f} s\n"
-        f"loop / repreval = {result.ratio:.2f}\nreproduce: {command}",
+        f"plain loop (a fresh process, {result.loop_threads} thread(s)): {result.loop_seconds:.1f} s, "
+        f"of which computing {result.loop_compute_seconds:.1f} s\n"
+        f"loop / repreval = {result.ratio:.2f} (whole processes)\nreproduce: {command}",
         highlight=False,
     )
     return EXIT_OK

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from .api import DatasetSource, ImageSet, InputSpec, uniform_noise
@@ -66,7 +65,10 @@ def _fit_one(image: Tensor, spec: InputSpec) -> Tensor:
             raise ReprevalError(f"cannot turn a {image.shape[0]}-channel image into {spec.channels} channels")
     size = (spec.height, spec.width)
     if tuple(image.shape[-2:]) != size:
-        mode = _INTERPOLATION.get(spec.interpolation, TF.InterpolationMode.BILINEAR)
+        import torchvision.transforms.v2.functional as TF  # only to resize: its import costs a second
+
+        known = spec.interpolation in ("bilinear", "bicubic", "nearest")
+        mode = TF.InterpolationMode(spec.interpolation if known else "bilinear")
         if spec.crop_pct:
             scaled = int(round(min(size) / spec.crop_pct))
             image = TF.resize(image, [scaled], interpolation=mode, antialias=True)
@@ -74,13 +76,6 @@ def _fit_one(image: Tensor, spec: InputSpec) -> Tensor:
         else:
             image = TF.resize(image, list(size), interpolation=mode, antialias=True)
     return image.clamp(0.0, 1.0)
-
-
-_INTERPOLATION = {
-    "bilinear": TF.InterpolationMode.BILINEAR,
-    "bicubic": TF.InterpolationMode.BICUBIC,
-    "nearest": TF.InterpolationMode.NEAREST,
-}
 
 
 def normalize(images: Tensor, spec: InputSpec) -> Tensor:

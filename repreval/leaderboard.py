@@ -133,7 +133,8 @@ def _board(metric: Metric, records: list[ScoreRecord]) -> Board:
 def _rank(board: Board) -> None:
     sign = -1.0 if board.higher_is_better else 1.0
     averaged = [(r, r.average) for r in board.rows if r.average is not None]
-    scored = [r for r, _ in sorted(averaged, key=lambda pair: sign * pair[1])]
+    # ties (accuracies are multiples of 1/n) keep the rows in name order, not in the order records were found
+    scored = [r for r, value in sorted(averaged, key=lambda p: (sign * p[1], p[0].model, p[0].variant, p[0].dataset))]
     unscored = [r for r in board.rows if r.average is None]
     for rank, row in enumerate(scored, start=1):
         row.rank = rank

@@ -7,12 +7,10 @@ Finished units are skipped; a unit group that fails is recorded as failed and th
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
-from pathlib import Path
 
 import torch
 import yaml
@@ -116,34 +114,6 @@ class Inputs:
             return data, normalize(data.images, network.input_spec)
 
         return provide
-
-
-def choose_threads(requested: int | None = None) -> int:
-    """CPU threads for torch: ``requested``, or the cores of this process that other processes leave idle (at
-    least 1). Threads spinning on cores another process uses slow a run down several times; one thread fewer
-    costs little. Records carry the count (``extras.threads``)."""
-    if requested:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, round(cores - busy_cores(cores))))
-
-
-def busy_cores(cores: int, seconds: float = 0.2) -> float:
-    """How many cores other processes keep busy now: /proc/stat over ``seconds``; elsewhere the load average."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total, idle = sample()
-        time.sleep(seconds)
-        total_after, idle_after = sample()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    elapsed = max(1, total_after - total)
-    machine = os.cpu_count() or cores
-    return min(cores, machine * (1 - (idle_after - idle) / elapsed))
 
 
 def run_suite(

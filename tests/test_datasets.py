@@ -199,8 +199,8 @@ def test_image_folder_decodes_only_the_requested_images(create, monkeypatch):
 
     assert data.class_names == CIFAR_CLASSES
     assert data.labels.tolist() == [9, 0, 4, 1, 5]
-    assert [path.parent.name for path in decoded] == [CIFAR_CLASSES[label] for label in data.labels]
-    assert [path.name for path in decoded] == ["0999.jpg", "0000.jpg", "0321.jpg", "0000.jpg", "0555.jpg"]
+    assert [Path(path).parent.name for path in decoded] == [CIFAR_CLASSES[label] for label in data.labels]
+    assert [Path(path).name for path in decoded] == ["0999.jpg", "0000.jpg", "0321.jpg", "0000.jpg", "0555.jpg"]
     assert data.images.shape == (5, 3, 32, 32) and data.images.dtype == torch.float32
     assert data.images.min() >= 0.0 and data.images.max() <= 1.0
 

@@ -161,3 +161,36 @@ def test_greater_claims_use_a_significance_test_per_layer():
 def test_malformed_report_sections_fail_with_their_key(spec, message):
     with pytest.raises(ReprevalError, match=message):
         parse_report(spec, "suite.yaml: report")
+
+
+def test_welch_p_value_matches_scipy_ttest():
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    from repreval.analysis import _welch
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        na, nb = rng.integers(2, 40, 2)
+        a = rng.normal(0, rng.uniform(0.01, 2), na)
+        b = rng.normal(rng.uniform(-1, 1), rng.uniform(0.01, 2), nb)
+        assert _welch(list(a), list(b)) == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    assert _welch([1.0, 1.0], [2.0, 2.0]) == 0.0  # scipy: t = inf
+    assert np.isnan(_welch([1.0, 1.0], [1.0, 1.0])) and np.isnan(_welch([1.0], [2.0, 3.0]))
+
+
+def test_leaderboard_ties_rank_in_name_order_whatever_the_record_order():
+    from repreval.leaderboard import build_leaderboards
+    from repreval.store import ScoreRecord
+
+    def record(variant, value):
+        return ScoreRecord(
+            unit_id=variant, suite="s", model="m", model_spec="x:m", higher_is_better=True, variant=variant, layer="(embedding)", layer_index=0,
+            score="accuracy", saliency=None, channel_aggregator=None, embedding_aggregator=None,
+            value=value, values=[value], status="ok",
+        )  # fmt: skip
+
+    records = [record("b", 0.5), record("a", 0.5), record("c", 0.7)]
+    for order in (records, records[::-1]):
+        (board,) = build_leaderboards(order)
+        assert [row.variant for row in board.rows] == ["c", "a", "b"]

@@ -79,16 +79,3 @@ def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plu
     assert calls == [(4, 3 * 4)] * 2  # per variant: 4 requests, real + 2 noise sets of 4 images in one call
     assert any(0 < n < 1 for n in advances)
     assert sum(advances) == pytest.approx(report.total)
-
-
-def test_thread_choice_follows_the_request_or_the_idle_cores(monkeypatch):
-    import os
-
-    import repreval.runner as runner
-
-    assert runner.choose_threads(3) == 3
-    assert 0 <= runner.busy_cores(2, seconds=0.05) <= 2
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    for busy, threads in ((1.1, 1), (0.2, 2), (7.0, 1)):
-        monkeypatch.setattr(runner, "busy_cores", lambda cores, busy=busy: busy)
-        assert runner.choose_threads() == threads, busy

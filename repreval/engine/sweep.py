@@ -80,7 +80,9 @@ def sweep_maps(
         finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
         chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
         tapped = [taps[probe] for probe in probes]
-        for _selected, gradients in _component_gradients(embedding, tapped, index, chunk_size, batched):
+        decision_key = (type(network.module), tuple(inputs.shape), tuple(probes), torch.get_num_threads())
+        sweep = _component_gradients(embedding, tapped, index, chunk_size, batched, decision_key)
+        for _selected, gradients in sweep:
             by_probe = dict(zip(probes, gradients, strict=True))
             for request, finish in finishers.items():
                 probe = request.probe
@@ -239,33 +241,57 @@ def _checked_inputs(
             handle.remove()
 
 
-#: Rows of the trial that decides, on a CPU, between plain and vmapped backward passes.
+#: Rows per vmapped chunk on a CPU, and per timed call of the trial that decides between the two ways there.
 TRIAL_ROWS = 8
+
+#: Seconds per plain backward pass above which a CPU skips the vmapped trial: vmapping saves autograd's
+#: per-pass set-up (a few microseconds per graph node), and costs a working set ``rows`` times larger.
+PLAIN_IS_FASTER_ABOVE = 0.005
+
+#: CPU decisions taken in this process, by (architecture, input shape, probes, threads): vmapped?
+_decisions: dict[tuple, bool] = {}
 
 
 def _component_gradients(
-    embedding: Tensor, tapped: list[Tensor], index: Tensor, chunk_size: int, batched: bool | None
+    embedding: Tensor,
+    tapped: list[Tensor],
+    index: Tensor,
+    chunk_size: int,
+    batched: bool | None,
+    decision_key: tuple = (),
 ) -> Iterator[tuple[Tensor, list[Tensor | None]]]:
     """(components, their gradients [rows, ...] at every tapped tensor), chunk by chunk.
 
-    ``batched`` None: vmapped chunks on GPUs; on CPUs the first rows are computed both ways and timed, and the
-    faster way does the rest (a deep backward through big convolutions is faster plain, a shallow one
-    vmapped, whose per-call overhead dominates; both give the same numbers)."""
+    ``batched`` None: vmapped chunks on GPUs. On CPUs a deep backward through big convolutions is faster
+    plain, a shallow one vmapped (its per-call overhead dominates): the first rows are computed both ways,
+    each timed on its second call (the first pays for new shapes), and the faster way does the rest and is
+    remembered under ``decision_key`` for the next sweep of the same architecture (a random twin, the next
+    batch). Both ways give the same numbers."""
     start = 0
-    if batched is None and embedding.device.type == "cpu" and len(index) > TRIAL_ROWS:
-        timings = {}
-        for mode in (False, True):
-            selected = index[start : start + TRIAL_ROWS]
-            began = time.perf_counter()
-            gradients = _backward(embedding, tapped, _cotangents(embedding, selected), mode)
-            timings[mode] = (time.perf_counter() - began) / len(selected)
-            start += len(selected)
-            yield selected, gradients
-        batched = timings[True] < timings[False]
+    rows = min(TRIAL_ROWS, chunk_size)
+    if batched is None and embedding.device.type != "cpu":
+        batched = True
+    elif batched is None and decision_key in _decisions:
+        batched = _decisions[decision_key]
+    elif batched is None and len(index) < 2 + rows // 2 + 2 * rows:  # too few rows to time: one or two chunks
+        batched = True
     elif batched is None:
-        batched = embedding.device.type != "cpu"
-    step = chunk_size if batched else TRIAL_ROWS  # plain passes: chunks only bound the gradients held at once
-    for begin in range(start, len(index), step):
+        timings = {}
+        for mode, warm, timed in ((False, 2, rows // 2), (True, rows, rows)):
+            for count, timing in ((warm, False), (timed, True)):
+                selected = index[start : start + count]
+                began = time.perf_counter()
+                gradients = _backward(embedding, tapped, _cotangents(embedding, selected), mode)
+                if timing:
+                    timings[mode] = (time.perf_counter() - began) / count
+                start += count
+                yield selected, gradients
+            if timings[False] > PLAIN_IS_FASTER_ABOVE:
+                timings[True] = float("inf")  # vmapping saves per-call overhead, negligible in a long pass
+                break
+        batched = _decisions[decision_key] = timings[True] < timings[False]
+    step = (rows if embedding.device.type == "cpu" else chunk_size) if batched else rows
+    for begin in range(start, len(index), step):  # plain passes: chunks only bound the gradients held at once
         selected = index[begin : begin + step]
         yield selected, _backward(embedding, tapped, _cotangents(embedding, selected), batched)
 

@@ -12,13 +12,12 @@ from ..leaderboard import Board
 MAX_CURVES = 12
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure and its axes, drawn by Agg (no pyplot: no display, no global figure list, a faster import)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=(width, height))
+    return figure, figure.subplots()
 
 
 def slug(text: str) -> str:
@@ -30,17 +29,15 @@ def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    _pyplot().close(figure)
     return path
 
 
 def curve_plot(board: Board, path: Path) -> Path:
     """Score curve over probe layers per row: mean ± std over inputs (band), chance level dashed."""
-    plt = _pyplot()
     rows = board.rows
     if len(rows) > MAX_CURVES:
         rows = [row for row in rows if row.variant in ("trained", "random")] or rows[:MAX_CURVES]
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(board.columns) + 2.5), 3.6))
+    figure, axes = _figure(max(5.0, 0.9 * len(board.columns) + 2.5), 3.6)
     positions = list(range(len(board.columns)))
     for row in rows:
         points = [(i, c, c.value) for i, c in zip(positions, row.cells) if c.status == "ok" and c.value is not None]
@@ -78,8 +75,7 @@ def curve_plot(board: Board, path: Path) -> Path:
 
 def scatter_plot(correlation: Correlation, path: Path) -> Path:
     """Scatter plot of ``correlation``'s points (labelled when 25 or fewer) with rho, p and n; returns ``path``."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(5.2, 4.0))
+    figure, axes = _figure(5.2, 4.0)
     xs = [x for _, x, _ in correlation.points]
     ys = [y for _, _, y in correlation.points]
     axes.scatter(xs, ys)
@@ -97,8 +93,7 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
 
 def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
     """Box plot of the per-input relative score drop per drift strength lambda, with rho; returns ``path``."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.0, 3.8))
+    figure, axes = _figure(6.0, 3.8)
     axes.boxplot([result.relative[s] for s in result.lambdas])
     axes.set_xticks(range(1, len(result.lambdas) + 1), [f"{s:g}" for s in result.lambdas])
     axes.axhline(0.0, color="grey", linewidth=0.8)
