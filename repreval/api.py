@@ -113,6 +113,9 @@ class Network:
     classify: Callable[[Tensor], Tensor] | None = None
     description: str = ""
     layout: Layout = Layout()  # how the network's probe tensors are laid out (see Layout)
+    # where a stage differs (hierarchical models: a token grid per stage): module name -> the layout of that
+    # module and every module inside it; the longest matching name wins
+    stage_layouts: dict[str, Layout] = field(default_factory=dict)
 
 
 @dataclass

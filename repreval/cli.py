@@ -284,7 +284,8 @@ def cmd_eval(args) -> int:
             "dataset": "inputs",
             "saliency": args.saliency.split(","),
             "channel_aggregators": ["abs"],
-            "embedding_aggregators": ["mean", "var"],
+            # var over components is what the variance score reads; sampled estimates exist for means only
+            "embedding_aggregators": ["mean", "var"] if "variance_score" in args.scores.split(",") else ["mean"],
             "scores": args.scores.split(","),
             **{
                 key: value
@@ -298,7 +299,41 @@ def cmd_eval(args) -> int:
             },
         },
     }
-    return _run(data, args, None)
+    try:
+        return _run(data, args, None)
+    except ReprevalError as exc:  # say where in the flags the user typed, not in the suite eval built
+        if exc.where and exc.where.startswith("suite: "):
+            exc.where = _eval_flag(exc.where.removeprefix("suite: "), args.model)
+        raise ReprevalError(exc.problem, where=exc.where, fix=exc.fix) from None
+
+
+#: eval's flags by the suite key they fill (the first matching prefix wins)
+_EVAL_FLAGS = (
+    ("models.*.weights", "--weights"),
+    ("models.*.layers", "--layers"),
+    ("models.*.embedding", "--embedding"),
+    ("models.*.options", "--option"),
+    ("models.", "{model}"),
+    ("datasets.", "--data"),
+    ("variants", "--variants"),
+    ("evaluation.saliency", "--saliency"),
+    ("evaluation.scores", "--scores"),
+    ("evaluation.batch_size", "--batch-size"),
+    ("evaluation.memory_budget", "--memory-budget"),
+    ("evaluation.strategy", "--strategy"),
+    ("evaluation.sample_components", "--sample-components"),
+    ("device", "--device"),
+    ("seed", "--seed"),
+)
+
+
+def _eval_flag(key: str, model: str) -> str:
+    import fnmatch
+
+    for pattern, flag in _EVAL_FLAGS:
+        if fnmatch.fnmatch(key, pattern + "*"):
+            return flag.format(model=model)
+    return key
 
 
 def _run(data: dict, args, path: Path | None) -> int:
@@ -459,11 +494,13 @@ def cmd_layers(args) -> int:
         title_justify="left",
         header_style="bold",
     )
-    for column in ("layer", "type", "output shape", "default"):
+    for column in ("layer", "type", "output shape", "read as", "map C×h×w", "default"):
         table.add_column(column)
     for row in rows:
-        if args.all or len(row.shape) in (1, 3) or row.default:
-            table.add_row(row.name, row.kind, "×".join(map(str, row.shape)), "✓" if row.default else "")
+        if args.all or (row.map_shape is not None and len(row.shape) in (1, 2, 3)) or row.default:
+            shape = "×".join(map(str, row.shape))
+            mapped = "×".join(map(str, row.map_shape)) if row.map_shape else f"[red]not readable[/]: {row.unreadable}"
+            table.add_row(row.name, row.kind, shape, row.layout, mapped, "✓" if row.default else "")
     table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
     console.print(table)
     return EXIT_OK

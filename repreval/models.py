@@ -8,15 +8,17 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .api import ImageSet, ModelHandle, ModelSource, Network, TrainingContext
+from .api import ImageSet, Layout, ModelHandle, ModelSource, Network, TrainingContext
 from .config import ModelConfig
+from .engine.probe import Probe, as_feature_map, probe_layout
 from .errors import ReprevalError, suggest
+from .resources import TRAINING_THREADS, torch_threads
 
 CACHE_ENV = "REPREVAL_CACHE"
 
@@ -135,7 +137,7 @@ class Model(ModelHandle):
         assert train is not None  # only models with a training step are trained
         data, inputs = self.training_data(network)
         network.module.train()
-        with seeded(self.config.seed):
+        with seeded(self.config.seed), torch_threads(TRAINING_THREADS):
             self.training_log = self.source.train(
                 network, data, inputs, dict(train.options), self.config.seed, self.training_context
             )
@@ -265,18 +267,22 @@ def with_embedding_at(network: Network, module_name: str, where: str) -> Network
             handle.remove()
         return pooled(captured[0])
 
-    return Network(root, network.input_spec, network.default_layers, embed, network.classify, network.description)
+    return replace(network, embed=embed)  # the layouts stay: the module is the same
 
 
 @dataclass
 class LayerInfo:
-    """A row of :func:`layer_table`: module name, type name, output shape without the batch dimension, and
-    whether it is a default probe layer."""
+    """A row of :func:`layer_table`: module name, type name, output shape without the batch dimension, whether
+    it is a default probe layer, the layout its tensor is read in and the shape of its maps (C, h, w), or
+    None with the reason when the engine cannot read it."""
 
     name: str
     kind: str
     shape: tuple[int, ...]  # output shape for one input
     default: bool
+    layout: str = ""
+    map_shape: tuple[int, ...] | None = None
+    unreadable: str = ""
 
 
 def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
@@ -299,5 +305,24 @@ def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
         for handle in handles:
             handle.remove()
     defaults = set(network.default_layers)
-    rows = [LayerInfo(name, kind, shape, name in defaults) for name, (kind, shape) in shapes.items()]
+    rows = []
+    for name, (kind, shape) in shapes.items():
+        probe = Probe(name)
+        layout = probe_layout(network, probe)
+        row = LayerInfo(name, kind, shape, name in defaults, layout=describe_layout(layout, len(shape)))
+        try:
+            row.map_shape = tuple(as_feature_map(torch.zeros(1, *shape), name, layout).shape[1:])
+        except ReprevalError as exc:
+            row.unreadable = exc.problem
+        rows.append(row)
     return rows, embedding.shape[1]
+
+
+def describe_layout(layout: Layout, dims: int) -> str:
+    """How a tensor with ``dims`` dimensions (batch excluded) is read: ``vector``, ``C×h×w``, ``h×w×C``, or
+    ``tokens 1+4×4`` (prefix tokens + grid)."""
+    if dims == 1:
+        return "vector"
+    if layout.kind == "tokens" and dims == 2 and layout.grid:
+        return f"tokens {layout.prefix_tokens}+{layout.grid[0]}×{layout.grid[1]}"
+    return {"channels_first": "C×h×w", "channels_last": "h×w×C"}.get(layout.kind, layout.kind) if dims == 3 else "?"

@@ -7,6 +7,8 @@ import ctypes
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,6 +21,24 @@ def choose_threads(requested: int | None = None) -> int:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, round(cores - busy_cores(cores))))
+
+
+#: torch threads while training: a float sum split over more threads rounds differently, and a trained model
+#: (and every score of it) must not depend on how busy the machine was when the run chose its threads
+TRAINING_THREADS = 1
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads, then restore the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 #: /proc/stat and this process's CPU time when the CLI started: (all jiffies, idle jiffies, own CPU seconds)

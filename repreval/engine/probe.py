@@ -246,10 +246,13 @@ CHANNELS_FIRST_MODULES = (
 
 
 def probe_layout(network: Network, probe: Probe) -> Layout:
-    """The layout of the tensor ``probe`` reads: channels-first at modules that only work so, else the network's."""
+    """The layout of the tensor ``probe`` reads: channels-first at modules that only work so, else that of the
+    innermost stage declared around the module (``Network.stage_layouts``), else the network's."""
     if isinstance(probe.module(network), CHANNELS_FIRST_MODULES):
         return type(network.layout)()  # the default Layout: channels-first
-    return network.layout
+    name = probe.module_name
+    stages = [stage for stage in network.stage_layouts if name == stage or name.startswith(stage + ".")]
+    return network.stage_layouts[max(stages, key=len)] if stages else network.layout
 
 
 def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) -> Tensor:

@@ -69,7 +69,8 @@ def curve_plot(board: Board, path: Path) -> Path:
     axes.set_xticks(positions, board.columns, rotation=30, ha="right", fontsize=8)
     axes.set_ylabel(board.score)
     axes.set_title(board.title, fontsize=9)
-    axes.legend(fontsize=7, loc="best")
+    if axes.get_legend_handles_labels()[0]:  # nothing to label when no row has a value
+        axes.legend(fontsize=7, loc="best")
     return _save(figure, path)
 
 

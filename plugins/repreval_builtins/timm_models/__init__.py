@@ -6,12 +6,23 @@ from timm's data config. Default probe layers: the stages timm reports in ``feat
 embedding: pooled backbone features (``forward_head(..., pre_logits=True)``).
 
 Options: ``kwargs`` (passed to ``timm.create_model``, e.g. ``{drop_rate: 0}``), ``input_size``
-([C, H, W], overrides the data config: smaller inputs make quick runs).
+([C, H, W], overrides the data config: smaller inputs make quick runs). Models built for a fixed size
+(ViT, Swin, MaxViT, ...) are built for ``input_size`` (timm's ``img_size``); a size a model cannot take is
+refused when the model is built, naming sizes it can.
+
+Layouts: each stage timm lists in ``feature_info`` is read by one forward pass on a zero input and
+declared from what timm says about it: a 4-D tensor whose dim 1 (or, for ``output_fmt`` NHWC, dim 3) has
+the stage's ``num_chs`` is channels-first (channels-last); a [B, N, C] tensor is tokens whose grid is the
+input size over the stage's ``reduction`` and whose extra tokens are the model's ``num_prefix_tokens``.
+Anything else stays undeclared, and probing it is refused at validation.
 """
 
 from __future__ import annotations
 
 from repreval.api import InputSpec, Layout, ModelSource, Network, ReprevalError, hookimpl, suggest
+
+#: Square input sizes tried, near the one asked for, when a model refuses a size
+_CANDIDATE_SIZES = (32, 48, 56, 64, 96, 112, 128, 160, 192, 224, 256, 288, 384)
 
 _OPTIONS = {"kwargs", "input_size"}
 
@@ -63,19 +74,23 @@ class TimmSource(ModelSource):
         _check_options(options)
         if not timm.is_model(name):
             raise ReprevalError(f"timm has no model {name!r}", fix=suggest(name, timm.list_models()))
-        model = timm.create_model(name, pretrained=False, **options.get("kwargs", {}))
+        model = _create(name, options)
+        spec = _input_spec(model, options)
 
         def embed(inputs):
             return model.forward_head(model.forward_features(inputs), pre_logits=True)
 
+        stage_outputs = _stage_outputs(model, name, spec, options)
+        layout = _layout(model)
         return Network(
             module=model,
-            input_spec=_input_spec(model, options),
+            input_spec=spec,
             default_layers=_stage_names(model),
             embed=embed,
             classify=model,
             description=f"timm {name}",
-            layout=_layout(model),
+            layout=layout,
+            stage_layouts=_stage_layouts(model, spec, stage_outputs, layout),
         )
 
     def load_pretrained(self, network: Network, name: str, options: dict) -> None:
@@ -91,9 +106,107 @@ class TimmSource(ModelSource):
         network.module.load_state_dict(published.state_dict())
 
 
+def _create(name: str, options: dict, size: tuple[int, int] | None = None):
+    """timm.create_model, told the input size when one is set and the model takes ``img_size``."""
+    import timm
+
+    kwargs = dict(options.get("kwargs", {}))
+    if size is None and options.get("input_size"):
+        size = (int(options["input_size"][1]), int(options["input_size"][2]))
+    if size is not None and "img_size" not in kwargs:
+        try:
+            return timm.create_model(name, pretrained=False, img_size=size, **kwargs)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _stage_outputs(model, name: str, spec: InputSpec, options: dict) -> dict:
+    """The output of each ``feature_info`` stage on a zero input; a size the model cannot take is refused here,
+    naming sizes it can."""
+    import torch
+
+    modules = dict(model.named_modules())
+    outputs: dict = {}
+    handles = [
+        modules[stage].register_forward_hook(lambda _m, _a, out, stage=stage: outputs.setdefault(stage, out))
+        for stage in _stage_names(model)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()
+            model.forward_head(model.forward_features(torch.zeros(1, *spec.shape)), pre_logits=True)
+    except Exception as exc:  # timm's own checks: assertions, shape errors
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ReprevalError(
+            f"timm model {name!r} cannot take a {spec.height}×{spec.width} input ({cause})",
+            fix=_size_hint(name, options, spec),
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def _size_hint(name: str, options: dict, spec: InputSpec) -> str:
+    """Square sizes the model takes, tried near the requested one and at its default size."""
+    import timm
+    import torch
+
+    requested = max(spec.height, spec.width)
+    nearest = sorted(_CANDIDATE_SIZES, key=lambda size: (abs(size - requested), size))[:5]
+    default = timm.get_pretrained_cfg_value(name, "input_size") or (3, 224, 224)
+    working = []
+    for size in sorted({*nearest, int(default[-1])}):
+        try:
+            model = _create(name, options, (size, size))
+            with torch.no_grad():
+                model.eval()
+                model.forward_features(torch.zeros(1, spec.channels, size, size))
+        except Exception:  # a size it cannot take either
+            continue
+        working.append(size)
+    if not working:
+        return "try its default size (drop input_size)"
+    return "sizes it takes near this one: " + ", ".join(f"input_size=[{spec.channels},{s},{s}]" for s in working)
+
+
+def _stage_layouts(model, spec: InputSpec, outputs: dict, network_layout: Layout) -> dict[str, Layout]:
+    """The layout of each stage whose output differs from the network's (see the module docstring)."""
+    import math
+
+    channels = {info["module"]: info.get("num_chs") for info in getattr(model, "feature_info", None) or []}
+    reductions = {info["module"]: info.get("reduction") for info in getattr(model, "feature_info", None) or []}
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    layouts = {}
+    for stage, value in outputs.items():
+        width = channels.get(stage)
+        shape = tuple(getattr(value, "shape", ()))
+        layout = None
+        if len(shape) == 4 and network_layout.kind == "channels_last" and shape[3] == width:
+            layout = Layout("channels_last")
+        elif len(shape) == 4 and shape[1] == width:
+            layout = Layout()
+        elif len(shape) == 4 and shape[3] == width:
+            layout = Layout("channels_last")
+        elif len(shape) == 3 and shape[2] == width and reductions.get(stage):
+            reduction = reductions[stage]
+            for round_ in (math.ceil, math.floor):
+                grid = (round_(spec.height / reduction), round_(spec.width / reduction))
+                extra = shape[1] - grid[0] * grid[1]
+                if extra in {0, prefix}:
+                    layout = Layout("tokens", prefix_tokens=extra, grid=grid)
+                    break
+        if layout is not None and layout != network_layout:
+            layouts[stage] = layout
+    return layouts
+
+
 def _layout(model) -> Layout:
-    """What timm says about its tensors: ``output_fmt`` NHWC (Swin and kin) is channels-last; a model with
-    prefix tokens and a patch grid (ViT, DeiT, BEiT, EVA) lays its blocks out as tokens; else channels-first."""
+    """The network-wide layout: ``output_fmt`` NHWC (Swin and kin) is channels-last; a model with prefix
+    tokens and a patch grid (ViT, DeiT, BEiT, EVA) lays its blocks out as tokens; else channels-first.
+    Stages that differ are declared by :func:`_stage_layouts`."""
     if getattr(model, "output_fmt", "NCHW") == "NHWC":
         return Layout("channels_last")
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
