@@ -34,6 +34,7 @@ __all__ = [
     "Layout",
     "Network",
     "ImageSet",
+    "TextSet",
     "AttributionMaps",
     "ScoreValues",
     "SaliencyMethod",
@@ -56,7 +57,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a network expects: image size, normalisation, resizing (like timm's data config)."""
+    """What a network expects: image size, normalisation, resizing (like timm's data config); or, with
+    ``tokens`` > 0, token ids [N, tokens] of a text encoder (the image fields are then unused)."""
 
     channels: int
     height: int
@@ -65,11 +67,18 @@ class InputSpec:
     std: tuple[float, ...] = (1.0,)
     interpolation: str = "bilinear"
     crop_pct: float | None = None  # resize to size/crop_pct then centre-crop (timm's eval transform)
+    tokens: int = 0  # > 0: the network reads this many token ids per input (a text encoder)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)``."""
-        return (self.channels, self.height, self.width)
+    def shape(self) -> tuple[int, ...]:
+        """``(channels, height, width)``, or ``(tokens,)`` for a text encoder."""
+        return (self.tokens,) if self.tokens else (self.channels, self.height, self.width)
+
+    def example(self, count: int = 1) -> Tensor:
+        """``count`` all-zero inputs (token id 0 for a text encoder), to trace a network's shapes."""
+        import torch
+
+        return torch.zeros(count, *self.shape, dtype=torch.long if self.tokens else torch.float32)
 
     def normalize(self, images: Tensor) -> Tensor:
         """The network's mean/std normalisation of images in [0, 1] ([N, C, H, W])."""
@@ -86,7 +95,8 @@ class Layout:
 
     ``channels_first`` [B, C, h, w]; ``channels_last`` [B, h, w, C]; ``tokens`` [B, N, C] whose first
     ``prefix_tokens`` (class, register, distillation tokens) are set aside and the rest form a row-major
-    ``grid`` (h, w). A [B, F] vector is read as F channels of a 1×1 map under any layout. Modules that only
+    ``grid`` (h, w), or without a grid a 1×N row (a text encoder's sequence). A [B, F] vector is read as F
+    channels of a 1×1 map under any layout. Modules that only
     work channels-first (Conv2d, BatchNorm2d, 2-D pooling) are read channels-first whatever the network's
     layout."""
 
@@ -113,9 +123,21 @@ class Network:
     classify: Callable[[Tensor], Tensor] | None = None
     description: str = ""
     layout: Layout = Layout()  # how the network's probe tensors are laid out (see Layout)
+    # text encoders: texts -> token ids [N, input_spec.tokens], and noise inputs like given ids (seeded)
+    tokenize: Callable[[Sequence[str]], Tensor] | None = None
+    noise_like: Callable[[Tensor, int], Tensor] | None = None
     # where a stage differs (hierarchical models: a token grid per stage): module name -> the layout of that
     # module and every module inside it; the longest matching name wins
     stage_layouts: dict[str, Layout] = field(default_factory=dict)
+
+
+@dataclass
+class TextSet:
+    """Texts (a text dataset's inputs; the model's tokenizer turns them into token ids), optional labels."""
+
+    texts: list[str]
+    labels: Tensor | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -344,8 +366,8 @@ class DatasetSource:
         """The number of images."""
         raise NotImplementedError
 
-    def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet:
-        """The images at ``indices`` (each in ``[0, size)``), in that order."""
+    def load(self, indices: Sequence[int], target: InputSpec) -> ImageSet | TextSet:
+        """The images (a text dataset: the texts) at ``indices`` (each in ``[0, size)``), in that order."""
         raise NotImplementedError
 
     def describe(self) -> str:

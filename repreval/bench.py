@@ -376,6 +376,7 @@ def run_repreval(images: int, out: Path, data_dir: Path, env: dict) -> float:
 def plain_loop(images: int, threads: int, data_dir: Path) -> tuple[float, dict[tuple[str, str, str], float]]:
     """Noise scores per (variant, layer, method), computed by hand; and the seconds from loading the model on
     (run in its own process by :func:`run_suite_bench`, with glibc's default allocator, as a script would)."""
+    from .api import ImageSet
     from .config import Subset
     from .data import fit_to_input, noise_inputs, normalize, subset_indices
     from .plugins import load_plugins
@@ -396,7 +397,9 @@ def plain_loop(images: int, threads: int, data_dir: Path) -> tuple[float, dict[t
         network = model.trained() if variant == "trained" else model.untrained(0)
         spec = network.input_spec
         chosen = subset_indices(Subset(limit=images, seed=0), folder.size(spec))
-        real = normalize(fit_to_input(folder.load(chosen, spec).images, spec), spec)
+        loaded = folder.load(chosen, spec)
+        assert isinstance(loaded, ImageSet)
+        real = normalize(fit_to_input(loaded.images, spec), spec)
         sets = {
             "real": real,
             "noise": normalize(noise_inputs(len(real), spec, derived_seed(0, "noise-a")), spec),

@@ -273,7 +273,7 @@ def cmd_eval(args) -> int:
     if args.embedding:
         model["embedding"] = args.embedding
     variants = args.variants.split(",") if args.variants else (["trained", "random"] if args.weights else ["random"])
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.model)
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in _short_model_name(args.model))
     data = {
         "name": f"eval-{slug}",
         "seed": args.seed,
@@ -305,6 +305,16 @@ def cmd_eval(args) -> int:
         if exc.where and exc.where.startswith("suite: "):
             exc.where = _eval_flag(exc.where.removeprefix("suite: "), args.model)
         raise ReprevalError(exc.problem, where=exc.where, fix=exc.fix) from None
+
+
+def _short_model_name(spec: str) -> str:
+    """``hf:/a/b/all-MiniLM/model`` -> ``hf:all-MiniLM_model``: a directory-valued name by its last parts."""
+    source, _, name = spec.partition(":")
+    parts = [part for part in name.replace("\\", "/").split("/") if part]
+    if len(parts) < 2:
+        return spec
+    generic = parts[-1] in ("model", "models", "weights")
+    return f"{source}:{parts[-2]}_{parts[-1]}" if generic else f"{source}:{parts[-1]}"
 
 
 #: eval's flags by the suite key they fill (the first matching prefix wins)
@@ -490,7 +500,7 @@ def cmd_layers(args) -> int:
     rows, embedding_size = layer_table(network)
     spec = network.input_spec
     table = Table(
-        title=f"{args.model}: input {spec.channels}×{spec.height}×{spec.width}, embedding D = {embedding_size}",
+        title=f"{args.model}: input {_input_size(spec)}, embedding D = {embedding_size}",
         title_justify="left",
         header_style="bold",
     )
@@ -504,6 +514,10 @@ def cmd_layers(args) -> int:
     table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
     console.print(table)
     return EXIT_OK
+
+
+def _input_size(spec) -> str:
+    return f"{spec.tokens} tokens" if spec.tokens else f"{spec.channels}×{spec.height}×{spec.width}"
 
 
 def cmd_bench(args) -> int:

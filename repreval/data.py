@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .api import DatasetSource, ImageSet, InputSpec, uniform_noise
+from .api import DatasetSource, ImageSet, InputSpec, TextSet, uniform_noise
 from .config import Drift, Subset
 from .errors import ReprevalError
 
@@ -35,8 +35,24 @@ def load_images(
 ) -> ImageSet:
     """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked."""
     data = source.load(subset_indices(subset, source.size(target), where), target)
+    if not isinstance(data, ImageSet):
+        raise ReprevalError("the dataset gives texts, the model reads images", where=where, fix="use an image dataset")
     images = fit_to_input(data.images, target)
     return ImageSet(apply_drift(drift, images) if drift else images, data.labels, data.class_names)
+
+
+def load_texts(
+    source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None
+) -> TextSet:
+    """The subset's texts, for a text encoder (its tokenizer turns them into token ids)."""
+    if drift is not None:
+        raise ReprevalError("drift is defined for images only", where=where, fix="remove 'drift' for a text model")
+    data = source.load(subset_indices(subset, source.size(target), where), target)
+    if not isinstance(data, TextSet):
+        raise ReprevalError(
+            "the dataset gives images, the model reads text", where=where, fix="use a text dataset (text_lines)"
+        )
+    return data
 
 
 def fit_to_input(images: Tensor | list[Tensor], spec: InputSpec) -> Tensor:

@@ -300,7 +300,7 @@ def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
         handles.append(module.register_forward_hook(record))
     try:
         with torch.no_grad():
-            embedding = network.embed(torch.zeros(1, *network.input_spec.shape))
+            embedding = network.embed(network.input_spec.example())
     finally:
         for handle in handles:
             handle.remove()
@@ -323,6 +323,6 @@ def describe_layout(layout: Layout, dims: int) -> str:
     ``tokens 1+4×4`` (prefix tokens + grid)."""
     if dims == 1:
         return "vector"
-    if layout.kind == "tokens" and dims == 2 and layout.grid:
-        return f"tokens {layout.prefix_tokens}+{layout.grid[0]}×{layout.grid[1]}"
+    if layout.kind == "tokens" and dims == 2:
+        return f"tokens {layout.prefix_tokens}+{layout.grid[0]}×{layout.grid[1]}" if layout.grid else "token sequence"
     return {"channels_first": "C×h×w", "channels_last": "h×w×C"}.get(layout.kind, layout.kind) if dims == 3 else "?"

@@ -24,10 +24,11 @@ from .api import (
     InputSpec,
     Network,
     SaliencyMethod,
+    TextSet,
     TrainingContext,
 )
 from .config import PluginChoice, Suite
-from .data import load_images, noise_inputs, normalize
+from .data import load_images, load_texts, noise_inputs, normalize
 from .engine.attribution import component_maps
 from .engine.estimate import sample_components
 from .engine.probe import Probe
@@ -67,21 +68,30 @@ class RunReport:
     seconds: float = 0.0
 
 
+#: the two noise input sets (noise score: real vs ``noise``; its chance level: ``noise`` vs ``noise_b``) and the
+#: names their seeds derive from
+NOISE_SETS = {"noise": "a", "noise_b": "b"}
+
+
 class Inputs:
     """Preprocessed evaluation inputs and noise sets, cached per input spec."""
 
     def __init__(self, suite: Suite, plugins: Plugins, device: torch.device):
         self.suite, self.plugins, self.device = suite, plugins, device
-        self._images: dict[tuple[str, InputSpec], ImageSet] = {}
+        self._images: dict[tuple[str, InputSpec], ImageSet | TextSet] = {}
         self._last_batches: tuple[tuple[str, InputSpec], dict[str, Tensor]] | None = None
 
-    def images(self, dataset: str, spec: InputSpec) -> ImageSet:
+    def images(self, dataset: str, spec: InputSpec) -> ImageSet | TextSet:
+        """The dataset's inputs for networks of ``spec``: images fitted to it, or texts for a text encoder."""
         key = (dataset, spec)
         if key not in self._images:
             config = self.suite.datasets[dataset]
             source = self.plugins.dataset.create(config.kind, config.options)
             where = f"{self.suite.where}: datasets.{dataset}"
-            self._images[key] = load_images(source, config.subset, spec, where, config.drift)
+            if spec.tokens:
+                self._images[key] = load_texts(source, config.subset, spec, where, config.drift)
+            else:
+                self._images[key] = load_images(source, config.subset, spec, where, config.drift)
         return self._images[key]
 
     def batch_source(self, network: Network, dataset: str) -> dict[str, Tensor]:
@@ -90,26 +100,28 @@ class Inputs:
         The last one is kept: consecutive groups (layers, methods) of a dataset share it."""
         spec = network.input_spec
         if self._last_batches is None or self._last_batches[0] != (dataset, spec):
-            real = self.images(dataset, spec).images
-            assert isinstance(real, Tensor)  # load_images fits every image to the spec: one [N, C, H, W] tensor
-            count = len(real)
-            self._last_batches = (
-                (dataset, spec),
-                {
-                    "real": normalize(real, spec).to(self.device),
-                    "noise": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-a")), spec).to(
-                        self.device
-                    ),
-                    "noise_b": normalize(noise_inputs(count, spec, derived_seed(self.suite.seed, "noise-b")), spec).to(
-                        self.device
-                    ),
-                },
-            )
+            data = self.images(dataset, spec)
+            seeds = {name: derived_seed(self.suite.seed, f"noise-{part}") for name, part in NOISE_SETS.items()}
+            if isinstance(data, TextSet):  # token ids; noise: random tokens where the texts have tokens
+                if network.tokenize is None or network.noise_like is None:
+                    raise ReprevalError("the model reads token ids but gives no tokenizer", where=network.description)
+                real = network.tokenize(data.texts)
+                batches = {"real": real, **{name: network.noise_like(real, seed) for name, seed in seeds.items()}}
+            else:
+                images = data.images
+                assert isinstance(images, Tensor)  # load_images fits every image to the spec: one [N, C, H, W] tensor
+                batches = {
+                    "real": normalize(images, spec),
+                    **{name: normalize(noise_inputs(len(images), spec, seed), spec) for name, seed in seeds.items()},
+                }
+            self._last_batches = ((dataset, spec), {name: batch.to(self.device) for name, batch in batches.items()})
         return self._last_batches[1]
 
     def training_data(self, dataset: str):
         def provide(network: Network) -> tuple[ImageSet, Tensor]:
             data = self.images(dataset, network.input_spec)
+            if not isinstance(data, ImageSet):
+                raise ReprevalError("repreval trains image models only", fix="evaluate the text encoder as it is")
             assert isinstance(data.images, Tensor)  # load_images fits every image to the spec: one tensor
             return data, normalize(data.images, network.input_spec)
 

@@ -41,6 +41,7 @@ from .api import (
     Registries,
     SaliencyMethod,
     ScoreValues,
+    TextSet,
     Variant,
 )
 from .errors import ReprevalError, suggest
@@ -451,7 +452,15 @@ def _smoke_dataset(check: Checked, dataset: DatasetSource) -> None:
         check.skipped.append("load(): the dataset is empty")
         return
     loaded = dataset.load([0], DATASET_TARGET)
+    if isinstance(loaded, TextSet):
+        check.expect(
+            len(loaded.texts) == 1 and isinstance(loaded.texts[0], str),
+            f"load([0]) returned {len(loaded.texts)} texts, expected one string",
+        )
+        return
     check.expect(isinstance(loaded, ImageSet), f"load([0]) returned a {type(loaded).__name__}, not an ImageSet")
+    if not isinstance(loaded, ImageSet):
+        return
     check.expect(len(loaded) == 1, f"load([0]) returned {len(loaded)} images, expected 1")
     image = loaded.images[0]
     check.expect(
@@ -523,7 +532,7 @@ def _expect_embeds(check: Checked, network: Network, what: str) -> None:
         isinstance(network.input_spec, InputSpec), f"{what} gave input_spec {network.input_spec!r}, not an InputSpec"
     )
     with torch.no_grad():
-        z = network.embed(torch.zeros(1, *network.input_spec.shape))
+        z = network.embed(network.input_spec.example())
     check.expect(
         _shape(z)[:1] == [1] and len(_shape(z)) == 2,
         f"{what}: embed() of one input gave shape {_shape(z)}, expected [1, D]",

@@ -54,11 +54,12 @@ BUILTIN_PLUGINS = {
     "aggregators": {"aggregator": ["mean", "abs", "var", "skew", "max", "topk_mean"]},
     "scores": {"score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]},
     "variants": {"variant": ["trained", "random", "randomize_layer", "cascade"]},
-    "datasets": {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]},
+    "datasets": {"dataset": ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]},
     "timm": {"model_source": ["timm"]},
     "cifar_resnets": {"model_source": ["cifar"]},
     "autoencoders": {"model_source": ["ae"]},
     "torch_factory": {"model_source": ["torch"]},
+    "hf_text": {"model_source": ["hf"]},
 }
 
 
@@ -171,8 +172,8 @@ def test_plugins_table(capsys):
     [
         ("scores", ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]),
         ("aggregators", ["mean", "abs", "var", "skew", "max", "topk_mean"]),
-        ("models", ["ae", "cifar", "timm", "torch"]),
-        ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise"]),
+        ("models", ["ae", "cifar", "hf", "timm", "torch"]),
+        ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]),
         ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
         ("variants", ["trained", "random", "randomize_layer", "cascade"]),
     ],

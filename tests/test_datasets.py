@@ -64,7 +64,7 @@ def write_idx(path: Path, array: np.ndarray, type_code: int) -> None:
 
 
 def test_every_dataset_is_registered_by_the_datasets_plugin(plugins):
-    assert plugins.dataset.names() == ["digits", "image_files", "image_folder", "mnist", "noise"]
+    assert plugins.dataset.names() == ["digits", "image_files", "image_folder", "mnist", "noise", "text_lines"]
     assert {entry.plugin for entry in plugins.dataset} == {"datasets"}
 
 

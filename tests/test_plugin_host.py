@@ -222,13 +222,14 @@ def test_plugin_info_records_distribution_version_and_registrations():
         "cifar_resnets",
         "autoencoders",
         "torch_factory",
+        "hf_text",
     }
     assert all(info.version == release for info in builtins.values())
     assert plugins.info["scores"].registered == {
         "score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]
     }
     assert plugins.info["datasets"].registered == {
-        "dataset": ["digits", "mnist", "image_folder", "image_files", "noise"]
+        "dataset": ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]
     }
 
     good = plugins.info["GoodPlugin"]

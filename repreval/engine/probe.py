@@ -259,6 +259,11 @@ def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) 
     """[B, C, h, w] view of a probe's tensor laid out as ``layout`` (default channels-first); vectors [B, F]
     become [B, F, 1, 1]. A tensor that does not fit its layout is refused, never reinterpreted."""
     kind = layout.kind if layout is not None else "channels_first"
+    if not activation.is_floating_point():
+        raise ReprevalError(
+            f"probe {spec!r} gives {activation.dtype} values (token ids?), not activations",
+            fix="probe a layer after the embedding lookup (`repreval layers MODEL`)",
+        )
     if activation.dim() == 2:
         return activation[:, :, None, None]
     if activation.dim() == 4 and kind == "channels_first":
@@ -270,8 +275,14 @@ def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) 
         tokens = activation[:, layout.prefix_tokens :]
         if tokens.shape[1] == height * width:
             return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+    if activation.dim() == 3 and kind == "tokens" and layout is not None and layout.grid is None:
+        return activation[:, layout.prefix_tokens :].transpose(1, 2)[:, :, None, :]  # a 1×N row per channel
     expected = {"channels_first": "[B, C, h, w]", "channels_last": "[B, h, w, C]", "tokens": "[B, N, C] tokens"}
-    grid = f" ({layout.prefix_tokens} prefix tokens + a {layout.grid} grid)" if kind == "tokens" and layout else ""
+    grid = ""
+    if kind == "tokens" and layout is not None:
+        grid = f" ({layout.prefix_tokens} prefix tokens + " + (
+            f"a {layout.grid} grid)" if layout.grid else "a sequence)"
+        )
     raise ReprevalError(
         f"probe {spec!r} gives a tensor of shape {tuple(activation.shape)}, but the model lays its tensors out "
         f"as {expected.get(kind, kind)}{grid} (or vectors [B, F])",
@@ -298,7 +309,7 @@ def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, Repreval
             handles.append(module.register_forward_hook(lambda _m, _a, out, p=probe: seen.setdefault(p, out)))
     try:
         with torch.no_grad():
-            network.embed(torch.zeros(1, *network.input_spec.shape))
+            network.embed(network.input_spec.example())
     finally:
         for handle in handles:
             handle.remove()
@@ -312,3 +323,10 @@ def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, Repreval
         except ReprevalError as exc:
             problems[probe] = exc
     return problems
+
+
+def input_leaf(inputs: Tensor) -> Tensor:
+    """A copy of the inputs that starts a graph even where no parameter needs one; token ids (integers) cannot
+    carry gradients and start it at the embedding lookup instead."""
+    leaf = inputs.detach().clone()
+    return leaf.requires_grad_(True) if leaf.is_floating_point() else leaf

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..api import Aggregator, Network, SaliencyMethod
 from .core import zero_rounding_noise
-from .probe import Probe, as_feature_map, gradient_feature_map, probe_layout
+from .probe import Probe, as_feature_map, gradient_feature_map, input_leaf, probe_layout
 
 
 def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -36,7 +36,7 @@ def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Ten
         handle = module.register_forward_hook(lambda _m, _a, output: keep(output))
     try:
         with torch.enable_grad():
-            leaf = inputs.detach().clone().requires_grad_(True)  # a graph even when no parameter needs one
+            leaf = input_leaf(inputs)
             embedding = network.embed(leaf)
     finally:
         handle.remove()

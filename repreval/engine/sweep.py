@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from ..config import DEFAULT_MEMORY_BUDGET, Smoothing
 from ..errors import ReprevalError, UnknownNameError
 from .core import _activation_bytes, _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
-from .probe import Probe, as_feature_map, gradient_feature_map, locate_producers, probe_layout
+from .probe import Probe, as_feature_map, gradient_feature_map, input_leaf, locate_producers, probe_layout
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Aggregator, Network, SaliencyMethod
@@ -131,7 +131,7 @@ def sweep_mean_maps(
 def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor) -> tuple[dict[Probe, Tensor], Tensor]:
     """One forward pass with a graph: (the tensor at each probe, as produced, the embedding [B, D])."""
     producers = _input_producers(network, probes, inputs)
-    leaf = inputs.detach().clone().requires_grad_(True)  # a graph even where no parameter needs one
+    leaf = input_leaf(inputs)
     taps: dict[Probe, Tensor] = {}
     clone_at: dict[int, list[tuple[int | None, Probe]]] = {}
     for probe, producer in producers.items():

@@ -59,6 +59,14 @@ def existing_directory(path: Path, option: str, dataset: str) -> Path:
     raise ReprevalError(f"{dataset}: {option} {str(path)!r} {problem}", fix=f"point '{option}' at a directory")
 
 
+def existing_file(path: Path, option: str, dataset: str) -> Path:
+    """``path`` if it is a file; a ReprevalError saying what is there instead otherwise."""
+    if path.is_file():
+        return path
+    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+    raise ReprevalError(f"{dataset}: {option} {str(path)!r} {problem}", fix=f"point '{option}' at a file")
+
+
 def check_indices(indices: Sequence[int], size: int) -> list[int]:
     """``indices`` as ints; IndexError for any outside ``[0, size)`` (negative ones do not wrap)."""
     checked = [int(i) for i in indices]

@@ -52,7 +52,7 @@ def weight_layers(network: Network) -> list[str]:
             )
     try:
         with torch.no_grad():
-            (network.classify or network.embed)(torch.zeros(1, *network.input_spec.shape))
+            (network.classify or network.embed)(network.input_spec.example())
     finally:
         for handle in handles:
             handle.remove()

@@ -1,0 +1,154 @@
+"""Model source ``hf:<directory>``: a Hugging Face ``transformers`` text encoder saved in a local directory.
+
+``transformers`` loads the model and its tokenizer (``pip install transformers``; nothing is downloaded: the
+directory must hold ``config.json``, the tokenizer files and, for the trained variant, the weights). A random
+twin is built from the same config, seeded. ``weights: hub`` loads the directory's own weights (a
+``model.safetensors`` path works too).
+
+Inputs: each text becomes exactly ``length`` token ids (option, default 16: ``[CLS]``, the first
+``length - 2`` word pieces, ``[SEP]``); a text with fewer tokens is refused (padding would give positions
+whose maps are zero by construction), naming it. Noise inputs: every non-special token replaced by a
+uniformly drawn non-special token of the vocabulary (seeded), so a noise text has the same length and the
+same special tokens. The embedding is the model's own pooling as its sentence-transformers files declare
+it (``1_Pooling``: mean or CLS token; ``Normalize``: L2), mean pooling without them. Probe layers: the
+encoder blocks (default: all), read as tokens: each map is a 1×N row over the text's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from repreval.api import InputSpec, Layout, ModelSource, Network, PluginOptionError, ReprevalError, hookimpl
+
+_OPTIONS = {"length"}
+
+
+class HuggingFaceText(ModelSource):
+    """A transformers text encoder from a local directory (hf:PATH)."""
+
+    name = "hf"
+
+    def model_names(self):
+        return []
+
+    def build(self, name: str, options: dict, seed: int) -> Network:
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise PluginOptionError(f"unknown hf option {unknown[0]!r}; the option is: length")
+        length = options.get("length", 16)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 3:
+            raise PluginOptionError(f"'length' must be an integer of at least 3 tokens, got {length!r}")
+        directory = _model_directory(name)
+        transformers = _transformers()
+        config = transformers.AutoConfig.from_pretrained(directory)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        model = transformers.AutoModel.from_config(config, attn_implementation="eager").eval()
+        pooling, normalize = _pooling(directory)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        def embed(ids):
+            import torch
+
+            mask = (ids != pad).long()
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                weights = mask[..., None].to(hidden.dtype)
+                pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+        blocks = tuple(f"encoder.layer.{i}" for i in range(int(getattr(config, "num_hidden_layers", 0))))
+        modules = dict(model.named_modules())
+        return Network(
+            module=model,
+            input_spec=InputSpec(channels=1, height=1, width=length, tokens=length),
+            default_layers=tuple(block for block in blocks if block in modules),
+            embed=embed,
+            description=f"hf {directory.name} ({type(model).__name__}, {length} tokens, {pooling} pooling)",
+            layout=Layout("tokens"),  # [B, N, C], no prefix set aside, no grid: 1×N maps
+            tokenize=lambda texts: _tokenize(tokenizer, texts, length),
+            noise_like=lambda ids, noise_seed: _noise_like(tokenizer, ids, noise_seed),
+        )
+
+    def load_pretrained(self, network: Network, name: str, options: dict) -> None:
+        published = _transformers().AutoModel.from_pretrained(_model_directory(name), attn_implementation="eager")
+        network.module.load_state_dict(published.state_dict())
+
+    def convert_state_dict(self, state_dict: dict, network: Network) -> dict:
+        """Drop buffers a checkpoint keeps but this transformers version does not (``position_ids``)."""
+        own = network.module.state_dict()
+        return {key: value for key, value in state_dict.items() if key in own or not key.endswith("position_ids")}
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ReprevalError(
+            "the hf model source needs the transformers library", fix="pip install transformers"
+        ) from None
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    return transformers
+
+
+def _model_directory(name: str) -> Path:
+    directory = Path(name).expanduser()
+    if not (directory / "config.json").is_file():
+        raise ReprevalError(
+            f"hf: {name!r} is not a model directory (no config.json)",
+            fix="name a local directory saved by transformers, e.g. hf:path/to/all-MiniLM-L6-v2",
+        )
+    return directory
+
+
+def _pooling(directory: Path) -> tuple[str, bool]:
+    """(``mean`` or ``cls``, L2-normalise?) from the sentence-transformers files, if any."""
+    pooling, normalize = "mean", False
+    config = directory / "1_Pooling" / "config.json"
+    if config.is_file():
+        settings = json.loads(config.read_text())
+        if settings.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif not settings.get("pooling_mode_mean_tokens", True):
+            raise ReprevalError(
+                f"hf: {directory.name} pools in a way repreval does not implement ({config})",
+                fix="use a model with mean or CLS-token pooling",
+            )
+    modules = directory / "modules.json"
+    if modules.is_file():
+        normalize = any("Normalize" in str(module.get("type", "")) for module in json.loads(modules.read_text()))
+    return pooling, normalize
+
+
+def _tokenize(tokenizer, texts: Sequence[str], length: int):
+    encoded = tokenizer(list(texts), truncation=True, max_length=length, padding="max_length", return_tensors="pt")
+    ids = encoded["input_ids"]
+    short = (encoded["attention_mask"].sum(dim=1) < length).nonzero().flatten().tolist()
+    if short:
+        text = texts[short[0]]
+        raise ReprevalError(
+            f"{len(short)} of {len(texts)} texts are shorter than {length} tokens, e.g. {text[:60]!r}",
+            fix="use longer texts or a smaller 'length' option (--option length=N)",
+        )
+    return ids
+
+
+def _noise_like(tokenizer, ids, seed: int):
+    import torch
+
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    vocabulary = torch.arange(tokenizer.vocab_size)
+    ordinary = vocabulary[~torch.isin(vocabulary, special)]
+    generator = torch.Generator().manual_seed(seed)
+    drawn = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator)]
+    return torch.where(torch.isin(ids, special), ids, drawn)
+
+
+@hookimpl
+def register_model_sources(register):
+    """Register the ``hf`` model source."""
+    register(HuggingFaceText)
