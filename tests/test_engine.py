@@ -170,3 +170,28 @@ def test_one_backward_mean_map_equals_mean_of_component_maps(resnet20, plugins, 
     assert (fast - components.mean(dim=1)).abs().max().item() <= TOLERANCE
     with pytest.raises(ValueError, match="not linear"):
         mean_map(network, probe, inputs, plugins.saliency.create("grad_cam"))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 64])
+def test_the_cpu_trial_of_plain_and_vmapped_passes_works_at_any_chunk_size(chunk_size):
+    """The trial times both ways on the first rows; a memory budget that allows one row per chunk once made it
+    time zero rows. Every way gives the same maps."""
+    from torch import nn
+
+    from repreval.api import InputSpec, Network
+    from repreval.engine import sweep
+    from repreval.engine.probe import Probe
+    from repreval.engine.sweep import MapRequest, sweep_maps
+    from repreval.plugins import load_plugins
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 40, 3, padding=1)).eval()
+    network = Network(module, InputSpec(3, 6, 6), ("0",), embed=lambda x: module(x).mean(dim=(-2, -1)))
+    plugins = load_plugins()
+    requests = [MapRequest(Probe("0"), plugins.saliency.create("gradients"), plugins.aggregator.create("abs"))]
+    inputs = torch.rand(2, 3, 6, 6)
+    sweep._decisions.clear()
+    tried = sweep_maps(network, requests, inputs, chunk_size=chunk_size)[requests[0]]
+    plain = sweep_maps(network, requests, inputs, chunk_size=chunk_size, batched=False)[requests[0]]
+    assert tried.shape == (2, 40, 6, 6)
+    assert torch.equal(tried, plain)

@@ -273,11 +273,11 @@ def _component_gradients(
         batched = True
     elif batched is None and decision_key in _decisions:
         batched = _decisions[decision_key]
-    elif batched is None and len(index) < 2 + rows // 2 + 2 * rows:  # too few rows to time: one or two chunks
+    elif batched is None and len(index) < 2 + max(1, rows // 2) + 2 * rows:  # too few rows to time
         batched = True
     elif batched is None:
         timings = {}
-        for mode, warm, timed in ((False, 2, rows // 2), (True, rows, rows)):
+        for mode, warm, timed in ((False, 2, max(1, rows // 2)), (True, rows, rows)):
             for count, timing in ((warm, False), (timed, True)):
                 selected = index[start : start + count]
                 began = time.perf_counter()
