@@ -92,7 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--saliency", default="gradients,activations_x_gradients,grad_cam", help="comma-separated saliency methods"
     )
-    evaluate.add_argument("--scores", default="noise_score,variance_score", help="comma-separated scores")
+    evaluate.add_argument(
+        "--scores",
+        default="noise_score,variance_score",
+        help="comma-separated scores; linear_probe and classifier_accuracy use --probe-data",
+    )
+    evaluate.add_argument(
+        "--probe-data",
+        metavar="KIND[:PATH]",
+        help="labelled dataset for linear_probe (fit on one split, scored on another) and classifier_accuracy "
+        "(the second split); default: --data",
+    )
+    evaluate.add_argument(
+        "--probe-limit", type=int, default=500, help="inputs in each of the two downstream splits (default 500)"
+    )
     evaluate.add_argument(
         "--variants", help="comma-separated variants (default: trained,random with weights, else random)"
     )
@@ -228,6 +241,14 @@ def _plugins(args):
     return load_plugins(block=args.block)
 
 
+def _local_modules(suite: str | Path | None = None) -> None:
+    """Let models name modules beside the suite file or in the working directory (``torch:mynet:build``)
+    without PYTHONPATH, as ``python script.py`` does for its own directory."""
+    for folder in (Path.cwd(), Path(suite).resolve().parent if suite else None):
+        if folder is not None and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
 def _key_value(items: list[str]) -> dict:
     options = {}
     for item in items:
@@ -240,6 +261,7 @@ def _key_value(items: list[str]) -> dict:
 
 def cmd_run(args) -> int:
     """``repreval run SUITE``: apply ``--seed``/``--weights`` to the suite, run it, show its leaderboards."""
+    _local_modules(args.suite)
     from .suite import resolve_includes
 
     data = resolve_includes(Path(args.suite))
@@ -260,10 +282,20 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     """``repreval eval MODEL``: run a one-model suite built from the command-line options."""
-    kind, _, path = args.data.partition(":")
-    dataset = {"kind": kind, "limit": args.limit}
-    if path:
-        dataset["options"] = {"paths" if kind == "image_files" else "path": path}
+    _local_modules()
+    datasets = {"inputs": _dataset_arg(args.data, limit=args.limit)}
+    scores: list = args.scores.split(",")
+    if {"linear_probe", "classifier_accuracy"} & set(scores):  # two disjoint splits of one permutation
+        if args.probe_limit < 1:
+            raise ReprevalError(f"--probe-limit must be at least 1, got {args.probe_limit}")
+        probe = args.probe_data or args.data
+        datasets["probe_train"] = _dataset_arg(probe, limit=args.probe_limit, seed=0)
+        datasets["probe_test"] = _dataset_arg(probe, limit=args.probe_limit, skip=args.probe_limit, seed=0)
+        downstream = {
+            "linear_probe": {"linear_probe": {"train": "probe_train", "test": "probe_test"}},
+            "classifier_accuracy": {"classifier_accuracy": {"dataset": "probe_test"}},
+        }
+        scores = [downstream.get(score, score) for score in scores]
     model = {"model": args.model, "options": _key_value(args.option)}
     if args.weights:
         model["weights"] = args.weights
@@ -277,7 +309,7 @@ def cmd_eval(args) -> int:
     data = {
         "name": f"eval-{slug}",
         "seed": args.seed,
-        "datasets": {"inputs": dataset},
+        "datasets": datasets,
         "models": {slug: model},
         "variants": variants,
         "evaluation": {
@@ -286,7 +318,7 @@ def cmd_eval(args) -> int:
             "channel_aggregators": ["abs"],
             # var over components is what the variance score reads; sampled estimates exist for means only
             "embedding_aggregators": ["mean", "var"] if "variance_score" in args.scores.split(",") else ["mean"],
-            "scores": args.scores.split(","),
+            "scores": scores,
             **{
                 key: value
                 for key, value in (
@@ -307,6 +339,15 @@ def cmd_eval(args) -> int:
         raise ReprevalError(exc.problem, where=exc.where, fix=exc.fix) from None
 
 
+def _dataset_arg(text: str, **subset) -> dict:
+    """``KIND[:PATH]`` (as --data takes it) as a suite dataset entry with the given subset keys."""
+    kind, _, path = text.partition(":")
+    dataset: dict = {"kind": kind, **subset}
+    if path:
+        dataset["options"] = {"paths" if kind == "image_files" else "path": path}
+    return dataset
+
+
 def _short_model_name(spec: str) -> str:
     """``hf:/a/b/all-MiniLM/model`` -> ``hf:all-MiniLM_model``: a directory-valued name by its last parts."""
     source, _, name = spec.partition(":")
@@ -324,6 +365,7 @@ _EVAL_FLAGS = (
     ("models.*.embedding", "--embedding"),
     ("models.*.options", "--option"),
     ("models.", "{model}"),
+    ("datasets.probe_", "--probe-data"),
     ("datasets.", "--data"),
     ("variants", "--variants"),
     ("evaluation.saliency", "--saliency"),
@@ -412,6 +454,7 @@ def _run(data: dict, args, path: Path | None) -> int:
 
 def cmd_validate(args) -> int:
     """``repreval validate SUITE``: parse the suite and plan its units without computing anything."""
+    _local_modules(args.suite)
     from .plan import make_plan
     from .suite import load_suite
 
@@ -482,6 +525,7 @@ def cmd_list(args) -> int:
 
 def cmd_layers(args) -> int:
     """``repreval layers MODEL``: the probe layers of the untrained model with their output shapes."""
+    _local_modules()
     from .config import ModelConfig
     from .models import Model, layer_table
     from .suite import split_model_spec

@@ -706,3 +706,48 @@ def test_bench_suite_scenario_agrees_with_the_hand_written_loop(capsys):
     result = json.loads(stdout)
     assert result["cells"] == 36 and result["max_difference"] < 1e-5
     assert result["repreval_seconds"] > 0 and result["loop_seconds"] > 0
+
+
+def test_torch_models_import_from_beside_the_suite_or_the_working_directory(tmp_path):
+    """The `repreval` console script (not `python -m`, which puts the working directory on sys.path itself)."""
+    (tmp_path / "mynet.py").write_text(
+        "from torch import nn\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    )
+    (tmp_path / "suite.yaml").write_text(
+        "name: local\ndatasets: {d: {kind: digits, limit: 2}}\n"
+        "models: {m: {model: 'torch:mynet:build', options: {input_size: [3, 16, 16]}, layers: ['0']}}\n"
+        "variants: [random]\nevaluation: {dataset: d, saliency: [gradients], channel_aggregators: [abs],"
+        " embedding_aggregators: [mean], scores: [noise_score]}\n"
+    )
+    script = Path(sys.executable).parent / "repreval"
+    env = {**os.environ, "PYTHONPATH": ""}
+    beside = subprocess.run([script, "validate", tmp_path / "suite.yaml"], capture_output=True, text=True, env=env)
+    assert beside.returncode == 0, beside.stderr
+    here = subprocess.run(
+        [script, "layers", "torch:mynet:build", "--option", "input_size=[3,16,16]"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    assert "Conv2d" in here.stdout
+
+
+def test_eval_runs_downstream_scores_on_two_splits_without_a_suite(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli(
+        capsys, "eval", "ae:classifier", "--data", "digits", "--limit", "2", "--scores",
+        "linear_probe,classifier_accuracy", "--probe-limit", "200", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    found = by_coordinates(records(out))
+    scores = {key[-1] for key in found}
+    assert scores == {
+        "linear_probe[test=probe_test,train=probe_train].top1",
+        "linear_probe[test=probe_test,train=probe_train].top5",
+        "classifier_accuracy[dataset=probe_test].top1",
+        "classifier_accuracy[dataset=probe_test].top5",
+    }
+    assert all(0.0 <= r["value"] <= 1.0 for r in found.values())
+    code, _, err = cli(capsys, "eval", "ae:classifier", "--scores", "linear_probe", "--probe-data", "mnist:/nope")
+    assert code == 2 and "--probe-data" in err
