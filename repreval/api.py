@@ -98,13 +98,14 @@ class Layout:
     ``grid`` (h, w), or without a grid a 1×N row (a text encoder's sequence). A [B, F] vector is read as F
     channels of a 1×1 map under any layout. Modules that only
     work channels-first (Conv2d, BatchNorm2d, 2-D pooling) are read channels-first whatever the network's
-    layout."""
+    layout. ``undeclared``: the model cannot say (e.g. an activation inside a block that mixes layouts);
+    probing such a layer is refused."""
 
     kind: str = "channels_first"
     prefix_tokens: int = 0
     grid: tuple[int, int] | None = None
 
-    KINDS: ClassVar[tuple[str, ...]] = ("channels_first", "channels_last", "tokens")
+    KINDS: ClassVar[tuple[str, ...]] = ("channels_first", "channels_last", "tokens", "undeclared")
 
 
 @dataclass

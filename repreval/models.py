@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .api import ImageSet, Layout, ModelHandle, ModelSource, Network, TrainingContext
 from .config import ModelConfig
-from .engine.probe import Probe, as_feature_map, probe_layout
+from .engine.probe import Probe, as_feature_map, not_per_input, probe_layout
 from .errors import ReprevalError, suggest
 from .resources import TRAINING_THREADS, torch_threads
 
@@ -288,6 +288,7 @@ class LayerInfo:
 def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
     """Every module reached while computing the embedding, in execution order, and the embedding size."""
     shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
+    per_input_failures: dict[str, ReprevalError] = {}
     handles = []
     for name, module in network.module.named_modules():
         if not name:
@@ -296,6 +297,8 @@ def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
         def record(_m, _i, output, name=name, module=module):
             if isinstance(output, Tensor) and name not in shapes:
                 shapes[name] = (type(module).__name__, tuple(output.shape[1:]))
+                if output.dim() and output.shape[0] != 1:
+                    per_input_failures[name] = not_per_input(name, output)
 
         handles.append(module.register_forward_hook(record))
     try:
@@ -311,6 +314,8 @@ def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
         layout = probe_layout(network, probe)
         row = LayerInfo(name, kind, shape, name in defaults, layout=describe_layout(layout, len(shape)))
         try:
+            if name in per_input_failures:
+                raise per_input_failures[name]
             row.map_shape = tuple(as_feature_map(torch.zeros(1, *shape), name, layout).shape[1:])
         except ReprevalError as exc:
             row.unreadable = exc.problem

@@ -156,3 +156,44 @@ def test_swin_stages_are_declared_channels_last(plugins):
     network = _network(plugins, "swin_tiny_patch4_window7_224", 112)
     for stage in ("layers.0", "layers.3"):
         assert probe_layout(network, Probe.parse(stage)).kind == "channels_last"
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("convnext_tiny", "stages.1.blocks.0.norm"),  # ConvNeXt permutes to NHWC for its LayerNorm and MLP
+        ("convnext_tiny", "stages.1.blocks.0.mlp.fc1"),
+        ("maxvit_nano_rw_256", "stages.1.blocks.0.attn_block.norm1"),  # MaxViT's attention blocks run NHWC
+        ("maxvit_nano_rw_256", "stages.1.blocks.0.attn_block.mlp.act"),
+    ],
+)
+def test_channels_last_layers_inside_channels_first_models(plugins, name, layer, one_thread):
+    """Layers a CNN runs channels-last inside its blocks are read as [B, h, w, C]: maps equal autograd's."""
+    torch.manual_seed(0)
+    network = _network(plugins, name, 64)
+    network.module.eval()
+    assert probe_layout(network, Probe.parse(layer)).kind == "channels_last"
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        components = network.embed(image)[0].abs().topk(2).indices
+    method = plugins.saliency.create("activations_x_gradients")
+    request = MapRequest(Probe.parse(layer), method, plugins.aggregator.create("abs"))
+    got = sweep_maps(network, [request], image, components=components)[request]
+    expected = _oracle_map(*_oracle(network, layer, "hwc", image, components), "activations_x_gradients")
+    assert got.shape == expected.shape
+    assert ((got - expected).abs().max() / expected.abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "why"),
+    [
+        ("convnext_tiny", "stages.1.blocks.0.drop_path", "does not declare how this layer's tensor is laid out"),
+        ("maxvit_nano_rw_256", "stages.1.blocks.0.attn_block.attn.qkv", "mixes inputs with windows or heads"),
+    ],
+)
+def test_layers_without_a_map_per_input_are_refused_at_validate(plugins, name, layer, why):
+    from repreval.engine.probe import check_layouts
+
+    network = _network(plugins, name, 64)
+    problems = check_layouts(network, [Probe.parse(layer)])
+    assert why in str(problems[Probe.parse(layer)])

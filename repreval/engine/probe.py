@@ -259,6 +259,12 @@ def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) 
     """[B, C, h, w] view of a probe's tensor laid out as ``layout`` (default channels-first); vectors [B, F]
     become [B, F, 1, 1]. A tensor that does not fit its layout is refused, never reinterpreted."""
     kind = layout.kind if layout is not None else "channels_first"
+    if kind == "undeclared":
+        raise ReprevalError(
+            f"probe {spec!r}: the model does not declare how this layer's tensor is laid out (channels-first and "
+            "channels-last tensors mix around it)",
+            fix="probe the enclosing block or a stage (`repreval layers MODEL` shows the readable layers)",
+        )
     if not activation.is_floating_point():
         raise ReprevalError(
             f"probe {spec!r} gives {activation.dtype} values (token ids?), not activations",
@@ -297,6 +303,15 @@ def gradient_feature_map(gradient: Tensor, spec: str, layout: Layout | None = No
     return flat.reshape(rows, batch, *flat.shape[1:])
 
 
+def not_per_input(spec: str, value: Tensor) -> ReprevalError:
+    """The error for a tensor whose first dimension is not the batch (window partitions, flattened heads)."""
+    return ReprevalError(
+        f"probe {spec!r} gives a tensor of shape {tuple(value.shape)} for one input: its first dimension mixes "
+        "inputs with windows or heads, so it has no map per input",
+        fix="probe the enclosing block or a stage (`repreval layers MODEL` shows the readable layers)",
+    )
+
+
 def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, ReprevalError]:
     """One forward pass on a zero input: for each probe whose tensor does not fit its layout, the error."""
     seen: dict[Probe, Tensor] = {}
@@ -317,6 +332,9 @@ def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, Repreval
     for probe, value in seen.items():
         if not isinstance(value, Tensor):
             problems[probe] = ReprevalError(f"probe {probe.spec!r} sees a {type(value).__name__}, not a tensor")
+            continue
+        if value.dim() and value.shape[0] != 1:
+            problems[probe] = not_per_input(probe.spec, value)
             continue
         try:
             as_feature_map(value, probe.spec, probe_layout(network, probe))

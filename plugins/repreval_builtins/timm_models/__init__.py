@@ -80,8 +80,10 @@ class TimmSource(ModelSource):
         def embed(inputs):
             return model.forward_head(model.forward_features(inputs), pre_logits=True)
 
-        stage_outputs = _stage_outputs(model, name, spec, options)
+        outputs = _stage_outputs(model, name, spec, options)
         layout = _layout(model)
+        shapes = {module: tuple(getattr(out, "shape", out)) for module, out in outputs.items()}
+        stage_layouts = {**_module_layouts(model, shapes, layout), **_stage_layouts(model, spec, outputs, layout)}
         return Network(
             module=model,
             input_spec=spec,
@@ -90,7 +92,7 @@ class TimmSource(ModelSource):
             classify=model,
             description=f"timm {name}",
             layout=layout,
-            stage_layouts=_stage_layouts(model, spec, stage_outputs, layout),
+            stage_layouts=stage_layouts,
         )
 
     def load_pretrained(self, network: Network, name: str, options: dict) -> None:
@@ -123,15 +125,21 @@ def _create(name: str, options: dict, size: tuple[int, int] | None = None):
 
 
 def _stage_outputs(model, name: str, spec: InputSpec, options: dict) -> dict:
-    """The output of each ``feature_info`` stage on a zero input; a size the model cannot take is refused here,
-    naming sizes it can."""
+    """On a zero input, the output of each ``feature_info`` stage and the output shape of every other module;
+    a size the model cannot take is refused here, naming sizes it can."""
     import torch
 
-    modules = dict(model.named_modules())
-    outputs: dict = {}
+    outputs: dict = {}  # every module's first output: stages' tensors, the others' shapes
+
+    def record(_module, _args, out, name):
+        if name not in outputs:
+            outputs[name] = out if name in stages else tuple(getattr(out, "shape", ()))
+
+    stages = set(_stage_names(model))
     handles = [
-        modules[stage].register_forward_hook(lambda _m, _a, out, stage=stage: outputs.setdefault(stage, out))
-        for stage in _stage_names(model)
+        module.register_forward_hook(lambda m, a, out, name=name: record(m, a, out, name))
+        for name, module in model.named_modules()
+        if name
     ]
     try:
         with torch.no_grad():
@@ -170,6 +178,55 @@ def _size_hint(name: str, options: dict, spec: InputSpec) -> str:
     if not working:
         return "try its default size (drop input_size)"
     return "sizes it takes near this one: " + ", ".join(f"input_size=[{spec.channels},{s},{s}]" for s in working)
+
+
+def _module_layouts(model, shapes: dict, network_layout: Layout) -> dict[str, Layout]:
+    """The layout of every module with a 4-D output, from what its type computes, where it differs from the
+    network's: convolutions, 2-D batch norms and pooling are channels-first; ``nn.Linear`` and (not 2-D)
+    ``nn.LayerNorm`` act on the last dimension, so their 4-D outputs are channels-last (ConvNeXt's and MaxViT's
+    blocks permute to them inside). A module without such a type takes the one kind its sub-modules compute;
+    a block mixing both returns the network's layout (timm's blocks permute back); an activation or identity
+    directly inside such a mixed block cannot be told and is left undeclared (probing it is refused)."""
+    from torch import nn
+
+    channels_first = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    modules = dict(model.named_modules())
+
+    def typed(name: str) -> str | None:
+        module = modules[name]
+        if isinstance(module, channels_first):
+            return "channels_first"
+        if isinstance(module, nn.Linear) or (
+            isinstance(module, nn.LayerNorm) and "2d" not in type(module).__name__.lower()
+        ):
+            return "channels_last"
+        return None
+
+    four_d = [name for name, shape in shapes.items() if len(shape) == 4]
+    below: dict[str, set[str]] = {}  # module -> the kinds computed by typed 4-D modules inside it (itself too)
+    for name in four_d:
+        kind = typed(name)
+        if kind:
+            parts = name.split(".")
+            for depth in range(len(parts) + 1):
+                below.setdefault(".".join(parts[:depth]), set()).add(kind)
+    layouts = {}
+    for name in four_d:
+        kinds = below.get(name, set())
+        if len(kinds) == 1:
+            kind = next(iter(kinds))
+        elif kinds:
+            kind = network_layout.kind
+        else:
+            ancestor = name
+            while ancestor and not below.get(ancestor):
+                ancestor = ancestor.rpartition(".")[0]
+            around = below.get(ancestor, set())
+            kind = next(iter(around)) if len(around) == 1 else "undeclared" if around else network_layout.kind
+        layout = Layout("undeclared") if kind == "undeclared" else Layout(kind)
+        if layout != network_layout:
+            layouts[name] = layout
+    return layouts
 
 
 def _stage_layouts(model, spec: InputSpec, outputs: dict, network_layout: Layout) -> dict[str, Layout]:
