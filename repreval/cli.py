@@ -250,12 +250,17 @@ def _local_modules(suite: str | Path | None = None) -> None:
 
 
 def _key_value(items: list[str]) -> dict:
+    from .suite import load_yaml
+
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ReprevalError(f"option {item!r} is not KEY=VALUE", fix="e.g. --option input_size=[3,64,64]")
-        options[key] = yaml.safe_load(value)
+        try:
+            options[key] = load_yaml(value)
+        except yaml.YAMLError as exc:
+            raise ReprevalError(f"option {item!r}: {getattr(exc, 'problem', None) or 'invalid YAML'}") from None
     return options
 
 
@@ -434,7 +439,7 @@ def _run(data: dict, args, path: Path | None) -> int:
             on_progress=lambda n, what: progress.update(task, advance=n, description=what),
         )
 
-    boards = build_leaderboards(ResultStore(suite.output).records())
+    boards = build_leaderboards(ResultStore(suite.output).records(on_damaged=_report_damaged))
     write_atomic(suite.output / "leaderboard.json", to_json(boards))
     for board in boards:
         console.print(rich_table(board))
@@ -474,7 +479,10 @@ def cmd_leaderboard(args) -> int:
     from .render import rich_table, to_json
     from .store import ResultStore
 
-    boards = build_leaderboards(ResultStore(args.directory).records())
+    damaged: list[ReprevalError] = []
+    boards = build_leaderboards(ResultStore(args.directory).records(on_damaged=damaged.append))
+    for problem in damaged:
+        _report_damaged(problem)
     if args.format == "json":
         print(to_json(boards))
     elif args.format == "markdown":
@@ -486,7 +494,12 @@ def cmd_leaderboard(args) -> int:
     else:
         for board in boards:
             console.print(rich_table(board))
-    return EXIT_OK
+    return EXIT_BAD_INPUT if damaged else EXIT_OK
+
+
+def _report_damaged(problem: ReprevalError) -> None:
+    """One line per damaged record; the tables show the others."""
+    errors.print(f"[bold red]error:[/] {problem.one_line()}", highlight=False, soft_wrap=True)
 
 
 def cmd_plugins(args) -> int:

@@ -65,7 +65,17 @@ class Model(ModelHandle):
     # -- architecture ------------------------------------------------------------------------
     def untrained(self, seed: int) -> Network:
         with seeded(seed):
-            network = self.source.build(self.config.name, dict(self.config.options), seed)
+            try:
+                network = self.source.build(self.config.name, dict(self.config.options), seed)
+            except ReprevalError:
+                raise
+            except Exception as exc:  # a plugin's own failure on these options: one line, never a traceback
+                cause = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ReprevalError(
+                    f"model {self.config.spec!r} could not be built: {type(exc).__name__}: {cause}",
+                    where=self.where,
+                    fix="check the model's options",
+                ) from None
         if self.config.embedding:
             network = with_embedding_at(network, self.config.embedding, self.where)
         network.module.eval()

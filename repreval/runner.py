@@ -7,6 +7,7 @@ Finished units are skipped; a unit group that fails is recorded as failed and th
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,6 +204,8 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
     try:
         network = plan.variant(variant).network(model, plan.suite.seed)
         network.module.to(device).eval()
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in network.module.parameters()):
+            raise _non_finite(network)
     except Exception as exc:
         run.fail(units, exc)
         return
@@ -238,6 +241,21 @@ def _error_text(exc: BaseException) -> str:
         return exc.one_line()
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}"
+
+
+def _finite(*values) -> bool:
+    return all(value is None or math.isfinite(value) for value in values)
+
+
+def _non_finite(network: Network) -> ReprevalError:
+    """Why a score is NaN or infinite, as far as the weights tell."""
+    broken = [name for name, p in network.module.named_parameters() if not bool(torch.isfinite(p).all())]
+    cause = (
+        f"NaN or inf in the weights ({broken[0]}{' and others' if len(broken) > 1 else ''})"
+        if broken
+        else ("NaN or inf in the activations or gradients")
+    )
+    return ReprevalError(f"the score is not a finite number: {cause}", fix="check the weights file or the inputs")
 
 
 def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
@@ -282,6 +300,9 @@ def _run_embedding_group(
         seconds = time.perf_counter() - started
         for unit in units:
             value = float(metrics[unit.metric])
+            if not _finite(value):
+                failed.append((unit, _non_finite(network)))
+                continue
             store.write(
                 _record(
                     plan,
@@ -462,6 +483,9 @@ def _run_family(
 
         maps = _family_maps(plan, network, family, batches, sets, batch_index, rows, on_chunk)
         for group, work in family:
+            if not all(bool(torch.isfinite(maps[name][_request(work)]).all()) for name in work.sets):
+                failed.update({unit.id: _non_finite(network) for unit in group if unit.id not in failed})
+                continue  # normalising NaN maps would hide them behind finite scores
             attribution = _attribution(work, maps)
             real = attribution.real
             if real is None:
@@ -483,6 +507,9 @@ def _run_family(
                 continue
             fields = _summary(collected[unit.id], work)
             estimated = fields.pop("estimated")
+            if not _finite(fields["value"], *fields.get("values") or ()):
+                failed[unit.id] = _non_finite(network)
+                continue
             score = work.scores[unit.score.label]
             store.write(
                 _record(

@@ -10,11 +10,14 @@ A finished unit ("ok") is never recomputed; a failed one is retried on the next 
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -92,13 +95,13 @@ class ResultStore:
         return self.records_dir / f"{unit_id}.json"
 
     def is_done(self, unit_id: str) -> bool:
-        """Whether ``unit_id`` has a readable record with status "ok" (a failed one is retried)."""
+        """Whether ``unit_id`` has a valid record with status "ok" (a failed or damaged one is recomputed)."""
         path = self.path(unit_id)
         if not path.is_file():
             return False
         try:
-            return json.loads(path.read_text()).get("status") == "ok"
-        except (OSError, json.JSONDecodeError):
+            return read_record(path).status == "ok"
+        except ReprevalError:
             return False
 
     def write(self, record: ScoreRecord) -> None:
@@ -109,9 +112,9 @@ class ResultStore:
         """Store the merged suite YAML as ``DIR/suite.yaml``."""
         write_atomic(self.directory / "suite.yaml", text)
 
-    def records(self) -> list[ScoreRecord]:
-        """Every stored record, sorted by file name; raises ReprevalError when there are none, or for a file
-        that is not JSON or has another schema."""
+    def records(self, on_damaged: Callable[[ReprevalError], None] | None = None) -> list[ScoreRecord]:
+        """Every valid record, sorted by file name. A damaged record raises its one-line error, or with
+        ``on_damaged`` is reported there and skipped. Raises ReprevalError when there is no record at all."""
         if not self.records_dir.is_dir():
             raise ReprevalError(
                 f"no results in {str(self.directory)!r}",
@@ -125,18 +128,87 @@ class ResultStore:
             )
         for path in paths:
             try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                raise ReprevalError(
-                    f"record {str(path)!r} is not valid JSON", fix="delete it and run the suite again"
-                ) from None
-            if data.get("schema") != RECORD_SCHEMA:
-                raise ReprevalError(
-                    f"record {str(path)!r} has schema {data.get('schema')}, expected {RECORD_SCHEMA}",
-                    fix="re-run the suite with this version of repreval",
-                )
-            records.append(ScoreRecord(**_upgrade(data)))
+                records.append(read_record(path))
+            except ReprevalError as exc:
+                if on_damaged is None:
+                    raise
+                on_damaged(exc)
         return records
+
+
+#: How each record field is checked: a type, a tuple of allowed values, or a named rule
+_FIELDS: dict[str, object] = {
+    "unit_id": str, "suite": str, "model": str, "model_spec": str, "variant": str, "layer": str,
+    "layer_index": "index", "saliency": "text?", "channel_aggregator": "text?", "embedding_aggregator": "text?",
+    "score": str, "higher_is_better": bool, "status": ("ok", "failed"), "value": "number?", "spread": "number?",
+    "reference": "number?", "reference_spread": "number?", "bound": "number?", "values": "numbers",
+    "degenerate_maps": "number", "n_inputs": "index", "dataset": "text?", "seed": int, "device": str,
+    "seconds": "number", "error": "text?", "extras": "number map", "versions": "text map", "created": str,
+    "schema": int,
+}  # fmt: skip
+_LIMIT = 10_000_000  # indices and counts; layer_index: 10000000 made the leaderboard build a table that wide
+
+
+def _valid(rule: object, value: object) -> bool:
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if rule == "index":
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _LIMIT
+    if rule == "text?":
+        return value is None or isinstance(value, str)
+    if rule == "number?":
+        return value is None or number(value)
+    if rule == "number":
+        return number(value)
+    if rule == "numbers":
+        return isinstance(value, list) and len(value) < _LIMIT and all(number(v) for v in value)
+    if rule == "number map":
+        return isinstance(value, dict) and all(isinstance(k, str) and number(v) for k, v in value.items())
+    if rule == "text map":
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if isinstance(rule, tuple):
+        return value in rule
+    assert isinstance(rule, type)
+    return isinstance(value, rule) and (rule is bool or not isinstance(value, bool))
+
+
+def read_record(path: Path) -> ScoreRecord:
+    """The record in ``path``, every field type- and range-checked; a damaged file is a one-line ReprevalError
+    naming it (it is recomputed by the next run, which overwrites it)."""
+
+    def damaged(problem: str) -> ReprevalError:
+        return ReprevalError(f"record {str(path)!r} is damaged: {problem}", fix="run the suite again to recompute it")
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise damaged("not UTF-8 text") from None
+    except (OSError, json.JSONDecodeError, RecursionError):
+        raise damaged("not valid JSON") from None
+    if not isinstance(data, dict):
+        raise damaged(f"a JSON {type(data).__name__}, not an object")
+    if data.get("schema") != RECORD_SCHEMA:
+        raise ReprevalError(
+            f"record {str(path)!r} has schema {str(data.get('schema'))[:20]}, expected {RECORD_SCHEMA}",
+            fix="re-run the suite with this version of repreval",
+        )
+    data = _upgrade(data)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise damaged(f"unknown field {unknown[0][:40]!r}")
+    required = [f.name for f in fields(ScoreRecord) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise damaged(f"field {missing[0]!r} is missing")
+    for name, value in data.items():
+        if not _valid(_FIELDS[name], value):
+            raise damaged(f"field {name!r} holds {type(value).__name__} {str(value)[:40]!r}")
+    if data["unit_id"] != path.stem:
+        raise damaged(f"its unit id {data['unit_id'][:40]!r} is not its file name")
+    if data.get("status", "ok") == "ok" and data.get("value") is None:
+        raise damaged("status ok without a value")
+    return ScoreRecord(**data)
 
 
 #: Coordinates that repreval 0.1 wrote as "-" where they did not apply; None since.
@@ -147,6 +219,14 @@ def _upgrade(data: dict) -> dict:
     return data | {key: None for key in _OPTIONAL if data.get(key) == "-"}
 
 
+@functools.cache
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory and rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +234,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(temporary, _file_mode())  # mkstemp makes files 0600 whatever the umask
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

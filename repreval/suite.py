@@ -7,6 +7,7 @@ See README.md ("Suite format") for the full format.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -62,7 +63,11 @@ class _Section:
             value = float(value)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise ReprevalError(f"expected {names}, got {_kind(value)} {value!r}", where=self.at(key))
+            raise ReprevalError(f"expected {names}, got {_kind(value)} {_short(value)}", where=self.at(key))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ReprevalError(f"expected a finite number, got {value}", where=self.at(key))
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ReprevalError(f"{value} does not fit in 64 bits", where=self.at(key), fix="use a smaller number")
         return value
 
     def finish(self) -> None:
@@ -72,6 +77,11 @@ class _Section:
             raise ReprevalError(
                 f"unknown key {unknown[0]!r}", where=self.where.rstrip(": ") or None, fix=suggest(unknown[0], self.seen)
             )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -103,12 +113,92 @@ def _expand(value: Any) -> Any:
     return value
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML as suites may use it: string keys, each once; anchors and aliases, but no alias to a node that
+    contains it, at most ``MAX_DEPTH`` levels of nesting, and at most ``MAX_EXPANDED`` nodes once aliases are
+    expanded (a "billion laughs" document is a few lines that expand to billions)."""
+
+    MAX_DEPTH = 64
+    MAX_EXPANDED = 100_000
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._open_anchors: set[str] = set()
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{event.anchor} refers to a node that contains it", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > self.MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nesting deeper than {self.MAX_DEPTH} levels", event.start_mark
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor:
+            self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open_anchors.discard(anchor)
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def expanded(current) -> int:  # nodes once every alias is copied out; shared nodes counted once each
+            if id(current) not in sizes:
+                children = current.value if isinstance(current.value, list) else []
+                pairs = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
+                sizes[id(current)] = 1 + sum(expanded(child) for child in pairs)
+            return sizes[id(current)]
+
+        if expanded(node) > self.MAX_EXPANDED:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the document expands to more than {self.MAX_EXPANDED:,} values", node.start_mark
+            )
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:  # the keys written here; merged ones (``<<: *base``) may be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"keys must be strings, not {type(key).__name__} {_short(key)}", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (line {seen[key] + 1} and here)", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """``text`` read by :class:`StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)  # a SafeLoader: no Python objects
+
+
 def read_yaml(path: Path) -> dict:
     """The mapping in the YAML file ``path`` as written (no includes, no ``${...}`` expansion)."""
     if not path.is_file():
         raise ReprevalError(f"suite file {str(path)!r} does not exist", fix="check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ReprevalError(f"cannot read the suite ({type(exc).__name__})", where=str(path)) from None
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -381,9 +471,9 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     if not chosen:
         raise ReprevalError("no evaluation datasets", where=section.at(key), fix="name at least one dataset")
     for i, dataset in enumerate(chosen):
-        if dataset not in datasets:
+        if not isinstance(dataset, str) or dataset not in datasets:
             at = section.at(key) + (f"[{i}]" if key == "datasets" else "")
-            raise ReprevalError(f"unknown dataset {dataset!r}", where=at, fix=suggest(str(dataset), datasets))
+            raise ReprevalError(f"unknown dataset {_short(dataset)}", where=at, fix=suggest(str(dataset), datasets))
     lists: dict[str, list[PluginChoice]] = {}
     for key, registry in (
         ("saliency", plugins.saliency),
@@ -462,11 +552,13 @@ def _parse_bytes(value: str | int, where: str) -> int:
     if isinstance(value, int):
         number, unit = value, ""
     else:
-        match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", value)
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if not match or match.group(2).lower() not in _UNITS:
             raise ReprevalError(f"cannot read {value!r} as a size", where=where, fix="write e.g. 4GiB or 512MiB")
         number, unit = float(match.group(1)), match.group(2).lower()
     size = int(number * _UNITS[unit])
+    if size >= 2**63:
+        raise ReprevalError(f"{value!r} is more memory than any machine has", where=where, fix="write e.g. 4GiB")
     if size < 1:
         raise ReprevalError("the memory budget must be positive", where=where)
     return size

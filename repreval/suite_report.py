@@ -56,7 +56,10 @@ def parse_report(spec: Any, where: str) -> ReportConfig:
         config.replicates_also = [parse_metric(m, f"{where}.replicates.also[{i}]") for i, m in enumerate(also)]
     if spec.get("curves") is not None:
         config.curves = [parse_metric(item, f"{where}.curves[{i}]") for i, item in enumerate(spec["curves"])]
-    for i, item in enumerate(spec.get("claims") or []):
+    claims = spec.get("claims") or []
+    if not isinstance(claims, list):
+        raise ReprevalError("claims must be a list of claims", where=f"{where}.claims")
+    for i, item in enumerate(claims):
         config.claims.append(parse_claim(item, f"{where}.claims[{i}]", config))
     return config
 
@@ -86,6 +89,8 @@ def parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
     if len(kinds) != 1:
         raise ReprevalError("a claim needs exactly one check", where=where, fix="one of " + ", ".join(CLAIM_KINDS))
     kind = kinds[0]
+    if not isinstance(item[kind] or {}, dict):
+        raise ReprevalError(f"the {kind} check takes a mapping of options", where=f"{where}.{kind}")
     options = dict(item[kind] or {})
     _CLAIM_CHECKS[kind](options, f"{where}.{kind}", config)
     return Claim(str(item["claim"]), str(item.get("paper", "")), kind, options)

@@ -79,3 +79,31 @@ def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plu
     assert calls == [(4, 3 * 4)] * 2  # per variant: 4 requests, real + 2 noise sets of 4 images in one call
     assert any(0 < n < 1 for n in advances)
     assert sum(advances) == pytest.approx(report.total)
+
+
+def test_nan_weights_fail_their_units_with_the_reason_never_status_ok(tmp_path, capsys, plugins):
+    import math
+
+    import torch
+
+    from repreval.cli import main
+    from repreval.config import ModelConfig
+    from repreval.models import Model
+
+    network = Model(ModelConfig(id="r", spec="cifar:resnet20"), plugins.model_source.create("cifar")).untrained(0)
+    state = network.module.state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "eval", "cifar:resnet20", "--weights", str(tmp_path / "nan.pt"), "--data", "digits", "--limit", "2",
+            "--layers", "layer1", "--saliency", "gradients", "--scores", "noise_score", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 1
+    records = {r.variant: r for r in ResultStore(out).records()}
+    assert records["trained"].status == "failed"
+    assert "not a finite number: NaN or inf in the weights (conv1.weight)" in records["trained"].error
+    assert records["random"].status == "ok" and math.isfinite(records["random"].value)
+    assert "not a finite number" in capsys.readouterr().err

@@ -572,3 +572,33 @@ def test_bad_engine_options_are_rejected(plugins, key, value, message):
     data["evaluation"][key] = value
     with pytest.raises(ReprevalError, match=message):
         parse_suite(data, plugins)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1: x\n", "keys must be strings, not int 1"),
+        ("name: a\nname: b\n", "key 'name' appears twice"),
+        ("x-r: &r [*r]\n", "alias *r refers to a node that contains it"),
+        ("x: " + "[" * 500 + "]" * 500 + "\n", "nesting deeper than 64 levels"),
+        (
+            "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n" for i in range(9)),
+            "the document expands to more than 100,000 values",
+        ),
+        ("name: s\nseed: 100000000000000000000\n", "does not fit in 64 bits"),
+        ("name: s\nseed: .nan\n", "expected int, got float nan"),
+    ],
+)
+def test_yaml_that_suites_must_not_hold_is_refused_in_one_line(tmp_path, plugins, text, message):
+    from repreval.suite import read_yaml
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(ReprevalError, match=re.escape(message)):
+        parse_suite(read_yaml(path), plugins, path=path)
+
+
+def test_merge_keys_may_override_what_they_merge(tmp_path):
+    from repreval.suite import load_yaml
+
+    assert load_yaml("a: &a {x: 1, y: 2}\nb: {<<: *a, y: 3}\n")["b"] == {"x": 1, "y": 3}

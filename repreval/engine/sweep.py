@@ -144,6 +144,12 @@ def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor) -> tu
         embedding = network.embed(leaf)
     if embedding.dim() != 2:
         raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
+    for name, value in (("the embedding", embedding), *((f"layer {p.spec!r}", taps[p]) for p in probes if p in taps)):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ReprevalError(
+                f"{name} holds NaN or inf values: the maps would be meaningless",
+                fix="check the weights and the inputs",
+            )
     missing = [probe.spec for probe in probes if probe not in taps]
     if missing:
         raise UnknownNameError(

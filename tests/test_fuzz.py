@@ -1,0 +1,222 @@
+"""Property-based fuzzing (Hypothesis): mutated suites through `validate` and damaged record files through
+`leaderboard` end in exit 0 or exit 2 with one-line errors: never a traceback, never a hang."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from repreval.cli import main
+
+BASE = {
+    "name": "fuzz",
+    "seed": 0,
+    "datasets": {"held": {"kind": "digits", "limit": 4}, "train": {"kind": "digits", "skip": 4, "limit": 40}},
+    "models": {
+        "ae": {
+            "model": "ae:classifier",
+            "options": {"bottleneck": 4},
+            "train": {"dataset": "train", "epochs": 1},
+            "layers": ["encoder.block2"],
+        }
+    },
+    "variants": ["trained", "random"],
+    "evaluation": {
+        "dataset": "held",
+        "batch_size": 4,
+        "memory_budget": "1GiB",
+        "saliency": ["gradients", "grad_cam"],
+        "channel_aggregators": ["abs"],
+        "embedding_aggregators": ["mean", "var"],
+        "scores": ["noise_score", {"variance_score": {"binarize": True}}],
+        "smoothing": {"samples": 2, "sigma": 0.1},
+    },
+    "report": {
+        "claims": [
+            {
+                "claim": "trained above random",
+                "greater": {
+                    "metric": {"score": "noise_score"},
+                    "higher": "trained",
+                    "lower": "random",
+                    "layers": "every",
+                },
+            }
+        ]
+    },
+}
+
+#: values a careless or hostile suite may hold anywhere
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["../../..", "/etc/passwd", "1.2.3GiB", "abc", "", "torch:os:system", "timm:nope", "-1"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def _paths(data, prefix=()):
+    """Every (path, value) in a nested suite."""
+    yield prefix, data
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _paths(value, (*prefix, index))
+
+
+ALL_PATHS = [path for path, _ in _paths(BASE) if path]
+
+
+def _mutated(base: dict, path: tuple, action: str, value) -> dict:
+    data = json.loads(json.dumps(base))
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key]
+    last = path[-1]
+    if action == "delete" and isinstance(parent, dict):
+        del parent[last]
+    elif action == "delete":
+        parent.pop(last)
+    elif action == "add" and isinstance(parent, dict):
+        parent[f"unknown{len(parent)}"] = value
+    else:
+        parent[last] = value
+    return data
+
+
+#: raw-text mutations YAML itself must survive (duplicate keys, non-string keys, aliases, nesting, bombs)
+TEXT_EDITS = [
+    "seed: 1\n",
+    "1: x\n",
+    "x-r: &r [*r]\n",
+    "x-deep: " + "[" * 300 + "]" * 300 + "\n",
+    "".join(f"x-{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n" for i in range(8)),
+    "name: [unclosed\n",
+    "\t\x00garbage\n",
+    "evaluation: !!python/object/apply:os.system ['true']\n",
+    "include: ../../../../etc/shadow\n",
+]
+
+
+def _run_validate(tmp_path, text: str, capsys) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    code = main(["validate", str(path)])
+    captured = capsys.readouterr()
+    assert code in (0, 2), (code, text[:300], captured.err[-2000:])
+    assert "Traceback" not in captured.err + captured.out
+    if code == 2:
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), captured.err
+
+
+FUZZ = settings(
+    max_examples=1000,
+    deadline=5000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,  # the same examples every run: a failure reproduces
+)
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(ALL_PATHS),
+    action=st.sampled_from(["replace", "replace", "delete", "add"]),
+    value=ODD_VALUES,
+)
+def test_mutated_suites_validate_or_fail_in_one_line(tmp_path, capsys, path, action, value):
+    _run_validate(tmp_path, yaml.safe_dump(_mutated(BASE, path, action, value), allow_unicode=True), capsys)
+
+
+@settings(max_examples=300, deadline=5000, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(edit=st.sampled_from(TEXT_EDITS), position=st.integers(min_value=0, max_value=10**6))
+def test_raw_yaml_edits_validate_or_fail_in_one_line(tmp_path, capsys, edit, position):
+    text = yaml.safe_dump(BASE)
+    lines = text.splitlines(keepends=True)
+    cut = position % (len(lines) + 1)
+    top_level = [i for i, line in enumerate(lines) if not line.startswith(" ")] + [len(lines)]
+    cut = min(top_level, key=lambda i: abs(i - cut))  # insert between top-level entries
+    _run_validate(tmp_path, "".join(lines[:cut]) + edit + "".join(lines[cut:]), capsys)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A real results folder of a tiny run."""
+    out = tmp_path_factory.mktemp("fuzz") / "out"
+    suite = {**BASE, "variants": ["random"], "report": {}}
+    del suite["models"]["ae"]["train"]
+    path = out.parent / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["run", str(path), "--out", str(out), "--threads", "1"]) == 0
+    return out
+
+
+RECORD_EDITS = st.one_of(
+    st.binary(max_size=40).map(lambda raw: ("bytes", raw)),
+    st.tuples(st.just("field"), st.text(max_size=20), ODD_VALUES),
+    st.just(("json", [1, 2])),
+    st.just(("field", "layer_index", 10_000_000)),
+    st.just(("field", "schema", 99)),
+)
+
+
+@settings(max_examples=300, deadline=5000, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(edit=RECORD_EDITS, which=st.integers(min_value=0, max_value=100))
+def test_damaged_records_are_named_and_the_rest_still_shown(results, tmp_path, capsys, edit, which):
+    folder = tmp_path / "copy"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(results, folder)
+    files = sorted((folder / "records").glob("*.json"))
+    target = files[which % len(files)]
+    if edit[0] == "bytes":
+        target.write_bytes(edit[1])
+    elif edit[0] == "json":
+        target.write_text(json.dumps(edit[1]))
+    else:
+        data = json.loads(target.read_text())
+        data[edit[1]] = edit[2]
+        target.write_text(json.dumps(data))
+    code = main(["leaderboard", str(folder)])
+    captured = capsys.readouterr()
+    assert code in (0, 2)
+    assert "Traceback" not in captured.err + captured.out
+    if code == 2:
+        assert re.search(r"error: record .*(damaged|schema)", captured.err), captured.err
+
+
+def test_a_damaged_record_is_recomputed_by_the_next_run(results, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    shutil.copytree(results, folder)
+    target = sorted((folder / "records").glob("*.json"))[0]
+    before = json.loads(target.read_text())
+    target.write_text(json.dumps({**before, "layer_index": "deep"}))
+    assert main(["leaderboard", str(folder)]) == 2
+    assert "is damaged: field 'layer_index'" in capsys.readouterr().err
+    assert main(["run", str(folder / "suite.yaml"), "--out", str(folder), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"1 computed, \d+ already done, 0 failed", out), out
+    after = json.loads(target.read_text())
+    assert after["value"] == before["value"] and after["layer_index"] == before["layer_index"]
+    assert main(["leaderboard", str(folder)]) == 0
+
+
+def test_written_files_honour_the_umask(results):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [results / "report.md", results / "leaderboard.json", *sorted((results / "records").glob("*.json"))]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
