@@ -7,6 +7,7 @@ during a run (the others finished and were saved).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -196,6 +197,11 @@ def _add_run_options(command, default_out="from the suite"):
     command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
     command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
     command.add_argument(
+        "--force-new",
+        action="store_true",
+        help="clear the results folder when it holds a run configured otherwise (another seed, version, device)",
+    )
+    command.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: the cores not busy with other processes)"
     )
     if command.prog.endswith(" run"):
@@ -336,6 +342,9 @@ def cmd_eval(args) -> int:
             },
         },
     }
+    # each distinct configuration gets its own folder: two evals never mix on one leaderboard
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    data["output"] = f"results/eval-{slug}-{digest}"
     try:
         return _run(data, args, None)
     except ReprevalError as exc:  # say where in the flags the user typed, not in the suite eval built
@@ -399,8 +408,8 @@ def _run(data: dict, args, path: Path | None) -> int:
     from .render import rich_table, to_json
     from .render.report import write_report
     from .resources import choose_threads, keep_freed_memory
-    from .runner import run_suite
-    from .store import ResultStore, write_atomic
+    from .runner import resolve_device, run_suite
+    from .store import ResultStore, run_fingerprint, write_atomic
     from .suite import parse_suite
 
     if args.device:
@@ -419,37 +428,40 @@ def _run(data: dict, args, path: Path | None) -> int:
         highlight=False,
     )
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task("starting", total=None)
-        report = run_suite(
-            suite,
-            plugins,
-            plan=plan,
-            threads=threads,
-            on_start=lambda pending: progress.update(task, total=pending, description="computing"),
-            on_progress=lambda n, what: progress.update(task, advance=n, description=what),
-        )
+    store = ResultStore(suite.output)
+    fingerprint = run_fingerprint(suite.name, suite.seed, resolve_device(suite.device).type)
+    with store.claimed(fingerprint, force_new=args.force_new):
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+            report = run_suite(
+                suite,
+                plugins,
+                plan=plan,
+                threads=threads,
+                on_start=lambda pending: progress.update(task, total=pending, description="computing"),
+                on_progress=lambda n, what: progress.update(task, advance=n, description=what),
+            )
 
-    boards = build_leaderboards(ResultStore(suite.output).records(on_damaged=_report_damaged))
-    write_atomic(suite.output / "leaderboard.json", to_json(boards))
-    for board in boards:
-        console.print(rich_table(board))
-    report_path = write_report(suite.output)
-    console.print(f"report: {report_path}", highlight=False)
-    console.print(
-        f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
-        f"in {report.seconds:.1f} s; results in {suite.output}",
-        highlight=False,
-    )
+        boards = build_leaderboards(ResultStore(suite.output).records(on_damaged=_report_damaged))
+        write_atomic(suite.output / "leaderboard.json", to_json(boards))
+        for board in boards:
+            console.print(rich_table(board))
+        report_path = write_report(suite.output)
+        console.print(f"report: {report_path}", highlight=False)
+        console.print(
+            f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
+            f"in {report.seconds:.1f} s; results in {suite.output}",
+            highlight=False,
+        )
     if report.failures:
         for what, message in report.failures[:20]:
             errors.print(f"[red]failed:[/] {what}: {message}", highlight=False, soft_wrap=True)

@@ -15,8 +15,10 @@ import json
 import math
 import os
 import platform
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,6 +106,36 @@ class ResultStore:
         except ReprevalError:
             return False
 
+    @contextmanager
+    def claimed(self, fingerprint: dict, *, force_new: bool = False) -> Iterator[None]:
+        """Hold the folder for one run: a lock file (a second run into it exits with the holder's pid), the
+        run configuration (``run.json``: a run whose numbers would differ, e.g. another seed, is refused instead
+        of mixed into one leaderboard; ``force_new`` clears the old results), and no orphan temporary files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock = self.directory / LOCK_FILE
+        _take_lock(lock)
+        try:
+            run_file = self.directory / RUN_FILE
+            held = _read_json_object(run_file)
+            if held is not None and held != fingerprint and not force_new:
+                key = next(k for k in sorted(set(held) | set(fingerprint)) if held.get(k) != fingerprint.get(k))
+                raise ReprevalError(
+                    f"{str(self.directory)!r} holds results of a run with {key} {held.get(key)!r}, this run has "
+                    f"{fingerprint.get(key)!r}: their numbers would mix on one leaderboard",
+                    fix="use --out DIR for this run, or --force-new to clear the folder",
+                )
+            if held is not None and held != fingerprint:  # force_new: the old results go
+                for old in (self.records_dir, self.directory / "plots"):
+                    shutil.rmtree(old, ignore_errors=True)
+            if held != fingerprint:  # a new folder (or one from before run.json) is adopted as it is
+                write_atomic(run_file, json.dumps(fingerprint, indent=1, sort_keys=True))
+            for orphan in [*self.directory.glob(".*.*"), *self.records_dir.glob(".*.*")]:
+                if orphan.name != LOCK_FILE and orphan.is_file():  # a temporary file a killed run left behind
+                    orphan.unlink(missing_ok=True)
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
     def write(self, record: ScoreRecord) -> None:
         """Write ``record`` atomically, replacing any earlier record of its unit."""
         write_atomic(self.path(record.unit_id), json.dumps(asdict(record), indent=1))
@@ -134,6 +166,60 @@ class ResultStore:
                     raise
                 on_damaged(exc)
         return records
+
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+
+
+def run_fingerprint(suite_name: str, seed: int, device: str) -> dict:
+    """What makes a run's numbers what they are, beyond the units' own definitions (which their ids hash):
+    the seed, the code and torch versions, the device type. Thread counts are left out: training runs on one
+    thread and attribution gives the same numbers on any count."""
+    versions = library_versions()
+    return {"suite": suite_name, "seed": seed, "repreval": versions["repreval"], "torch": versions["torch"],
+            "device": device}  # fmt: skip
+
+
+def _read_json_object(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _take_lock(lock: Path) -> None:
+    """Create ``lock`` holding this pid; a lock of a live process refuses, a dead one's is taken over."""
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise ReprevalError(
+                    f"{str(lock.parent)!r} is in use by another run (pid {holder})",
+                    fix="wait for it to finish, or use --out DIR",
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(str(os.getpid()))
+        return
+    raise ReprevalError(f"cannot take the lock {str(lock)!r}", fix="remove it if no run is using the folder")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 #: How each record field is checked: a type, a tuple of allowed values, or a named rule

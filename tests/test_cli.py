@@ -751,3 +751,46 @@ def test_eval_runs_downstream_scores_on_two_splits_without_a_suite(capsys, tmp_p
     assert all(0.0 <= r["value"] <= 1.0 for r in found.values())
     code, _, err = cli(capsys, "eval", "ae:classifier", "--scores", "linear_probe", "--probe-data", "mnist:/nope")
     assert code == 2 and "--probe-data" in err
+
+
+def test_a_results_folder_holds_one_run_configuration_and_one_run_at_a_time(capsys, tmp_path):
+    suite, out = small_suite(tmp_path), tmp_path / "out"
+    assert cli(capsys, "run", suite, "--out", out)[0] == 0
+    assert json.loads((out / "run.json").read_text())["seed"] == 0
+
+    code, _, err = cli(capsys, "run", suite, "--out", out, "--seed", "1")
+    assert code == 2
+    assert "holds results of a run with seed 0, this run has 1" in err and "--force-new" in err
+    assert {r["seed"] for r in records(out).values()} == {0}  # nothing mixed in
+
+    (out / "records" / ".orphan.json.tmp").write_text("half a file")  # a killed run's temporary file
+    code, _, err = cli(capsys, "run", suite, "--out", out, "--seed", "1", "--force-new")
+    assert code == 0, err
+    assert {r["seed"] for r in records(out).values()} == {1}
+    assert not list((out / "records").glob(".*"))
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(str(sleeper.pid))
+        code, _, err = cli(capsys, "run", suite, "--out", out, "--seed", "1")
+        assert code == 2 and f"in use by another run (pid {sleeper.pid})" in err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    code, _, err = cli(capsys, "run", suite, "--out", out, "--seed", "1")  # the holder is gone: lock taken over
+    assert code == 0, err
+    assert not (out / ".lock").exists()
+
+
+def test_each_eval_configuration_gets_its_own_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for layer in ("encoder.block1", "encoder.block2"):
+        code, _, err = cli(capsys, "eval", "ae:classifier", "--limit", "2", "--layers", layer, "--saliency",
+                           "gradients", "--scores", "noise_score")  # fmt: skip
+        assert code == 0, err
+    folders = sorted((tmp_path / "results").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("eval-ae_classifier-") for f in folders)
+    assert [{r["layer"] for r in records(f).values()} for f in folders] in (
+        [{"encoder.block1"}, {"encoder.block2"}],
+        [{"encoder.block2"}, {"encoder.block1"}],
+    )
