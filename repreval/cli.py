@@ -244,7 +244,15 @@ def main(argv: list[str] | None = None) -> int:
 def _plugins(args):
     from .plugins import load_plugins
 
-    return load_plugins(block=args.block)
+    plugins = load_plugins(block=args.block)
+    for info in plugins.broken.values():  # skipped; everything else works
+        errors.print(
+            f"[yellow]warning:[/] plugin {info.name!r} (distribution {info.distribution} {info.version}) failed to "
+            f"load and is skipped: {info.broken}; skip it quietly with --block {info.name}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return plugins
 
 
 def _local_modules(suite: str | Path | None = None) -> None:
@@ -519,7 +527,9 @@ def cmd_plugins(args) -> int:
     plugins = _plugins(args)
     rows = sorted(plugins.info.values(), key=lambda p: (p.distribution != "repreval", p.name))
     if args.format == "json":
-        print(json.dumps([vars(p) for p in rows] + [{"blocked": list(plugins.blocked)}], indent=1))
+        listed = [{k: v for k, v in vars(p).items() if k != "broken"} for p in rows]
+        listed += [vars(p) for p in plugins.broken.values()]
+        print(json.dumps([*listed, {"blocked": list(plugins.blocked)}], indent=1))
         return EXIT_OK
     table = Table(title="repreval plugins", title_justify="left", header_style="bold")
     for column in ("plugin", "distribution", "version", "registered"):
@@ -527,6 +537,8 @@ def cmd_plugins(args) -> int:
     for info in rows:
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
         table.add_row(info.name, info.distribution, info.version, registered or "(nothing)")
+    for info in plugins.broken.values():
+        table.add_row(info.name, info.distribution, info.version, f"[red]broken[/]: {info.broken}")
     for name in plugins.blocked:
         table.add_row(name, "", "", "[yellow]blocked[/]")
     console.print(table)

@@ -6,6 +6,7 @@ of the ``repreval`` distribution itself, so they are found exactly like third-pa
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ class PluginInfo:
     distribution: str
     version: str
     registered: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
+    broken: str = ""  # why it failed to import or register (then it registered nothing)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Plugins(Registries):
     manager: pluggy.PluginManager
     info: dict[str, PluginInfo]
     blocked: tuple[str, ...]
+    broken: dict[str, PluginInfo] = field(default_factory=dict)  # installed plugins that failed: skipped
 
     def registry(self, kind: str) -> Registry:
         """The registry of ``kind`` (a key of ``Registries.BASES``, e.g. ``"score"``)."""
@@ -65,13 +68,34 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
     manager.add_hookspecs(hookspecs)
     for name in blocked:
         manager.set_blocked(name)
-    try:
-        manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+    info: dict[str, PluginInfo] = {}
+    broken: dict[str, PluginInfo] = {}
+
+    def fail(name: str, exc: BaseException) -> None:  # an installed plugin that fails is skipped, not fatal
+        info.pop(name, None)
+        distribution, version = _distribution(entry_points.get(name))
+        broken[name] = PluginInfo(name, distribution, version, broken=_one_line(exc))
+        if manager.get_plugin(name) is not None:
+            manager.unregister(name=name)
+
+    entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT)}
+    for name, entry_point in sorted(entry_points.items()):
+        if manager.is_blocked(name):
+            continue
+        try:
+            manager.register(entry_point.load(), name=name)
+            manager.check_pending()  # a misspelt hook name fails here
+        except Exception as exc:
+            fail(name, exc)
+            continue
+        info[name] = PluginInfo(name, *_distribution(entry_point))
+    try:  # in-process plugins (notebooks, tests): their errors are the caller's, raised
         for i, plugin in enumerate(extra_plugins):
             name = getattr(plugin, "__name__", None) or f"extra-{i}"
             if name not in blocked:
                 manager.register(plugin, name=name)
-        manager.check_pending()  # a misspelt hook name in a plugin fails here, loudly
+                info[name] = PluginInfo(name, "(in-process)", "")
+        manager.check_pending()
     except pluggy.PluginValidationError as exc:
         name = manager.get_name(exc.plugin) or getattr(exc.plugin, "__name__", str(exc.plugin))
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -79,35 +103,42 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
             f"plugin {name!r} is broken: {detail}",
             fix=f"fix the plugin, or skip it with --block {name}",
         ) from None
-    except (ImportError, AttributeError, SyntaxError) as exc:
-        raise ReprevalError(
-            f"a plugin failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            fix=f"reinstall or fix it, or skip it with --block NAME (or ${BLOCK_ENV}); "
-            "`pip list` shows what is installed",
-        ) from None
 
-    info: dict[str, PluginInfo] = {}
-    for plugin, dist in manager.list_plugin_distinfo():
-        name = _registered_name(manager, plugin)
-        info[name] = PluginInfo(name, dist.project_name, dist.version)
-    for plugin in manager.get_plugins():
-        name = _registered_name(manager, plugin)
-        info.setdefault(name, PluginInfo(name, "(in-process)", ""))
-
-    registries: dict[str, Registry] = {}
+    registries: dict[str, Registry] = {
+        kind: Registry(kind, Registries.BASES[kind]) for kind in hookspecs.HOOK_KINDS.values()
+    }
     for hook_name, kind in hookspecs.HOOK_KINDS.items():
-        registry = registries[kind] = Registry(kind, Registries.BASES[kind])
+        registry = registries[kind]
         hook = getattr(manager.hook, hook_name)
         # Call each implementation separately so the registry knows which plugin provided what.
         for impl in reversed(hook.get_hookimpls()):
             plugin_name = impl.plugin_name
+            if plugin_name in broken:
+                continue
+            calls: list[tuple] = []
+            try:
+                impl.function(register=lambda factory, _calls=calls, **kwargs: _calls.append((factory, kwargs)))
+            except Exception as exc:
+                if plugin_name not in entry_points:
+                    raise
+                fail(plugin_name, exc)
+                continue
+            for factory, kwargs in calls:
+                entry = registry.add(factory, plugin=plugin_name, **kwargs)
+                info[plugin_name].registered.setdefault(kind, []).append(entry.name)
+    return Plugins(**registries, manager=manager, info=info, blocked=blocked, broken=broken)
 
-            def register(factory, *, name=None, aliases=(), description=None, _plugin=plugin_name, _registry=registry):
-                entry = _registry.add(factory, plugin=_plugin, name=name, aliases=aliases, description=description)
-                info[_plugin].registered.setdefault(_registry.kind, []).append(entry.name)
 
-            impl.function(register=register)
-    return Plugins(**registries, manager=manager, info=info, blocked=blocked)
+def _distribution(entry_point) -> tuple[str, str]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return "?", ""
+    return dist.metadata["Name"] or "?", dist.version or ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _registered_name(manager: pluggy.PluginManager, plugin: object) -> str:

@@ -357,3 +357,36 @@ def test_the_readme_plugin_distribution_plugs_in(tmp_path):
     items = json.loads(listed.stdout)
     assert "median" not in {item.get("name") for item in items}
     assert items[-1] == {"blocked": ["median", "timm"]}
+
+
+def test_an_installed_plugin_that_fails_is_named_in_one_line_and_the_others_keep_working(tmp_path):
+    """A distribution whose entry point raises at import (a missing dependency) or in its register hook."""
+    site = tmp_path / "site"
+    for dist, module, body in (
+        ("missingdep-plugin", "needs_missing", "import surely_not_installed_module\n"),
+        ("raising-plugin", "raises_in_hook", "from repreval.api import hookimpl\n\n\n@hookimpl\n"
+         "def register_scores(register):\n    raise RuntimeError('cannot register today')\n"),
+    ):  # fmt: skip
+        info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[repreval]\n{module} = {module}\n")
+        (site / f"{module}.py").write_text(body)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    for command in (["plugins"], ["list", "scores"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "repreval", *command], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 2, result.stderr
+        assert any("'needs_missing' (distribution missingdep-plugin 0.1)" in w and "ModuleNotFoundError" in w
+                   and "--block needs_missing" in w for w in warnings)  # fmt: skip
+        assert any("'raises_in_hook'" in w and "RuntimeError: cannot register today" in w for w in warnings)
+        assert "Traceback" not in result.stderr
+    assert "noise_score" in result.stdout  # the built-ins still work
+    quiet = subprocess.run(
+        [sys.executable, "-m", "repreval", "--block", "needs_missing", "--block", "raises_in_hook", "list", "scores"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
