@@ -220,6 +220,10 @@ def merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The suite at ``path`` with its ``include:`` files merged underneath it (relative to the file)."""
     path = path.resolve()
@@ -234,6 +238,12 @@ def resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     merged: dict = {}
     for name in includes:
         included = path.parent / name
+        if not _inside(included, path.parent) and not _inside(included, Path.cwd()):
+            raise ReprevalError(
+                f"included file {_short(name)} is outside the suite's folder and the working directory",
+                where=f"{path}: include",
+                fix="copy the file next to the suite (a suite may only read files the user put there)",
+            )
         if not included.is_file():
             raise ReprevalError(
                 f"included file {name!r} does not exist",
@@ -289,9 +299,19 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
             f"suite version {version} is not supported", where=top.at("version"), fix=f"use version: {SUITE_VERSION}"
         )
     name = top.get("name", str, required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+        raise ReprevalError(
+            f"suite name {_short(name)} is not a plain name", where=top.at("name"), fix="use letters, digits, - _ ."
+        )
     description = top.get("description", str, "")
     seed = top.get("seed", int, 0)
     output = Path(top.get("output", str, f"results/{name}"))
+    if path is not None and (output.is_absolute() or ".." in output.parts):  # a suite FILE writes below the cwd
+        raise ReprevalError(
+            f"output {_short(str(output))} leaves the working directory",
+            where=top.at("output"),
+            fix="use a relative path without '..', or choose the folder yourself with --out",
+        )
     device = top.get("device", str, "cpu")
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise ReprevalError(f"unknown device {device!r}", where=top.at("device"), fix="use cpu, cuda, cuda:N or auto")

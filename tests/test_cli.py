@@ -712,7 +712,7 @@ def test_torch_models_import_from_beside_the_suite_or_the_working_directory(tmp_
     """The `repreval` console script (not `python -m`, which puts the working directory on sys.path itself)."""
     (tmp_path / "mynet.py").write_text(
         "from torch import nn\n\n"
-        "def build():\n"
+        "def build() -> nn.Module:\n"
         "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
     )
     (tmp_path / "suite.yaml").write_text(

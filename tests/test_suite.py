@@ -159,10 +159,13 @@ def test_variables_expand_from_the_environment_with_defaults(plugins, tmp_path, 
     assert suite.description == "[]"  # ${NAME} without a default: empty when unset
 
     monkeypatch.setenv("REPREVAL_TEST_NAME", "from-env")
-    monkeypatch.setenv("REPREVAL_TEST_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("REPREVAL_TEST_OUT", "out")
     suite = load_suite(path, plugins)
     assert suite.name == "from-env"
-    assert suite.output == tmp_path / "out" / "from-env"
+    assert suite.output == Path("out/from-env")
+    monkeypatch.setenv("REPREVAL_TEST_OUT", str(tmp_path / "out"))  # a suite file writes below the cwd only
+    with pytest.raises(ReprevalError, match="leaves the working directory.*--out"):
+        load_suite(path, plugins)
 
 
 def test_variables_in_included_files_expand_too(plugins, tmp_path, monkeypatch):
@@ -602,3 +605,31 @@ def test_merge_keys_may_override_what_they_merge(tmp_path):
     from repreval.suite import load_yaml
 
     assert load_yaml("a: &a {x: 1, y: 2}\nb: {<<: *a, y: 3}\n")["b"] == {"x": 1, "y": 3}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("output", "/tmp/elsewhere", "leaves the working directory"),
+        ("output", "../../up", "leaves the working directory"),
+        ("name", "../..", "is not a plain name"),
+    ],
+)
+def test_a_suite_file_cannot_write_outside_the_working_directory(plugins, tmp_path, key, value, message):
+    data = digits_suite()
+    data[key] = value
+    with pytest.raises(ReprevalError, match=message):
+        load_suite(write(tmp_path / "s.yaml", data), plugins)
+
+
+def test_includes_stay_inside_the_suite_folder_and_never_echo_other_files(plugins, tmp_path, monkeypatch):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("the-secret-first-line: 1\n")
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    data = {**digits_suite(), "include": "../secret.yaml"}
+    with pytest.raises(ReprevalError) as caught:
+        load_suite(write(folder / "s.yaml", data), plugins)
+    assert "outside the suite's folder" in str(caught.value)
+    assert "the-secret-first-line" not in str(caught.value)

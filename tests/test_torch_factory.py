@@ -93,7 +93,7 @@ def test_bad_module_attribute_and_result_are_reported():
     assert "did you mean" in error.value.fix
     with pytest.raises(ReprevalError, match="MODULE:CALLABLE"):
         TorchFactory().build("torchvision.models.resnet18", {}, 0)
-    with pytest.raises(ReprevalError, match="not an nn.Module"):
+    with pytest.raises(ReprevalError, match="not known to build a model"):  # never called
         TorchFactory().build("torch:zeros", {"kwargs": {"size": [1]}}, 0)
     with pytest.raises(ReprevalError, match="kwargs"):
         TorchFactory().build(RESNET18, {"kwargs": {"wieghts": None}}, 0)
@@ -105,3 +105,16 @@ def test_the_plugin_registers_its_source():
     registered = []
     register_model_sources(lambda factory, **_: registered.append(factory))
     assert registered == [TorchFactory]
+
+
+def test_a_suite_cannot_run_commands_through_a_factory(tmp_path, monkeypatch):
+    """The trust model: the standard library is never imported as model code, and nothing is called unless it
+    is an nn.Module class or a function annotated to return one."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ReprevalError, match="'os' is part of Python's standard library"):
+        TorchFactory().build("os:system", {"kwargs": {"command": "touch marker"}}, 0)
+    with pytest.raises(ReprevalError, match="subprocess"):
+        TorchFactory().build("subprocess:run", {"kwargs": {"args": ["touch", "marker"]}}, 0)
+    with pytest.raises(ReprevalError, match="not known to build a model"):
+        TorchFactory().build("numpy:save", {"kwargs": {"file": "marker", "arr": [1]}}, 0)
+    assert not list(tmp_path.iterdir())

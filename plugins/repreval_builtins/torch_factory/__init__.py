@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from typing import TYPE_CHECKING
 
 from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, suggest
@@ -40,6 +41,9 @@ def make_module(name: str, kwargs: dict) -> nn.Module:
     module_path, sep, attribute = name.partition(":")
     if not sep or not module_path or not attribute:
         raise ReprevalError(f"model torch:{name} is not of the form torch:MODULE:CALLABLE", fix=EXAMPLE)
+    top = module_path.split(".")[0]
+    if top in sys.stdlib_module_names:
+        raise ReprevalError(f"torch:{name}: {top!r} is part of Python's standard library, not model code", fix=EXAMPLE)
     try:
         imported = importlib.import_module(module_path)
     except ImportError as exc:
@@ -53,6 +57,12 @@ def make_module(name: str, kwargs: dict) -> nn.Module:
         raise ReprevalError(f"module {module_path!r} has no attribute {attribute!r}", fix=suggest(attribute, public))
     if not callable(factory):
         raise ReprevalError(f"{module_path}:{attribute} is not callable", fix=RETURNS_MODULE)
+    if not _builds_a_module(factory):  # a suite may name only what is known to build a model: nothing else runs
+        raise ReprevalError(
+            f"{module_path}:{attribute} is not known to build a model: it is neither an nn.Module class nor a "
+            "function annotated to return one",
+            fix="name an nn.Module class, or annotate the factory: def build(...) -> nn.Module",
+        )
     if not isinstance(kwargs, dict):
         raise ReprevalError(f"option kwargs must be a mapping, got {kwargs!r}", fix='e.g. kwargs: {"weights": null}')
     try:
@@ -64,6 +74,27 @@ def make_module(name: str, kwargs: dict) -> nn.Module:
             f"{module_path}:{attribute} returned a {type(result).__name__}, not an nn.Module", fix=RETURNS_MODULE
         )
     return result
+
+
+def _builds_a_module(factory) -> bool:
+    """An nn.Module class, or a function whose return annotation is one (torchvision's builders are)."""
+    import inspect
+    import typing
+
+    from torch import nn
+
+    if isinstance(factory, type):
+        return issubclass(factory, nn.Module)
+    for candidate in (factory, inspect.unwrap(factory)):
+        if not inspect.isfunction(candidate):
+            continue
+        try:
+            returned = typing.get_type_hints(candidate).get("return")
+        except Exception:  # an annotation that does not resolve says nothing
+            continue
+        if isinstance(returned, type) and issubclass(returned, nn.Module):
+            return True
+    return False
 
 
 def per_channel(options: dict, key: str, default: tuple[float, ...], channels: int) -> tuple[float, ...]:
