@@ -220,3 +220,47 @@ def test_written_files_honour_the_umask(results):
     os.umask(umask)
     for path in [results / "report.md", results / "leaderboard.json", *sorted((results / "records").glob("*.json"))]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_identical_records(tmp_path):
+    """A real run killed (SIGKILL) at seeded random moments, resumed each time: no damaged record is ever
+    left, and the finished folder equals an uninterrupted run's, value for value."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from repreval.store import ResultStore, read_record
+
+    suite = {**BASE, "report": {}}
+    suite["evaluation"] = {**BASE["evaluation"], "batch_size": 2}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REPREVAL_CACHE": str(tmp_path / "cache")}
+
+    def run(out, kill_after=None):
+        command = [sys.executable, "-m", "repreval", "run", str(path), "--out", str(out), "--threads", "1"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        if kill_after is None:
+            assert process.wait(timeout=300) == 0, process.stderr.read()
+            return
+        time.sleep(kill_after)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+
+    run(tmp_path / "clean")
+    expected = {r.unit_id: (r.value, r.values, r.reference) for r in ResultStore(tmp_path / "clean").records()}
+
+    moments = random.Random(0)
+    killed = tmp_path / "killed"
+    for _ in range(4):
+        run(killed, kill_after=moments.uniform(1.0, 4.0))
+        for record in (killed / "records").glob("*.json") if (killed / "records").is_dir() else []:
+            read_record(record)  # never damaged, whatever the moment
+    run(killed)
+    got = {r.unit_id: (r.value, r.values, r.reference) for r in ResultStore(killed).records()}
+    assert got == expected
+    assert not [p for p in killed.rglob(".*") if p.name != ".lock"] and not (killed / ".lock").exists()
