@@ -345,6 +345,16 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
+    names = {variant.name for variant in variants}
+    for i, claim in enumerate(report.claims):
+        for key in ("higher", "lower"):
+            named = claim.options.get(key)
+            if isinstance(named, str) and named.split("[")[0] not in names:
+                raise ReprevalError(
+                    f"claim compares variant {named[:40]!r}, which the suite does not run",
+                    where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
+                    fix=suggest(named, sorted(names)),
+                )
     top.finish()
     return Suite(
         name,

@@ -100,6 +100,13 @@ def _check_greater(options: dict, where: str, config: ReportConfig) -> None:
     for key in ("metric", "higher", "lower"):
         if key not in options:
             raise ReprevalError(f"missing {key!r}", where=where)
+    unknown = [key for key in options if key not in ("metric", "higher", "lower", "layers", "expect")]
+    if unknown:
+        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use metric, higher, lower, "
+                            "layers, expect")  # fmt: skip
+    for key in ("higher", "lower"):
+        if not isinstance(options[key], str) or not options[key]:
+            raise ReprevalError(f"{key} must name a variant, got {str(options[key])[:40]!r}", where=f"{where}.{key}")
     options["metric"] = parse_metric(options["metric"], f"{where}.metric")
     options.setdefault("layers", "every")
     options.setdefault("expect", "higher")

@@ -155,7 +155,7 @@ def test_raw_yaml_edits_validate_or_fail_in_one_line(tmp_path, capsys, edit, pos
 def results(tmp_path_factory):
     """A real results folder of a tiny run."""
     out = tmp_path_factory.mktemp("fuzz") / "out"
-    suite = {**BASE, "variants": ["random"], "report": {}}
+    suite = {**json.loads(json.dumps(BASE)), "variants": ["random"], "report": {}}
     del suite["models"]["ae"]["train"]
     path = out.parent / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
@@ -235,8 +235,8 @@ def test_kill_9_at_random_moments_then_resume_gives_identical_records(tmp_path):
 
     from repreval.store import ResultStore, read_record
 
-    suite = {**BASE, "report": {}}
-    suite["evaluation"] = {**BASE["evaluation"], "batch_size": 2}
+    suite = {**json.loads(json.dumps(BASE)), "report": {}}
+    suite["evaluation"]["batch_size"] = 2
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REPREVAL_CACHE": str(tmp_path / "cache")}

@@ -633,3 +633,19 @@ def test_includes_stay_inside_the_suite_folder_and_never_echo_other_files(plugin
         load_suite(write(folder / "s.yaml", data), plugins)
     assert "outside the suite's folder" in str(caught.value)
     assert "the-secret-first-line" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lower": None}, "lower must name a variant"),
+        ({"higher": "traned"}, "claim compares variant 'traned', which the suite does not run"),
+        ({"foo": 1}, "unknown key 'foo'"),
+    ],
+)
+def test_report_claims_are_checked_like_the_rest_of_the_suite(plugins, tmp_path, change, message):
+    data = digits_suite()
+    greater = {"metric": {"score": "noise_score"}, "higher": "trained", "lower": "random", **change}
+    data["report"] = {"claims": [{"claim": "x", "greater": greater}]}
+    with pytest.raises(ReprevalError, match=re.escape(message)):
+        load_suite(write(tmp_path / "s.yaml", data), plugins)
