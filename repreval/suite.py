@@ -24,6 +24,7 @@ from .config import (
     Evaluation,
     ModelConfig,
     PluginChoice,
+    ReportConfig,
     Smoothing,
     Subset,
     Suite,
@@ -345,6 +346,7 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
+    _check_report_scores(report, {choice.name for choice in evaluation.scores}, top.at("report"))
     names = {variant.name for variant in variants}
     for i, claim in enumerate(report.claims):
         for key in ("higher", "lower"):
@@ -371,6 +373,25 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
         model_variants,
         report,
     )
+
+
+def _check_report_scores(report: ReportConfig, scores: set[str], where: str) -> None:
+    """Every metric the report reads names a score the suite computes (``linear_probe.top1``: its metric)."""
+    selectors = [
+        *(claim.options["metric"] for claim in report.claims if "metric" in claim.options),
+        *(report.curves or []),
+        *(selector for pair in report.correlations for selector in pair),
+        *(selector for selector in (report.drift, report.replicates) if selector is not None),
+        *report.replicates_also,
+    ]
+    for selector in selectors:
+        name = selector.score.split("[")[0].split(".")[0]
+        if name not in scores:
+            raise ReprevalError(
+                f"the report reads score {selector.score[:40]!r}, which the suite does not compute",
+                where=where,
+                fix=suggest(name, sorted(scores)),
+            )
 
 
 def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:

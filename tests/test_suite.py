@@ -649,3 +649,10 @@ def test_report_claims_are_checked_like_the_rest_of_the_suite(plugins, tmp_path,
     data["report"] = {"claims": [{"claim": "x", "greater": greater}]}
     with pytest.raises(ReprevalError, match=re.escape(message)):
         load_suite(write(tmp_path / "s.yaml", data), plugins)
+
+
+def test_report_metrics_name_scores_the_suite_computes(plugins, tmp_path):
+    data = digits_suite()
+    data["report"] = {"curves": [{"score": "nois_score"}]}
+    with pytest.raises(ReprevalError, match="reads score 'nois_score', which the suite does not compute.*noise_score"):
+        load_suite(write(tmp_path / "s.yaml", data), plugins)
