@@ -110,10 +110,27 @@ TEXT_EDITS = [
 ]
 
 
+#: how far the process's peak memory may rise above its peak before the first fuzzed suite (the unbounded alias
+#: bomb took 1.3-1.8 GB on its own)
+PEAK_GROWTH = 500 * 2**20
+_peak_before: list[int] = []
+
+
+def _peak_bytes() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
 def _run_validate(tmp_path, text: str, capsys) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(text)
+    if not _peak_before:
+        _peak_before.append(_peak_bytes())
     code = main(["validate", str(path)])
+    assert _peak_bytes() - _peak_before[0] < PEAK_GROWTH, text[:300]
     captured = capsys.readouterr()
     assert code in (0, 2), (code, text[:300], captured.err[-2000:])
     assert "Traceback" not in captured.err + captured.out
