@@ -534,6 +534,10 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     ):
         default = {"channel_aggregators": ["abs"], "embedding_aggregators": ["mean"], "saliency": []}.get(key, ...)
         raw = section.get(key, (list, str, dict), default)
+        if raw == [] and section.data.get(key) == []:  # written empty: it would silently compute nothing
+            raise ReprevalError(
+                "expected a non-empty list of names", where=section.at(key), fix=f"name at least one, or drop {key!r}"
+            )
         if raw == []:
             lists[key] = []
             continue

@@ -388,7 +388,7 @@ ERRORS = [
         _set("evaluation.saliency", []),
         True,
         "evaluation.saliency",
-        ["attribution scores need saliency methods"],
+        ["expected a non-empty list of names"],
     ),
 ]
 
@@ -655,4 +655,22 @@ def test_report_metrics_name_scores_the_suite_computes(plugins, tmp_path):
     data = digits_suite()
     data["report"] = {"curves": [{"score": "nois_score"}]}
     with pytest.raises(ReprevalError, match="reads score 'nois_score', which the suite does not compute.*noise_score"):
+        load_suite(write(tmp_path / "s.yaml", data), plugins)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("evaluation", "memory_budget", "1.2.3GiB", "cannot read '1.2.3GiB' as a size"),
+        ("evaluation", "smoothing", {"samples": 2, "sigma": float("nan")}, "expected a finite number, got nan"),
+        ("held", "drift", float("nan"), "expected a finite number, got nan"),
+        ("evaluation", "scores", [], "expected a non-empty list"),
+        ("evaluation", "saliency", [], "expected a non-empty list"),
+    ],
+)
+def test_values_that_would_run_and_give_nan_or_nothing_are_refused(plugins, tmp_path, section, key, value, message):
+    data = digits_suite()
+    target = data["datasets"]["held"] if section == "held" else data[section]
+    target[key] = value
+    with pytest.raises(ReprevalError, match=re.escape(message)):
         load_suite(write(tmp_path / "s.yaml", data), plugins)
