@@ -80,7 +80,7 @@ class TimmSource(ModelSource):
         def embed(inputs):
             return model.forward_head(model.forward_features(inputs), pre_logits=True)
 
-        outputs = _stage_outputs(model, name, spec, options)
+        outputs = _traced_outputs(model, name, spec, options)
         layout = _layout(model)
         shapes = {module: tuple(getattr(out, "shape", out)) for module, out in outputs.items()}
         stage_layouts = {**_module_layouts(model, shapes, layout), **_stage_layouts(model, spec, outputs, layout)}
@@ -124,7 +124,7 @@ def _create(name: str, options: dict, size: tuple[int, int] | None = None):
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
-def _stage_outputs(model, name: str, spec: InputSpec, options: dict) -> dict:
+def _traced_outputs(model, name: str, spec: InputSpec, options: dict) -> dict:
     """On a zero input, the output of each ``feature_info`` stage and the output shape of every other module;
     a size the model cannot take is refused here, naming sizes it can."""
     import torch
