@@ -79,21 +79,21 @@ class Inputs:
 
     def __init__(self, suite: Suite, plugins: Plugins, device: torch.device):
         self.suite, self.plugins, self.device = suite, plugins, device
-        self._images: dict[tuple[str, InputSpec], ImageSet | TextSet] = {}
+        self._loaded: dict[tuple[str, InputSpec], ImageSet | TextSet] = {}
         self._last_batches: tuple[tuple[str, InputSpec], dict[str, Tensor]] | None = None
 
-    def images(self, dataset: str, spec: InputSpec) -> ImageSet | TextSet:
+    def loaded(self, dataset: str, spec: InputSpec) -> ImageSet | TextSet:
         """The dataset's inputs for networks of ``spec``: images fitted to it, or texts for a text encoder."""
         key = (dataset, spec)
-        if key not in self._images:
+        if key not in self._loaded:
             config = self.suite.datasets[dataset]
             source = self.plugins.dataset.create(config.kind, config.options)
             where = f"{self.suite.where}: datasets.{dataset}"
             if spec.tokens:
-                self._images[key] = load_texts(source, config.subset, spec, where, config.drift)
+                self._loaded[key] = load_texts(source, config.subset, spec, where, config.drift)
             else:
-                self._images[key] = load_images(source, config.subset, spec, where, config.drift)
-        return self._images[key]
+                self._loaded[key] = load_images(source, config.subset, spec, where, config.drift)
+        return self._loaded[key]
 
     def batch_source(self, network: Network, dataset: str) -> dict[str, Tensor]:
         """``real`` inputs of ``dataset`` plus the two seeded noise sets, normalised, on the device.
@@ -101,7 +101,7 @@ class Inputs:
         The last one is kept: consecutive groups (layers, methods) of a dataset share it."""
         spec = network.input_spec
         if self._last_batches is None or self._last_batches[0] != (dataset, spec):
-            data = self.images(dataset, spec)
+            data = self.loaded(dataset, spec)
             seeds = {name: derived_seed(self.suite.seed, f"noise-{part}") for name, part in NOISE_SETS.items()}
             if isinstance(data, TextSet):  # token ids; noise: random tokens where the texts have tokens
                 if network.tokenize is None or network.noise_like is None:
@@ -120,7 +120,7 @@ class Inputs:
 
     def training_data(self, dataset: str):
         def provide(network: Network) -> tuple[ImageSet, Tensor]:
-            data = self.images(dataset, network.input_spec)
+            data = self.loaded(dataset, network.input_spec)
             if not isinstance(data, ImageSet):
                 raise ReprevalError("repreval trains image models only", fix="evaluate the text encoder as it is")
             assert isinstance(data.images, Tensor)  # load_images fits every image to the spec: one tensor
