@@ -207,6 +207,12 @@ class SaliencyMethod:
         """Attributions [k, B, C, h, w] ([k, B, h, w] when ``spatial``) of the k components in ``gradient``."""
         raise NotImplementedError
 
+    def finish_maps(self, maps: Tensor, input_shape: tuple[int, ...]) -> Tensor:
+        """The last step on each component's h×w map [k, B, h, w] (after channel aggregation, before the
+        component aggregators), e.g. normalising and upsampling it to the input's size (``input_shape``: the
+        network input's, [B, C, H, W] for images). Default: the maps as they are."""
+        return maps
+
 
 class Aggregator:
     """Reduces one dimension of a tensor: ``aggregator(values, dim)``."""
@@ -241,7 +247,7 @@ class AttributionScore:
     #: False when noise maps only feed the chance level (``reference``), not the value: a training loss
     #: built from the score then skips them.
     noise_in_value: ClassVar[bool] = True
-    bounds: ClassVar[tuple[float, float] | None] = None
+    bounds: tuple[float, float] | None = None  # (low, high); an instance may set it from its options
 
     def compute(self, maps: AttributionMaps, embedding_aggregator: Aggregator | None) -> ScoreValues:
         """One value per input from ``maps``; ``embedding_aggregator`` is None when the score does not use one."""
@@ -341,7 +347,7 @@ class Variant:
     """Derives the network to evaluate (``trained``, ``random``, layer randomisation, ...)."""
 
     name: ClassVar[str]
-    needs_weights: ClassVar[bool] = True  # False when only untrained networks are used
+    needs_weights: bool = True  # False when only untrained networks are used (an instance may set it from options)
 
     def network(self, model: ModelHandle, seed: int) -> Network:
         """The network to evaluate, derived from ``model``; any randomness comes from ``seed``."""

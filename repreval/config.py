@@ -19,6 +19,9 @@ STRATEGIES = ("auto", "reverse", "forward")
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 
 CLAIM_KINDS = ("greater", "above", "correlation", "drift", "replicates")
+#: How a metric's per-input values are read: as they are, minus the chance level (the same score on noise
+#: inputs, per input its own noise pair), or as a multiple of the chance level (its mean over inputs)
+READINGS = ("raw", "minus_chance", "over_chance")
 #: Which probe layers a ``greater`` claim tests.
 LAYER_MODES = ("every", "curve", "deepest", "shallowest")
 
@@ -148,14 +151,16 @@ class MetricSelector:
     layer: str | None = None
     variant: str | None = None
     model: str | None = None
+    reading: str = "raw"  # one of READINGS
 
-    KEYS = ("score", "saliency", "channels", "components", "layer", "variant", "model")
+    KEYS = ("score", "saliency", "channels", "components", "layer", "variant", "model", "reading")
 
     @property
     def label(self) -> str:
-        """Readable name: model · score · saliency · channels · components, then ``@ layer`` when set."""
+        """Readable name: model · score · saliency · channels · components, ``@ layer``, the reading when not raw."""
         parts = [p for p in (self.model, self.score, self.saliency, self.channels, self.components) if p]
-        return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "")
+        reading = {"raw": "", "minus_chance": " − chance", "over_chance": " / chance"}[self.reading]
+        return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "") + reading
 
 
 @dataclass

@@ -48,6 +48,13 @@ class Row:
         """``model · variant · dataset``, without the empty parts."""
         return " · ".join(part for part in (self.model, self.variant, self.dataset) if part)
 
+    @property
+    def above_chance(self) -> float | None:
+        """Curve mean minus the chance level's (the noise score's "informativeness beyond chance")."""
+        if self.average is None or self.reference_average is None:
+            return None
+        return self.average - self.reference_average
+
 
 @dataclass
 class Board:
@@ -71,6 +78,42 @@ class Board:
         if self.embedding_aggregator is not None:
             parts.append(f"components={self.embedding_aggregator}")
         return " · ".join(parts)
+
+    @property
+    def has_chance(self) -> bool:
+        """Whether the rows carry a chance level (attribution scores do, embedding scores do not)."""
+        return any(row.reference_average is not None for row in self.rows)
+
+    def interpretation(self) -> str:
+        """One sentence on how to read the board: who leads on the raw score and who above chance, and
+        whether the two readings tell the same story."""
+        rows = [row for row in self.rows if row.above_chance is not None]
+        if not self.has_chance or len(rows) < 2:
+            return ""
+        sign = 1.0 if self.higher_is_better else -1.0
+        raw = max(rows, key=lambda row: sign * (row.average or 0.0))
+        relative = max(rows, key=lambda row: sign * (row.above_chance or 0.0))
+        if all(sign * (row.above_chance or 0.0) <= 0 for row in rows):
+            return (
+                "No row beats its own chance level here: real inputs get maps no more distinct than noise "
+                "inputs do, so the ranking says little."
+            )
+        if raw is relative:
+            return (
+                f"{raw.name} leads both raw and above its chance level ({relative.above_chance:+.3f}; "
+                f"next best {_runner_up(rows, relative, sign):+.3f})."
+            )
+        chances = [row.reference_average or 0.0 for row in rows]
+        return (
+            f"{raw.name} ranks first on the raw score, {relative.name} above chance "
+            f"({relative.above_chance:+.3f} against {raw.above_chance:+.3f}): the chance levels differ between rows "
+            f"({min(chances):.3f} to {max(chances):.3f}), so compare the gaps to chance, not the raw values."
+        )
+
+
+def _runner_up(rows: list[Row], best: Row, sign: float) -> float:
+    others = [row.above_chance or 0.0 for row in rows if row is not best]
+    return max(others, key=lambda value: sign * value)
 
 
 def _metric(record: ScoreRecord) -> Metric:

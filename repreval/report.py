@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .analysis import (
@@ -41,13 +41,16 @@ from .analysis import (
     Correlation,
     DriftResult,
     ReplicateRow,
+    Robustness,
     Verdict,
     check_above,
     check_correlation,
     check_greater,
     correlate,
     drift,
+    readings_of,
     replicates,
+    selects,
 )
 from .config import MetricSelector, ReportConfig, Suite
 from .store import ScoreRecord
@@ -134,22 +137,24 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
     replicate_rows = replicates(records, config.replicates, facts.groups, facts.baselines) if config.replicates else []
     verdicts = []
     for claim in config.claims:
-        details: list[str] = []
+        o = claim.options
+        seed = records[0].seed if records else 0  # the bootstrap's: the same values, the same interval
         if claim.kind == "greater":
-            o = claim.options
-            verdict, evidence, details = check_greater(
-                records, o["metric"], str(o["higher"]), str(o["lower"]), o["layers"], o["expect"]
-            )
+            verdict = check_greater(
+                records, o["metric"], str(o["higher"]), o["lower"], o["layers"], o["expect"],
+                test=o["test"], readings=o.get("readings"), seed=seed,
+            )  # fmt: skip
         elif claim.kind == "above":
-            verdict, evidence = check_above(records, claim.options["metric"], float(claim.options["threshold"]))
+            verdict = Verdict("", "", *check_above(records, o["metric"], float(o["threshold"])))
         elif claim.kind == "correlation":
-            verdict, evidence = check_correlation(correlations[claim.options.get("index", 0)], claim.options["sign"])
+            verdict = _correlation_verdict(records, config.correlations[o.get("index", 0)], o["sign"])
         elif claim.kind == "drift":
-            verdict, evidence = _drift_verdict(drift_results, claim.options["sign"])
+            verdict = Verdict("", "", *_drift_verdict(drift_results, o["sign"]))
         else:
-            chosen = [row for row in replicate_rows if re.search(str(claim.options.get("match", "")), row.group)]
-            verdict, evidence = _replicates_verdict(chosen, replicate_rows, float(claim.options.get("within", 0.0)))
-        verdicts.append(Verdict(claim.claim, claim.paper, verdict, evidence, details))
+            chosen = [row for row in replicate_rows if re.search(str(o.get("match", "")), row.group)]
+            verdict = Verdict("", "", *_replicates_verdict(chosen, replicate_rows, float(o.get("within", 0.0))))
+        verdict.claim, verdict.paper = claim.claim, claim.paper
+        verdicts.append(verdict)
     return Report(
         title=config.title or facts.name,
         description=facts.description,
@@ -166,6 +171,20 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         verdicts=verdicts,
         curve_metrics=config.curves,
     )
+
+
+def _correlation_verdict(records: list[ScoreRecord], pair: tuple[MetricSelector, MetricSelector], sign: str) -> Verdict:
+    """The correlation's verdict, re-checked with each metric read every way it can be (raw, above chance)."""
+    x, y = pair
+    verdict = Verdict("", "", *check_correlation(correlate(records, x, y), sign))
+    x_readings = readings_of([r for r in records if selects(x, r)])
+    y_readings = readings_of([r for r in records if selects(y, r)])
+    for x_reading in x_readings:
+        for y_reading in y_readings:
+            again = correlate(records, replace(x, reading=x_reading), replace(y, reading=y_reading))
+            reading = x_reading if len(y_readings) == 1 else f"{x_reading} / {y_reading}"
+            verdict.checks.append(Robustness("", reading, check_correlation(again, sign)[0], [again.rho], [again.p]))
+    return verdict
 
 
 def _drift_verdict(results: list[DriftResult], sign: str) -> tuple[str, str]:

@@ -206,16 +206,18 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
         network.module.to(device).eval()
         if not all(bool(torch.isfinite(parameter).all()) for parameter in network.module.parameters()):
             raise _non_finite(network)
+        signature = embedding_signature(network, inputs.batch_source(network, plan.suite.evaluation.datasets[0]))
     except Exception as exc:
         run.fail(units, exc)
         return
     extras: dict[str, float] = {"threads": torch.get_num_threads()}
     if model.config.train is not None and plan.variant(variant).needs_weights and model.training_log is not None:
         extras["train_seconds"] = round(model.training_log["seconds"], 3)
+    shared = {"extras": extras, "embedding_signature": signature}  # fields of every record of this variant
     groups = [group for _, group in plan.groups(units)]
     for group in [g for g in groups if g[0].layer == EMBEDDING]:
         try:
-            failed = _run_embedding_group(plan, network, inputs, group, run.store, device, extras)
+            failed = _run_embedding_group(plan, network, inputs, group, run.store, device, shared)
         except Exception as exc:
             run.fail(group, exc)
             continue
@@ -224,7 +226,23 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
     for dataset, same_dataset in groupby(attribution, key=lambda group: group[0].dataset):
         assert dataset is not None  # attribution units always name their evaluation dataset
         batches = inputs.batch_source(network, dataset)
-        _run_sweeps(run, network, batches, list(same_dataset), device, extras)
+        _run_sweeps(run, network, batches, list(same_dataset), device, shared)
+
+
+#: Inputs and random directions of an embedding signature
+SIGNATURE_INPUTS, SIGNATURE_DIRECTIONS = 4, 8
+
+
+def embedding_signature(network: Network, batches: dict[str, Tensor]) -> list[float]:
+    """A fingerprint of what the network embeds: its embedding of the first few evaluation inputs, projected on
+    fixed random directions. Two variants with equal signatures embed alike (e.g. one whose classifier layer
+    was re-initialised is the trained network as far as any attribution score can tell); reports leave such
+    variants out of correlations."""
+    with torch.no_grad():
+        embedding = network.embed(batches["real"][:SIGNATURE_INPUTS]).double().flatten().cpu()
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(SIGNATURE_DIRECTIONS, embedding.numel(), generator=generator, dtype=torch.float64)
+    return [float(v) for v in directions @ embedding / embedding.numel() ** 0.5]
 
 
 def _finished(run: _Run, group: list[Unit], failed: list[tuple[Unit, Exception]], credited: float = 0.0) -> None:
@@ -280,7 +298,7 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
 
 
 def _run_embedding_group(
-    plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore, device, extras: dict
+    plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore, device, shared: dict
 ) -> list[tuple[Unit, Exception]]:
     """Embedding scores (linear probe, classifier accuracy): each computed once, one record per metric."""
     failed = []
@@ -313,7 +331,7 @@ def _run_embedding_group(
                     n_inputs=1,
                     seconds=round(seconds, 3),
                     device=str(device),
-                    extras=extras,
+                    **shared,
                 )
             )
     return failed
@@ -387,7 +405,7 @@ class _Collected:
 
 
 def _run_sweeps(
-    run: _Run, network: Network, batches: dict[str, Tensor], groups: list[list[Unit]], device, extras: dict
+    run: _Run, network: Network, batches: dict[str, Tensor], groups: list[list[Unit]], device, shared: dict
 ) -> None:
     """Every group of one model variant and dataset: groups that can share passes form a family whose maps
     come from one sweep per batch (one forward, one batched backward per chunk of components, all layers and
@@ -402,7 +420,7 @@ def _run_sweeps(
     for family in _families(plan, works):
         try:
             progress = _FamilyProgress(run, family)
-            results = _run_family(plan, network, batches, family, run.store, device, extras, progress)
+            results = _run_family(plan, network, batches, family, run.store, device, shared, progress)
         except Exception as exc:
             if len(family) == 1:
                 run.fail(family[0][0], exc)
@@ -411,7 +429,7 @@ def _run_sweeps(
             for member in family:
                 try:
                     progress = _FamilyProgress(run, [member])
-                    results += _run_family(plan, network, batches, [member], run.store, device, extras, progress)
+                    results += _run_family(plan, network, batches, [member], run.store, device, shared, progress)
                 except Exception as single:
                     run.fail(member[0], single)
         for group, failed in results:
@@ -459,7 +477,7 @@ def _run_family(
     family: list[tuple[list[Unit], _GroupWork]],
     store: ResultStore,
     device,
-    extras: dict,
+    shared: dict,
     progress: _FamilyProgress | None = None,
 ) -> list[tuple[list[Unit], list[tuple[Unit, Exception]]]]:
     """Compute the family's maps batch by batch, score every unit, write the records; return each group with
@@ -520,7 +538,7 @@ def _run_family(
                     degenerate_maps=zeros / max(total, 1),
                     seconds=seconds,
                     device=str(device),
-                    extras=extras | estimated,
+                    **shared | {"extras": shared["extras"] | estimated},
                 )
             )
         results.append((group, [(unit, failed[unit.id]) for unit in group if unit.id in failed]))
@@ -639,6 +657,7 @@ def _summary(collected: _Collected, work: _GroupWork) -> dict:
         "reference": None if reference is None else float(reference.mean()),
         "reference_spread": None if reference is None else float(reference.std(correction=0)),
         "values": [round(float(v), 7) for v in per_input],
+        "reference_values": [] if reference is None else [round(float(v), 7) for v in reference],
         "n_inputs": per_input.numel(),
         "estimated": estimated,
     }

@@ -64,6 +64,7 @@ class ScoreRecord:
     reference_spread: float | None = None
     bound: float | None = None  # the score's upper bound (variance score: 1/4)
     values: list[float] = field(default_factory=list)  # per input
+    reference_values: list[float] = field(default_factory=list)  # chance level per input (its noise pair)
     degenerate_maps: float = 0.0  # fraction of component maps that were exactly zero (rounding noise)
     n_inputs: int = 0
     dataset: str | None = None  # the evaluation dataset; None for embedding scores
@@ -72,6 +73,7 @@ class ScoreRecord:
     seconds: float = 0.0  # time of the unit's group, shared by its units
     error: str | None = None
     extras: dict[str, float] = field(default_factory=dict)  # e.g. train_seconds of a trained model
+    embedding_signature: list[float] = field(default_factory=list)  # see runner.embedding_signature
     versions: dict[str, str] = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: int = RECORD_SCHEMA
@@ -228,6 +230,7 @@ _FIELDS: dict[str, object] = {
     "layer_index": "index", "saliency": "text?", "channel_aggregator": "text?", "embedding_aggregator": "text?",
     "score": str, "higher_is_better": bool, "status": ("ok", "failed"), "value": "number?", "spread": "number?",
     "reference": "number?", "reference_spread": "number?", "bound": "number?", "values": "numbers",
+    "reference_values": "numbers", "embedding_signature": "numbers",
     "degenerate_maps": "number", "n_inputs": "index", "dataset": "text?", "seed": int, "device": str,
     "seconds": "number", "error": "text?", "extras": "number map", "versions": "text map", "created": str,
     "schema": int,

@@ -346,17 +346,19 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
-    _check_report_scores(report, {choice.name for choice in evaluation.scores}, top.at("report"))
+    without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
+    _check_report_scores(report, {choice.name for choice in evaluation.scores}, without_chance, top.at("report"))
     names = {variant.name for variant in variants}
     for i, claim in enumerate(report.claims):
         for key in ("higher", "lower"):
             named = claim.options.get(key)
-            if isinstance(named, str) and named.split("[")[0] not in names:
-                raise ReprevalError(
-                    f"claim compares variant {named[:40]!r}, which the suite does not run",
-                    where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
-                    fix=suggest(named, sorted(names)),
-                )
+            for one in named if isinstance(named, list) else [named]:
+                if isinstance(one, str) and one.split("[")[0] not in names:
+                    raise ReprevalError(
+                        f"claim compares variant {one[:40]!r}, which the suite does not run",
+                        where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
+                        fix=suggest(one, sorted(names)),
+                    )
     top.finish()
     return Suite(
         name,
@@ -375,8 +377,16 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     )
 
 
-def _check_report_scores(report: ReportConfig, scores: set[str], where: str) -> None:
-    """Every metric the report reads names a score the suite computes (``linear_probe.top1``: its metric)."""
+def _has_chance_level(factory: Any) -> bool:
+    """Attribution scores have a chance level (the score on noise inputs); embedding scores do not."""
+    from .api import EmbeddingScore
+
+    return not (isinstance(factory, type) and issubclass(factory, EmbeddingScore))
+
+
+def _check_report_scores(report: ReportConfig, scores: set[str], without_chance: set[str], where: str) -> None:
+    """Every metric the report reads names a score the suite computes (``linear_probe.top1``: its metric), and
+    reads it relative to chance only where the score has a chance level."""
     selectors = [
         *(claim.options["metric"] for claim in report.claims if "metric" in claim.options),
         *(report.curves or []),
@@ -391,6 +401,12 @@ def _check_report_scores(report: ReportConfig, scores: set[str], where: str) -> 
                 f"the report reads score {selector.score[:40]!r}, which the suite does not compute",
                 where=where,
                 fix=suggest(name, sorted(scores)),
+            )
+        if selector.reading != "raw" and name in without_chance:
+            raise ReprevalError(
+                f"the report reads {selector.score[:40]!r} as {selector.reading}, but it has no chance level",
+                where=where,
+                fix="read it raw (drop reading:)",
             )
 
 

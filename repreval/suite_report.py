@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .config import CLAIM_KINDS, LAYER_MODES, Claim, MetricSelector, ReportConfig
+from .config import CLAIM_KINDS, LAYER_MODES, READINGS, Claim, MetricSelector, ReportConfig
 from .errors import ReprevalError, suggest
 
 REPORT_KEYS = ("title", "correlations", "drift", "replicates", "curves", "claims")
@@ -29,6 +29,10 @@ def parse_metric(spec: Any, where: str) -> MetricSelector:
     if unknown:
         raise ReprevalError(
             f"unknown metric key {unknown[0]!r}", where=where, fix="use " + ", ".join(MetricSelector.KEYS)
+        )
+    if spec.get("reading", "raw") not in READINGS:
+        raise ReprevalError(
+            f"unknown reading {str(spec['reading'])[:40]!r}", where=f"{where}.reading", fix="use " + ", ".join(READINGS)
         )
     return MetricSelector(**{key: str(value) for key, value in spec.items()})
 
@@ -96,26 +100,53 @@ def parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
     return Claim(str(item["claim"]), str(item.get("paper", "")), kind, options)
 
 
+GREATER_KEYS = ("metric", "higher", "lower", "layers", "expect", "test", "readings")
+
+
 def _check_greater(options: dict, where: str, config: ReportConfig) -> None:
+    """``higher``: a variant; ``lower``: a variant or a list of them (the first decides the verdict, the others
+    are the random copies it must hold for to be robust); ``test``: one of TESTS; ``readings``: the readings
+    it must also hold under (default: every reading the metric has)."""
+    from .statistics import TESTS
+
     for key in ("metric", "higher", "lower"):
         if key not in options:
             raise ReprevalError(f"missing {key!r}", where=where)
-    unknown = [key for key in options if key not in ("metric", "higher", "lower", "layers", "expect")]
+    unknown = [key for key in options if key not in GREATER_KEYS]
     if unknown:
-        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use metric, higher, lower, "
-                            "layers, expect")  # fmt: skip
-    for key in ("higher", "lower"):
-        if not isinstance(options[key], str) or not options[key]:
-            raise ReprevalError(f"{key} must name a variant, got {str(options[key])[:40]!r}", where=f"{where}.{key}")
+        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use " + ", ".join(GREATER_KEYS))
+    if isinstance(options["lower"], list) and options["lower"]:
+        options["lower"] = list(options["lower"])
+    elif isinstance(options["lower"], str):
+        options["lower"] = [options["lower"]]
+    else:
+        options["lower"] = [options["lower"]]  # checked below: not a variant name
+    for key, names in (("higher", [options["higher"]]), ("lower", options["lower"])):
+        for name in names if isinstance(names, list) else [names]:
+            if not isinstance(name, str) or not name:
+                raise ReprevalError(
+                    f"{key} must name a variant{' or list variants' if key == 'lower' else ''}, got {str(name)[:40]!r}",
+                    where=f"{where}.{key}",
+                )
     options["metric"] = parse_metric(options["metric"], f"{where}.metric")
     options.setdefault("layers", "every")
     options.setdefault("expect", "higher")
+    options.setdefault("test", "wilcoxon")
     if options["layers"] not in LAYER_MODES:
         raise ReprevalError(
             f"unknown layers {options['layers']!r}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES)
         )
     if options["expect"] not in ("higher", "same"):
         raise ReprevalError(f"unknown expect {options['expect']!r}", where=f"{where}.expect", fix="use higher or same")
+    if options["test"] not in TESTS:
+        raise ReprevalError(
+            f"unknown test {str(options['test'])[:40]!r}", where=f"{where}.test", fix="use " + ", ".join(TESTS)
+        )
+    readings = options.get("readings")
+    if readings is not None and (
+        not isinstance(readings, list) or not readings or any(r not in READINGS for r in readings)
+    ):
+        raise ReprevalError("readings must be a non-empty list of " + ", ".join(READINGS), where=f"{where}.readings")
 
 
 def _check_above(options: dict, where: str, config: ReportConfig) -> None:

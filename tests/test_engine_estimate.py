@@ -192,3 +192,49 @@ def test_noise_score_standard_errors_are_calibrated_on_the_trained_resnet20(resn
     for method in ("bootstrap", "jackknife"):
         covered, ratio = _calibration(real, noise, plugins.aggregator.create("abs"), 32, method)["ns"]
         assert covered >= 0.8 and ((ratio > 0.5) & (ratio < 2)).all(), (method, covered, ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sparsity-aware variance score
+
+
+def _variance_score(maps, **options):
+    from repreval.api import AttributionMaps
+    from repreval_builtins.scores import VarianceScore
+
+    return VarianceScore(**options).compute(AttributionMaps(maps, maps), None).values
+
+
+def test_sparsity_aware_variance_score_reaches_one_at_its_ceiling_and_zero_for_copies():
+    # binary maps, 8 components on 4 × 4 pixels: at every pixel exactly 2 of 8 components are on (f = 1/4),
+    # each map with a different pattern; normalisation keeps 0/1 maps as they are
+    maps = torch.zeros(1, 8, 4, 4)
+    for pixel in range(16):
+        for component in ((pixel % 4) * 2, (pixel % 4) * 2 + 1):
+            maps[0, component, pixel // 4, pixel % 4] = 1.0
+    plain = _variance_score(maps, binarize=True)
+    assert float(plain) == pytest.approx(0.25 * 0.75)  # f(1 - f), below Popoviciu's 1/4
+    assert float(_variance_score(maps, binarize=True, sparsity_aware=True)) == pytest.approx(1.0)
+    copies = maps[:, :1].expand(1, 8, 4, 4).clone()  # every component the same map: no variance
+    assert float(_variance_score(copies, binarize=True, sparsity_aware=True)) == 0.0
+
+
+def test_variance_score_never_exceeds_the_sparsity_ceiling():
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        sparsity = 0.02 + 0.9 * torch.rand((), generator=generator)
+        maps = (torch.rand(3, 16, 6, 6, generator=generator) < sparsity).float() * torch.rand(
+            3, 16, 6, 6, generator=generator
+        )
+        for binarize in (False, True):
+            relative = _variance_score(maps, binarize=binarize, sparsity_aware=True)
+            assert bool(((relative >= 0) & (relative <= 1 + 1e-6)).all()), (trial, binarize)
+
+
+def test_sparsity_aware_estimate_from_all_components_is_exact():
+    from repreval_builtins.scores.estimates import estimate_variance_score
+
+    maps = torch.rand(2, 12, 5, 5, generator=torch.Generator().manual_seed(1)) ** 3
+    exact = _variance_score(maps, binarize=True, sparsity_aware=True)
+    estimate = estimate_variance_score(maps, 12, binarize=True, sparsity_aware=True)
+    assert torch.allclose(estimate.value, exact, atol=1e-6) and float(estimate.standard_error.max()) == 0.0

@@ -319,3 +319,41 @@ def test_a_tensor_that_does_not_fit_the_declared_layout_is_refused_at_validate(p
     }  # fmt: skip
     with pytest.raises(ReprevalError, match=r"models\.m\.layers\[1\]: probe 'mix' gives a tensor of shape"):
         make_plan(parse_suite(data, plugins), plugins)
+
+
+class Strided(nn.Module):
+    """A stride-2 stem and a residual block: the probe's maps are half the input's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.conv = nn.Conv2d(4, 5, 3, padding=1)
+        self.skip = nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        a = self.stem(x)
+        return torch.relu(self.conv(a)) + self.skip(a)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_reference_style_grad_cam_normalises_each_component_map_then_upsamples(plugins, interpolation):
+    """The paper's code: each component's Grad-CAM map min-max normalised, then resized to the input."""
+    with seeded(3):
+        module = Strided()
+    network = _network(module)
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    method = plugins.saliency.create("grad_cam", {"style": "reference", "interpolation": interpolation})
+    for layer in ("stem", "conv"):
+        cam = oracle_maps(*autograd_oracle(network, layer, inputs), "grad_cam")  # [B, D, 4, 4]
+        low = cam.amin(dim=(-2, -1), keepdim=True)
+        high = cam.amax(dim=(-2, -1), keepdim=True)
+        normalized = (cam - low) / (high - low + 1e-12)
+        expected = torch.nn.functional.interpolate(normalized, size=(8, 8), mode=interpolation)
+        for strategy in ("reverse", "forward"):
+            maps = component_maps(network, Probe.parse(layer), inputs, method, None, strategy=strategy)
+            assert maps.shape == (2, 5, 8, 8)
+            assert torch.allclose(maps, expected, atol=TOLERANCE), (layer, strategy)
+        loop = component_maps_loop(network, Probe.parse(layer), inputs, method, None)
+        assert torch.allclose(loop, expected, atol=TOLERANCE), layer
+    with pytest.raises(ReprevalError, match="style must be one of layer, reference"):
+        plugins.saliency.create("grad_cam", {"style": "paper"})

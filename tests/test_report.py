@@ -135,10 +135,10 @@ def test_greater_claims_use_a_significance_test_per_layer():
         record(variant="random", layer="l2", layer_index=1, values=low),
     ]
     selector = MetricSelector("noise_score")
-    assert check_greater(records, selector, "trained", "random", "shallowest")[0] == "agrees"
-    assert check_greater(records, selector, "trained", "random", "every")[0] == "inconclusive"
-    assert check_greater(records, selector, "trained", "random", "deepest", expect="same")[0] == "agrees"
-    assert check_greater(records, selector, "random", "trained", "shallowest")[0] == "disagrees"
+    assert check_greater(records, selector, "trained", "random", "shallowest").verdict == "agrees"
+    assert check_greater(records, selector, "trained", "random", "every").verdict == "inconclusive"
+    assert check_greater(records, selector, "trained", "random", "deepest", expect="same").verdict == "agrees"
+    assert check_greater(records, selector, "random", "trained", "shallowest").verdict == "disagrees"
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,7 @@ def test_welch_p_value_matches_scipy_ttest():
     import numpy as np
     from scipy.stats import ttest_ind
 
-    from repreval.analysis import _welch
+    from repreval.statistics import welch_p as _welch
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -194,3 +194,51 @@ def test_leaderboard_ties_rank_in_name_order_whatever_the_record_order():
     for order in (records, records[::-1]):
         (board,) = build_leaderboards(order)
         assert [row.variant for row in board.rows] == ["c", "a", "b"]
+
+
+def test_each_board_says_how_to_read_it_against_chance():
+    from repreval.leaderboard import build_leaderboards
+
+    def at(variant, value, chance):
+        r = record(variant=variant, values=[value])
+        r.reference, r.reference_values = chance, [chance]
+        return r
+
+    (board,) = build_leaderboards([at("random", 0.19, 0.15), at("trained", 0.15, 0.10)])
+    assert [row.variant for row in board.rows] == ["random", "trained"]  # raw ranking as before
+    assert board.rows[1].above_chance == pytest.approx(0.05)
+    sentence = board.interpretation()
+    assert "m · random ranks first on the raw score, m · trained above chance (+0.050 against +0.040)" in sentence
+    (board,) = build_leaderboards([at("random", 0.1, 0.15), at("trained", 0.1, 0.12)])
+    assert board.interpretation().startswith("No row beats its own chance level")
+    (board,) = build_leaderboards([record(variant="a", score="acc", values=[0.5]), record(variant="b", score="acc")])
+    assert board.interpretation() == ""  # no chance level, nothing to say
+
+
+@pytest.mark.parametrize(
+    "greater, message",
+    [
+        ({"test": "mann_whitney"}, "unknown test 'mann_whitney'"),
+        ({"readings": ["raw", "log"]}, "readings must be a non-empty list"),
+        ({"lower": []}, "lower must name a variant"),
+        ({"metric": {"score": "noise_score", "reading": "relative"}}, "unknown reading 'relative'"),
+    ],
+)
+def test_malformed_paired_claims_fail_with_their_key(greater, message):
+    claim = {"metric": "noise_score", "higher": "trained", "lower": "random"} | greater
+    with pytest.raises(ReprevalError, match=message):
+        parse_report({"claims": [{"claim": "c", "greater": claim}]}, "suite.yaml: report")
+
+
+def test_reading_a_score_without_chance_level_relative_to_chance_is_refused(plugins):
+    from conftest import digits_suite
+
+    from repreval.suite import parse_suite
+
+    suite = digits_suite()
+    suite["evaluation"]["scores"] = ["noise_score", {"classifier_accuracy": {"dataset": "held"}}]
+    suite["report"] = {
+        "correlations": [{"x": "noise_score", "y": {"score": "classifier_accuracy.top1", "reading": "minus_chance"}}]
+    }
+    with pytest.raises(ReprevalError, match="has no chance level"):
+        parse_suite(suite, plugins)

@@ -116,3 +116,51 @@ def test_bad_layer_names_fail_at_plan_time(tmp_path, plugins, variant, message):
     with pytest.raises(ReprevalError, match=message) as error:
         make_plan(suite, plugins)
     assert "variants[0]" in error.value.one_line()
+
+
+# ---------------------------------------------------------------------------------------------
+# Random copies: initialiser, normalisation layers, seed
+
+
+@needs_shared
+def test_random_copies_differ_in_initialiser_norm_layers_and_seed(model, plugins):
+    import math
+
+    from repreval_builtins.variants import normalization_layers
+
+    def random(**options):
+        return plugins.variant.create("random", options).network(model, SEED).module.requires_grad_(False)
+
+    own = random()
+    assert torch.equal(own.conv1.weight, model.untrained(SEED).module.conv1.weight)  # the source's own
+    fan_in = own.conv1.weight[0].numel()
+    kaiming, xavier, orthogonal, default = (random(init=i) for i in ("kaiming", "xavier", "orthogonal", "pytorch"))
+    assert float(kaiming.layer2[0].conv1.weight.std()) == pytest.approx(math.sqrt(2 / (16 * 9)), rel=0.1)
+    # PyTorch's default for convolutions: kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert float(default.conv1.weight.abs().max()) <= 1 / math.sqrt(fan_in) + 1e-7
+    assert float(default.conv1.weight.std()) == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.2)
+    flat = orthogonal.layer3[0].conv1.weight.flatten(1)  # 64 × 288: orthonormal rows
+    assert torch.allclose(flat @ flat.T, torch.eye(64), atol=1e-5)
+    assert not torch.equal(xavier.conv1.weight, kaiming.conv1.weight)
+    assert not torch.equal(random(seed=1).conv1.weight, own.conv1.weight)
+    assert torch.equal(random(seed=1).conv1.weight, random(seed=1).conv1.weight)  # seeded
+
+    trained = model.trained().module
+    kept = random(norm="keep")
+    norms = normalization_layers(model.trained())
+    assert norms and all(name.rsplit(".", 1)[-1].startswith("bn") for name in norms)
+    for name in norms:
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            assert torch.equal(getattr(kept.get_submodule(name), key), getattr(trained.get_submodule(name), key))
+    assert torch.equal(kept.conv1.weight, own.conv1.weight)  # the weights stay random
+    assert float(own.bn1.running_var.min()) == 1.0  # reset: a fresh network's statistics
+
+
+@needs_shared
+def test_random_copy_options_are_checked_and_named(plugins):
+    with pytest.raises(ReprevalError, match="init must be one of own, pytorch"):
+        plugins.variant.create("random", {"init": "he"})
+    with pytest.raises(ReprevalError, match="norm must be one of reset, keep"):
+        plugins.variant.create("random", {"norm": "drop"})
+    assert plugins.variant.create("random", {"norm": "keep"}).needs_weights
+    assert not plugins.variant.create("random", {"init": "orthogonal"}).needs_weights

@@ -99,7 +99,7 @@ def component_maps(
             )
         if precision != "float32":  # attribution arithmetic and the maps in float32
             feature_map = feature_map.float()
-        finish = _Finisher(method, channel_aggregator, feature_map, batch)
+        finish = _Finisher(method, channel_aggregator, feature_map, batch, tuple(original.shape))
         tail = probe.tail(network, inputs)
         if chosen == "reverse" and not create_graph:
             return sweep_maps(network, [request], original, **swept)[request]  # type: ignore[arg-type]
@@ -151,7 +151,7 @@ def mean_map(
         embedding, pullback = torch.func.vjp(probe.tail(network, inputs), activation)  # type: ignore[misc]
         (gradient,) = pullback(torch.full_like(embedding, 1.0 / embedding.shape[1]))
         feature_map = _channels_first(network, probe, activation)
-        finish = _Finisher(method, channel_mean, feature_map, batch)
+        finish = _Finisher(method, channel_mean, feature_map, batch, tuple(inputs.shape))
         return finish(gradient.reshape(1, *feature_map.shape))[0]
 
 

@@ -125,10 +125,13 @@ def channel_mean(values: Tensor, dim: int) -> Tensor:
 class _Finisher:
     """Gradients of a chunk of components -> their channel-aggregated maps [k, B, h, w]."""
 
-    def __init__(self, method: SaliencyMethod, channel_aggregator, feature_map: Tensor, batch: int):
+    def __init__(
+        self, method: SaliencyMethod, channel_aggregator, feature_map: Tensor, batch: int, input_shape: tuple[int, ...]
+    ):
         self.method, self.channel_aggregator = method, channel_aggregator
         self.feature_map, self.batch = feature_map, batch
         self.samples = feature_map.shape[0] // batch
+        self.input_shape = (batch, *input_shape[1:])
 
     def __call__(self, gradient: Tensor) -> Tensor:  # [k, B*S, C, h, w] (or [k, B*S, C, 1, 1])
         method = self.method
@@ -140,10 +143,11 @@ class _Finisher:
             rows = attribution.shape[0]
             attribution = attribution.reshape(rows, self.batch, self.samples, *attribution.shape[2:]).mean(dim=2)
         if method.spatial:
-            return attribution
+            return method.finish_maps(attribution, self.input_shape)
         flat = attribution.detach().flatten(2)
         scale = torch.maximum(flat.amax(dim=-1), -flat.amin(dim=-1))  # [k, B]: the largest magnitude (no |.| copy)
-        return zero_rounding_noise(self.channel_aggregator(attribution, dim=2), scale)
+        maps = zero_rounding_noise(self.channel_aggregator(attribution, dim=2), scale)
+        return method.finish_maps(maps, self.input_shape)
 
 
 #: A channel-aggregated map whose magnitude is below this fraction of its raw attribution's magnitude

@@ -78,5 +78,5 @@ def component_maps_loop(
                 raise ValueError(f"saliency method {method.name!r} needs a channel aggregator")
             scale = attribution.abs().flatten(2).amax(dim=-1)
             attribution = zero_rounding_noise(channel_aggregator(attribution, dim=2), scale)
-        maps.append(attribution[0])
+        maps.append(method.finish_maps(attribution, tuple(inputs.shape))[0])
     return torch.stack(maps, dim=1)

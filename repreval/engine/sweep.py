@@ -77,7 +77,8 @@ def sweep_maps(
         feature_maps = {probe: as_feature_map(taps[probe].detach(), probe.spec, layouts[probe]) for probe in probes}
         if precision != "float32":  # attribution arithmetic and the maps in float32
             feature_maps = {probe: value.float() for probe, value in feature_maps.items()}
-        finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch) for r in requests}
+        shape = tuple(inputs.shape)
+        finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch, shape) for r in requests}
         chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
         tapped = [taps[probe] for probe in probes]
         decision_key = (type(network.module), tuple(inputs.shape), tuple(probes), torch.get_num_threads())
@@ -122,7 +123,7 @@ def sweep_mean_maps(
             probe = request.probe
             layout = probe_layout(network, probe)
             feature_map = as_feature_map(taps[probe].detach(), probe.spec, layout).float()
-            finish = _Finisher(request.method, channel_mean, feature_map, batch)
+            finish = _Finisher(request.method, channel_mean, feature_map, batch, tuple(inputs.shape))
             gradient = _used(by_probe[probe], probe)[None]
             maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
         return maps

@@ -45,7 +45,9 @@ def _bound_text(board: Board, row: Row) -> str:
 def rich_table(board: Board) -> Table:
     """``board`` as a terminal table: rank, model, variant, curve mean, chance level, one column per layer."""
     direction = "↑ higher is better" if board.higher_is_better else "↓ lower is better"
-    table = Table(title=escape(f"{board.title}  ({direction})"), title_justify="left", header_style="bold")
+    table = Table(
+        title=escape(f"{board.title}  ({direction})"), title_justify="left", caption_justify="left", header_style="bold"
+    )
     table.add_column("#", justify="right")
     table.add_column("model")
     table.add_column("variant")
@@ -53,6 +55,8 @@ def rich_table(board: Board) -> Table:
     if _shows_bound(board):
         table.add_column("mean/bound", justify="right")
     table.add_column("chance", justify="right", style="dim")
+    if board.has_chance:
+        table.add_column("− chance", justify="right")
     for column in board.columns:
         table.add_column(escape(column), justify="right", overflow="fold")
     for row in board.rows:
@@ -65,10 +69,18 @@ def rich_table(board: Board) -> Table:
             _average_text(row),
             *extra,
             _number(row.reference_average),
+            *([_signed(row.above_chance)] if board.has_chance else []),
             *cells,
         )
-    table.caption = "cells: mean ±std over inputs; chance: the same score on noise inputs; * = some layers missing"
+    legend = "cells: mean ±std over inputs; chance: the same score on noise inputs; − chance: mean minus chance"
+    if any(not row.complete for row in board.rows):
+        legend += "; * = some layers missing"
+    table.caption = "\n".join(part for part in (escape(board.interpretation()), legend) if part)
     return table
+
+
+def _signed(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.3f}"
 
 
 def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
@@ -79,13 +91,17 @@ def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
         lines += [
             f"## {board.title}",
             "",
-            f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs",
+            f"*{direction}*; cells: mean ±std over inputs; chance: the score on noise inputs"
+            + ("; − chance: mean minus chance" if board.has_chance else ""),
             "",
         ]
+        if board.interpretation():
+            lines += [board.interpretation(), ""]
         header = (
             ["#", "model · variant", "mean"]
             + (["mean/bound"] if _shows_bound(board) else [])
             + ["chance"]
+            + (["− chance"] if board.has_chance else [])
             + board.columns
         )
         lines.append("| " + " | ".join(header) + " |")
@@ -93,6 +109,7 @@ def markdown(boards: list[Board], title: str = "repreval leaderboard") -> str:
         for row in board.rows:
             extra = [_bound_text(board, row)] if _shows_bound(board) else []
             cells = [str(row.rank or MISSING), row.name, _average_text(row), *extra, _number(row.reference_average)]
+            cells += [_signed(row.above_chance)] if board.has_chance else []
             lines.append("| " + " | ".join(cells + [cell_text(c) for c in row.cells]) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -54,13 +54,32 @@ def report_markdown(report: Report, boards: list[Board], plots: Path) -> str:
 def _findings(report: Report) -> list[str]:
     if not report.verdicts:
         return []
-    lines = ["## Findings against the paper", "", "| claim | paper | ours | verdict |", "|---|---|---|---|"]
+    lines = [
+        "## Findings against the paper",
+        "",
+        "Paired tests on the per-input values (the test is named beside each p), Holm-corrected where a claim "
+        "spans layers; Δ: mean difference with its 95 % bootstrap interval. *Robust*: the same verdict against "
+        "every random copy the claim lists and under every reading of the score (raw, minus its chance level, "
+        "over its chance level).",
+        "",
+        "| claim | paper | ours | verdict | robust? |",
+        "|---|---|---|---|---|",
+    ]
     for verdict in report.verdicts:
-        lines.append(f"| {verdict.claim} | {verdict.paper} | {verdict.evidence} | **{verdict.verdict}** |")
+        lines.append(
+            f"| {verdict.claim} | {verdict.paper} | {verdict.evidence} | **{verdict.verdict}** | {verdict.robustness} |"
+        )
     lines.append("")
     for verdict in report.verdicts:
-        if verdict.details:
-            lines += [f"*{verdict.claim}*:", ""] + [f"- {d}" for d in verdict.details] + [""]
+        if not verdict.details and len(verdict.checks) < 2:
+            continue
+        lines += [f"*{verdict.claim}*:", ""] + [f"- {d}" for d in verdict.details]
+        if len(verdict.checks) > 1:
+            lines += ["", "| against | reading | verdict | Δ or rho (p) |", "|---|---|---|---|"]
+            for check in verdict.checks:
+                spread = ", ".join(f"{d:+.4f} ({p:.2g})" for d, p in zip(check.differences, check.p_values))
+                lines.append(f"| {check.lower or '—'} | {check.reading} | {check.verdict} | {spread} |")
+        lines.append("")
     return lines
 
 
@@ -76,6 +95,13 @@ def _correlations(report: Report, plots: Path) -> list[str]:
     for c in report.correlations:
         lines.append(f"| {c.x.label} | {c.y.label} | {c.rho:.3f} | {c.p:.2g} | {len(c.points)} |")
     lines.append("")
+    left_out = sorted({row for c in report.correlations for row in c.left_out})
+    if left_out:
+        lines += [
+            "Left out of every correlation, as their networks embed exactly as another variant's (equal embeddings "
+            "of the same inputs, so equal attribution scores: they would be ranked twice): " + "; ".join(left_out),
+            "",
+        ]
     for i, c in enumerate(report.correlations):
         lines += [_link(scatter_plot(c, plots / f"correlation-{i}-{slug(c.x.label)}.png"), plots.parent), ""]
         lines += (

@@ -60,6 +60,15 @@ class VarianceScore(AttributionScore):
     """VS = mean over pixels of Var_d N(phi_C(R_d)), biased, eq. (3); bounded by 1/4 (Popoviciu).
 
     ``binarize``: threshold the normalised maps at 0.5 first. Reference: the same score on noise inputs.
+
+    ``sparsity_aware``: divide by the ceiling the maps' sparsity allows. With f the mean of the (normalised,
+    or binarised) maps over components and pixels, no set of maps with values in [0, 1] and that mean can
+    have a variance score above f(1 - f) (each pixel's variance is at most m_p(1 - m_p) for its mean m_p, as
+    x² <= x on [0, 1], and the mean of m_p(1 - m_p) is at most f(1 - f) by concavity), and binary maps that
+    put the same fraction f of components on at every pixel reach it. VS / (f(1 - f)) is in [0, 1]: 1 when the
+    components spread their mass as evenly over the pixels as the sparsity allows, whatever f is. Sparse maps
+    (few pixels on, as thresholding a trained network's peaked maps gives) can no longer score low merely
+    for being sparse. Maps that are all 0 or all 1 (f(1 - f) = 0) score 0.
     """
 
     name = "variance_score"
@@ -69,16 +78,20 @@ class VarianceScore(AttributionScore):
     noise_in_value = False  # the noise maps give only the chance level
     bounds = (0.0, 0.25)
 
-    def __init__(self, binarize: bool = False):
-        if not isinstance(binarize, bool):
-            raise PluginOptionError(f"binarize must be true or false, got {binarize!r}")
-        self.binarize = binarize
+    def __init__(self, binarize: bool = False, sparsity_aware: bool = False):
+        for option, value in (("binarize", binarize), ("sparsity_aware", sparsity_aware)):
+            if not isinstance(value, bool):
+                raise PluginOptionError(f"{option} must be true or false, got {value!r}")
+        self.binarize, self.sparsity_aware = binarize, sparsity_aware
+        if sparsity_aware:
+            self.bounds = (0.0, 1.0)
 
     def _score(self, component_maps: Tensor) -> Tensor:
-        from .estimates import normalized_components
+        from .estimates import normalized_components, relative_to_ceiling
 
         normalized = normalized_components(component_maps, self.binarize)
-        return normalized.var(dim=1, correction=0).flatten(1).mean(dim=1)
+        score = normalized.var(dim=1, correction=0).flatten(1).mean(dim=1)
+        return relative_to_ceiling(score, normalized.flatten(1).mean(dim=1)) if self.sparsity_aware else score
 
     def compute(self, maps: AttributionMaps, embedding_aggregator) -> ScoreValues:
         return ScoreValues(
@@ -88,8 +101,12 @@ class VarianceScore(AttributionScore):
     def estimate(self, maps: AttributionMaps, embedding_aggregator, dim: int, seed: int) -> ScoreValues:
         from .estimates import estimate_variance_score
 
-        value = estimate_variance_score(_present(maps.real, "real"), dim, binarize=self.binarize, seed=seed)
-        reference = estimate_variance_score(_present(maps.noise, "noise"), dim, binarize=self.binarize, seed=seed)
+        value, reference = (
+            estimate_variance_score(
+                _present(which, name), dim, binarize=self.binarize, sparsity_aware=self.sparsity_aware, seed=seed
+            )
+            for which, name in ((maps.real, "real"), (maps.noise, "noise"))
+        )
         return ScoreValues(values=value.value, reference=reference.value, standard_error=value.standard_error)
 
 

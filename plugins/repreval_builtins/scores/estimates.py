@@ -4,7 +4,8 @@
 * variance score: VS = mean over pixels of the biased variance over all D components of the normalised
   maps. From k sampled components, ``(D - 1)/D · s²`` (s² the sample variance, k - 1 denominator) is
   unbiased for each pixel's biased population variance (simple random sampling without replacement),
-  so the estimate is unbiased.
+  so the estimate is unbiased. Sparsity-aware, it is divided by f(1 - f) for the sampled maps' mean f
+  (a ratio estimate: consistent, not unbiased).
 * noise score with a component aggregator that is a mean of an element-wise function
   (``Aggregator.elementwise``: ``mean``, ``abs``): the aggregated map over the k components is an unbiased
   estimate of the one over D; the score (normalisation, |difference|) is then consistent but biased upwards
@@ -44,11 +45,26 @@ def normalized_components(maps: Tensor, binarize: bool) -> Tensor:
     return (normalized >= 0.5).to(normalized.dtype) if binarize else normalized
 
 
+def relative_to_ceiling(score: Tensor, mean: Tensor) -> Tensor:
+    """A variance score as a fraction of the most that maps with mean ``mean`` can score, ``mean(1 - mean)``
+    (0 where that ceiling is 0: maps all 0 or all 1)."""
+    ceiling = mean * (1 - mean)
+    return torch.where(ceiling > 0, score / ceiling.clamp_min(torch.finfo(score.dtype).tiny), torch.zeros_like(score))
+
+
 def estimate_variance_score(
-    maps: Tensor, dim: int, *, binarize: bool = False, method: str = "bootstrap", resamples: int = 200, seed: int = 0
+    maps: Tensor,
+    dim: int,
+    *,
+    binarize: bool = False,
+    sparsity_aware: bool = False,
+    method: str = "bootstrap",
+    resamples: int = 200,
+    seed: int = 0,
 ) -> Estimate:
     """The variance score of all ``dim`` components from the maps [N, k, h, w] of k of them (sampled
-    without replacement, not normalised): unbiased estimate, standard error by ``method``."""
+    without replacement, not normalised): unbiased estimate (sparsity-aware: consistent), standard error by
+    ``method``."""
     normalized = normalized_components(maps.double(), binarize)
     values = normalized.flatten(2)  # [N, k, P]
     squares = values.square()
@@ -57,7 +73,8 @@ def estimate_variance_score(
         weights = weights.to(values)
         mean = torch.einsum("rk,nkp->nrp", weights, values)
         biased = torch.einsum("rk,nkp->nrp", weights, squares) - mean.square()
-        return ((dim - 1) / dim * size / (size - 1) * biased.clamp_min(0)).mean(dim=2)
+        score = ((dim - 1) / dim * size / (size - 1) * biased.clamp_min(0)).mean(dim=2)
+        return relative_to_ceiling(score, mean.mean(dim=2)) if sparsity_aware else score
 
     value, se = _estimate(statistic, normalized.shape[1], dim, method, resamples, seed)
     return Estimate(value.to(maps.dtype), se.to(maps.dtype))

@@ -1,20 +1,85 @@
-"""Built-in model variants: the trained network, a randomly initialised copy, and the sanity-check
+"""Built-in model variants: the trained network, randomly initialised copies, and the sanity-check
 randomisations of Adebayo et al.: one layer at a time (independent) or top-down (cascading).
 
-A randomised layer gets exactly the parameters it has in the ``random`` variant of the same seed
-(the model source's own initialiser), so cascading down to the first layer gives every weight layer its
+What "random" means is a choice, and a finding about "the random network" should hold for more than one
+(reports check a claim across every random copy a suite lists). The ``random`` variant's options:
+
+* ``init``: how weight layers (convolutions, linear layers, embeddings: a weight of two or more dims) are
+  drawn. ``own`` (default): the model source's own initialiser (for the CIFAR ResNets kaiming-normal, for
+  timm models timm's); ``pytorch``: every module's ``reset_parameters()`` (PyTorch's defaults, e.g.
+  kaiming-uniform with a = sqrt(5) for convolutions); ``kaiming`` (normal, fan-in, ReLU gain), ``xavier``
+  (normal) and ``orthogonal`` (gain 1), biases 0. Other parameters (position embeddings, class tokens, ...)
+  keep the source's initialiser, except under ``pytorch`` where a module that can reset itself does.
+* ``norm``: ``reset`` (default): normalisation layers as a fresh network has them (weight 1, bias 0, running
+  statistics 0 and 1); ``keep``: random weights with the trained network's normalisation layers (affine
+  parameters and running statistics), which needs the weights.
+* ``seed``: the initialiser's seed (default: the model's); ``random[seed=1]``, ``random[seed=2]``, ... are
+  independent random copies.
+
+A layer randomisation re-initialises a layer with exactly the parameters it has in the ``random`` variant
+of the same seed and ``init``, so cascading down to the first layer gives every weight layer its
 ``random``-variant parameters; it is not the random variant itself, as the other layers (BatchNorm) stay trained.
-Only weight layers (convolutions and linear layers: modules with a weight of two or more dims) are
-randomised; BatchNorm layers keep their trained affine parameters and running statistics (eval mode,
-so the outputs stay finite: the trained statistics merely mis-scale a randomised layer's output).
-Name a BatchNorm module explicitly in ``layer:`` to re-initialise it too (weight 1, bias 0, mean 0, var 1).
+Only weight layers are randomised; BatchNorm layers keep their trained affine parameters and running
+statistics (eval mode, so the outputs stay finite: the trained statistics merely mis-scale a randomised
+layer's output). Name a BatchNorm module explicitly in ``layer:`` to re-initialise it too (weight 1, bias 0,
+mean 0, var 1).
 """
 
 from __future__ import annotations
 
-from repreval.api import ModelHandle, Network, ReprevalError, Variant, hookimpl, suggest
+from repreval.api import ModelHandle, Network, PluginOptionError, ReprevalError, Variant, hookimpl, suggest
 
 EACH = "each"
+#: How a random copy's weight layers are drawn (``init``) and what its normalisation layers hold (``norm``)
+INITIALISERS = ("own", "pytorch", "kaiming", "xavier", "orthogonal")
+NORMS = ("reset", "keep")
+
+
+def _choice(option: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise PluginOptionError(f"{option} must be one of {', '.join(choices)}; got {str(value)[:40]!r}")
+    return str(value)
+
+
+def normalization_layers(network: Network) -> list[str]:
+    """Names of the normalisation modules (batch, instance, layer, group and RMS norms, and subclasses)."""
+    from torch import nn
+
+    kinds = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+    return [name for name, module in network.module.named_modules() if name and isinstance(module, kinds)]
+
+
+def initialized(model: ModelHandle, init: str, seed: int) -> Network:
+    """A fresh network of ``model``'s architecture, its weight layers drawn by ``init`` (see the module doc)."""
+    import torch
+    from torch import nn
+
+    network = model.untrained(seed)
+    if init == "own":
+        return network
+    norms = set(normalization_layers(network))
+    draw = {
+        "kaiming": lambda w, g: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu", generator=g),
+        "xavier": lambda w, g: nn.init.xavier_normal_(w, generator=g),
+        "orthogonal": lambda w, g: nn.init.orthogonal_(w, generator=g),
+    }
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # reset_parameters() draws from the global generator
+        for name, module in network.module.named_modules():
+            if init == "pytorch":
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset) and any(True for _ in module.parameters(recurse=False)):
+                    reset()
+                continue
+            weight = getattr(module, "weight", None)
+            if name in norms or not isinstance(weight, nn.Parameter) or weight.dim() < 2:
+                continue
+            draw[init](weight, generator)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, nn.Parameter):
+                bias.zero_()
+    return network
 
 
 class Trained(Variant):
@@ -27,13 +92,26 @@ class Trained(Variant):
 
 
 class RandomInit(Variant):
-    """The same architecture, randomly initialised by its own initialisers (seeded)."""
+    """The same architecture, randomly initialised (seeded); options ``init``, ``norm`` and ``seed`` choose
+    which random copy (see the module doc)."""
 
     name = "random"
     needs_weights = False
 
+    def __init__(self, init: str = "own", norm: str = "reset", seed: int | None = None):
+        self.init = _choice("init", init, INITIALISERS)
+        self.norm = _choice("norm", norm, NORMS)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise PluginOptionError(f"seed must be a non-negative integer, got {str(seed)[:40]!r}")
+        self.seed = seed
+        self.needs_weights = norm == "keep"
+
     def network(self, model: ModelHandle, seed: int) -> Network:
-        return model.untrained(seed)
+        network = initialized(model, self.init, seed if self.seed is None else self.seed)
+        if self.norm == "keep":
+            trained = model.trained()
+            randomize(network, trained, normalization_layers(trained))
+        return network
 
 
 def weight_layers(network: Network) -> list[str]:
@@ -60,7 +138,7 @@ def weight_layers(network: Network) -> list[str]:
 
 
 def randomize(trained: Network, fresh: Network, names: list[str]) -> Network:
-    """Copy the own parameters and buffers of modules ``names`` from ``fresh`` into ``trained``."""
+    """Copy the own parameters and buffers of modules ``names`` from ``fresh`` into ``trained`` (returned)."""
     import torch
 
     targets, sources = dict(trained.module.named_modules()), dict(fresh.module.named_modules())
@@ -74,22 +152,27 @@ def randomize(trained: Network, fresh: Network, names: list[str]) -> Network:
 
 
 class _LayerRandomization(Variant):
-    """Shared by the independent and cascading variants: option ``layer`` names one module or ``each``."""
+    """Shared by the independent and cascading variants: option ``layer`` names one module or ``each``;
+    ``init`` draws the new weights as the ``random`` variant's option of that name does."""
 
     option = "layer"
 
-    def __init__(self, layer: str):
+    def __init__(self, layer: str, init: str = "own"):
         if not isinstance(layer, str) or not layer:
             raise ReprevalError(
                 f"{self.option} must be a module name or {EACH!r}, got {layer!r}", fix="see `repreval layers MODEL`"
             )
         self.layer = layer
+        self.init = _choice("init", init, INITIALISERS)
+
+    def _options(self, layer: str) -> dict:
+        return {self.option: layer} | ({"init": self.init} if self.init != "own" else {})
 
     def expansions(self, network: Network) -> list[dict]:
         """``each`` -> one variant per weight layer (in forward order); a name is checked against the network."""
         layers = weight_layers(network)
         if self.layer == EACH:
-            return [{self.option: name} for name in layers]
+            return [self._options(name) for name in layers]
         modules = dict(network.module.named_modules())
         if self.layer not in modules or not self.layer:
             raise ReprevalError(f"no module {self.layer!r} to randomise", fix=suggest(self.layer, layers))
@@ -98,7 +181,7 @@ class _LayerRandomization(Variant):
                 f"module {self.layer!r} has no parameters of its own",
                 fix=suggest(self.layer, layers) or "name a conv, linear or norm layer",
             )
-        return [{self.option: self.layer}]
+        return [self._options(self.layer)]
 
     def _randomized_names(self, network: Network) -> list[str]:
         raise NotImplementedError
@@ -107,7 +190,7 @@ class _LayerRandomization(Variant):
         if self.layer == EACH:
             raise ReprevalError(f"{self.name}[{self.option}=each] must be expanded by the plan first")
         trained = model.trained()
-        return randomize(trained, model.untrained(seed), self._randomized_names(trained))
+        return randomize(trained, initialized(model, self.init, seed), self._randomized_names(trained))
 
 
 class IndependentRandomization(_LayerRandomization):
@@ -127,8 +210,8 @@ class CascadingRandomization(_LayerRandomization):
     name = "cascade"
     option = "down_to"
 
-    def __init__(self, down_to: str):
-        super().__init__(down_to)
+    def __init__(self, down_to: str, init: str = "own"):
+        super().__init__(down_to, init)
 
     def expansions(self, network: Network) -> list[dict]:
         layers = weight_layers(network)
