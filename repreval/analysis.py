@@ -50,6 +50,31 @@ def selects(selector: MetricSelector, record: ScoreRecord) -> bool:
     return record.status == "ok" and all(w is None or (v is not None and w in (v, _plain(v))) for w, v in wanted)
 
 
+def selected(records: list[ScoreRecord], selector: MetricSelector) -> list[ScoreRecord]:
+    """The finished records of the metric ``selector`` names. A label matches with or without its options
+    (``grad_cam`` matches ``grad_cam[style=reference]``) unless some record matches it exactly; a selector that
+    still matches several different scores is refused."""
+    found = [record for record in records if selects(selector, record)]
+    exact = [r for r in found if all(w is None or w == v for w, v in _labels(selector, r))]
+    found = exact or found
+    metrics = {(r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in found}
+    if len(metrics) > 1:
+        raise ReprevalError(
+            f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics, key=str)[:2]}",
+            fix="name saliency, channels and components in the report's metric",
+        )
+    return found
+
+
+def _labels(selector: MetricSelector, record: ScoreRecord) -> list[tuple[str | None, str | None]]:
+    return [
+        (selector.score, record.score),
+        (selector.saliency, record.saliency),
+        (selector.channels, record.channel_aggregator),
+        (selector.components, record.embedding_aggregator),
+    ]
+
+
 def read_values(record: ScoreRecord, reading: str) -> list[float]:
     """The record's per-input values as ``reading`` (one of READINGS) reads them:
 
@@ -95,17 +120,8 @@ def readings_of(records: list[ScoreRecord]) -> tuple[str, ...]:
 def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[Row, float]:
     """Per row, the mean over the matching records (the curve mean over layers, or one layer's value)."""
     found: dict[Row, list[float]] = defaultdict(list)
-    for record in records:
-        if selects(selector, record):
-            found[(record.model, record.variant, record.dataset)].append(read_value(record, selector.reading))
-    metrics = {
-        (r.score, r.saliency, r.channel_aggregator, r.embedding_aggregator) for r in records if selects(selector, r)
-    }
-    if len(metrics) > 1:
-        raise ReprevalError(
-            f"metric {selector.label!r} matches {len(metrics)} different scores, e.g. {sorted(metrics, key=str)[:2]}",
-            fix="name saliency, channels and components in the report's metric",
-        )
+    for record in selected(records, selector):
+        found[(record.model, record.variant, record.dataset)].append(read_value(record, selector.reading))
     return {row: fmean(values) for row, values in found.items()}
 
 
@@ -209,8 +225,8 @@ def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[
     ``strengths``: dataset name -> lambda. The metric must be one layer's (``layer``) per-input values.
     """
     by_row: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(dict)
-    for record in records:
-        if selects(selector, record) and record.dataset in strengths:
+    for record in selected(records, selector):
+        if record.dataset in strengths:
             by_row[(record.model, record.variant)][strengths[record.dataset]] = record.values
     results = []
     for (model, variant), curves in sorted(by_row.items()):
@@ -261,9 +277,7 @@ def replicates(
 ) -> list[ReplicateRow]:
     """Mean ± std of a metric per model group; training time relative to each group's baseline."""
     rows: dict[str, ReplicateRow] = {}
-    for record in records:
-        if not selects(selector, record):
-            continue
+    for record in selected(records, selector):
         group = groups.get(record.model, record.model)
         row = rows.setdefault(group, ReplicateRow(group, baselines.get(group), [], []))
         row.values.append(record.ok_value())
@@ -332,8 +346,8 @@ def _pairs(
 ) -> list[tuple[str, ScoreRecord, ScoreRecord]]:
     """(layer, higher's record, lower's record) for every layer both variants have, shallowest first."""
     by_layer: dict[tuple[int, str], dict[str, ScoreRecord]] = defaultdict(dict)
-    for record in records:
-        if selects(selector, record) and record.variant in (higher, lower):
+    for record in selected(records, selector):
+        if record.variant in (higher, lower):
             by_layer[(record.layer_index, record.layer)][record.variant] = record
     return [(layer, pair[higher], pair[lower]) for (_, layer), pair in sorted(by_layer.items()) if len(pair) == 2]
 
@@ -438,7 +452,7 @@ def check_greater(
     reading = "" if selector.reading == "raw" else f", {selector.reading.replace('_', ' ')}"
     claim.evidence = f"{higher} vs {lowers[0]} ({_SCOPES[layers]}{reading}, {TESTS[test]}): {judged}"
     claim.details = [f"{layer}: {c.mean_a:.4f} vs {c.mean_b:.4f}, {c.describe()}" for layer, c in primary]
-    compared = [r for r in records if selects(selector, r) and r.variant in (higher, *lowers)]
+    compared = [r for r in selected(records, selector) if r.variant in (higher, *lowers)]
     for other in lowers:
         for other_reading in readings or readings_of(compared):
             comparisons = compare_variants(

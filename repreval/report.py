@@ -50,7 +50,7 @@ from .analysis import (
     drift,
     readings_of,
     replicates,
-    selects,
+    selected,
 )
 from .config import MetricSelector, ReportConfig, Suite
 from .store import ScoreRecord
@@ -177,8 +177,8 @@ def _correlation_verdict(records: list[ScoreRecord], pair: tuple[MetricSelector,
     """The correlation's verdict, re-checked with each metric read every way it can be (raw, above chance)."""
     x, y = pair
     verdict = Verdict("", "", *check_correlation(correlate(records, x, y), sign))
-    x_readings = readings_of([r for r in records if selects(x, r)])
-    y_readings = readings_of([r for r in records if selects(y, r)])
+    x_readings = readings_of(selected(records, x))
+    y_readings = readings_of(selected(records, y))
     for x_reading in x_readings:
         for y_reading in y_readings:
             again = correlate(records, replace(x, reading=x_reading), replace(y, reading=y_reading))

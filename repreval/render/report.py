@@ -73,13 +73,17 @@ def _findings(report: Report) -> list[str]:
     for verdict in report.verdicts:
         if not verdict.details and len(verdict.checks) < 2:
             continue
-        lines += [f"*{verdict.claim}*:", ""] + [f"- {d}" for d in verdict.details]
+        lines += [f"*{verdict.claim}*:", ""]
+        lines += [f"- {d}" for d in verdict.details] + ([""] if verdict.details else [])
         if len(verdict.checks) > 1:
-            lines += ["", "| against | reading | verdict | Δ or rho (p) |", "|---|---|---|---|"]
+            copies = any(check.lower for check in verdict.checks)  # a correlation has readings only
+            header = ["against"] * copies + ["reading", "verdict", "Δ per judged layer (p)" if copies else "rho (p)"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for check in verdict.checks:
                 spread = ", ".join(f"{d:+.4f} ({p:.2g})" for d, p in zip(check.differences, check.p_values))
-                lines.append(f"| {check.lower or '—'} | {check.reading} | {check.verdict} | {spread} |")
-        lines.append("")
+                cells = [check.lower] * copies + [check.reading, check.verdict, spread]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     return lines
 
 
