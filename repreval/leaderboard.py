@@ -13,6 +13,8 @@ from statistics import fmean
 
 from .store import ScoreRecord
 
+#: A row whose curve mean is within this fraction of its chance level is "at chance" in a board's reading
+NEAR_CHANCE = 0.1
 #: (score, saliency, channel aggregator, embedding aggregator): what one board shows.
 Metric = tuple[str, str | None, str | None, str | None]
 
@@ -97,6 +99,12 @@ class Board:
             return (
                 "No row beats its own chance level here: real inputs get maps no more distinct than noise "
                 "inputs do, so the ranking says little."
+            )
+        if all(abs(row.above_chance or 0.0) < NEAR_CHANCE * abs(row.reference_average or 0.0) for row in rows):
+            return (
+                f"Every row is within {NEAR_CHANCE:.0%} of its chance level (largest gap {relative.above_chance:+.3f}, "
+                f"{relative.name}): the maps are barely more specific to real inputs than to noise, so neither "
+                "ranking means much."
             )
         if raw is relative:
             return (

@@ -211,6 +211,8 @@ def test_each_board_says_how_to_read_it_against_chance():
     assert "m · random ranks first on the raw score, m · trained above chance (+0.050 against +0.040)" in sentence
     (board,) = build_leaderboards([at("random", 0.1, 0.15), at("trained", 0.1, 0.12)])
     assert board.interpretation().startswith("No row beats its own chance level")
+    (board,) = build_leaderboards([at("random", 0.205, 0.2), at("trained", 0.19, 0.18)])
+    assert board.interpretation().startswith("Every row is within 10% of its chance level (largest gap +0.010")
     (board,) = build_leaderboards([record(variant="a", score="acc", values=[0.5]), record(variant="b", score="acc")])
     assert board.interpretation() == ""  # no chance level, nothing to say
 
