@@ -487,3 +487,46 @@ def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold:
         f"; below: {', '.join(below)}" if below else ""
     )
     return ("agrees" if not below else "disagrees"), evidence
+
+
+def check_below(
+    records: list[ScoreRecord],
+    selector: MetricSelector,
+    threshold: float | None,
+    than: MetricSelector | None,
+    seed: int,
+) -> Verdict:
+    """Is every matching row's metric at most ``threshold``, or (``than``) significantly below the other metric of
+    the same row (model · variant · dataset; Welch's t-test on the per-item values, which need not pair)?"""
+    from .statistics import compare
+
+    values = metric_values(records, selector)
+    if not values:
+        return Verdict("", "", "inconclusive", "no results")
+    rows = sorted(values, key=_row_key)
+    if than is None:
+        assert threshold is not None  # the claim parser requires one of the two
+        above = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] > threshold]
+        evidence = f"{len(rows) - len(above)} of {len(rows)} at or below {threshold:g}" + (
+            f"; above: {', '.join(above)}" if above else ""
+        )
+        return Verdict("", "", "disagrees" if above else "agrees", evidence)
+    mine = {(r.model, r.variant, r.dataset): r for r in selected(records, selector)}
+    theirs = {(r.model, r.variant, r.dataset): r for r in selected(records, than)}
+    verdicts, details = [], []
+    for row in rows:
+        if row not in theirs:
+            continue
+        result = compare(theirs[row].values, mine[row].values, test="welch", seed=seed)
+        significant = result.p < SIGNIFICANCE
+        verdicts.append(
+            "agrees" if significant and result.difference > 0 else "disagrees" if significant else "inconclusive"
+        )
+        details.append(f"{row_name(row, rows)}: {result.mean_b:.3f} vs {result.mean_a:.3f}, {result.describe()}")
+    if not verdicts:
+        return Verdict("", "", "inconclusive", f"no row has both {selector.label} and {than.label}")
+    verdict = (
+        "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"
+    )
+    agreeing = sum(v == "agrees" for v in verdicts)
+    return Verdict("", "", verdict, f"{agreeing} of {len(verdicts)} rows significantly below {than.label}", details)

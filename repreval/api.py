@@ -41,6 +41,8 @@ __all__ = [
     "Aggregator",
     "AttributionScore",
     "EmbeddingScore",
+    "Explainer",
+    "Explanation",
     "ModelSource",
     "ModelHandle",
     "DatasetSource",
@@ -143,11 +145,15 @@ class TextSet:
 
 @dataclass
 class ImageSet:
-    """Images in [0, 1], [N, C, H, W] (or a list of [C, H, W] of varying sizes), optional labels."""
+    """Images in [0, 1], [N, C, H, W] (or a list of [C, H, W] of varying sizes), optional labels, and optional
+    ``landmarks`` [N, K, 2]: (x, y) of K named points per image in pixels of the image as given (NaN where a
+    point is missing), which the host moves with the image when it fits it to a network's input."""
 
     images: Tensor | list[Tensor]
     labels: Tensor | None = None
     class_names: tuple[str, ...] | None = None
+    landmarks: Tensor | None = None
+    landmark_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -287,6 +293,47 @@ class EmbeddingScore:
         raise NotImplementedError
 
 
+@dataclass
+class Explanation:
+    """What an explainer makes of a batch of feature maps F [B, C, h, w].
+
+    ``reconstructions``: target layer -> F^ of that layer's shape; ``part_share``: p in (0, 1) per image, the
+    share of the interpretable track in the mix; ``part_maps``: the interpretable filters' maps [B, K, h', w']
+    (their peaks locate the parts); ``losses``: named scalar terms of the training loss on this batch."""
+
+    reconstructions: dict[str, Tensor]
+    part_share: Tensor
+    part_maps: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Explainer:
+    """Learns, without labels, to re-express a frozen performer's feature map as object-part features
+    (Part 2 of the method). The host extracts the performer's features, caches the trained explainer and
+    computes every metric (reconstruction error, accuracy on F^, part share, location instability); the plugin
+    owns the architecture and its training.
+
+    ``build(source, targets, seed)``: an ``nn.Module`` mapping F [B, *source] to an :class:`Explanation` with a
+    reconstruction for each of ``targets`` (layer -> (C, h, w)). ``fit(module, features, targets, seed,
+    context)`` trains it in place on the performer's features (``targets``: layer -> features) and returns a
+    log (``seconds``, ``epochs``, final losses, ...). ``version``: bump it when a change makes cached explainers
+    stale.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+
+    def build(self, source: tuple[int, int, int], targets: dict[str, tuple[int, int, int]], seed: int) -> nn.Module:
+        """A fresh explainer for features of shape ``source``, reconstructing ``targets``."""
+        raise NotImplementedError
+
+    def fit(
+        self, module: nn.Module, features: Tensor, targets: dict[str, Tensor], seed: int, context: TrainingContext
+    ) -> dict:
+        """Train ``module`` in place; ``context.on_progress(fraction, what)`` reports how far it is."""
+        raise NotImplementedError
+
+
 class ModelSource:
     """Builds networks for names under one prefix (``timm:resnet18`` -> source ``timm``, name ``resnet18``).
 
@@ -396,6 +443,7 @@ class Registries:
     model_source: Registry[ModelSource]
     dataset: Registry[DatasetSource]
     variant: Registry[Variant]
+    explainer: Registry[Explainer]
 
     #: Registry kind -> the base class its plugins derive from.
     BASES: ClassVar[dict[str, type | tuple[type, ...]]] = {
@@ -405,15 +453,23 @@ class Registries:
         "model_source": ModelSource,
         "dataset": DatasetSource,
         "variant": Variant,
+        "explainer": Explainer,
     }
 
 
 @dataclass
 class TrainingContext:
-    """Given to :meth:`ModelSource.train`: the host's registries and the device training runs on."""
+    """Given to :meth:`ModelSource.train` and :meth:`Explainer.fit`: the host's registries, the device training
+    runs on, and where to report progress (``on_progress(fraction done, what)``; None: nobody listens)."""
 
     registries: Registries
     device: Any = "cpu"
+    on_progress: Callable[[float, str], None] | None = None
+
+    def progress(self, fraction: float, what: str) -> None:
+        """Report that ``fraction`` (0 to 1) of the training is done."""
+        if self.on_progress is not None:
+            self.on_progress(fraction, what)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ STRATEGIES = ("auto", "reverse", "forward")
 #: Default memory budget for one engine call (bytes): sizes the chunks of components or directions.
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 
-CLAIM_KINDS = ("greater", "above", "correlation", "drift", "replicates")
+CLAIM_KINDS = ("greater", "above", "below", "correlation", "drift", "replicates")
 #: How a metric's per-input values are read: as they are, minus the chance level (the same score on noise
 #: inputs, per input its own noise pair), or as a multiple of the chance level (its mean over inputs)
 READINGS = ("raw", "minus_chance", "over_chance")
@@ -86,6 +86,7 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)
     subset: Subset = Subset()
     drift: Drift | None = None
+    landmarks: str | None = None  # "ink" (derived from the images) or a landmark file (CSV/JSON)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class ModelConfig:
     weights_match: str = "name"  # "name" or "position" (checkpoint keys matched in order, shapes checked)
     train: TrainingConfig | None = None
     layers: tuple[str, ...] = ()  # empty: the source's default probe layers
+    reconstruct: tuple[str, ...] = ()  # layers explainers reconstruct; empty: each explained layer itself
     embedding: str | None = None  # module whose output (globally pooled) is the embedding
     seed: int = 0
     group: str = ""  # replicates (the same model under several seeds) share a group; default: the id
@@ -138,6 +140,8 @@ class Evaluation:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     smoothing: Smoothing = Smoothing()
     sample_components: int | None = None  # opt-in: estimate scores from k sampled components (with SE)
+    explainers: list[PluginChoice] = field(default_factory=list)  # explainer networks, one per probe layer
+    explainer_data: str | None = None  # the dataset explainers learn from
 
 
 @dataclass(frozen=True)

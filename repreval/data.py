@@ -31,14 +31,36 @@ def apply_drift(drift: Drift, images: Tensor) -> Tensor:
 
 
 def load_images(
-    source: DatasetSource, subset: Subset, target: InputSpec, where: str = "dataset", drift: Drift | None = None
+    source: DatasetSource,
+    subset: Subset,
+    target: InputSpec,
+    where: str = "dataset",
+    drift: Drift | None = None,
+    landmarks: str | None = None,
 ) -> ImageSet:
-    """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked."""
-    data = source.load(subset_indices(subset, source.size(target), where), target)
+    """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked, with their landmarks
+    moved along: the dataset's own, those of a landmark file, or (``landmarks: ink``) derived from the fitted
+    images (see :mod:`repreval.landmarks`)."""
+    from .landmarks import INK_LANDMARKS, fit_landmarks, ink_landmarks, landmarks_for, read_landmark_file
+
+    indices = subset_indices(subset, source.size(target), where)
+    data = source.load(indices, target)
     if not isinstance(data, ImageSet):
         raise ReprevalError("the dataset gives texts, the model reads images", where=where, fix="use an image dataset")
+    points, names = data.landmarks, data.landmark_names
+    if landmarks is not None and landmarks != "ink":
+        points, names = landmarks_for(
+            read_landmark_file(landmarks, f"{where}.landmarks"), indices, getattr(source, "files", None), where
+        )
+    if points is not None:
+        sizes = [tuple(image.shape[-2:]) for image in data.images]
+        points = fit_landmarks(points, sizes, target)
     images = fit_to_input(data.images, target)
-    return ImageSet(apply_drift(drift, images) if drift else images, data.labels, data.class_names)
+    if landmarks == "ink":
+        points, names = ink_landmarks(images), INK_LANDMARKS
+    return ImageSet(
+        apply_drift(drift, images) if drift else images, data.labels, data.class_names, points, tuple(names)
+    )
 
 
 def load_texts(

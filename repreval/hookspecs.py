@@ -72,6 +72,15 @@ def register_variants(register):
     """
 
 
+@hookspec
+def register_explainers(register):
+    """Register explainers (:class:`repreval.api.Explainer` factories).
+
+    An explainer learns to re-express a frozen performer's feature map at one layer (object-part features and
+    a reconstruction of the same or higher layers); suites name them under ``evaluation.explainers``.
+    """
+
+
 #: Hook name -> registry kind, in the order ``repreval plugins`` shows them.
 HOOK_KINDS = {
     "register_saliency_methods": "saliency",
@@ -80,4 +89,5 @@ HOOK_KINDS = {
     "register_model_sources": "model_source",
     "register_datasets": "dataset",
     "register_variants": "variant",
+    "register_explainers": "explainer",
 }

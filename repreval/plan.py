@@ -44,8 +44,9 @@ class Unit:
     score: PluginChoice
     higher_is_better: bool
     fingerprint: str  # everything else that changes the value (data, seeds, weights, options)
-    metric: str = ""  # for embedding scores: which of the score's metrics (top1, top5, ...)
+    metric: str = ""  # for embedding scores and explainers: which of their metrics (top1, part_share, ...)
     dataset: str | None = None  # the evaluation dataset the maps are computed on
+    explains: bool = False  # ``score`` names an explainer (Part 2) that explains ``layer``
 
     @property
     def id(self) -> str:
@@ -60,7 +61,8 @@ class Unit:
 
     @property
     def group(self) -> tuple:
-        return (
+        """Units computed together: those reading the same maps, or one explainer's metrics at one layer."""
+        shared = (
             self.model,
             self.variant.label,
             self.dataset,
@@ -68,6 +70,7 @@ class Unit:
             self.saliency and self.saliency.label,
             self.channel_aggregator,
         )
+        return (*shared, "explainer", self.score.label) if self.explains else shared
 
     def describe(self) -> str:
         saliency = self.saliency.label if self.saliency else _ID_NONE
@@ -126,6 +129,9 @@ class Plan:
     def variant(self, choice: PluginChoice) -> Any:
         return self.instances.get("variant", choice)
 
+    def explainer(self, choice: PluginChoice) -> Any:
+        return self.instances.get("explainer", choice)
+
 
 def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
     """What a unit's value depends on besides its own coordinates (``datasets``: those it reads)."""
@@ -133,15 +139,28 @@ def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
     evaluation = suite.evaluation
     weights = Path(model.weights) if model.weights and Path(model.weights).is_file() else None
     described = {
-        "model": {k: v for k, v in vars(model).items() if k not in ("id", "group", "baseline")},
+        "model": _set_fields(model, ignore=("id", "group", "baseline")),
         "weights_file": weights and [weights.stat().st_size, weights.stat().st_mtime_ns],
-        "train_data": model.train and vars(suite.datasets[model.train.dataset]),
-        "data": [vars(suite.datasets[name]) for name in datasets],
+        "train_data": model.train and _set_fields(suite.datasets[model.train.dataset]),
+        "data": [_set_fields(suite.datasets[name]) for name in datasets],
         "smoothing": vars(evaluation.smoothing),
         "seed": suite.seed,
         **({"sample_components": evaluation.sample_components} if evaluation.sample_components else {}),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: Fields added after results were first stored: left out of fingerprints while unset, so older folders resume
+_LATER_FIELDS = ("reconstruct", "landmarks")
+
+
+def _set_fields(config: Any, ignore: tuple[str, ...] = ()) -> dict:
+    """``vars(config)`` without ``ignore`` and without the later fields that are unset."""
+    return {
+        key: value
+        for key, value in vars(config).items()
+        if key not in ignore and not (key in _LATER_FIELDS and value in (None, ()))
+    }
 
 
 def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
@@ -239,10 +258,46 @@ def make_plan(suite: Suite, registries: Registries) -> Plan:
         plan.variants[model_id] = expand_variants(suite, instances, model_id, network, where)
         _check_weights(suite, instances, model, where)
         _check_weights_file(model, network, where)
+        explainer_metrics = _explainer_metrics(suite, model, network, plan.layers[model_id], where)
         for variant in plan.variants[model_id]:
             plan.units += _embedding_units(plan, model_id, variant, embedding_scores)
             plan.units += _attribution_units(plan, model_id, variant, attribution_scores)
+            plan.units += _explainer_units(plan, model_id, variant, explainer_metrics)
     return plan
+
+
+def _explainer_metrics(
+    suite: Suite, model: Model, network: Network, layers: tuple[str, ...], where: str
+) -> dict[str, list[tuple[str, bool]]]:
+    """Per evaluation dataset, the explainer metrics that apply (name, higher is better): accuracy needs a
+    classifier, location instability landmarks. Checks the layers explainers read and reconstruct."""
+    from .explain import metrics_for, reconstruction_targets
+
+    if not suite.evaluation.explainers:
+        return {}
+    for layer in layers:
+        reconstruction_targets(model.config, network, layer, where)
+    return {
+        dataset: metrics_for(network, suite.datasets[dataset].landmarks is not None)
+        for dataset in suite.evaluation.datasets
+    }
+
+
+def _explainer_units(
+    plan: Plan, model_id: str, variant: PluginChoice, metrics: dict[str, list[tuple[str, bool]]]
+) -> list[Unit]:
+    """dataset × layer × explainer × metric."""
+    units = []
+    evaluation = plan.suite.evaluation
+    for dataset, layer in product(evaluation.datasets if metrics else (), plan.layers[model_id]):
+        assert evaluation.explainer_data is not None  # the suite parser requires it with explainers
+        printed = fingerprint(plan.suite, model_id, (dataset, evaluation.explainer_data))
+        for explainer in evaluation.explainers:
+            for metric, higher in metrics[dataset]:
+                units.append(
+                    Unit(model_id, variant, layer, None, None, None, explainer, higher, printed, metric, dataset, True)
+                )
+    return units
 
 
 def _split_scores(suite: Suite, instances: PluginInstances) -> tuple[list[PluginChoice], list[PluginChoice]]:

@@ -44,6 +44,7 @@ from .analysis import (
     Robustness,
     Verdict,
     check_above,
+    check_below,
     check_correlation,
     check_greater,
     correlate,
@@ -146,6 +147,11 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
             )  # fmt: skip
         elif claim.kind == "above":
             verdict = Verdict("", "", *check_above(records, o["metric"], float(o["threshold"])))
+        elif claim.kind == "below":
+            threshold = o.get("threshold")
+            verdict = check_below(
+                records, o["metric"], None if threshold is None else float(threshold), o.get("than"), seed
+            )
         elif claim.kind == "correlation":
             verdict = _correlation_verdict(records, config.correlations[o.get("index", 0)], o["sign"])
         elif claim.kind == "drift":

@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from . import explain
 from .api import (
     Aggregator,
     AttributionMaps,
@@ -92,7 +93,7 @@ class Inputs:
             if spec.tokens:
                 self._loaded[key] = load_texts(source, config.subset, spec, where, config.drift)
             else:
-                self._loaded[key] = load_images(source, config.subset, spec, where, config.drift)
+                self._loaded[key] = load_images(source, config.subset, spec, where, config.drift, config.landmarks)
         return self._loaded[key]
 
     def batch_source(self, network: Network, dataset: str) -> dict[str, Tensor]:
@@ -227,7 +228,14 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
             run.fail(group, exc)
             continue
         _finished(run, group, failed)
-    attribution = [g for g in groups if g[0].layer != EMBEDDING]
+    for group in [g for g in groups if g[0].explains]:
+        try:
+            failed = _run_explainer_group(run, model, network, inputs, group, device, shared)
+        except Exception as exc:
+            run.fail(group, exc, progress=False)
+            continue
+        _finished(run, group, failed, credited=0.9 * len(group))
+    attribution = [g for g in groups if g[0].layer != EMBEDDING and not g[0].explains]
     for dataset, same_dataset in groupby(attribution, key=lambda group: group[0].dataset):
         assert dataset is not None  # attribution units always name their evaluation dataset
         batches = inputs.batch_source(network, dataset)
@@ -300,6 +308,100 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
         seed=suite.seed,
         **fields,
     )
+
+
+def _run_explainer_group(
+    run: _Run, model: Model, network: Network, inputs: Inputs, group: list[Unit], device, shared: dict
+) -> list[tuple[Unit, Exception]]:
+    """Train (or load from the cache) one explainer of one layer, then write a record per metric."""
+    plan, first = run.plan, group[0]
+    suite = plan.suite
+    assert suite.evaluation.explainer_data is not None and first.dataset is not None  # checked by the parser
+    started = time.perf_counter()
+    explainer = plan.explainer(first.score)
+    layer = first.layer
+    targets = explain.reconstruction_targets(model.config, network, layer, model.where)
+    spec = network.input_spec
+    training = inputs.loaded(suite.evaluation.explainer_data, spec)
+    assert isinstance(training, ImageSet) and isinstance(training.images, Tensor)  # images fitted to the spec
+    features = explain.capture(network, (layer, *targets), normalize(training.images, spec), device)
+    before = explain.weights_digest(network.module)
+    seed = derived_seed(suite.seed, f"explainer-{first.score.label}-{layer}")
+    path = explain.cache_path(
+        first.score,
+        explainer.version,
+        {
+            "performer": before,
+            "layer": layer,
+            "targets": targets,
+            "data": vars(suite.datasets[suite.evaluation.explainer_data]),
+            "spec": vars(spec),
+            "seed": seed,
+            "device": device.type,
+        },
+    )
+    report = explain.progress_of(len(group), run.on_progress, first.describe().rsplit("/", 5)[0])
+    context = TrainingContext(plan.instances.registries, device, report)
+    trained = explain.train_or_load(
+        explainer, path, features[layer], {name: features[name] for name in targets}, seed, context
+    )
+    report(1.0, "measuring")
+    after = explain.weights_digest(network.module)
+    if after != before:
+        raise ReprevalError(
+            f"the performer's weights changed while its explainer trained (sha256 {before[:12]} -> {after[:12]})",
+            fix="an explainer must not touch the performer: fix the explainer plugin",
+        )
+    data = inputs.loaded(first.dataset, spec)
+    assert isinstance(data, ImageSet) and isinstance(data.images, Tensor)
+    metrics = [unit.metric for unit in group]
+    values, extras, picture = explain.measure(
+        network, trained, layer, targets, data, normalize(data.images, spec), metrics, device
+    )
+    from .render.parts import parts_picture
+
+    title = " · ".join((first.model, first.variant.label, layer, first.score.label))
+    parts_picture(picture, suite.output / "pictures" / f"{explain.picture_name(first)}.png", title)
+    log = trained.log
+    extras |= {
+        "explainer_cached": float(trained.cached),
+        "explainer_train_seconds": round(float(log.get("seconds", 0.0)), 3),
+        "explainer_seconds_per_epoch": round(float(log.get("seconds_per_epoch", 0.0)), 3),
+        "explainer_epochs": float(log.get("epochs", 0)),
+        "explainer_training_images": float(len(features[layer])),
+    }
+    history = log.get("history") or [{}]
+    extras |= {f"explainer_final_{key}": float(value) for key, value in history[-1].items() if _finite(value)}
+    provenance = {
+        "performer_sha256_before": before,
+        "performer_sha256_after": after,
+        "explainer_cache": path.name,
+        "reconstructed": ",".join(targets),
+    }
+    seconds = round(time.perf_counter() - started, 3)
+    failed: list[tuple[Unit, Exception]] = []
+    for unit in group:
+        per_item = values[unit.metric]
+        if not per_item or not _finite(*per_item):
+            failed.append((unit, _non_finite(network)))
+            continue
+        tensor = torch.tensor(per_item, dtype=torch.float64)
+        run.store.write(
+            _record(
+                plan,
+                unit,
+                value=float(tensor.mean()),
+                spread=float(tensor.std(correction=0)),
+                values=[round(v, 7) for v in per_item],
+                bound=1.0 if unit.metric in ("accuracy", "part_share") else None,
+                n_inputs=len(per_item),
+                seconds=seconds,
+                device=str(device),
+                provenance=provenance,
+                **shared | {"extras": shared["extras"] | extras},
+            )
+        )
+    return failed
 
 
 def _run_embedding_group(

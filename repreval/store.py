@@ -74,6 +74,7 @@ class ScoreRecord:
     error: str | None = None
     extras: dict[str, float] = field(default_factory=dict)  # e.g. train_seconds of a trained model
     embedding_signature: list[float] = field(default_factory=list)  # see runner.embedding_signature
+    provenance: dict[str, str] = field(default_factory=dict)  # e.g. the weights' SHA-256 before and after a step
     versions: dict[str, str] = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: int = RECORD_SCHEMA
@@ -233,6 +234,7 @@ _FIELDS: dict[str, object] = {
     "reference_values": "numbers", "embedding_signature": "numbers",
     "degenerate_maps": "number", "n_inputs": "index", "dataset": "text?", "seed": int, "device": str,
     "seconds": "number", "error": "text?", "extras": "number map", "versions": "text map", "created": str,
+    "provenance": "text map",
     "schema": int,
 }  # fmt: skip
 _LIMIT = 10_000_000  # indices and counts; layer_index: 10000000 made the leaderboard build a table that wide

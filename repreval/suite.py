@@ -347,7 +347,9 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
     without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
-    _check_report_scores(report, {choice.name for choice in evaluation.scores}, without_chance, top.at("report"))
+    computed = {choice.name for choice in [*evaluation.scores, *evaluation.explainers]}
+    without_chance |= {choice.name for choice in evaluation.explainers}  # explainer metrics have no chance level
+    _check_report_scores(report, computed, without_chance, top.at("report"))
     names = {variant.name for variant in variants}
     for i, claim in enumerate(report.claims):
         for key in ("higher", "lower"):
@@ -389,6 +391,7 @@ def _check_report_scores(report: ReportConfig, scores: set[str], without_chance:
     reads it relative to chance only where the score has a chance level."""
     selectors = [
         *(claim.options["metric"] for claim in report.claims if "metric" in claim.options),
+        *(claim.options["than"] for claim in report.claims if "than" in claim.options),
         *(report.curves or []),
         *(selector for pair in report.correlations for selector in pair),
         *(selector for selector in (report.drift, report.replicates) if selector is not None),
@@ -446,13 +449,20 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
         drift_section.finish()
         if drift.strength < 0:
             raise ReprevalError("drift lambda must not be negative", where=drift_section.at("lambda"))
+    landmarks = section.get("landmarks", str, None)
     section.finish()
+    if landmarks is not None and landmarks != "ink" and not Path(landmarks).is_file():
+        raise ReprevalError(
+            f"landmark file {_short(landmarks)} does not exist",
+            where=section.at("landmarks"),
+            fix="give a CSV or JSON file of image, name, x, y rows, or 'ink' to derive them from the images",
+        )
     if subset.limit is not None and subset.limit < 1:
         raise ReprevalError("limit must be at least 1", where=section.at("limit"))
     if subset.skip < 0:
         raise ReprevalError("skip must not be negative", where=section.at("skip"))
     kind = _resolve(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind").name
-    return DatasetConfig(kind, options, subset, drift)
+    return DatasetConfig(kind, options, subset, drift, landmarks)
 
 
 def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
@@ -506,6 +516,8 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         )
     layers = section.get("layers", (list, str), [])
     layers = [layers] if isinstance(layers, str) else layers
+    reconstruct = section.get("reconstruct", (list, str), [])
+    reconstruct = [reconstruct] if isinstance(reconstruct, str) else reconstruct
     config = ModelConfig(
         id=model_id,
         spec=model_spec,
@@ -514,6 +526,7 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         weights_match=section.get("weights_match", str, "name"),
         train=train,
         layers=tuple(str(layer) for layer in layers),
+        reconstruct=tuple(str(layer) for layer in reconstruct),
         embedding=section.get("embedding", str, None),
         seed=section.get("seed", int, seed),
         baseline=section.get("baseline", str, None),
@@ -547,8 +560,10 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         ("channel_aggregators", plugins.aggregator),
         ("embedding_aggregators", plugins.aggregator),
         ("scores", plugins.score),
+        ("explainers", plugins.explainer),
     ):
-        default = {"channel_aggregators": ["abs"], "embedding_aggregators": ["mean"], "saliency": []}.get(key, ...)
+        optional = {"channel_aggregators": ["abs"], "embedding_aggregators": ["mean"], "saliency": [], "explainers": []}
+        default = optional.get(key, [] if "explainers" in spec and key == "scores" else ...)
         raw = section.get(key, (list, str, dict), default)
         if raw == [] and section.data.get(key) == []:  # written empty: it would silently compute nothing
             raise ReprevalError(
@@ -579,8 +594,10 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         ),
         smoothing=smoothing,
         sample_components=section.get("sample_components", int, None),
+        explainer_data=section.get("explainer_data", str, None),
         **lists,
     )
+    _check_explainers(evaluation, section, datasets)
     if evaluation.sample_components is not None and evaluation.sample_components < 3:
         raise ReprevalError(
             "sample_components must be at least 3",
@@ -600,6 +617,34 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         raise ReprevalError("samples must be at least 1", where=smoothing_spec.at("samples"))
     section.finish()
     return evaluation
+
+
+def _check_explainers(evaluation: Evaluation, section: _Section, datasets) -> None:
+    """Explainers learn from ``explainer_data`` (a suite dataset other than the evaluation datasets)."""
+    if not evaluation.explainers:
+        if evaluation.explainer_data is not None:
+            raise ReprevalError(
+                "explainer_data without explainers", where=section.at("explainer_data"), fix="list explainers"
+            )
+        return
+    if evaluation.explainer_data is None:
+        raise ReprevalError(
+            "explainers need a dataset to learn from",
+            where=section.at("explainers"),
+            fix="add 'explainer_data: NAME' (a suite dataset, disjoint from the evaluation dataset)",
+        )
+    if evaluation.explainer_data not in datasets:
+        raise ReprevalError(
+            f"unknown dataset {_short(evaluation.explainer_data)}",
+            where=section.at("explainer_data"),
+            fix=suggest(evaluation.explainer_data, datasets),
+        )
+    if evaluation.explainer_data in evaluation.datasets:
+        raise ReprevalError(
+            "explainers would be judged on the images they learnt from",
+            where=section.at("explainer_data"),
+            fix="learn from another dataset (e.g. the same one with skip: past the evaluation images)",
+        )
 
 
 _UNITS = {

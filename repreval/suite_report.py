@@ -155,6 +155,20 @@ def _check_above(options: dict, where: str, config: ReportConfig) -> None:
     options["metric"] = parse_metric(options["metric"], f"{where}.metric")
 
 
+def _check_below(options: dict, where: str, config: ReportConfig) -> None:
+    """``{metric, threshold: NUMBER}`` or ``{metric, than: METRIC}`` (the other metric of the same rows)."""
+    if "metric" not in options or ("threshold" in options) == ("than" in options):
+        raise ReprevalError("below needs metric and either a numeric threshold or than: METRIC", where=where)
+    unknown = [key for key in options if key not in ("metric", "threshold", "than")]
+    if unknown:
+        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use metric, threshold, than")
+    if "threshold" in options and not isinstance(options["threshold"], (int, float)):
+        raise ReprevalError("threshold must be a number", where=f"{where}.threshold")
+    options["metric"] = parse_metric(options["metric"], f"{where}.metric")
+    if "than" in options:
+        options["than"] = parse_metric(options["than"], f"{where}.than")
+
+
 def _check_sign(options: dict, where: str) -> None:
     if options.get("sign") not in ("positive", "negative"):
         raise ReprevalError("sign must be positive or negative", where=f"{where}.sign")
@@ -191,6 +205,7 @@ def _check_replicates(options: dict, where: str, config: ReportConfig) -> None:
 _CLAIM_CHECKS = {
     "greater": _check_greater,
     "above": _check_above,
+    "below": _check_below,
     "correlation": _check_correlation,
     "drift": _check_drift,
     "replicates": _check_replicates,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from statistics import fmean, pstdev
 
 from ..leaderboard import Board, build_leaderboards
 from ..report import Report, SuiteFacts, build_report
-from ..store import ResultStore, write_atomic
+from ..store import ResultStore, ScoreRecord, write_atomic
 from . import markdown
 from .plots import curve_plot, drift_plot, scatter_plot, slug
 
@@ -45,6 +46,7 @@ def report_markdown(report: Report, boards: list[Board], plots: Path) -> str:
     lines += _correlations(report, plots)
     lines += _drift(report, plots)
     lines += _replicates(report)
+    lines += _explainers(report, plots.parent)
     lines += _curves(report, boards, plots)
     leaderboards = markdown(boards, title="Leaderboards").splitlines()
     lines += ["#" + line if line.startswith("#") else line for line in leaderboards]  # one heading level down
@@ -161,6 +163,98 @@ def _replicates(report: Report) -> list[str]:
         cells = " | ".join([*others, seconds, ratio])
         lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | {cells} |")
     lines.append("")
+    return lines
+
+
+#: Explainer metrics in the order the explainer table shows them, with their column headings
+_EXPLAINER_COLUMNS = {
+    "reconstruction_error": "‖F − F^‖ / ‖F‖",
+    "accuracy": "accuracy on F^",
+    "accuracy_drop": "drop",
+    "part_share": "part share p",
+    "location_instability": "instability: explainer",
+    "performer_location_instability": "instability: performer",
+}
+
+
+def _explainers(report: Report, directory: Path) -> list[str]:
+    """One row per explained layer (model · variant · layer · explainer): every metric, the training, the
+    performer's weight hash before and after, and the picture."""
+    groups: dict[tuple, dict[str, ScoreRecord]] = {}
+    for record in report.records:
+        if "performer_sha256_before" not in record.provenance:
+            continue
+        explainer, _, metric = record.score.rpartition(".")
+        groups.setdefault((record.model, record.variant, record.layer, explainer), {})[metric] = record
+    if not groups:
+        return []
+    lines = [
+        "## Explainers",
+        "",
+        "Held-out images; means (± std over images, or over filters for instability). Accuracy: the performer's "
+        "top-1 when its upper layers receive the reconstruction F^ instead of F (its own accuracy in brackets); "
+        "instability: std over images of the distance from a filter's peak to each landmark, over the image "
+        "diagonal, averaged over landmarks and filters (lower: more stable parts).",
+        "",
+        "| model · variant · layer · explainer | " + " | ".join(_EXPLAINER_COLUMNS.values())
+        + " | training | performer weights (sha256) |",
+        "|---|" + "---:|" * len(_EXPLAINER_COLUMNS) + "---|---|",
+    ]  # fmt: skip
+    pictures = []
+    for (model, variant, layer, explainer), metrics in sorted(groups.items()):
+        any_record = next(iter(metrics.values()))
+        cells = []
+        for metric in _EXPLAINER_COLUMNS:
+            found = metrics.get(metric)
+            if found is None or found.value is None:
+                cells.append("—")
+                continue
+            cell = f"{found.value:.3f} ± {found.spread or 0.0:.3f}"
+            if metric == "accuracy" and "performer_accuracy" in found.extras:
+                cell = f"{found.value:.3f} ({found.extras['performer_accuracy']:.3f})"
+            cells.append(cell)
+        extras, provenance = any_record.extras, any_record.provenance
+        training = (
+            f"{extras.get('explainer_epochs', 0):.0f} epochs × {extras.get('explainer_seconds_per_epoch', 0):.1f} s"
+            + (" (cached)" if extras.get("explainer_cached") else "")
+        )
+        before, after = provenance["performer_sha256_before"], provenance.get("performer_sha256_after", "")
+        weights = f"{before[:12]} = after" if before == after else f"**changed** {before[:12]} → {after[:12]}"
+        lines.append(
+            f"| {model} · {variant} · {layer} · {explainer} | " + " | ".join(cells) + f" | {training} | {weights} |"
+        )
+        name = "-".join((model, variant, layer, explainer))
+        picture = directory / "pictures" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()[:120]}.png"
+        if picture.is_file():
+            pictures.append((f"{model} · {variant} · {layer} · {explainer}", picture))
+    lines.append("")
+    losses = sorted(
+        {
+            key
+            for metrics in groups.values()
+            for r in metrics.values()
+            for key in r.extras
+            if key.startswith("explainer_final_")
+        }
+    )
+    if losses:
+        lines += ["Final training losses (mean over the last epoch):", ""]
+        header = [key.removeprefix("explainer_final_") for key in losses]
+        lines += ["| explained | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+        for (model, variant, layer, explainer), metrics in sorted(groups.items()):
+            extras = next(iter(metrics.values())).extras
+            values = " | ".join(f"{extras[key]:.4g}" if key in extras else "—" for key in losses)
+            lines.append(f"| {model} · {variant} · {layer} · {explainer} | {values} |")
+        lines.append("")
+    if pictures:
+        lines += [
+            "Where the filters fire on four held-out images: the explainer's five strongest interpretable filters, "
+            "then the performer's five strongest channels at the same layer (map over the input, × at the peak; "
+            "landmarks as dots in the first column).",
+            "",
+        ]
+        for caption, picture in pictures:
+            lines += [f"*{caption}*", "", f"![{caption}]({picture.relative_to(directory).as_posix()})", ""]
     return lines
 
 
