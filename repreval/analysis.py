@@ -398,9 +398,9 @@ def compare_variants(
 
 def _outcome(comparison: Comparison) -> str:
     significant = comparison.p_used < SIGNIFICANCE
-    if significant and comparison.difference > 0:
+    if significant and comparison.direction > 0:
         return "agrees"
-    if significant and comparison.difference < 0:
+    if significant and comparison.direction < 0:
         return "disagrees"
     return "inconclusive"
 
@@ -518,10 +518,7 @@ def check_below(
         if row not in theirs:
             continue
         result = compare(theirs[row].values, mine[row].values, test="welch", seed=seed)
-        significant = result.p < SIGNIFICANCE
-        verdicts.append(
-            "agrees" if significant and result.difference > 0 else "disagrees" if significant else "inconclusive"
-        )
+        verdicts.append(_outcome(result))
         details.append(f"{row_name(row, rows)}: {result.mean_b:.3f} vs {result.mean_a:.3f}, {result.describe()}")
     if not verdicts:
         return Verdict("", "", "inconclusive", f"no row has both {selector.label} and {than.label}")

@@ -46,6 +46,8 @@ KIND_ALIASES = {
     "datasets": "dataset",
     "variant": "variant",
     "variants": "variant",
+    "explainer": "explainer",
+    "explainers": "explainer",
 }
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped to a file
@@ -187,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
         "name", help="plugin name, lowercase (e.g. peak_fraction): the entry point and the registered name"
     )
     new_plugin.add_argument(
-        "--kind", required=True, help="saliency | aggregator | score | dataset | variant | model_source"
+        "--kind", required=True, help="saliency | aggregator | score | dataset | variant | model_source | explainer"
     )
     new_plugin.add_argument("--out", default=".", metavar="DIR", help="write DIR/NAME (default: ./NAME)")
     return parser

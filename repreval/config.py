@@ -86,7 +86,7 @@ class DatasetConfig:
     options: dict = field(default_factory=dict)
     subset: Subset = Subset()
     drift: Drift | None = None
-    landmarks: str | None = None  # "ink" (derived from the images) or a landmark file (CSV/JSON)
+    landmarks: str | None = None  # "ink" (derived from the images), "own" (the dataset's) or a CSV/JSON file
 
 
 @dataclass

@@ -39,8 +39,8 @@ def load_images(
     landmarks: str | None = None,
 ) -> ImageSet:
     """The subset's images, fitted to ``target`` (not yet normalised), drifted if asked, with their landmarks
-    moved along: the dataset's own, those of a landmark file, or (``landmarks: ink``) derived from the fitted
-    images (see :mod:`repreval.landmarks`)."""
+    moved along: the dataset's own (``landmarks: own``, or whatever it gives), those of a landmark file, or
+    (``landmarks: ink``) derived from the fitted images (see :mod:`repreval.landmarks`)."""
     from .landmarks import INK_LANDMARKS, fit_landmarks, ink_landmarks, landmarks_for, read_landmark_file
 
     indices = subset_indices(subset, source.size(target), where)
@@ -48,7 +48,13 @@ def load_images(
     if not isinstance(data, ImageSet):
         raise ReprevalError("the dataset gives texts, the model reads images", where=where, fix="use an image dataset")
     points, names = data.landmarks, data.landmark_names
-    if landmarks is not None and landmarks != "ink":
+    if landmarks == "own" and points is None:
+        raise ReprevalError(
+            "the dataset gives no landmarks of its own",
+            where=f"{where}.landmarks",
+            fix="give a landmark file (landmarks: PATH) or derive them (landmarks: ink)",
+        )
+    if landmarks not in (None, "ink", "own"):
         points, names = landmarks_for(
             read_landmark_file(landmarks, f"{where}.landmarks"), indices, getattr(source, "files", None), where
         )

@@ -184,7 +184,9 @@ def train_or_load(
     context: TrainingContext,
 ) -> TrainedExplainer:
     """The explainer from the cache at ``path``, else trained (seeded) and stored there."""
-    module = explainer.build(_shape(features), {name: _shape(value) for name, value in targets.items()}, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = explainer.build(_shape(features), {name: _shape(value) for name, value in targets.items()}, seed)
     log_path = path.with_suffix(".json")
     if path.is_file():
         try:

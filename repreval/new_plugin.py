@@ -78,6 +78,14 @@ KINDS = {
         check_arguments=', model="$name:small"',
         summary="small CNNs ($name:small, $name:wide)",
     ),
+    "explainer": Kind(
+        "register_explainers",
+        "Explainer",
+        "explainer",
+        "explainers",
+        "evaluation:\n  explainer_data: train\n  explainers: [parts, {$name: {codes: 8}}]",
+        summary="a 1×1-conv bottleneck whose codes are the parts",
+    ),
 }
 
 #: Template (under templates/new_plugin/) -> path of the generated file, itself a template.

@@ -41,6 +41,14 @@ class Comparison:
     p_adjusted: float | None = None  # Holm, when the comparison is one of several of a claim
 
     @property
+    def direction(self) -> int:
+        """+1 when ``a`` is the larger by the test's own measure, -1 when ``b`` is, 0 for a tie: the sign of the
+        effect size (Wilcoxon's rank-biserial r counts pairs, so it may disagree with the sign of a mean
+        difference driven by a few large pairs), or of the difference where the effect is undefined."""
+        value = self.effect if math.isfinite(self.effect) else self.difference
+        return (value > 0) - (value < 0)
+
+    @property
     def p_used(self) -> float:
         """The p-value a verdict reads: Holm-adjusted where the claim made several tests."""
         return self.p if self.p_adjusted is None else self.p_adjusted

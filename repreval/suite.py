@@ -451,11 +451,12 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
             raise ReprevalError("drift lambda must not be negative", where=drift_section.at("lambda"))
     landmarks = section.get("landmarks", str, None)
     section.finish()
-    if landmarks is not None and landmarks != "ink" and not Path(landmarks).is_file():
+    if landmarks not in (None, "ink", "own") and not Path(landmarks).is_file():
         raise ReprevalError(
             f"landmark file {_short(landmarks)} does not exist",
             where=section.at("landmarks"),
-            fix="give a CSV or JSON file of image, name, x, y rows, or 'ink' to derive them from the images",
+            fix="give a CSV or JSON file of image, name, x, y rows; 'ink' to derive them from the images; "
+            "'own' for the dataset's own",
         )
     if subset.limit is not None and subset.limit < 1:
         raise ReprevalError("limit must be at least 1", where=section.at("limit"))

@@ -33,6 +33,8 @@ from .api import (
     AttributionScore,
     DatasetSource,
     EmbeddingScore,
+    Explainer,
+    Explanation,
     ImageSet,
     InputSpec,
     ModelHandle,
@@ -42,6 +44,7 @@ from .api import (
     SaliencyMethod,
     ScoreValues,
     TextSet,
+    TrainingContext,
     Variant,
 )
 from .errors import ReprevalError, suggest
@@ -103,7 +106,7 @@ def check_plugin(
     ``plugin``: the module (or class, or object) holding the hook implementations, or the entry-point name
     of an installed plugin. A module that is an installed entry point is checked as that entry point.
     ``kinds``: only these registry kinds (``saliency``, ``aggregator``, ``score``, ``model_source``,
-    ``dataset``, ``variant``). ``options``: registered name -> options for plugins whose ``__init__`` has
+    ``dataset``, ``variant``, ``explainer``). ``options``: registered name -> options for plugins whose ``__init__`` has
     required parameters (without them those get attribute checks only). ``model``: ``SOURCE:NAME`` (or
     ``NAME`` when the plugin registers one model source) to build, with ``model_options``, and embed a zero
     input; without it model sources get attribute checks only.
@@ -222,6 +225,7 @@ ATTRIBUTES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
     ModelSource: {},
     DatasetSource: {},
     Variant: {"needs_weights": BOOL},
+    Explainer: {"version": (lambda v: isinstance(v, str) and bool(v), "must be a non-empty string")},
 }
 
 
@@ -489,6 +493,47 @@ def _smoke_variant(check: Checked, variant: Variant, create: Callable[[dict], Va
     check.passed.append("network() on a tiny model")
 
 
+def _smoke_explainer(check: Checked, explainer: Explainer) -> None:
+    """build() and fit() on random features [24, 4, 6, 6]; the trained module explains a batch of 3."""
+    import torch
+
+    features = torch.rand(24, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    targets = {"layer": features, "deeper": features[:, :2, ::2, ::2].contiguous()}
+    module = explainer.build((4, 6, 6), {"layer": (4, 6, 6), "deeper": (2, 3, 3)}, 0)
+    check.expect(callable(module) and hasattr(module, "parameters"), f"build() gave {module!r}, not an nn.Module")
+    registries = _load_builtins_registries()
+    log = explainer.fit(module, features, targets, 0, TrainingContext(registries))
+    check.expect(isinstance(log, dict), f"fit() returned {log!r}, not a dict (the training log)")
+    with torch.no_grad():
+        explanation = module(features[:3])
+    check.expect(
+        isinstance(explanation, Explanation), f"module(F) gave a {type(explanation).__name__}, not an Explanation"
+    )
+    for name, shape in (("layer", (3, 4, 6, 6)), ("deeper", (3, 2, 3, 3))):
+        got = explanation.reconstructions.get(name)
+        found = _shape(got) if got is not None else "missing"
+        check.expect(
+            got is not None and tuple(got.shape) == shape and _finite(got),
+            f"the reconstruction of {name!r} is {found}, expected {list(shape)}",
+        )
+    share = explanation.part_share
+    check.expect(
+        tuple(share.shape) == (3,) and bool(((share > 0) & (share < 1)).all()),
+        f"part_share is {_shape(share)} with values {share.tolist()[:3]}, expected [3] in (0, 1)",
+    )
+    check.expect(
+        explanation.part_maps.dim() == 4 and explanation.part_maps.shape[0] == 3,
+        f"part_maps is {_shape(explanation.part_maps)}, expected [3, K, h, w]",
+    )
+    check.passed.append("build(), fit() and an explanation of random features")
+
+
+def _load_builtins_registries() -> Registries:
+    from .plugins import load_plugins
+
+    return load_plugins().registries()
+
+
 SMOKE: dict[type, Callable[[Checked, Any], None]] = {
     SaliencyMethod: _smoke_saliency,
     Aggregator: _smoke_aggregator,
@@ -496,6 +541,7 @@ SMOKE: dict[type, Callable[[Checked, Any], None]] = {
     EmbeddingScore: _smoke_embedding_score,
     ModelSource: _smoke_model_source,
     DatasetSource: _smoke_dataset,
+    Explainer: _smoke_explainer,
 }
 
 

@@ -60,6 +60,8 @@ BUILTIN_PLUGINS = {
     "autoencoders": {"model_source": ["ae"]},
     "torch_factory": {"model_source": ["torch"]},
     "hf_text": {"model_source": ["hf"]},
+    "small_cnns": {"model_source": ["cnn"]},
+    "explainers": {"explainer": ["parts"]},
 }
 
 
@@ -172,7 +174,8 @@ def test_plugins_table(capsys):
     [
         ("scores", ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]),
         ("aggregators", ["mean", "abs", "var", "skew", "max", "topk_mean"]),
-        ("models", ["ae", "cifar", "hf", "timm", "torch"]),
+        ("models", ["ae", "cifar", "cnn", "hf", "timm", "torch"]),
+        ("explainers", ["parts"]),
         ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]),
         ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
         ("variants", ["trained", "random", "randomize_layer", "cascade"]),

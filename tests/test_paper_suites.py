@@ -1,4 +1,4 @@
-"""The committed paper suites stay valid, and a drift sweep over several evaluation datasets runs."""
+"""The committed paper and explainer suites stay valid, and a drift sweep over several evaluation datasets runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from repreval.store import ResultStore
 from repreval.suite import load_suite, parse_suite
 
 PAPER = sorted((ROOT / "benchmarks_yaml" / "paper").glob("*.yaml"))
+EXPLAINER = sorted((ROOT / "benchmarks_yaml" / "explainer").glob("*.yaml"))
 
 
 def test_there_is_a_suite_per_experiment():
@@ -22,8 +23,12 @@ def test_there_is_a_suite_per_experiment():
     assert {"4.1", "4.2", "4.3", "4.4", "4.5"} <= set(names)
 
 
+def test_there_are_explainer_suites_for_three_performers():
+    assert {path.stem for path in EXPLAINER} >= {"cifar-resnet20", "cifar-resnet56", "mnist-cnn"}
+
+
 @needs_shared
-@pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
+@pytest.mark.parametrize("path", PAPER + EXPLAINER, ids=[p.stem for p in PAPER + EXPLAINER])
 def test_paper_suite_validates(path: Path, plugins, monkeypatch):
     monkeypatch.chdir(ROOT)
     if "${EFFNET_LITE0}" in path.read_text() and not os.environ.get("EFFNET_LITE0"):

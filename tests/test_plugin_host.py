@@ -223,6 +223,8 @@ def test_plugin_info_records_distribution_version_and_registrations():
         "autoencoders",
         "torch_factory",
         "hf_text",
+        "small_cnns",
+        "explainers",
     }
     assert all(info.version == release for info in builtins.values())
     assert plugins.info["scores"].registered == {

@@ -223,3 +223,14 @@ def test_variants_that_embed_alike_are_twins_and_left_out_of_correlations():
     assert embedding_twins(records) == {("m", "randomize_layer[layer=fc]"): "trained"}
     result = correlate(records, NS, MetricSelector("acc.top1"))
     assert len(result.points) == 3 and result.left_out == ["m · randomize_layer[layer=fc] (embeds as trained)"]
+
+
+def test_a_wilcoxon_verdict_follows_the_ranks_not_a_mean_pulled_by_a_few_large_pairs():
+    from repreval.analysis import _outcome
+
+    lower = [1.0] * 45
+    higher = [1.0 - 0.01] * 40 + [1.0 + 1.0] * 5  # 40 pairs slightly below, 5 far above: mean difference > 0
+    result = compare(higher, lower, "wilcoxon")
+    assert result.difference > 0 and result.effect < 0 and result.p < 0.05
+    assert result.direction == -1 and _outcome(result) == "disagrees"
+    assert compare(higher, lower, "paired_t").direction == 1  # the t-test reads the mean

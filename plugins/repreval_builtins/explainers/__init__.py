@@ -67,13 +67,9 @@ class PartExplainers(Explainer):
         }
 
     def build(self, source: tuple[int, int, int], targets: dict[str, tuple[int, int, int]], seed: int) -> nn.Module:
-        import torch
-
         from .network import PartExplainer
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return PartExplainer(source, targets, self.filters, self.hidden, self.beta, self.tau)
+        return PartExplainer(source, targets, self.filters, self.hidden, self.beta, self.tau)  # the host seeds
 
     def fit(
         self, module: nn.Module, features: Tensor, targets: dict[str, Tensor], seed: int, context: TrainingContext
