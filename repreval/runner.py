@@ -40,6 +40,7 @@ from .models import Model
 from .plan import EMBEDDING, Plan, Unit, make_plan
 from .plugins import Plugins
 from .report import FACTS_FILE, SuiteFacts
+from .resources import TRAINING_THREADS, torch_threads
 from .store import ResultStore, ScoreRecord, write_atomic
 
 
@@ -313,7 +314,17 @@ def _record(plan: Plan, unit: Unit, **fields) -> ScoreRecord:
 def _run_explainer_group(
     run: _Run, model: Model, network: Network, inputs: Inputs, group: list[Unit], device, shared: dict
 ) -> list[tuple[Unit, Exception]]:
-    """Train (or load from the cache) one explainer of one layer, then write a record per metric."""
+    """Train (or load from the cache) one explainer of one layer, then write a record per metric. Features,
+    training and measures run on TRAINING_THREADS CPU threads: a trained explainer, and every number read from
+    it, must not depend on how busy the machine was (float sums round differently over more threads, and
+    training amplifies the difference)."""
+    with torch_threads(TRAINING_THREADS):
+        return _explain(run, model, network, inputs, group, device, shared)
+
+
+def _explain(
+    run: _Run, model: Model, network: Network, inputs: Inputs, group: list[Unit], device, shared: dict
+) -> list[tuple[Unit, Exception]]:
     plan, first = run.plan, group[0]
     suite = plan.suite
     assert suite.evaluation.explainer_data is not None and first.dataset is not None  # checked by the parser
@@ -338,6 +349,7 @@ def _run_explainer_group(
             "spec": vars(spec),
             "seed": seed,
             "device": device.type,
+            "training_threads": TRAINING_THREADS,
         },
     )
     report = explain.progress_of(len(group), run.on_progress, first.describe().rsplit("/", 5)[0])

@@ -224,6 +224,24 @@ def test_reconstruction_error_falls_with_training_and_the_cache_is_reused(tmp_pa
     assert second[("trained", "reconstruction_error")].values == first[("trained", "reconstruction_error")].values
 
 
+def test_the_same_suite_and_seed_give_the_same_numbers_however_many_threads(tmp_path, plugins, monkeypatch):
+    values = []
+    for threads in (2, 1):
+        monkeypatch.setenv("REPREVAL_CACHE", str(tmp_path / f"cache-{threads}"))  # trained afresh each time
+        suite = parse_suite(explainer_suite(3), plugins)
+        suite.output = tmp_path / f"out-{threads}"
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            assert not run_suite(suite, plugins).failures
+        finally:
+            torch.set_num_threads(before)
+        records = _values(suite.output)
+        assert records[("trained", "part_share")].extras["explainer_cached"] == 0.0
+        values.append({key: record.values for key, record in records.items()})
+    assert values[0] == values[1]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -238,6 +256,19 @@ def test_bad_explainer_suites_are_refused(plugins, change, message):
     change(spec)
     with pytest.raises(ReprevalError, match=message):
         parse_suite(spec, plugins)
+
+
+def test_a_deeper_layer_is_reconstructed_and_fed_to_the_upper_layers(tmp_path, plugins, one_thread):
+    spec = explainer_suite()
+    spec["models"]["cnn"]["reconstruct"] = ["block4"]
+    spec["variants"] = ["trained"]
+    suite = parse_suite(spec, plugins)
+    suite.output = tmp_path / "out"
+    assert not run_suite(suite, plugins).failures
+    records = _values(suite.output)
+    assert records[("trained", "part_share")].provenance["reconstructed"] == "block4"
+    assert 0 < records[("trained", "reconstruction_error")].value < 1
+    assert records[("trained", "accuracy")].extras["performer_accuracy"] > 0.5
 
 
 def test_reconstructing_an_earlier_layer_is_refused(plugins):

@@ -234,3 +234,20 @@ def test_a_wilcoxon_verdict_follows_the_ranks_not_a_mean_pulled_by_a_few_large_p
     assert result.difference > 0 and result.effect < 0 and result.p < 0.05
     assert result.direction == -1 and _outcome(result) == "disagrees"
     assert compare(higher, lower, "paired_t").direction == 1  # the t-test reads the mean
+
+
+def test_below_a_threshold_or_another_metric_of_the_same_rows():
+    from repreval.analysis import check_below
+
+    drop = record("trained", [0.0, 0.0, 1.0, 0.0], score="parts.accuracy_drop")  # mean 0.25
+    assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.3, None, 0).verdict == "agrees"
+    assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.02, None, 0).verdict == "disagrees"
+    generator = np.random.default_rng(0)
+    stable = record("trained", list(0.10 + 0.01 * generator.standard_normal(30)), score="parts.location_instability")
+    own = record(
+        "trained", list(0.13 + 0.01 * generator.standard_normal(50)), score="parts.performer_location_instability"
+    )
+    mine, theirs = MetricSelector("parts.location_instability"), MetricSelector("parts.performer_location_instability")
+    below = check_below([stable, own], mine, None, theirs, 0)
+    assert below.verdict == "agrees" and "Welch" in below.details[0]
+    assert check_below([stable, own], theirs, None, mine, 0).verdict == "disagrees"
