@@ -299,7 +299,8 @@ class Explanation:
 
     ``reconstructions``: target layer -> F^ of that layer's shape; ``part_share``: p in (0, 1) per image, the
     share of the interpretable track in the mix; ``part_maps``: the interpretable filters' maps [B, K, h', w']
-    (their peaks locate the parts); ``losses``: named scalar terms of the training loss on this batch."""
+    (their peaks locate the parts); ``losses``: named terms of the training loss on this batch (tensors, for the
+    plugin's own training and logs)."""
 
     reconstructions: dict[str, Tensor]
     part_share: Tensor

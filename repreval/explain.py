@@ -20,8 +20,8 @@ import copy
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -213,6 +213,17 @@ def _shape(maps: Tensor) -> tuple[int, int, int]:
     return int(channels), int(height), int(width)
 
 
+@dataclass
+class Measures:
+    """What :func:`measure` finds: per-item values by metric, record extras, the picture's tensors, and the
+    metrics that failed (with why)."""
+
+    values: dict[str, list[float]]
+    extras: dict[str, float]
+    picture: dict[str, Tensor]
+    problems: dict[str, ReprevalError]
+
+
 @torch.no_grad()
 def explain_all(module: nn.Module, features: Tensor, device) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """(reconstructions by layer, p [N], part maps [N, K, h, w]) for every feature map, batch by batch."""
@@ -243,13 +254,15 @@ def measure(
     inputs: Tensor,
     metrics: list[str],
     device,
-) -> tuple[dict[str, list[float]], dict[str, float], dict[str, Tensor]]:
-    """Per-item values of each metric on held-out images, extras, and what the picture needs."""
+) -> Measures:
+    """Per-item values of each metric on held-out images, extras, what the picture needs, and why a metric that
+    could not be computed failed."""
     features = capture(network, (layer, *targets), inputs, device)
     reconstructions, share, part_maps = explain_all(trained.module, features[layer], device)
     errors = torch.stack([relative_errors(reconstructions[name], features[name]) for name in targets]).mean(dim=0)
     values: dict[str, list[float]] = {"reconstruction_error": errors.tolist(), "part_share": share.tolist()}
     extras: dict[str, float] = {}
+    problems: dict[str, ReprevalError] = {}
     if any(metric in ACCURACY_METRICS for metric in metrics):
         if data.labels is None:
             raise ReprevalError("accuracy needs labelled evaluation images", fix="evaluate on a labelled dataset")
@@ -274,8 +287,12 @@ def measure(
             peaks, fires = peak_positions(maps, size)
             per_filter = location_instability(peaks, fires, data.landmarks, size)
             kept = per_filter[~per_filter.isnan()]
-            if not len(kept):
-                raise ReprevalError(f"{metric}: no filter fires on two images with landmarks")
+            if not len(kept):  # this metric fails alone: the others stand
+                problems[metric] = ReprevalError(
+                    f"{metric}: no filter fires on two images with landmarks",
+                    fix="check the landmarks, or train the explainer longer",
+                )
+                continue
             values[metric] = kept.tolist()
             extras[f"{metric}_filters"] = float(len(kept))
             extras[f"{metric}_filters_total"] = float(len(per_filter))
@@ -286,7 +303,7 @@ def measure(
         "performer_maps": features[layer][shown],
         "landmarks": data.landmarks[shown] if data.landmarks is not None else torch.empty(0),
     }
-    return values, extras, picture
+    return Measures(values, extras, picture, problems)
 
 
 def progress_of(units: int, on_progress: Callable[[float, str], None] | None, label: str):
@@ -300,9 +317,3 @@ def progress_of(units: int, on_progress: Callable[[float, str], None] | None, la
             on_progress(step, f"{label}: {what}")
 
     return report
-
-
-def picture_name(unit) -> str:
-    """The file name (no suffix) of the picture of ``unit``'s explainer: model, variant, layer, explainer."""
-    text = "-".join((unit.model, unit.variant.label, unit.layer, unit.score.label))
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:120]

@@ -367,15 +367,14 @@ def _explain(
     data = inputs.loaded(first.dataset, spec)
     assert isinstance(data, ImageSet) and isinstance(data.images, Tensor)
     metrics = [unit.metric for unit in group]
-    values, extras, picture = explain.measure(
-        network, trained, layer, targets, data, normalize(data.images, spec), metrics, device
-    )
+    measures = explain.measure(network, trained, layer, targets, data, normalize(data.images, spec), metrics, device)
     from .render.parts import parts_picture
+    from .render.plots import explainer_picture
 
-    title = " · ".join((first.model, first.variant.label, layer, first.score.label))
-    parts_picture(picture, suite.output / "pictures" / f"{explain.picture_name(first)}.png", title)
+    coordinates = (first.model, first.variant.label, layer, first.score.label)
+    parts_picture(measures.picture, explainer_picture(suite.output, *coordinates), " · ".join(coordinates))
     log = trained.log
-    extras |= {
+    extras = measures.extras | {
         "explainer_cached": float(trained.cached),
         "explainer_train_seconds": round(float(log.get("seconds", 0.0)), 3),
         "explainer_seconds_per_epoch": round(float(log.get("seconds_per_epoch", 0.0)), 3),
@@ -389,11 +388,15 @@ def _explain(
         "performer_sha256_after": after,
         "explainer_cache": path.name,
         "reconstructed": ",".join(targets),
+        "landmarks": suite.datasets[first.dataset].landmarks or "none",
     }
     seconds = round(time.perf_counter() - started, 3)
     failed: list[tuple[Unit, Exception]] = []
     for unit in group:
-        per_item = values[unit.metric]
+        if unit.metric in measures.problems:
+            failed.append((unit, measures.problems[unit.metric]))
+            continue
+        per_item = measures.values[unit.metric]
         if not per_item or not _finite(*per_item):
             failed.append((unit, _non_finite(network)))
             continue

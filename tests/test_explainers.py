@@ -323,12 +323,49 @@ def test_a_third_party_explainer_plugs_in_through_the_hook(tmp_path, one_thread)
     assert "bottleneck" in plugins.explainer
     spec = explainer_suite()
     spec["evaluation"]["explainers"] = ["bottleneck"]
+    del spec["datasets"]["held"]["landmarks"]
     suite = parse_suite(spec, plugins)
     suite.output = tmp_path / "out"
     assert not run_suite(suite, plugins).failures
     records = _values(suite.output)
+    assert {metric for _, metric in records} == {"reconstruction_error", "accuracy", "accuracy_drop", "part_share"}
     assert records[("trained", "part_share")].value == pytest.approx(0.5)
     assert records[("trained", "reconstruction_error")].value < 1.0
+
+
+class Silent(nn.Module):
+    """A bottleneck whose part maps never fire."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features):
+        explanation = self.inner(features)
+        return Explanation(explanation.reconstructions, explanation.part_share, torch.zeros_like(explanation.part_maps))
+
+
+class SilentExplainer(BottleneckExplainer):
+    """Parts that never fire."""
+
+    name = "silent"
+
+    def build(self, source, targets, seed):
+        return Silent(super().build(source, targets, seed))
+
+
+def test_filters_that_never_fire_fail_their_instability_alone(tmp_path, one_thread):
+    plugin = types.ModuleType("silent_plugin")
+    plugin.register_explainers = hookimpl(lambda register: register(SilentExplainer))  # type: ignore[attr-defined]
+    plugins = load_plugins(extra_plugins=[plugin])
+    spec = explainer_suite()
+    spec["evaluation"]["explainers"] = ["silent"]
+    suite = parse_suite(spec, plugins)
+    suite.output = tmp_path / "out"
+    report = run_suite(suite, plugins)
+    failed = sorted(unit.rsplit(".", 1)[1] for unit, _ in report.failures)
+    assert failed == ["location_instability"] * 2 and report.computed == 10
+    assert "no filter fires on two images with landmarks" in report.failures[0][1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_paper_suite_validates(path: Path, plugins, monkeypatch):
     suite = load_suite(path, plugins)
     plan = make_plan(suite, plugins)
     assert plan.units and suite.report.title
-    assert (path.parent / suite.name / "report.md").is_file(), "the committed report is missing"
+    assert (ROOT / suite.output / "report.md").is_file(), "the committed report is missing"
 
 
 def test_a_drift_sweep_gives_one_row_per_dataset(tmp_path, plugins):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from statistics import fmean, pstdev
 
@@ -10,7 +9,7 @@ from ..leaderboard import Board, build_leaderboards
 from ..report import Report, SuiteFacts, build_report
 from ..store import ResultStore, ScoreRecord, write_atomic
 from . import markdown
-from .plots import curve_plot, drift_plot, scatter_plot, slug
+from .plots import curve_plot, drift_plot, explainer_picture, scatter_plot, slug
 
 
 def _link(path: Path, base: Path) -> str:
@@ -177,6 +176,15 @@ _EXPLAINER_COLUMNS = {
 }
 
 
+#: What the report says about where the landmarks of the instability measure came from
+_LANDMARK_NOTES = {
+    "none": "No landmarks on these images: location instability is not measured.",
+    "ink": "Landmarks derived from each image's ink (topmost, bottommost, leftmost and rightmost ink points and the "
+    "centroid): a proxy for annotated object parts, not the paper's annotations.",
+    "own": "Landmarks given by the dataset itself.",
+}
+
+
 def _explainers(report: Report, directory: Path) -> list[str]:
     """One row per explained layer (model · variant · layer · explainer): every metric, the training, the
     performer's weight hash before and after, and the picture."""
@@ -223,11 +231,12 @@ def _explainers(report: Report, directory: Path) -> list[str]:
         lines.append(
             f"| {model} · {variant} · {layer} · {explainer} | " + " | ".join(cells) + f" | {training} | {weights} |"
         )
-        name = "-".join((model, variant, layer, explainer))
-        picture = directory / "pictures" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()[:120]}.png"
+        picture = explainer_picture(directory, model, variant, layer, explainer)
         if picture.is_file():
             pictures.append((f"{model} · {variant} · {layer} · {explainer}", picture))
     lines.append("")
+    sources = sorted({r.provenance.get("landmarks", "none") for m in groups.values() for r in m.values()})
+    lines += [_LANDMARK_NOTES.get(source, f"Landmarks from `{Path(source).name}`.") for source in sources] + [""]
     losses = sorted(
         {
             key
