@@ -133,9 +133,25 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a suite completely without computing anything")
     validate.add_argument("suite")
 
-    board = commands.add_parser("leaderboard", help="render stored results again")
-    board.add_argument("directory", help="results directory of a run")
+    board = commands.add_parser("leaderboard", help="render stored results again (several folders: ranked together)")
+    board.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
     board.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+
+    publish = commands.add_parser("publish", help="write a static HTML site of result folders (no server needed)")
+    publish.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
+    publish.add_argument("--out", required=True, metavar="SITE", help="the site's folder (index.html goes there)")
+    publish.add_argument("--merge", action="store_true", help="add a page ranking every folder's rows together")
+    publish.add_argument(
+        "--link", action="store_true", help="reference the folders' PNGs where they are instead of copying them"
+    )
+
+    export = commands.add_parser("export", help="write a results folder to one .zip (records, suite, drawings)")
+    export.add_argument("directory", metavar="DIR")
+    export.add_argument("--out", required=True, metavar="FILE.zip")
+
+    importing = commands.add_parser("import", help="unpack an exported .zip into a results folder")
+    importing.add_argument("archive", metavar="FILE.zip")
+    importing.add_argument("--out", required=True, metavar="DIR")
 
     plugins = commands.add_parser("plugins", help="every plugin, its version and what it registered")
     plugins.add_argument("--format", choices=["table", "json"], default="table")
@@ -497,12 +513,13 @@ def cmd_validate(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     """``repreval leaderboard DIR``: render stored results as tables, JSON, or the Markdown report."""
+    from .folders import ResultFolder, merge
     from .leaderboard import build_leaderboards
     from .render import rich_table, to_json
-    from .store import ResultStore
 
-    damaged: list[ReprevalError] = []
-    boards = build_leaderboards(ResultStore(args.directory).records(on_damaged=damaged.append))
+    folders = [ResultFolder.read(directory) for directory in args.directories]
+    damaged = [problem for folder in folders for problem in folder.damaged]
+    boards = build_leaderboards(merge(folders))
     for problem in damaged:
         _report_damaged(problem)
     if args.format == "json":
@@ -510,13 +527,41 @@ def cmd_leaderboard(args) -> int:
     elif args.format == "markdown":
         from .render.report import write_report
 
-        path = write_report(args.directory)
+        if len(folders) > 1:
+            raise ReprevalError("a Markdown report is one folder's", fix="give one DIR, or use --format table|json")
+        path = write_report(args.directories[0])
         print(path.read_text())
         errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
     else:
         for board in boards:
             console.print(rich_table(board))
     return EXIT_BAD_INPUT if damaged else EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    """``repreval publish DIR... --out SITE``: a static site of the result folders."""
+    from .render.site import publish
+
+    index = publish(args.directories, args.out, merged=args.merge, link=args.link)
+    errors.print(f"site written to {index} (open it in a browser; no server needed)", highlight=False)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    """``repreval export DIR --out FILE.zip``."""
+    from .folders import export_folder
+
+    errors.print(f"exported to {export_folder(args.directory, args.out)}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    """``repreval import FILE.zip --out DIR``."""
+    from .folders import import_folder
+
+    folder = import_folder(args.archive, args.out)
+    errors.print(f"imported {len(folder.records)} records into {folder.directory}", highlight=False)
+    return EXIT_OK
 
 
 def _report_damaged(problem: ReprevalError) -> None:
@@ -735,6 +780,9 @@ COMMANDS = {
     "eval": cmd_eval,
     "validate": cmd_validate,
     "leaderboard": cmd_leaderboard,
+    "publish": cmd_publish,
+    "export": cmd_export,
+    "import": cmd_import,
     "plugins": cmd_plugins,
     "list": cmd_list,
     "layers": cmd_layers,

@@ -29,6 +29,7 @@ class Cell:
     spread: float | None = None
     reference: float | None = None
     error: str | None = None
+    unit: str | None = None  # the record's unit id: where the number came from
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _board(metric: Metric, records: list[ScoreRecord]) -> Board:
                 cells.append(Cell("failed", error=found.error))
             else:
                 value = found.ok_value()
-                cells.append(Cell("ok", value, found.spread, found.reference))
+                cells.append(Cell("ok", value, found.spread, found.reference, unit=found.unit_id))
                 values.append(value)
         references = [c.reference for c in cells if c.status == "ok" and c.reference is not None]
         board.rows.append(

@@ -95,6 +95,7 @@ class SuiteFacts:
     strengths: dict[str, float] = field(default_factory=dict)  # dataset -> drift lambda (0 if none)
     groups: dict[str, str] = field(default_factory=dict)  # model id -> replicate group
     baselines: dict[str, str | None] = field(default_factory=dict)  # group -> baseline group
+    source: str = ""  # the suite file the run read, as given on the command line ("" for one built in memory)
 
     @classmethod
     def of(cls, suite: Suite) -> SuiteFacts:
@@ -110,6 +111,7 @@ class SuiteFacts:
             },
             groups={model_id: config.group or model_id for model_id, config in suite.models.items()},
             baselines={config.group or model_id: config.baseline for model_id, config in suite.models.items()},
+            source=str(suite.path) if suite.path else "",
         )
 
     @property
