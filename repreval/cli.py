@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn, TypedDict
 
@@ -17,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
@@ -136,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="render stored results again (several folders: ranked together)")
     board.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
     board.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    board.add_argument("--boards", action="store_true", help="every board with its layers, not the summary")
 
     publish = commands.add_parser("publish", help="write a static HTML site of result folders (no server needed)")
     publish.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
@@ -200,6 +204,17 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value)")
     layers.add_argument("--all", action="store_true", help="show every module, not only those with 4-D or 2-D outputs")
 
+    show = commands.add_parser("show", help="one image's attribution maps at one layer: a PNG and a terminal sketch")
+    show.add_argument("model", help="SOURCE:NAME, e.g. cifar:resnet20 or timm:resnet18")
+    show.add_argument("--input", required=True, metavar="IMAGE", help="an image file")
+    show.add_argument("--layer", required=True, help="the probe layer (`repreval layers MODEL` lists them)")
+    show.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam", help="comma-separated")
+    show.add_argument("--weights", help="a local weights file (default: random initialisation, seeded)")
+    show.add_argument("--weights-match", choices=["name", "position"], default="name")
+    show.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option (YAML value)")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--out", metavar="FILE.png", help="default: show-<model>-<layer>.png")
+
     new_plugin = commands.add_parser("new-plugin", help="start a plugin package: one working example, a test, a README")
     new_plugin.add_argument(
         "name", help="plugin name, lowercase (e.g. peak_fraction): the entry point and the registered name"
@@ -212,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(command, default_out="from the suite"):
+    command.add_argument("--boards", action="store_true", help="print every board with its layers, not the summary")
     command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
     command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
     command.add_argument(
@@ -249,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 
     start_core_window()
     args = _parser().parse_args(argv)
+    # Libraries' deprecation notices about their own internals are not the user's to act on; they would
+    # interleave with the tables (a run's own problems are reported as warnings and errors, one line each).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return COMMANDS[args.command](args)
     except ReprevalError as exc:
@@ -431,7 +451,7 @@ def _eval_flag(key: str, model: str) -> str:
 def _run(data: dict, args, path: Path | None) -> int:
     from .leaderboard import build_leaderboards
     from .plan import make_plan
-    from .render import rich_table, to_json
+    from .render import to_json
     from .render.report import write_report
     from .resources import choose_threads, keep_freed_memory
     from .runner import resolve_device, run_suite
@@ -460,6 +480,7 @@ def _run(data: dict, args, path: Path | None) -> int:
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
+            MofNCompleteColumn(),
             TaskProgressColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -479,8 +500,7 @@ def _run(data: dict, args, path: Path | None) -> int:
 
         boards = build_leaderboards(ResultStore(suite.output).records(on_damaged=_report_damaged))
         write_atomic(suite.output / "leaderboard.json", to_json(boards))
-        for board in boards:
-            console.print(rich_table(board))
+        _print_boards(boards, every=args.boards)
         report_path = write_report(suite.output)
         console.print(f"report: {report_path}", highlight=False)
         console.print(
@@ -488,6 +508,8 @@ def _run(data: dict, args, path: Path | None) -> int:
             f"in {report.seconds:.1f} s; results in {suite.output}",
             highlight=False,
         )
+    for warning in report.warnings:
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if report.failures:
         for what, message in report.failures[:20]:
             errors.print(f"[red]failed:[/] {what}: {message}", highlight=False, soft_wrap=True)
@@ -515,7 +537,7 @@ def cmd_leaderboard(args) -> int:
     """``repreval leaderboard DIR``: render stored results as tables, JSON, or the Markdown report."""
     from .folders import ResultFolder, merge
     from .leaderboard import build_leaderboards
-    from .render import rich_table, to_json
+    from .render import to_json
 
     folders = [ResultFolder.read(directory) for directory in args.directories]
     damaged = [problem for folder in folders for problem in folder.damaged]
@@ -533,9 +555,21 @@ def cmd_leaderboard(args) -> int:
         print(path.read_text())
         errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
     else:
-        for board in boards:
-            console.print(rich_table(board))
+        _print_boards(boards, every=args.boards)
     return EXIT_BAD_INPUT if damaged else EXIT_OK
+
+
+def _print_boards(boards, every: bool) -> None:
+    """The compact summary (one line per metric), or with ``every`` each board with its layers."""
+    from .render import rich_table, summary_table
+
+    if not boards:
+        return
+    if not every:
+        console.print(summary_table(boards))
+        return
+    for board in boards:
+        console.print(rich_table(board))
 
 
 def cmd_publish(args) -> int:
@@ -642,6 +676,74 @@ def cmd_layers(args) -> int:
     table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
     console.print(table)
     return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    """``repreval show MODEL --input IMAGE --layer L``: the image's maps (channels: abs, then the mean over the
+    embedding components), one per saliency method, as a PNG beside the image and as shaded blocks here."""
+    _local_modules()
+    import torch
+
+    from .config import ModelConfig, Subset
+    from .data import load_images
+    from .engine.attribution import component_maps
+    from .engine.probe import Probe
+    from .models import Model
+    from .plan import model_layers
+    from .render.maps import draw_one
+    from .suite import split_model_spec
+
+    source_name, _ = split_model_spec(args.model)
+    plugins = _plugins(args)
+    if source_name not in plugins.model_source:
+        raise ReprevalError(
+            f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names())
+        )
+    config = ModelConfig(
+        id="model", spec=args.model, options=_key_value(args.option), weights=args.weights,
+        weights_match=args.weights_match, layers=(args.layer,), seed=args.seed,
+    )  # fmt: skip
+    model = Model(config, plugins.model_source.create(source_name), where="--layer")
+    network = model.trained() if args.weights else model.untrained(args.seed)
+    try:
+        model_layers(model, network, "--layer")  # an unknown or unreadable layer: one line, exit 2
+    except ReprevalError as exc:
+        raise ReprevalError(exc.problem, where="--layer", fix=exc.fix) from None
+    image = load_images(plugins.dataset.create("image_files", {"paths": args.input}), Subset(), network.input_spec)
+    assert isinstance(image.images, torch.Tensor)  # fitted to the network's input
+    inputs = network.input_spec.normalize(image.images)
+    absolute = plugins.aggregator.create("abs")
+    maps = {}
+    for name in [n.strip() for n in args.saliency.split(",") if n.strip()]:
+        method = plugins.saliency.create(name)
+        found = component_maps(network, Probe.parse(args.layer), inputs, method, None if method.spatial else absolute)
+        maps[name] = found.float().mean(dim=1)[0]  # the mean over components: [h, w]
+    default = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"show-{_short_model_name(args.model)}-{args.layer}") + ".png"
+    out = Path(args.out or default)
+    title = (
+        f"{args.model} ({'weights ' + Path(args.weights).name if args.weights else 'random, seed ' + str(args.seed)})"
+    )
+    draw_one(image.images[0].numpy(), {k: v.numpy() for k, v in maps.items()}, f"{title} @ {args.layer}", out)
+    for name, values in maps.items():
+        console.print(f"[bold]{name}[/] at {args.layer} ({values.shape[0]}×{values.shape[1]}):", highlight=False)
+        console.print(_shaded(values), highlight=False)
+    console.print(f"written: {out}", highlight=False)
+    return EXIT_OK
+
+
+#: Shades of the terminal sketch of a map, darkest first
+SHADES = " ░▒▓█"
+
+
+def _shaded(values, width: int = 32) -> str:
+    """A map as rows of block characters (at most ``width`` columns; min-max scaled)."""
+    import torch.nn.functional as F
+
+    height = max(1, round(values.shape[0] * min(1.0, width / values.shape[1]) / 2))  # characters are tall
+    small = F.adaptive_avg_pool2d(values[None, None], (height, min(width, values.shape[1])))[0, 0]
+    scaled = (small - small.min()) / (small.max() - small.min() + 1e-12)
+    levels = (scaled * (len(SHADES) - 1)).round().long()
+    return "\n".join("".join(SHADES[int(level)] * 2 for level in row) for row in levels)
 
 
 def _input_size(spec) -> str:
@@ -786,6 +888,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "list": cmd_list,
     "layers": cmd_layers,
+    "show": cmd_show,
     "bench": cmd_bench,
     "new-plugin": cmd_new_plugin,
 }

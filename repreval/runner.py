@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import torch
 import yaml
@@ -68,6 +69,7 @@ class RunReport:
     computed: int = 0
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (unit description, error)
+    warnings: list[str] = field(default_factory=list)  # what went wrong besides units (e.g. a picture)
     seconds: float = 0.0
 
 
@@ -164,7 +166,8 @@ def run_suite(
 
     for model_id, config in suite.models.items():
         model_units = [unit for unit in pending if unit.model == model_id]
-        if not model_units:
+        unpictured = [variant for variant in plan.variants[model_id] if _lacks_pictures(plan, model_id, variant)]
+        if not model_units and not unpictured:
             continue
         model = Model(
             config,
@@ -178,6 +181,8 @@ def run_suite(
             variant_units = [unit for unit in model_units if unit.variant == variant]
             if variant_units:
                 _run_variant(run, model, variant, variant_units, inputs, device)
+            elif variant in unpictured:  # every unit done before pictures were kept: draw them now
+                _pictures_only(run, model, variant, inputs, device)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -237,10 +242,109 @@ def _run_variant(run: _Run, model: Model, variant: PluginChoice, units: list[Uni
             continue
         _finished(run, group, failed, credited=0.9 * len(group))
     attribution = [g for g in groups if g[0].layer != EMBEDDING and not g[0].explains]
-    for dataset, same_dataset in groupby(attribution, key=lambda group: group[0].dataset):
+    for dataset, grouped in groupby(attribution, key=lambda group: group[0].dataset):
         assert dataset is not None  # attribution units always name their evaluation dataset
         batches = inputs.batch_source(network, dataset)
-        _run_sweeps(run, network, batches, list(same_dataset), device, shared)
+        same_dataset = list(grouped)
+        _run_sweeps(run, network, batches, same_dataset, device, shared)
+        if dataset == plan.suite.evaluation.datasets[0] and _pictured(plan, model.config.id, variant):
+            try:  # the maps of a few inputs, for the report's pictures; a failure here costs only the picture
+                _keep_picture_maps(plan, network, batches, variant, model.config.id, same_dataset)
+            except Exception as exc:  # any failure: the numbers above are what matters
+                run.report.warnings.append(
+                    f"{model.config.id}/{variant.label}: no attribution pictures: {_error_text(exc)}"
+                )
+
+
+def _attribution_groups(plan: Plan, model_id: str, variant: PluginChoice) -> list[list[Unit]]:
+    """The attribution groups of one model variant on the first evaluation dataset (what pictures draw)."""
+    first = plan.suite.evaluation.datasets[0]
+    units = [
+        u
+        for u in plan.units
+        if u.model == model_id and u.variant == variant and u.dataset == first and u.saliency is not None
+    ]
+    return [group for _, group in plan.groups(units)] if units else []
+
+
+def _pictured(plan: Plan, model_id: str, variant: PluginChoice) -> bool:
+    """Whether the report's pictures show this variant (they show a few: trained and random first)."""
+    from .render.maps import pictured
+
+    return variant.label in pictured([v.label for v in plan.variants[model_id]])
+
+
+def _lacks_pictures(plan: Plan, model_id: str, variant: PluginChoice) -> bool:
+    from .render.maps import maps_file
+
+    return (
+        _pictured(plan, model_id, variant)
+        and bool(_attribution_groups(plan, model_id, variant))
+        and not maps_file(plan.suite.output, model_id, variant.label).is_file()
+    )
+
+
+def _pictures_only(run: _Run, model: Model, variant: PluginChoice, inputs: Inputs, device) -> None:
+    """The picture maps of a variant whose units were all computed by an earlier run."""
+    plan = run.plan
+    try:
+        network = plan.variant(variant).network(model, plan.suite.seed)
+        network.module.to(device).eval()
+        batches = inputs.batch_source(network, plan.suite.evaluation.datasets[0])
+        groups = _attribution_groups(plan, model.config.id, variant)
+        _keep_picture_maps(plan, network, batches, variant, model.config.id, groups)
+    except Exception as exc:  # any failure: the numbers are what matters
+        run.report.warnings.append(f"{model.config.id}/{variant.label}: no attribution pictures: {_error_text(exc)}")
+
+
+#: Real and noise inputs whose maps the report draws, and most components they are averaged over
+PICTURE_INPUTS, PICTURE_NOISE, PICTURE_COMPONENTS = 2, 1, 256
+
+
+def _keep_picture_maps(
+    plan: Plan, network: Network, batches: dict[str, Tensor], variant: PluginChoice, model_id: str, groups
+) -> None:
+    """Store ``DIR/maps/<model>-<variant>.npz``: the inputs and, per saliency method and probe layer, each one's
+    map (the suite's first channel aggregator, then the mean over components) for the first real inputs and a
+    noise input. The report draws them (repreval.render.maps)."""
+    import numpy as np
+
+    from .render.maps import maps_file
+
+    if network.input_spec.tokens:
+        return  # text: no image to draw a map over
+    evaluation = plan.suite.evaluation
+    channel = plan.aggregator(evaluation.channel_aggregators[0]) if evaluation.channel_aggregators else None
+    layers = list(dict.fromkeys(group[0].layer for group in groups))
+    methods = list(dict.fromkeys(group[0].saliency for group in groups if group[0].saliency is not None))
+    requests = {
+        (method.label, layer): MapRequest(
+            Probe.parse(layer), plan.saliency(method), None if plan.saliency(method).spatial else channel
+        )
+        for method in methods
+        for layer in layers
+    }
+    if not requests:
+        return
+    inputs = torch.cat([batches["real"][:PICTURE_INPUTS], batches["noise"][:PICTURE_NOISE]])
+    with torch.no_grad():
+        dim = network.embed(inputs[:1]).shape[1]
+    components = None
+    if dim > PICTURE_COMPONENTS:
+        generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
+        components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
+    maps = sweep_maps(
+        network, list(requests.values()), inputs, components=components, memory_budget=evaluation.memory_budget
+    )
+    arrays: dict[str, Any] = {
+        "inputs": inputs.float().cpu().numpy(),
+        "components": np.array([dim, len(components) if components is not None else dim]),
+    }
+    for (method, layer), request in requests.items():
+        arrays[f"{method}|{layer}"] = maps[request].float().mean(dim=1).cpu().numpy()  # mean over components
+    path = maps_file(plan.suite.output, model_id, variant.label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
 
 
 #: Inputs and random directions of an embedding signature

@@ -312,7 +312,8 @@ def test_run_writes_records_and_leaderboards_and_resumes(capsys, tmp_path):
         assert record["suite"] == "small" and record["dataset"] == "held" and record["model_spec"] == "ae:classifier"
     boards = json.loads((out / "leaderboard.json").read_text())
     assert len(boards) == 4  # (noise_score, variance_score) × (gradients, grad_cam)
-    assert (out / "report.md").read_text().startswith("# small\n\n## Leaderboards")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# small\n\n## Attribution maps") and "\n## Leaderboards\n" in report
 
     stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")}
     code, stdout, _ = cli(capsys, "run", suite, "--out", out)
@@ -385,12 +386,22 @@ def test_leaderboard_formats(capsys, tmp_path):
         assert f"## {board['title']}" in stdout
     assert stdout.count("| 1 | ae · ") == 4 and stdout.count("| 2 | ae · ") == 4
 
-    code, stdout, _ = cli(capsys, "leaderboard", out)
+    code, stdout, _ = cli(capsys, "leaderboard", out, "--boards")
     assert code == 0
     text = " ".join(stdout.split())  # rich wraps long titles to the table's width
     for board in boards:
         assert f"{board['title']} (↑ higher is better)" in text
     assert re.findall(r"│ 1 │ ae\s+│ (trained|random)\s+│", stdout) and len(re.findall(r"│ [12] │ ae ", stdout)) == 8
+
+    code, stdout, _ = cli(capsys, "leaderboard", out)  # the summary: a line per metric, a column per variant
+    assert code == 0 and stdout.startswith("summary: ae")
+    for board in boards:
+        line = next(line for line in stdout.splitlines() if line.startswith(f"│ {board['title']} ↑"))
+        shown = re.findall(r"[+-]\d\.\d{3}", line)
+        by_variant = {row["variant"]: row["average"] - row["reference_average"] for row in board["rows"]}
+        header = next(line for line in stdout.splitlines() if "metric" in line)
+        order = re.findall(r"(trained|random)", header)
+        assert shown == [f"{by_variant[variant]:+.3f}" for variant in order]
 
 
 def test_leaderboard_ranks_lower_is_better_and_keeps_failed_rows_last(capsys, tmp_path):

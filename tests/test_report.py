@@ -244,3 +244,20 @@ def test_reading_a_score_without_chance_level_relative_to_chance_is_refused(plug
     }
     with pytest.raises(ReprevalError, match="has no chance level"):
         parse_suite(suite, plugins)
+
+
+def test_a_run_where_everything_failed_draws_no_plots(tmp_path):
+    from repreval.render.report import write_report
+    from repreval.store import ResultStore, ScoreRecord
+
+    store = ResultStore(tmp_path)
+    for index, layer in enumerate(("block1", "block2")):
+        store.write(
+            ScoreRecord(
+                unit_id=f"u{index}", suite="s", model="m", model_spec="x:y", variant="random", layer=layer,
+                layer_index=index, saliency="gradients", channel_aggregator="abs", embedding_aggregator="mean",
+                score="noise_score", higher_is_better=True, status="failed", error="RuntimeError: boom",
+            )
+        )  # fmt: skip
+    text = write_report(tmp_path).read_text()
+    assert "failed" in text and not list((tmp_path / "plots").glob("*.png"))

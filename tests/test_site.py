@@ -7,6 +7,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import digits_suite
 
@@ -137,3 +138,26 @@ def test_export_and_import_round_trip(results, tmp_path, capsys):
         import_folder(damaged, tmp_path / "not-here")
     assert not (tmp_path / "not-here" / "records").exists()  # nothing lands from a damaged export
     assert main(["import", str(tmp_path / "missing.zip"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_show_draws_one_images_maps_and_sketches_them(tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "digit.png"
+    Image.fromarray((255 * np.eye(28)).astype("uint8")).save(image)
+    out = tmp_path / "maps.png"
+    code = main(["show", "ae:drift", "--input", str(image), "--layer", "encoder.block2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    for method in ("gradients", "activations_x_gradients", "grad_cam"):
+        assert f"{method} at encoder.block2 (14×14):" in printed
+    assert any(shade in printed for shade in "░▒▓█")
+    assert main(["show", "ae:drift", "--input", str(image), "--layer", "encoder.nothing"]) == 2
+    assert "--layer: no layer 'encoder.nothing'" in capsys.readouterr().err
+
+
+def test_runs_keep_maps_and_reports_draw_trained_beside_random(results):
+    assert sorted(path.name for path in (results / "maps").glob("*.npz")) == ["ae--random.npz", "ae--trained.npz"]
+    pictures = sorted(path.name for path in (results / "plots").glob("maps-*.png"))
+    assert pictures == ["maps-ae-gradients.png"]
+    assert "## Attribution maps" in (results / "report.md").read_text()

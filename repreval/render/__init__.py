@@ -79,6 +79,61 @@ def rich_table(board: Board) -> Table:
     return table
 
 
+#: Most model · variant columns the summary shows (the others: ``--boards``)
+SUMMARY_COLUMNS = 6
+
+
+def summary_rows(boards: list[Board]) -> list[str]:
+    """The model · variant (· dataset) rows of ``boards`` the summary shows, in order: every row when there are
+    few; else ``trained`` and ``random`` rows first, then those ranked best on the first board."""
+    names: list[str] = []
+    for board in boards:
+        for row in board.rows:
+            if row.name not in names:
+                names.append(row.name)
+    if len(names) <= SUMMARY_COLUMNS:
+        return names
+    first = [row.name for row in boards[0].rows] if boards else []
+    chosen = [n for n in names if n.rsplit(" · ", 1)[-1] in ("trained", "random")]
+    chosen += [n for n in first if n not in chosen]
+    return chosen[:SUMMARY_COLUMNS]
+
+
+def summary_table(boards: list[Board]) -> Table:
+    """One compact table: a line per metric (score · saliency · aggregation), a column per model · variant,
+    each cell the curve mean over layers minus its chance level where the metric has one (the honest reading:
+    a raw noise score says little when chance levels differ), else the value; the best cell of a line bold."""
+    shown = summary_rows(boards)
+    every = {row.name for board in boards for row in board.rows}
+    models = {row.model for board in boards for row in board.rows}
+    title = "summary" + (f": {next(iter(models))}" if len(models) == 1 else "")
+    table = Table(title=escape(title), title_justify="left", caption_justify="left", header_style="bold")
+    table.add_column("metric (↑ higher / ↓ lower is better)", ratio=2)
+    for name in shown:  # one model: its name is in the title, the columns name the variants
+        table.add_column(escape(name.split(" · ", 1)[1] if len(models) == 1 else name), justify="right", ratio=1)
+    for board in boards:
+        rows = {row.name: row for row in board.rows}
+        values = {
+            name: (row.above_chance if board.has_chance else row.average) for name, row in rows.items() if name in shown
+        }
+        sign = 1.0 if board.higher_is_better else -1.0
+        known = [v for v in values.values() if v is not None]
+        best = max(known, key=lambda v: sign * v) if len(known) > 1 else None
+        cells = []
+        for name in shown:
+            value = values.get(name)
+            text = MISSING if value is None else (_signed(value) if board.has_chance else f"{value:.3f}")
+            cells.append(Text(text, style="bold" if value is not None and value == best else ""))
+        arrow = "↑" if board.higher_is_better else "↓"
+        label = f"{board.title} {arrow}" + (" (− chance)" if board.has_chance else "")
+        table.add_row(escape(label), *cells)
+    caption = "curve mean over layers; − chance: minus the same score on noise inputs. Every board: --boards"
+    if len(every) > len(shown):
+        caption += f"; {len(every) - len(shown)} more rows there"
+    table.caption = caption
+    return table
+
+
 def _signed(value: float | None) -> str:
     return MISSING if value is None else f"{value:+.3f}"
 

@@ -18,7 +18,7 @@ def _link(path: Path, base: Path) -> str:
 
 def _curve_boards(report: Report, boards: list[Board]) -> list[Board]:
     """Boards to draw: the selected metrics, or every attribution score with two or more layers."""
-    multi = [b for b in boards if len(b.columns) > 1]
+    multi = [b for b in boards if len(b.columns) > 1 and any(row.average is not None for row in b.rows)]
     if report.curve_metrics is None:
         return multi
     chosen = []
@@ -46,6 +46,7 @@ def report_markdown(report: Report, boards: list[Board], plots: Path) -> str:
     lines += _drift(report, plots)
     lines += _replicates(report)
     lines += _explainers(report, plots.parent)
+    lines += _maps(plots.parent)
     lines += _curves(report, boards, plots)
     leaderboards = markdown(boards, title="Leaderboards").splitlines()
     lines += ["#" + line if line.startswith("#") else line for line in leaderboards]  # one heading level down
@@ -162,6 +163,25 @@ def _replicates(report: Report) -> list[str]:
         cells = " | ".join([*others, seconds, ratio])
         lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | {cells} |")
     lines.append("")
+    return lines
+
+
+def _maps(directory: Path) -> list[str]:
+    """The attribution-map pictures (repreval.render.maps) of the folder's stored maps."""
+    from .maps import draw_maps
+
+    pictures = draw_maps(directory)
+    if not pictures:
+        return []
+    lines = [
+        "## Attribution maps",
+        "",
+        "Two evaluation inputs and a noise input per variant, a column per probe layer: the mean over embedding "
+        "components of each channel-aggregated map (brighter: more attribution).",
+        "",
+    ]
+    for picture in pictures:
+        lines += [_link(picture, directory), ""]
     return lines
 
 
