@@ -139,10 +139,10 @@ def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
     evaluation = suite.evaluation
     weights = Path(model.weights) if model.weights and Path(model.weights).is_file() else None
     described = {
-        "model": _set_fields(model, ignore=("id", "group", "baseline")),
+        "model": set_fields(model, ignore=("id", "group", "baseline")),
         "weights_file": weights and [weights.stat().st_size, weights.stat().st_mtime_ns],
-        "train_data": model.train and _set_fields(suite.datasets[model.train.dataset]),
-        "data": [_set_fields(suite.datasets[name]) for name in datasets],
+        "train_data": model.train and set_fields(suite.datasets[model.train.dataset]),
+        "data": [set_fields(suite.datasets[name]) for name in datasets],
         "smoothing": vars(evaluation.smoothing),
         "seed": suite.seed,
         **({"sample_components": evaluation.sample_components} if evaluation.sample_components else {}),
@@ -154,8 +154,9 @@ def fingerprint(suite: Suite, model_id: str, datasets: tuple[str, ...]) -> str:
 _LATER_FIELDS = ("reconstruct", "landmarks")
 
 
-def _set_fields(config: Any, ignore: tuple[str, ...] = ()) -> dict:
-    """``vars(config)`` without ``ignore`` and without the later fields that are unset."""
+def set_fields(config: Any, ignore: tuple[str, ...] = ()) -> dict:
+    """``vars(config)`` without ``ignore`` and without the later fields that are unset: what fingerprints and
+    cache keys hash, so that adding a field leaves earlier results and trained models valid."""
     return {
         key: value
         for key, value in vars(config).items()

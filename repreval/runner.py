@@ -38,7 +38,7 @@ from .engine.probe import Probe
 from .engine.sweep import MapRequest, sweep_maps, sweep_mean_maps
 from .errors import ReprevalError
 from .models import Model
-from .plan import EMBEDDING, Plan, Unit, make_plan
+from .plan import EMBEDDING, Plan, Unit, make_plan, set_fields
 from .plugins import Plugins
 from .report import FACTS_FILE, SuiteFacts
 from .resources import TRAINING_THREADS, torch_threads
@@ -173,7 +173,7 @@ def run_suite(
             config,
             plugins.model_source.create(config.source_name),
             training_data=inputs.training_data(config.train.dataset) if config.train else None,
-            training_data_key=repr(vars(suite.datasets[config.train.dataset])) if config.train else "",
+            training_data_key=repr(set_fields(suite.datasets[config.train.dataset])) if config.train else "",
             where=f"{suite.where}: models.{model_id}",
             training_context=context,
         )
@@ -267,11 +267,18 @@ def _attribution_groups(plan: Plan, model_id: str, variant: PluginChoice) -> lis
     return [group for _, group in plan.groups(units)] if units else []
 
 
+#: Most models a report draws maps of (the first replicate of each group, in suite order)
+PICTURE_MODELS = 12
+
+
 def _pictured(plan: Plan, model_id: str, variant: PluginChoice) -> bool:
-    """Whether the report's pictures show this variant (they show a few: trained and random first)."""
+    """Whether the report's pictures show this model variant: a few variants (trained and random first) of the
+    first replicate of the first PICTURE_MODELS model groups."""
     from .render.maps import pictured
 
-    return variant.label in pictured([v.label for v in plan.variants[model_id]])
+    firsts = list({config.group or model_id: key for key, config in reversed(plan.suite.models.items())}.values())
+    models = sorted(firsts, key=list(plan.suite.models).index)[:PICTURE_MODELS]
+    return model_id in models and variant.label in pictured([v.label for v in plan.variants[model_id]])
 
 
 def _lacks_pictures(plan: Plan, model_id: str, variant: PluginChoice) -> bool:

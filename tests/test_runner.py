@@ -108,3 +108,14 @@ def test_nan_weights_fail_their_units_with_the_reason_never_status_ok(tmp_path, 
     assert "not a finite number: NaN or inf in the weights (conv1.weight)" in records["trained"].error
     assert records["random"].status == "ok" and math.isfinite(records["random"].value)
     assert "not a finite number" in capsys.readouterr().err
+
+
+def test_fields_added_later_leave_cache_keys_and_unit_ids_unchanged_while_unset():
+    """A field added to the suite's dataclasses must not invalidate every trained model and stored result."""
+    from repreval.config import DatasetConfig, Subset
+    from repreval.plan import set_fields
+
+    config = DatasetConfig(kind="digits", options={}, subset=Subset(limit=5))
+    legacy = {"kind": "digits", "options": {}, "subset": Subset(limit=5), "drift": None}  # before landmarks
+    assert repr(set_fields(config)) == repr(legacy)
+    assert set_fields(DatasetConfig(kind="digits", landmarks="ink"))["landmarks"] == "ink"

@@ -17,6 +17,8 @@ from .plots import slug
 #: Most variants one picture shows (trained and random first, then the others in name order)
 PICTURE_VARIANTS = 4
 INPUT_NAMES = ("input 1", "input 2", "noise")
+#: About how many map columns one picture holds: with many layers, trained and random only
+MAX_COLUMNS = 12
 
 
 def maps_file(directory: Path, model: str, variant: str) -> Path:
@@ -53,8 +55,9 @@ def draw_maps(directory: str | Path) -> list[Path]:
             by_model.setdefault(model, {})[variant] = {key: data[key] for key in data.files}
     written = []
     for model, variants in by_model.items():
-        chosen = pictured(list(variants))
-        keys = [key for key in variants[chosen[0]] if "|" in key]
+        keys = [key for key in variants[pictured(list(variants))[0]] if "|" in key]
+        layer_count = max(1, len({key.split("|", 1)[1] for key in keys}))
+        chosen = pictured(list(variants))[: max(2, MAX_COLUMNS // layer_count)]  # readable: about 12 columns
         methods = list(dict.fromkeys(key.split("|", 1)[0] for key in keys))
         for method in methods:
             layers = [key.split("|", 1)[1] for key in keys if key.startswith(method + "|")]

@@ -176,8 +176,9 @@ def _maps(directory: Path) -> list[str]:
     lines = [
         "## Attribution maps",
         "",
-        "Two evaluation inputs and a noise input per variant, a column per probe layer: the mean over embedding "
-        "components of each channel-aggregated map (brighter: more attribution).",
+        "Two evaluation inputs and a noise input (rows); for each variant, trained beside random, a column per "
+        "probe layer: the mean over embedding components of each channel-aggregated map (brighter: more "
+        "attribution).",
         "",
     ]
     for picture in pictures:
