@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a suite completely without computing anything")
     validate.add_argument("suite")
+    validate.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="compute the first group (one model variant) for real, nothing written, and estimate the whole run",
+    )
 
     board = commands.add_parser("leaderboard", help="render stored results again (several folders: ranked together)")
     board.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
@@ -227,6 +232,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(command, default_out="from the suite"):
+    command.add_argument("--executor", choices=["local", "ray"], help="where the units run (overrides the suite)")
+    command.add_argument("--address", help="a Ray cluster to join, HOST:PORT (with --executor ray)")
     command.add_argument("--boards", action="store_true", help="print every board with its layers, not the summary")
     command.add_argument("--out", help=f"results directory (default: {default_out or 'results/<name>'})")
     command.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
@@ -460,6 +467,14 @@ def _run(data: dict, args, path: Path | None) -> int:
 
     if args.device:
         data["device"] = args.device
+    if args.executor or args.address:
+        executor = data.get("executor") or {}
+        executor = {"kind": executor} if isinstance(executor, str) else dict(executor)
+        if args.executor:
+            executor["kind"] = args.executor
+        if args.address:
+            executor["address"] = args.address
+        data["executor"] = executor
     if args.threads is not None and args.threads < 1:
         raise ReprevalError(f"--threads must be at least 1, got {args.threads}")
     plugins = _plugins(args)
@@ -526,10 +541,32 @@ def cmd_validate(args) -> int:
     plugins = _plugins(args)
     suite = load_suite(args.suite, plugins)
     plan = make_plan(suite, plugins)
+    groups: dict[tuple[str, str], list] = {}
+    for unit in plan.units:
+        groups.setdefault((unit.model, unit.variant.label), []).append(unit)
     console.print(
-        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, {len(plan.units)} units",
+        f"[green]ok[/]: suite {suite.name!r}: {len(suite.models)} models, {len(plan.units)} units in {len(groups)} "
+        "groups (a group: one model variant, built once; one task each on Ray)",
         highlight=False,
     )
+    if args.calibrate:
+        import tempfile
+        import time
+
+        from .runner import Collected, RunReport, compute
+
+        (model_id, variant), units = next(iter(groups.items()))
+        with tempfile.TemporaryDirectory() as scratch:
+            suite.output = Path(scratch)  # a dry run of one group: its records and pictures are thrown away
+            started = time.perf_counter()
+            compute(plan, plugins, units, Collected(), RunReport(output=scratch, total=len(units)))
+            seconds = time.perf_counter() - started
+        console.print(
+            f"calibration: {model_id} · {variant} ({len(units)} units) took {seconds:.1f} s here (training and "
+            f"data loading included); {len(groups)} such groups ≈ {seconds * len(groups) / 60:.1f} min on one "
+            f"worker, ≈ {seconds * len(groups) / 60 / 8:.1f} min on 8 (groups differ: a rough guide)",
+            highlight=False,
+        )
     return EXIT_OK
 
 

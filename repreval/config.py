@@ -190,6 +190,22 @@ class ReportConfig:
     claims: list[Claim] = field(default_factory=list)
 
 
+#: Where a suite's units run: here, or as tasks on a Ray cluster
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """The suite's ``executor:`` (or ``--executor``): ``local``, or ``ray`` with a cluster ``address`` (None: a
+    local Ray runtime) and the resources each task (one model variant) asks for."""
+
+    kind: str = "local"
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int | None = None  # bytes
+
+
 @dataclass
 class Suite:
     """A parsed suite: its datasets, models, variants, evaluation and report."""
@@ -207,6 +223,7 @@ class Suite:
     raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
     model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
     report: ReportConfig = field(default_factory=ReportConfig)  # what report.md shows
+    executor: ExecutorConfig = ExecutorConfig()  # where the units run (never changes a number)
 
     def variants_of(self, model_id: str) -> list[PluginChoice]:
         """The variants evaluated for ``model_id``: its own override, else the suite's."""

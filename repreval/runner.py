@@ -159,32 +159,74 @@ def run_suite(
     report.skipped = len(plan.units) - len(pending)
     if on_start:
         on_start(len(pending))
+    if suite.executor.kind == "ray":
+        from .executors import Local, run_on_ray
+
+        here = Local(compute, Collected, RunReport, _record, _error_text, Inputs, model_of, resolve_device)
+        run_on_ray(plan, plugins, pending, store, report, on_progress, here)
+    else:
+        compute(plan, plugins, pending, store, report, on_progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class Sink:
+    """Where computed records go: the results folder (``ResultStore`` is one), or a list a remote worker
+    returns to the driver, which alone writes the folder."""
+
+    def write(self, record: ScoreRecord) -> None:
+        raise NotImplementedError
+
+
+class Collected(Sink):
+    """Records kept in memory (a worker's, for the driver to write)."""
+
+    def __init__(self) -> None:
+        self.records: list[ScoreRecord] = []
+
+    def write(self, record: ScoreRecord) -> None:
+        self.records.append(record)
+
+
+def model_of(plan: Plan, plugins: Plugins, model_id: str, inputs: Inputs, device) -> Model:
+    """The suite's model ``model_id``, ready to build, train (once, cached) and derive variants from."""
+    suite, config = plan.suite, plan.suite.models[model_id]
+    return Model(
+        config,
+        plugins.model_source.create(config.source_name),
+        training_data=inputs.training_data(config.train.dataset) if config.train else None,
+        training_data_key=repr(set_fields(suite.datasets[config.train.dataset])) if config.train else "",
+        where=f"{suite.where}: models.{model_id}",
+        training_context=TrainingContext(plugins.registries(), device),
+    )
+
+
+def compute(
+    plan: Plan,
+    plugins: Plugins,
+    units: list[Unit],
+    sink: Sink | ResultStore,
+    report: RunReport,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> None:
+    """Compute ``units`` here, model by model and variant by variant (each variant built once), writing each
+    record to ``sink``; also draw the pictures of variants whose units an earlier run computed."""
+    suite = plan.suite
     device = resolve_device(suite.device)
     inputs = Inputs(suite, plugins, device)
-    context = TrainingContext(plugins.registries(), device)
-    run = _Run(plan, store, report, on_progress)
-
-    for model_id, config in suite.models.items():
-        model_units = [unit for unit in pending if unit.model == model_id]
+    run = _Run(plan, sink, report, on_progress)
+    for model_id in suite.models:
+        model_units = [unit for unit in units if unit.model == model_id]
         unpictured = [variant for variant in plan.variants[model_id] if _lacks_pictures(plan, model_id, variant)]
         if not model_units and not unpictured:
             continue
-        model = Model(
-            config,
-            plugins.model_source.create(config.source_name),
-            training_data=inputs.training_data(config.train.dataset) if config.train else None,
-            training_data_key=repr(set_fields(suite.datasets[config.train.dataset])) if config.train else "",
-            where=f"{suite.where}: models.{model_id}",
-            training_context=context,
-        )
+        model = model_of(plan, plugins, model_id, inputs, device)
         for variant in plan.variants[model_id]:
             variant_units = [unit for unit in model_units if unit.variant == variant]
             if variant_units:
                 _run_variant(run, model, variant, variant_units, inputs, device)
             elif variant in unpictured:  # every unit done before pictures were kept: draw them now
                 _pictures_only(run, model, variant, inputs, device)
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 @dataclass
@@ -192,7 +234,7 @@ class _Run:
     """Where a run's results go: the plan, the store, the report and the progress callback."""
 
     plan: Plan
-    store: ResultStore
+    store: Sink | ResultStore
     report: RunReport
     on_progress: Callable[[float, str], None] | None
 
@@ -531,7 +573,7 @@ def _explain(
 
 
 def _run_embedding_group(
-    plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: ResultStore, device, shared: dict
+    plan: Plan, network: Network, inputs: Inputs, group: list[Unit], store: Sink | ResultStore, device, shared: dict
 ) -> list[tuple[Unit, Exception]]:
     """Embedding scores (linear probe, classifier accuracy): each computed once, one record per metric."""
     failed = []
@@ -708,7 +750,7 @@ def _run_family(
     network: Network,
     batches: dict[str, Tensor],
     family: list[tuple[list[Unit], _GroupWork]],
-    store: ResultStore,
+    store: Sink | ResultStore,
     device,
     shared: dict,
     progress: _FamilyProgress | None = None,

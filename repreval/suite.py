@@ -17,11 +17,13 @@ import yaml
 
 from .config import (
     DEFAULT_MEMORY_BUDGET,
+    EXECUTORS,
     STRATEGIES,
     SUITE_VERSION,
     DatasetConfig,
     Drift,
     Evaluation,
+    ExecutorConfig,
     ModelConfig,
     PluginChoice,
     ReportConfig,
@@ -346,6 +348,7 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
 
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
+    executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"))
     without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
     computed = {choice.name for choice in [*evaluation.scores, *evaluation.explainers]}
     without_chance |= {choice.name for choice in evaluation.explainers}  # explainer metrics have no chance level
@@ -376,7 +379,33 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
         data,
         model_variants,
         report,
+        executor,
     )
+
+
+def parse_executor(spec: Any, where: str) -> ExecutorConfig:
+    """``executor: local | ray`` or ``{kind: ray, address: HOST:PORT, cpus: 1, gpus: 0, memory: 4GiB}``."""
+    if spec is None:
+        return ExecutorConfig()
+    section = _Section({"kind": spec} if isinstance(spec, str) else spec, where)
+    kind = section.get("kind", str, "local")
+    if kind not in EXECUTORS:
+        raise ReprevalError(f"unknown executor {_short(kind)}", where=section.at("kind"), fix="use local or ray")
+    memory = section.get("memory", (str, int), None)
+    config = ExecutorConfig(
+        kind,
+        section.get("address", str, None),
+        section.get("cpus", float, 1.0),
+        section.get("gpus", float, 0.0),
+        None if memory is None else _parse_bytes(memory, section.at("memory")),
+    )
+    section.finish()
+    for key in ("cpus", "gpus"):
+        if getattr(config, key) < 0:
+            raise ReprevalError(f"{key} must not be negative", where=section.at(key))
+    if kind == "local" and (config.address or config.gpus or config.memory or config.cpus != 1.0):
+        raise ReprevalError("address and resources apply to the ray executor", where=where, fix="add kind: ray")
+    return config
 
 
 def _has_chance_level(factory: Any) -> bool:

@@ -1,0 +1,100 @@
+"""The Ray executor: a local Ray runtime with 2 workers gives the records of a local run, recovers a killed
+worker's units, and bad executor options are one-line errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+from conftest import digits_suite
+
+from repreval.cli import main
+from repreval.errors import ReprevalError
+from repreval.executors import FAULT_ENV
+from repreval.runner import run_suite
+from repreval.store import ResultStore
+from repreval.suite import parse_suite
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def two_models() -> dict:
+    spec = digits_suite()
+    spec["models"]["ae2"] = {**spec["models"]["ae"], "options": {"bottleneck": 3}}
+    spec["evaluation"]["saliency"] = ["gradients"]
+    return spec
+
+
+def _values(directory) -> dict[str, list[float]]:
+    return {record.unit_id: record.values for record in ResultStore(directory).records()}
+
+
+def test_ray_gives_the_records_of_a_local_run(runtime, tmp_path, plugins):
+    local = parse_suite(two_models(), plugins)
+    local.output = tmp_path / "local"
+    assert not run_suite(local, plugins).failures
+    distributed = parse_suite({**two_models(), "executor": {"kind": "ray", "cpus": 1}}, plugins)
+    distributed.output = tmp_path / "ray"
+    report = run_suite(distributed, plugins)
+    assert not report.failures and report.computed == report.total == 8  # 2 models × 2 variants × 2 scores
+    here, there = _values(local.output), _values(distributed.output)
+    assert set(here) == set(there)
+    for unit, values in here.items():
+        assert there[unit] == pytest.approx(values, abs=1e-6)
+
+
+def test_a_killed_worker_has_its_units_recomputed(runtime, tmp_path, plugins, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, str(tmp_path / "marks"))  # each task's first attempt kills its worker (-9)
+    suite = parse_suite({**two_models(), "executor": "ray"}, plugins)
+    suite.output = tmp_path / "out"
+    report = run_suite(suite, plugins)
+    assert len(list((tmp_path / "marks").iterdir())) == 4  # every task was killed once
+    assert not report.failures and report.computed == 8
+    assert all(record.status == "ok" for record in ResultStore(suite.output).records())
+
+
+@pytest.mark.parametrize(
+    ("executor", "message"),
+    [
+        ({"kind": "dask"}, "unknown executor 'dask'"),
+        ({"kind": "ray", "cpus": -1}, "cpus must not be negative"),
+        ({"kind": "local", "address": "10.0.0.1:6379"}, "address and resources apply to the ray executor"),
+        ({"kind": "ray", "nodes": 3}, "unknown key 'nodes'"),
+    ],
+)
+def test_bad_executor_options_exit_2_with_one_line(tmp_path, capsys, executor, message):
+    spec = digits_suite()
+    spec["executor"] = executor
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path, plugins, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    suite = parse_suite({**digits_suite(), "executor": "ray"}, plugins)
+    suite.output = tmp_path / "out"
+    with pytest.raises(ReprevalError, match="needs Ray, which is not installed"):
+        run_suite(suite, plugins)
+
+
+def test_validate_counts_groups_and_calibrates_on_one_without_writing(tmp_path, capsys, monkeypatch):
+    spec = two_models()
+    spec["output"] = "out"
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(path), "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "8 units in 4 groups" in out and "calibration: ae · trained (2 units) took" in out
+    assert not (tmp_path / "out").exists()  # nothing written
