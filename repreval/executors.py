@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,9 +22,12 @@ from typing import Any, NamedTuple
 
 from .config import Suite
 from .errors import ReprevalError
+from .models import CACHE_ENV, cache_dir
 from .plan import Plan, Unit, make_plan
 from .plugins import Plugins, load_plugins
 
+#: Folders of a task's output that travel back to the driver with its records (maps, explainer pictures)
+DRAWINGS = ("maps", "pictures")
 #: Retries Ray gives a task whose worker died
 MAX_RETRIES = 3
 #: Test hook: a folder; the first attempt of each task kills its own worker (``kill -9``) after leaving a mark
@@ -79,17 +83,24 @@ def compute_task(
             os.kill(os.getpid(), signal.SIGKILL)
     torch.set_num_threads(max(1, threads))
     plugins = load_plugins(block=block)
-    single = one_model(suite, model_id)
-    plan = make_plan(single, plugins)
-    wanted = set(unit_ids)
-    units = [unit for unit in plan.units if unit.id in wanted]
-    if len(units) != len(wanted):
-        raise RuntimeError(f"the worker planned {len(units)} of the {len(wanted)} units it was sent")
-    sink, report = local.collected(), local.report(output=str(suite.output), total=len(units))
-    started = time.perf_counter()
-    local.compute(plan, plugins, units, sink, report)
+    with tempfile.TemporaryDirectory() as scratch:  # drawings land here and travel back with the records
+        single = replace(one_model(suite, model_id), output=Path(scratch))
+        plan = make_plan(single, plugins)
+        wanted = set(unit_ids)
+        units = [unit for unit in plan.units if unit.id in wanted]
+        if len(units) != len(wanted):
+            raise RuntimeError(f"the worker planned {len(units)} of the {len(wanted)} units it was sent")
+        sink, report = local.collected(), local.report(output=scratch, total=len(units))
+        started = time.perf_counter()
+        local.compute(plan, plugins, units, sink, report)
+        files = {
+            path.relative_to(scratch).as_posix(): path.read_bytes()
+            for path in Path(scratch).rglob("*")
+            if path.is_file() and path.relative_to(scratch).parts[0] in DRAWINGS
+        }
     return {
         "records": sink.records,
+        "files": files,
         "warnings": report.warnings,
         "seconds": time.perf_counter() - started,
         "pid": os.getpid(),
@@ -117,13 +128,16 @@ def run_on_ray(
         groups: dict[tuple[str, str], list[Unit]] = {}
         for unit in pending:
             groups.setdefault((unit.model, unit.variant.label), []).append(unit)
-        fault = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+        # Workers read trained models from the driver's cache (on a cluster: storage every node shares)
+        environment = {CACHE_ENV: str(cache_dir())}
+        if os.environ.get(FAULT_ENV):
+            environment[FAULT_ENV] = os.environ[FAULT_ENV]
         task = ray.remote(compute_task).options(
             num_cpus=executor.cpus,
             num_gpus=executor.gpus,
             max_retries=MAX_RETRIES,
             **({"memory": executor.memory} if executor.memory else {}),
-            **({"runtime_env": {"env_vars": fault}} if fault else {}),
+            runtime_env={"env_vars": environment},
         )
         threads = max(1, int(executor.cpus))
         running = {
@@ -147,6 +161,10 @@ def run_on_ray(
                     report.failures.append((unit.describe(), message))
             else:
                 workers.add(result["pid"])
+                for name, content in result["files"].items():  # the task's drawings, written here
+                    target = suite.output / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
                 for record in result["records"]:
                     store.write(record)
                     if record.status == "ok":

@@ -49,6 +49,28 @@ def test_ray_gives_the_records_of_a_local_run(runtime, tmp_path, plugins):
     assert set(here) == set(there)
     for unit, values in here.items():
         assert there[unit] == pytest.approx(values, abs=1e-6)
+    # the workers' drawings came back to the driver's folder
+    assert sorted(p.name for p in (distributed.output / "maps").glob("*.npz")) == sorted(
+        p.name for p in (local.output / "maps").glob("*.npz")
+    )
+
+
+def test_the_quickstart_on_ray_equals_it_run_here(runtime, tmp_path, plugins, monkeypatch):
+    from conftest import ROOT
+
+    from repreval.suite import load_suite
+
+    monkeypatch.chdir(ROOT)
+    values = {}
+    for executor in ("local", "ray"):
+        suite = load_suite(ROOT / "benchmarks_yaml" / "quickstart.yaml", plugins)
+        suite = parse_suite({**suite.raw, "executor": executor}, plugins)
+        suite.output = tmp_path / executor
+        assert not run_suite(suite, plugins).failures
+        values[executor] = _values(suite.output)
+    assert set(values["local"]) == set(values["ray"]) and len(values["local"]) == 48
+    for unit, numbers in values["local"].items():
+        assert values["ray"][unit] == pytest.approx(numbers, abs=1e-6)
 
 
 def test_a_killed_worker_has_its_units_recomputed(runtime, tmp_path, plugins, monkeypatch):
