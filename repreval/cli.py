@@ -683,17 +683,11 @@ def cmd_layers(args) -> int:
     _local_modules()
     from .config import ModelConfig
     from .models import Model, layer_table
-    from .suite import split_model_spec
 
-    source_name, _ = split_model_spec(args.model)
-    plugins = _plugins(args)
-    if source_name not in plugins.model_source:
-        raise ReprevalError(
-            f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names())
-        )
+    plugins, source = _model_source(args)
     model = Model(
         ModelConfig(id="model", spec=args.model, options=_key_value(args.option)),
-        plugins.model_source.create(source_name),
+        source,
     )
     network = model.untrained(0)
     rows, embedding_size = layer_table(network)
@@ -728,19 +722,13 @@ def cmd_show(args) -> int:
     from .models import Model
     from .plan import model_layers
     from .render.maps import draw_one
-    from .suite import split_model_spec
 
-    source_name, _ = split_model_spec(args.model)
-    plugins = _plugins(args)
-    if source_name not in plugins.model_source:
-        raise ReprevalError(
-            f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names())
-        )
+    plugins, source = _model_source(args)
     config = ModelConfig(
         id="model", spec=args.model, options=_key_value(args.option), weights=args.weights,
         weights_match=args.weights_match, layers=(args.layer,), seed=args.seed,
     )  # fmt: skip
-    model = Model(config, plugins.model_source.create(source_name), where="--layer")
+    model = Model(config, source, where="--layer")
     network = model.trained() if args.weights else model.untrained(args.seed)
     try:
         model_layers(model, network, "--layer")  # an unknown or unreadable layer: one line, exit 2
@@ -781,6 +769,19 @@ def _shaded(values, width: int = 32) -> str:
     scaled = (small - small.min()) / (small.max() - small.min() + 1e-12)
     levels = (scaled * (len(SHADES) - 1)).round().long()
     return "\n".join("".join(SHADES[int(level)] * 2 for level in row) for row in levels)
+
+
+def _model_source(args):
+    """The loaded plugins and the model source ``args.model`` names (one line naming the unknown source)."""
+    from .suite import split_model_spec
+
+    source_name, _ = split_model_spec(args.model)
+    plugins = _plugins(args)
+    if source_name not in plugins.model_source:
+        raise ReprevalError(
+            f"unknown model source {source_name!r}", fix=suggest(source_name, plugins.model_source.names())
+        )
+    return plugins, plugins.model_source.create(source_name)
 
 
 def _input_size(spec) -> str:

@@ -165,12 +165,13 @@ def run_on_ray(
                     target = suite.output / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(content)
+                described = {unit.id: unit.describe() for unit in units}
                 for record in result["records"]:
                     store.write(record)
                     if record.status == "ok":
                         report.computed += 1
                     else:
-                        report.failures.append((_describe(record), record.error or ""))
+                        report.failures.append((described[record.unit_id], record.error or ""))
                 report.warnings += result["warnings"]
             if on_progress:
                 on_progress(len(units), f"{model_id} · {variant} done on Ray ({len(workers)} workers so far)")
@@ -193,8 +194,3 @@ def _pretrain(plan: Plan, plugins: Plugins, pending: list[Unit], local: Local) -
         variants = {unit.variant for unit in pending if unit.model == model_id}
         if any(plan.variant(variant).needs_weights for variant in variants):
             local.model_of(plan, plugins, model_id, inputs, device).trained()
-
-
-def _describe(record) -> str:
-    parts = [record.model, record.variant, record.dataset or "", record.layer, record.saliency or "-"]
-    return "/".join(part for part in parts if part) + f"/{record.score}"

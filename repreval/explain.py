@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from .config import ModelConfig, PluginChoice
 from .engine.probe import Probe, probe_layout
 from .errors import ReprevalError, suggest
 from .landmarks import location_instability, peak_positions
-from .models import cache_dir, layer_table
+from .models import cache_dir, layer_table, load_cached, save_cached
 
 #: metric -> higher is better; accuracy metrics need a classifier, instability metrics landmarks
 METRICS = {
@@ -187,23 +186,14 @@ def train_or_load(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = explainer.build(_shape(features), {name: _shape(value) for name, value in targets.items()}, seed)
-    log_path = path.with_suffix(".json")
-    if path.is_file():
-        try:
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-            return TrainedExplainer(module.to(context.device).eval(), log, True, path)
-        except Exception:  # a damaged cache entry is retrained, not trusted
-            path.unlink(missing_ok=True)
+    cached = load_cached(path, module)
+    if cached is not None:
+        return TrainedExplainer(module.to(context.device).eval(), cached[1] or {}, True, path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         log = explainer.fit(module, features, targets, seed, context)
     module.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(copy.deepcopy(module.state_dict()), temporary)
-    log_path.write_text(json.dumps(log))
-    os.replace(temporary, path)
+    save_cached(path, copy.deepcopy(module.state_dict()), log)
     return TrainedExplainer(module, log, False, path)
 
 

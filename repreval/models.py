@@ -132,15 +132,10 @@ class Model(ModelHandle):
 
     def _train_or_load_cached(self, network: Network) -> dict[str, Tensor]:
         path = self.checkpoint_path()
-        log_path = path.with_suffix(".json")
-        if path.exists():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                network.module.load_state_dict(state)
-                self.training_log = json.loads(log_path.read_text()) if log_path.is_file() else None
-                return state
-            except Exception:  # a broken cache entry is retrained, not trusted
-                path.unlink(missing_ok=True)
+        cached = load_cached(path, network.module)
+        if cached is not None:
+            state, self.training_log = cached
+            return state
         if self.training_data is None or self.training_context is None:
             raise ReprevalError("no training data available", where=f"{self.where}.train")
         train = self.config.train
@@ -153,12 +148,32 @@ class Model(ModelHandle):
             )
         network.module.eval()
         state = copy.deepcopy(network.module.state_dict())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        log_path.write_text(json.dumps(self.training_log))
-        os.replace(temporary, path)
+        save_cached(path, state, self.training_log)
         return state
+
+
+def load_cached(path: Path, module: nn.Module) -> tuple[dict[str, Tensor], dict | None] | None:
+    """A cached state dict loaded into ``module`` (``weights_only``), with its training log; None when there is
+    none, or when it is damaged (then it is removed: retrained, not trusted)."""
+    if not path.exists():
+        return None
+    log_path = path.with_suffix(".json")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception:
+        path.unlink(missing_ok=True)
+        return None
+    return state, (json.loads(log_path.read_text()) if log_path.is_file() else None)
+
+
+def save_cached(path: Path, state: dict[str, Tensor], log: dict | None) -> None:
+    """Store a trained state dict and its log; the state appears atomically, never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    path.with_suffix(".json").write_text(json.dumps(log))
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------------------------

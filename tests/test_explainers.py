@@ -442,3 +442,66 @@ def test_check_plugin_passes_the_builtin_and_the_third_party_explainers():
     plugin.register_explainers = hookimpl(lambda register: register(BottleneckExplainer))  # type: ignore[attr-defined]
     with pytest.raises(AssertionError, match="smoke test raised KeyError: 'block3'"):  # hard-wired to block3
         check_plugin(plugin)
+
+
+class Identity(nn.Module):
+    """Reconstructs F as F itself: the upper layers then see exactly what they see without an explainer."""
+
+    def forward(self, features):
+        return Explanation({"layer2": features.clone()}, torch.full((len(features),), 0.5), features)
+
+
+class IdentityExplainer(BottleneckExplainer):
+    """F^ = F."""
+
+    name = "identity"
+
+    def build(self, source, targets, seed):
+        return Identity()
+
+    def fit(self, module, features, targets, seed, context):
+        return {"epochs": 0, "seconds": 0.0}
+
+
+def test_feeding_back_f_itself_through_a_residual_network_changes_nothing(tmp_path, one_thread):
+    """Oracle: the performer's own forward pass. On a ResNet (residual branches around layer2's blocks), the
+    substituted forward must give every image the logits, hence the correctness, of the plain forward."""
+    plugin = types.ModuleType("identity_plugin")
+    plugin.register_explainers = hookimpl(lambda register: register(IdentityExplainer))  # type: ignore[attr-defined]
+    plugins = load_plugins(extra_plugins=[plugin])
+    spec = {
+        "name": "identity",
+        "datasets": {"train": {"kind": "digits", "limit": 16}, "held": {"kind": "digits", "skip": 16, "limit": 40}},
+        "models": {"resnet": {"model": "cifar:resnet20", "layers": ["layer2"]}},
+        "variants": ["random"],
+        "evaluation": {"dataset": "held", "explainer_data": "train", "explainers": ["identity"]},
+    }
+    suite = parse_suite(spec, plugins)
+    suite.output = tmp_path / "out"
+    assert not run_suite(suite, plugins).failures
+    records = _values(suite.output)
+    assert records[("random", "reconstruction_error")].values == [0.0] * 40
+    assert records[("random", "accuracy_drop")].values == [0.0] * 40
+    accuracy = records[("random", "accuracy")]
+    assert accuracy.value == pytest.approx(accuracy.extras["performer_accuracy"])
+
+
+def test_the_upper_layers_receive_the_reconstruction(plugins):
+    """Oracle: the ResNet's upper stages called by hand on F^ (here F^ = F/2 + 1, which no hook-free path
+    produces), against the performer's logits with its layer2 output replaced through the hooks."""
+    from repreval.explain import logits_with
+
+    network = plugins.model_source.create("cifar").build("resnet20", {}, 0)
+    module = network.module.eval()
+    inputs = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    class Shifted(nn.Module):
+        def forward(self, features):
+            return Explanation({"layer2": features / 2 + 1}, torch.full((len(features),), 0.5), features)
+
+    with torch.no_grad():
+        stage2 = module.layer2(module.layer1(torch.relu(module.bn1(module.conv1(inputs)))))
+        expected = module.linear(module.avgpool(module.layer3(stage2 / 2 + 1)).flatten(1))
+    got = logits_with(network, inputs, "layer2", "layer2", Shifted(), "cpu")
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, module(inputs), atol=1e-3)  # the replacement did change the logits
