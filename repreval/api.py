@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import PluginOptionError, ReprevalError, suggest
 from .hookspecs import hookimpl
 from .registry import Registry
+from .tracing import stage_layers, trial_forward
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -50,6 +51,8 @@ __all__ = [
     "normalize_maps",
     "uniform_noise",
     "component_maps",
+    "trial_forward",
+    "stage_layers",
 ]
 
 

@@ -7,7 +7,6 @@ during a run (the others finished and were saved).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -29,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import ReprevalError, suggest
+from .runs import RunProgress
 
 EXIT_OK, EXIT_UNITS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BENCH_MODEL = "timm:resnet18"
@@ -301,11 +301,9 @@ def _plugins(args):
 
 
 def _local_modules(suite: str | Path | None = None) -> None:
-    """Let models name modules beside the suite file or in the working directory (``torch:mynet:build``)
-    without PYTHONPATH, as ``python script.py`` does for its own directory."""
-    for folder in (Path.cwd(), Path(suite).resolve().parent if suite else None):
-        if folder is not None and str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
+    from .runs import local_modules
+
+    local_modules(suite)
 
 
 def _key_value(items: list[str]) -> dict:
@@ -324,42 +322,24 @@ def _key_value(items: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
-    """``repreval run SUITE``: apply ``--seed``/``--weights`` to the suite, run it, show its leaderboards."""
-    _local_modules(args.suite)
-    from .suite import resolve_includes
-
-    data = resolve_includes(Path(args.suite))
-    if args.seed is not None:
-        data["seed"] = args.seed
+    """``repreval run SUITE``: run it (``--seed``/``--weights`` override the suite), show its leaderboards."""
+    weights = {}
     for item in args.weights:
         model_id, sep, path = item.partition("=")
-        models = data.get("models") or {}
-        if not sep or model_id not in models:
-            raise ReprevalError(
-                f"--weights {item!r} names no model of the suite",
-                fix=suggest(model_id, models) if models else "use MODEL=PATH",
-            )
-        models[model_id]["weights"] = path
-        models[model_id].pop("train", None)
-    return _run(data, args, Path(args.suite))
+        if not sep or not model_id:
+            raise ReprevalError(f"--weights {item!r} is not MODEL=PATH", fix="e.g. --weights classifier=model.pt")
+        weights[model_id] = path
+    return _run(args.suite, args, seed=args.seed, weights=weights)
 
 
 def cmd_eval(args) -> int:
     """``repreval eval MODEL``: run a one-model suite built from the command-line options."""
+    from .runs import one_model_suite
+
     _local_modules()
-    datasets = {"inputs": _dataset_arg(args.data, limit=args.limit)}
-    scores: list = args.scores.split(",")
-    if {"linear_probe", "classifier_accuracy"} & set(scores):  # two disjoint splits of one permutation
-        if args.probe_limit < 1:
-            raise ReprevalError(f"--probe-limit must be at least 1, got {args.probe_limit}")
-        probe = args.probe_data or args.data
-        datasets["probe_train"] = _dataset_arg(probe, limit=args.probe_limit, seed=0)
-        datasets["probe_test"] = _dataset_arg(probe, limit=args.probe_limit, skip=args.probe_limit, seed=0)
-        downstream = {
-            "linear_probe": {"linear_probe": {"train": "probe_train", "test": "probe_test"}},
-            "classifier_accuracy": {"classifier_accuracy": {"dataset": "probe_test"}},
-        }
-        scores = [downstream.get(score, score) for score in scores]
+    scores = args.scores.split(",")
+    if {"linear_probe", "classifier_accuracy"} & set(scores) and args.probe_limit < 1:
+        raise ReprevalError(f"--probe-limit must be at least 1, got {args.probe_limit}")
     model = {"model": args.model, "options": _key_value(args.option)}
     if args.weights:
         model["weights"] = args.weights
@@ -368,38 +348,32 @@ def cmd_eval(args) -> int:
         model["layers"] = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
     if args.embedding:
         model["embedding"] = args.embedding
-    variants = args.variants.split(",") if args.variants else (["trained", "random"] if args.weights else ["random"])
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in _short_model_name(args.model))
-    data = {
-        "name": f"eval-{slug}",
-        "seed": args.seed,
-        "datasets": datasets,
-        "models": {slug: model},
-        "variants": variants,
-        "evaluation": {
-            "dataset": "inputs",
-            "saliency": args.saliency.split(","),
-            "channel_aggregators": ["abs"],
-            # var over components is what the variance score reads; sampled estimates exist for means only
-            "embedding_aggregators": ["mean", "var"] if "variance_score" in args.scores.split(",") else ["mean"],
-            "scores": scores,
-            **{
-                key: value
-                for key, value in (
-                    ("batch_size", args.batch_size),
-                    ("memory_budget", args.memory_budget),
-                    ("strategy", args.strategy),
-                    ("sample_components", args.sample_components),
-                )
-                if value is not None
-            },
+    data = one_model_suite(
+        f"eval-{slug}",
+        slug,
+        model,
+        _dataset_arg(args.data, limit=args.limit),
+        saliency=args.saliency.split(","),
+        scores=scores,
+        variants=args.variants.split(",") if args.variants else (["trained", "random"] if args.weights else ["random"]),
+        seed=args.seed,
+        # two disjoint splits of one permutation of --probe-data
+        probe=lambda part: _dataset_arg(
+            args.probe_data or args.data,
+            limit=args.probe_limit,
+            **({"skip": args.probe_limit} if part else {}),
+            seed=0,
+        ),  # fmt: skip
+        evaluation={
+            "batch_size": args.batch_size,
+            "memory_budget": args.memory_budget,
+            "strategy": args.strategy,
+            "sample_components": args.sample_components,
         },
-    }
-    # each distinct configuration gets its own folder: two evals never mix on one leaderboard
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    data["output"] = f"results/eval-{slug}-{digest}"
+    )
     try:
-        return _run(data, args, None)
+        return _run(data, args)
     except ReprevalError as exc:  # say where in the flags the user typed, not in the suite eval built
         if exc.where and exc.where.startswith("suite: "):
             exc.where = _eval_flag(exc.where.removeprefix("suite: "), args.model)
@@ -455,78 +429,55 @@ def _eval_flag(key: str, model: str) -> str:
     return key
 
 
-def _run(data: dict, args, path: Path | None) -> int:
-    from .leaderboard import build_leaderboards
-    from .plan import make_plan
-    from .render import to_json
-    from .render.report import write_report
-    from .resources import choose_threads, keep_freed_memory
-    from .runner import resolve_device, run_suite
-    from .store import ResultStore, run_fingerprint, write_atomic
-    from .suite import parse_suite
+class _ProgressBar(RunProgress):
+    """A run's progress on the terminal: the plan's one line, then a bar (drawn only on a terminal)."""
 
-    if args.device:
-        data["device"] = args.device
-    if args.executor or args.address:
-        executor = data.get("executor") or {}
-        executor = {"kind": executor} if isinstance(executor, str) else dict(executor)
-        if args.executor:
-            executor["kind"] = args.executor
-        if args.address:
-            executor["address"] = args.address
-        data["executor"] = executor
-    if args.threads is not None and args.threads < 1:
-        raise ReprevalError(f"--threads must be at least 1, got {args.threads}")
-    plugins = _plugins(args)
-    suite = parse_suite(data, plugins, path=path)
-    if args.out:
-        suite.output = Path(args.out)
-    plan = make_plan(suite, plugins)
-    threads = choose_threads(args.threads)
-    keep_freed_memory()
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            disable=not console.is_terminal,
+        )  # fmt: skip
+        self.task = self.bar.add_task("starting", total=None)
+
+    def planned(self, suite_name: str, units: int, output: Path, threads: int) -> None:
+        console.print(
+            f"[bold]{suite_name}[/]: {units} units, results in {output} ({threads} CPU threads)", highlight=False
+        )
+
+    def started(self, pending: int) -> None:
+        self.bar.start()
+        self.bar.update(self.task, total=pending, description="computing")
+
+    def advanced(self, units: float, what: str) -> None:
+        self.bar.update(self.task, advance=units, description=what)
+
+    def finished(self) -> None:
+        self.bar.stop()
+
+
+def _run(suite, args, *, path: Path | None = None, seed: int | None = None, weights: dict | None = None) -> int:
+    """Run ``suite`` (a file, or eval's mapping) through :func:`repreval.runs.run` and print what it left."""
+    from .runs import run
+
+    result = run(
+        suite, out=args.out, seed=seed, weights=weights, device=args.device, executor=args.executor,
+        address=args.address, threads=args.threads, force_new=args.force_new, plugins=_plugins(args),
+        progress=_ProgressBar(), suite_path=path,
+    )  # fmt: skip
+    for problem in result.damaged:
+        _report_damaged(problem)
+    _print_boards(result.boards, every=args.boards)
+    console.print(f"report: {result.report}", highlight=False)
     console.print(
-        f"[bold]{suite.name}[/]: {len(plan.units)} units, results in {suite.output} ({threads} CPU threads)",
+        f"{result.computed} computed, {result.skipped} already done, {len(result.failures)} failed "
+        f"in {result.seconds:.1f} s; results in {result.folder}",
         highlight=False,
     )
-
-    store = ResultStore(suite.output)
-    fingerprint = run_fingerprint(suite.name, suite.seed, resolve_device(suite.device).type)
-    with store.claimed(fingerprint, force_new=args.force_new):
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("starting", total=None)
-            report = run_suite(
-                suite,
-                plugins,
-                plan=plan,
-                threads=threads,
-                on_start=lambda pending: progress.update(task, total=pending, description="computing"),
-                on_progress=lambda n, what: progress.update(task, advance=n, description=what),
-            )
-
-        boards = build_leaderboards(ResultStore(suite.output).records(on_damaged=_report_damaged))
-        write_atomic(suite.output / "leaderboard.json", to_json(boards))
-        _print_boards(boards, every=args.boards)
-        report_path = write_report(suite.output)
-        console.print(f"report: {report_path}", highlight=False)
-        console.print(
-            f"{report.computed} computed, {report.skipped} already done, {len(report.failures)} failed "
-            f"in {report.seconds:.1f} s; results in {suite.output}",
-            highlight=False,
-        )
-    for warning in report.warnings:
+    for warning in result.warnings:
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    if report.failures:
-        for what, message in report.failures[:20]:
+    if result.failures:
+        for what, message in result.failures[:20]:
             errors.print(f"[red]failed:[/] {what}: {message}", highlight=False, soft_wrap=True)
         return EXIT_UNITS_FAILED
     return EXIT_OK

@@ -468,7 +468,7 @@ def test_weights_override_for_an_unknown_model_exits_2(capsys, tmp_path):
     suite = small_suite(tmp_path)
     code, out, err = cli(capsys, "run", suite, "--out", tmp_path / "out", "--weights", "aee=/some/file.th")
     assert code == 2 and out == ""
-    assert_one_error_line(err, "--weights 'aee=/some/file.th' names no model of the suite", "did you mean 'ae'")
+    assert_one_error_line(err, "weights 'aee=/some/file.th' names no model of the suite", "did you mean 'ae'")
     assert not (tmp_path / "out").exists()
 
     # A known model: the override replaces its training step, and the file is checked.
