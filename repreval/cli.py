@@ -501,17 +501,10 @@ def cmd_validate(args) -> int:
         highlight=False,
     )
     if args.calibrate:
-        import tempfile
-        import time
-
-        from .runner import Collected, RunReport, compute
+        from .runner import dry_run
 
         (model_id, variant), units = next(iter(groups.items()))
-        with tempfile.TemporaryDirectory() as scratch:
-            suite.output = Path(scratch)  # a dry run of one group: its records and pictures are thrown away
-            started = time.perf_counter()
-            compute(plan, plugins, units, Collected(), RunReport(output=scratch, total=len(units)))
-            seconds = time.perf_counter() - started
+        _, seconds = dry_run(plan, plugins, units)  # one group for real; its records and pictures thrown away
         console.print(
             f"calibration: {model_id} · {variant} ({len(units)} units) took {seconds:.1f} s here (training and "
             f"data loading included); {len(groups)} such groups ≈ {seconds * len(groups) / 60:.1f} min on one "

@@ -25,6 +25,7 @@ from .errors import ReprevalError
 from .models import CACHE_ENV, cache_dir
 from .plan import Plan, Unit, make_plan
 from .plugins import Plugins, load_plugins
+from .runner.records import error_text, failed_record
 
 #: Folders of a task's output that travel back to the driver with its records (maps, explainer pictures)
 DRAWINGS = ("maps", "pictures")
@@ -40,10 +41,8 @@ class Local(NamedTuple):
     module, and Ray pickles these functions by name into the workers)."""
 
     compute: Callable[..., None]  # runner.compute
-    collected: Callable[[], Any]  # runner.Collected
-    report: Callable[..., Any]  # runner.RunReport
-    record: Callable[..., Any]  # runner._record: a failed unit's record
-    error_text: Callable[[BaseException], str]
+    collected: Callable[[], Any]  # runner.MemorySink
+    report: Callable[..., Any]  # runner.RunOutcome
     inputs: Callable[..., Any]  # runner.Inputs
     model_of: Callable[..., Any]
     resolve_device: Callable[[str], Any]
@@ -155,9 +154,9 @@ def run_on_ray(
             try:
                 result = ray.get(done)
             except Exception as exc:  # the task failed for good (after its retries): its units fail, others go on
-                message = local.error_text(exc.cause if hasattr(exc, "cause") and exc.cause else exc)
+                message = error_text(exc.cause if hasattr(exc, "cause") and exc.cause else exc)
                 for unit in units:
-                    store.write(local.record(plan, unit, status="failed", error=message))
+                    store.write(failed_record(plan, unit, message))
                     report.failures.append((unit.describe(), message))
             else:
                 workers.add(result["pid"])

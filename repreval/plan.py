@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from itertools import groupby, product
 from pathlib import Path
 from typing import Any
@@ -22,31 +23,40 @@ from .errors import ReprevalError, suggest
 from .models import Model, layer_table, load_state, read_checkpoint
 from .registry import Registry
 
-#: The "layer" of units whose score reads the network's embedding or logits, not attribution maps.
+#: The "layer" records name for units whose score reads the network's embedding or logits, not attribution maps.
 EMBEDDING = "(embedding)"
 #: How ids spell a coordinate that does not apply (None): ids stay those of repreval 0.1, so older result
 #: folders resume.
 _ID_NONE = "-"
 
 
-@dataclass(frozen=True)
+class UnitKind(Enum):
+    """What computes a unit: attribution maps read by a score, a score of the embedding itself (linear probe,
+    classifier accuracy), or an explainer network trained on a layer (Part 2)."""
+
+    ATTRIBUTION = "attribution"
+    EMBEDDING = "embedding"
+    EXPLAINER = "explainer"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Unit:
     """One score value. Coordinates that do not apply are None: the channel aggregator of a spatial method
     (Grad-CAM), the component aggregator of a score that reads every component, and the saliency method
     and dataset of an embedding score."""
 
+    kind: UnitKind
     model: str
     variant: PluginChoice
-    layer: str
-    saliency: PluginChoice | None
-    channel_aggregator: str | None  # label
-    embedding_aggregator: str | None  # label
-    score: PluginChoice
+    layer: str  # the probe layer (EMBEDDING for embedding scores; the explained layer for explainers)
+    score: PluginChoice  # the score; for an EXPLAINER unit, the explainer
     higher_is_better: bool
     fingerprint: str  # everything else that changes the value (data, seeds, weights, options)
+    saliency: PluginChoice | None = None
+    channel_aggregator: str | None = None  # label
+    embedding_aggregator: str | None = None  # label
     metric: str = ""  # for embedding scores and explainers: which of their metrics (top1, part_share, ...)
     dataset: str | None = None  # the evaluation dataset the maps are computed on
-    explains: bool = False  # ``score`` names an explainer (Part 2) that explains ``layer``
 
     @property
     def id(self) -> str:
@@ -70,7 +80,7 @@ class Unit:
             self.saliency and self.saliency.label,
             self.channel_aggregator,
         )
-        return (*shared, "explainer", self.score.label) if self.explains else shared
+        return (*shared, "explainer", self.score.label) if self.kind is UnitKind.EXPLAINER else shared
 
     def describe(self) -> str:
         saliency = self.saliency.label if self.saliency else _ID_NONE
@@ -292,11 +302,21 @@ def _explainer_units(
     evaluation = plan.suite.evaluation
     for dataset, layer in product(evaluation.datasets if metrics else (), plan.layers[model_id]):
         assert evaluation.explainer_data is not None  # the suite parser requires it with explainers
-        printed = fingerprint(plan.suite, model_id, (dataset, evaluation.explainer_data))
+        depends_on = fingerprint(plan.suite, model_id, (dataset, evaluation.explainer_data))
         for explainer in evaluation.explainers:
             for metric, higher in metrics[dataset]:
                 units.append(
-                    Unit(model_id, variant, layer, None, None, None, explainer, higher, printed, metric, dataset, True)
+                    Unit(
+                        kind=UnitKind.EXPLAINER,
+                        model=model_id,
+                        variant=variant,
+                        layer=layer,
+                        score=explainer,
+                        higher_is_better=higher,
+                        fingerprint=depends_on,
+                        metric=metric,
+                        dataset=dataset,
+                    )  # fmt: skip
                 )
     return units
 
@@ -330,21 +350,19 @@ def _embedding_units(plan: Plan, model_id: str, variant: PluginChoice, scores: l
     units = []
     for score in scores:
         scorer = plan.score(score)
-        printed = fingerprint(plan.suite, model_id, scorer.datasets())
+        depends_on = fingerprint(plan.suite, model_id, scorer.datasets())
         for metric in scorer.metrics:
             units.append(
                 Unit(
-                    model_id,
-                    variant,
-                    EMBEDDING,
-                    None,
-                    None,
-                    None,
-                    score,
-                    bool(scorer.higher_is_better),
-                    printed,
-                    metric,
-                )
+                    kind=UnitKind.EMBEDDING,
+                    model=model_id,
+                    variant=variant,
+                    layer=EMBEDDING,
+                    score=score,
+                    higher_is_better=bool(scorer.higher_is_better),
+                    fingerprint=depends_on,
+                    metric=metric,
+                )  # fmt: skip
             )
     return units
 
@@ -354,7 +372,7 @@ def _attribution_units(plan: Plan, model_id: str, variant: PluginChoice, scores:
     evaluation = plan.suite.evaluation
     units = []
     for dataset, layer in product(evaluation.datasets, plan.layers[model_id]):
-        printed = fingerprint(plan.suite, model_id, (dataset,))
+        depends_on = fingerprint(plan.suite, model_id, (dataset,))
         for saliency in evaluation.saliency:
             spatial = plan.saliency(saliency).spatial
             channels: list[str | None] = [None] if spatial else [c.label for c in evaluation.channel_aggregators]
@@ -366,16 +384,17 @@ def _attribution_units(plan: Plan, model_id: str, variant: PluginChoice, scores:
                 for embedding in components:
                     units.append(
                         Unit(
-                            model_id,
-                            variant,
-                            layer,
-                            saliency,
-                            channel,
-                            embedding,
-                            score,
-                            bool(scorer.higher_is_better),
-                            printed,
+                            kind=UnitKind.ATTRIBUTION,
+                            model=model_id,
+                            variant=variant,
+                            layer=layer,
+                            score=score,
+                            higher_is_better=bool(scorer.higher_is_better),
+                            fingerprint=depends_on,
+                            saliency=saliency,
+                            channel_aggregator=channel,
+                            embedding_aggregator=embedding,
                             dataset=dataset,
-                        )
+                        )  # fmt: skip
                     )
     return units

@@ -59,16 +59,18 @@ def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plu
     """Two layers × two methods × (trained, random) on one dataset: one sweep call per variant and batch
     (all groups and input sets together); progress advances in fractions while the maps are computed and
     adds up to the number of units."""
-    import repreval.runner as runner
+    import repreval.runner.attribution as attribution
+    import repreval.runner.pictures as pictures
 
     calls = []
-    original = runner.sweep_maps
+    original = attribution.sweep_maps
 
     def counting(network, requests, inputs, **options):
         calls.append((len(requests), inputs.shape[0]))
         return original(network, requests, inputs, **options)
 
-    monkeypatch.setattr(runner, "sweep_maps", counting)
+    monkeypatch.setattr(attribution, "sweep_maps", counting)
+    monkeypatch.setattr(pictures, "sweep_maps", counting)
     data = _suite(tmp_path, "sweep", ["noise_score", "variance_score"])
     data["variants"] = ["trained", "random"]
     data["evaluation"]["chunk_size"] = 16

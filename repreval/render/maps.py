@@ -12,27 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import slug
+from ..drawings import pictured_variants as pictured
+from ..drawings import slug
 
-#: Most variants one picture shows (trained and random first, then the others in name order)
-PICTURE_VARIANTS = 4
 INPUT_NAMES = ("input 1", "input 2", "noise")
 #: About how many map columns one picture holds: with many layers, trained and random only
 MAX_COLUMNS = 12
-
-
-def maps_file(directory: Path, model: str, variant: str) -> Path:
-    """Where the runner keeps the maps of one model variant."""
-    return Path(directory) / "maps" / f"{slug(model)}--{slug(variant)}.npz"
-
-
-def _order(variant: str) -> tuple[int, str]:
-    return ({"trained": 0, "random": 1}.get(variant, 2), variant)
-
-
-def pictured(variants: list[str]) -> list[str]:
-    """The variants a picture shows: trained and random first, then the others in name order."""
-    return sorted(variants, key=_order)[:PICTURE_VARIANTS]
 
 
 def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -19,21 +18,6 @@ def _figure(width: float, height: float):
 
     figure = Figure(figsize=(width, height))
     return figure, figure.subplots()
-
-
-def slug(text: str) -> str:
-    """``text`` as a lowercase file-name part: runs of other characters become ``-``, at most 80 characters."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:80]
-
-
-def explainer_picture(directory: Path, model: str, variant: str, layer: str, explainer: str) -> Path:
-    """Where a run draws the picture of one explainer (``DIR/pictures/...png``) and the report finds it; names
-    too long for a file name end in a hash of the whole."""
-    text = "-".join((model, variant, layer, explainer))
-    name = slug(text)
-    if len(re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")) > len(name):
-        name = name[:69] + "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
-    return directory / "pictures" / f"{name}.png"
 
 
 def _save(figure, path: Path) -> Path:

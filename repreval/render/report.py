@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import fmean, pstdev
 
+from ..drawings import explainer_picture, slug
 from ..leaderboard import Board, build_leaderboards
 from ..report import Report, SuiteFacts, build_report
 from ..store import ResultStore, ScoreRecord, write_atomic
 from . import markdown
-from .plots import curve_plot, drift_plot, explainer_picture, scatter_plot, slug
+from .plots import curve_plot, drift_plot, scatter_plot
 
 
 def _link(path: Path, base: Path) -> str:

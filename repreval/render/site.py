@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..drawings import slug
 from ..folders import ResultFolder, merge
 from ..leaderboard import Board, build_leaderboards
 from ..report import Report, SuiteFacts, build_report
-from .plots import slug
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "site"
 #: The report's drawings a page shows, by folder
