@@ -15,7 +15,6 @@ import pytest
 import torch
 from conftest import SHARED, needs_shared
 
-import repreval.cli
 from repreval.api import AttributionScore, ScoreValues, hookimpl
 from repreval.cli import main
 from repreval.plugins import load_plugins
@@ -68,8 +67,8 @@ BUILTIN_PLUGINS = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
+def cli(capsys, *argv, extra_plugins=()) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv], extra_plugins=extra_plugins)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -627,12 +626,9 @@ def test_a_failing_score_does_not_fail_the_other_scores_of_its_group(tmp_path):
 
 
 def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        repreval.cli, "_plugins", lambda args: load_plugins(block=args.block, extra_plugins=[FlakyPlugin])
-    )
     suite = small_suite(tmp_path, FAILING_SUITE)
     out = tmp_path / "out"
-    code, stdout, err = cli(capsys, "run", suite, "--out", out)
+    code, stdout, err = cli(capsys, "run", suite, "--out", out, extra_plugins=[FlakyPlugin])
     assert code == 1
     assert "Traceback" not in err
     failed_lines = [line for line in err.splitlines() if line.startswith("failed: ")]
@@ -647,7 +643,7 @@ def test_cli_exits_1_when_units_fail(capsys, tmp_path, monkeypatch):
     assert "failed" in (out / "report.md").read_text()  # the leaderboard is written all the same
 
     monkeypatch.setattr(FlakyScore, "fail", False)
-    code, stdout, err = cli(capsys, "run", suite, "--out", out)
+    code, stdout, err = cli(capsys, "run", suite, "--out", out, extra_plugins=[FlakyPlugin])
     assert code == 0, err
     assert summary(stdout).startswith(f"{len(failed_lines)} computed, {4 - len(failed_lines)} already done, 0 failed")
 
@@ -808,3 +804,13 @@ def test_each_eval_configuration_gets_its_own_folder(capsys, tmp_path, monkeypat
         [{"encoder.block1"}, {"encoder.block2"}],
         [{"encoder.block2"}, {"encoder.block1"}],
     )
+
+
+def test_block_is_accepted_before_and_after_the_command(capsys):
+    """The broken-plugin warning tells users to add ``--block NAME``: it works wherever they add it."""
+    code, out, err = cli(capsys, "list", "scores")
+    assert code == 0 and "noise_score" in out, err
+    for argv in (["list", "scores", "--block", "scores"], ["--block", "scores", "list", "scores"]):
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, err
+        assert "noise_score" not in out and "linear_probe" not in out

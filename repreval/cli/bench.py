@@ -1,0 +1,153 @@
+"""``repreval bench``: time the engine against per-component loops (a benchmark, not a test); ``--training``:
+the constrained-training overhead; ``--suite``: the paper's 4.1 suite through ``repreval run`` against a loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import TypedDict
+
+from ..errors import ReprevalError
+from ..render.bench import bench_table, training_table
+from ._common import EXIT_OK, Command, console, errors, lazy, plugins_of
+
+bench = lazy("repreval.bench")  # torch
+runner = lazy("repreval.runner")
+
+BENCH_MODEL = "timm:resnet18"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
+    parser.add_argument(
+        "--model",
+        default=BENCH_MODEL,
+        help=f"SOURCE:NAME (default {BENCH_MODEL}, random init; with --training: ae:classifier)",
+    )
+    parser.add_argument("--size", type=int, default=224, help="input size for timm models (default 224)")
+    parser.add_argument(
+        "--layers",
+        default="layer1,layer2,layer3,layer4",
+        help="comma-separated probe layers (default: resnet18's four stages; 'default': the model's own)",
+    )
+    parser.add_argument("--saliency", default="gradients,activations_x_gradients,grad_cam")
+    parser.add_argument("--images", type=int, default=1, help="images per engine call (default 1)")
+    parser.add_argument("--quick", action="store_true", help="time the loops on 32 components and scale to all D")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="also time the engine under autocast to this dtype and report its deviation from float32",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--training",
+        action="store_true",
+        help="instead: the constrained-training overhead of a trainable model (per bottleneck option)",
+    )
+    parser.add_argument("--data", default="digits", help="with --training: the dataset to train on (default digits)")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="instead: the paper's 4.1 CIFAR suite through `repreval run` against a hand-written loop, same run",
+    )
+    parser.add_argument("--loop-threads", type=int, default=1, help="with --suite: threads of the loop (default 1)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Time the engine (or, with ``--training`` / ``--suite``, the other scenarios) and print the table."""
+    args.device = str(runner.resolve_device(args.device))  # 'auto' -> cuda or cpu
+    command = "repreval " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("repreval") else "repreval bench ..."
+    if args.training:
+        return _training(args, command)
+    if args.suite:
+        return _suite(args, command)
+    lower = args.precision != "float32"
+
+    def show(row):
+        if not args.json:
+            extra = f", c/d = {row.engine_seconds / row.precision_seconds:.2f}" if lower else ""
+            errors.print(
+                f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}",
+                highlight=False,
+            )
+
+    rows = bench.run_bench(
+        plugins_of(args),
+        model=args.model,
+        size=args.size,
+        layers=None if args.layers == "default" else args.layers.split(","),
+        methods=tuple(args.saliency.split(",")),
+        images=args.images,
+        loop_components=32 if args.quick else None,
+        device=args.device,
+        precision=args.precision,
+        on_row=show,
+    )
+    totals = bench.summary(rows)
+    if args.json:
+        report = {"command": command, "device": args.device} | ({"precision": args.precision} if lower else {})
+        print(json.dumps(report | {"rows": bench.as_dicts(rows), "summary": totals}, indent=1))
+        return EXIT_OK
+    size = f" at {args.size}²" if args.model.startswith("timm:") else ""
+    title = f"repreval bench: {args.model}{size}, {args.device}, per image"
+    console.print(bench_table(rows, totals, title=title, precision=args.precision, command=command))
+    return EXIT_OK
+
+
+class _TrainingBenchOverrides(TypedDict, total=False):
+    """``--quick`` settings of :func:`repreval.bench.run_training_bench` (its defaults otherwise)."""
+
+    bottlenecks: tuple[int, ...]
+    epochs: int
+
+
+def _suite(args: argparse.Namespace, command: str) -> int:
+    if not bench.SUITE.is_file():
+        raise ReprevalError(f"the suite scenario needs {bench.SUITE}", fix="run it from a source checkout of repreval")
+    images = 16 if args.images == 1 else args.images  # --images defaults to 1 for the per-layer bench
+    result = bench.run_suite_bench(images=images, loop_threads=args.loop_threads)
+    if args.json:
+        print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
+        return EXIT_OK
+    console.print(
+        f"4.1 CIFAR suite, {result.images} images: {result.cells} cells, max |repreval - loop| = "
+        f"{result.max_difference:.1e}\n"
+        f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
+        f"plain loop (a fresh process, {result.loop_threads} thread(s)): {result.loop_seconds:.1f} s, "
+        f"of which computing {result.loop_compute_seconds:.1f} s\n"
+        f"loop / repreval = {result.ratio:.2f} (whole processes)\nreproduce: {command}",
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def _training(args: argparse.Namespace, command: str) -> int:
+    model = args.model if args.model != BENCH_MODEL else "ae:classifier"
+    settings: _TrainingBenchOverrides = {"bottlenecks": (1, 10), "epochs": 1} if args.quick else {}
+    rows = bench.run_training_bench(
+        plugins_of(args),
+        model=model,
+        dataset=args.data,
+        device=args.device,
+        **settings,
+        on_row=None
+        if args.json
+        else lambda r: errors.print(
+            f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", highlight=False
+        ),
+    )
+    if args.json:
+        print(json.dumps({"command": command, "device": args.device, "rows": [asdict(r) for r in rows]}, indent=1))
+        return EXIT_OK
+    title = f"repreval bench --training: {model} on {args.data}, {args.device}, seconds (× unconstrained)"
+    console.print(training_table(rows, title=title, epochs=1 if args.quick else 2, command=command))
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command("bench", "time the engine against per-component loops (a benchmark, not a test)", add_arguments, handle)
+]

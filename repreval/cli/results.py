@@ -1,0 +1,102 @@
+"""What reads result folders: ``leaderboard``, ``publish``, ``export`` and ``import``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ReprevalError
+from ..folders import ResultFolder, export_folder, import_folder, merge
+from ..leaderboard import build_leaderboards
+from ..render import to_json
+from ..render.report import write_report
+from ..render.site import publish
+from ._common import EXIT_BAD_INPUT, EXIT_OK, Command, errors, print_boards, report_damaged
+
+
+def add_leaderboard_arguments(parser: argparse.ArgumentParser) -> None:
+    """``leaderboard``'s arguments."""
+    parser.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
+    parser.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    parser.add_argument("--boards", action="store_true", help="every board with its layers, not the summary")
+
+
+def handle_leaderboard(args: argparse.Namespace) -> int:
+    """``repreval leaderboard DIR...``: stored results as tables, JSON, or the Markdown report."""
+    folders = [ResultFolder.read(directory) for directory in args.directories]
+    damaged = [problem for folder in folders for problem in folder.damaged]
+    boards = build_leaderboards(merge(folders))
+    for problem in damaged:
+        report_damaged(problem)
+    if args.format == "json":
+        print(to_json(boards))
+    elif args.format == "markdown":
+        if len(folders) > 1:
+            raise ReprevalError("a Markdown report is one folder's", fix="give one DIR, or use --format table|json")
+        path = write_report(args.directories[0])
+        print(path.read_text())
+        errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
+    else:
+        print_boards(boards, every=args.boards)
+    return EXIT_BAD_INPUT if damaged else EXIT_OK
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    """``publish``'s arguments."""
+    parser.add_argument("directories", nargs="+", metavar="DIR", help="results directories of runs")
+    parser.add_argument("--out", required=True, metavar="SITE", help="the site's folder (index.html goes there)")
+    parser.add_argument("--merge", action="store_true", help="add a page ranking every folder's rows together")
+    parser.add_argument(
+        "--link", action="store_true", help="reference the folders' PNGs where they are instead of copying them"
+    )
+
+
+def handle_publish(args: argparse.Namespace) -> int:
+    """``repreval publish DIR... --out SITE``: a static site of the result folders."""
+    index = publish(args.directories, args.out, merged=args.merge, link=args.link)
+    errors.print(f"site written to {index} (open it in a browser; no server needed)", highlight=False)
+    return EXIT_OK
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """``export``'s arguments."""
+    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("--out", required=True, metavar="FILE.zip")
+
+
+def handle_export(args: argparse.Namespace) -> int:
+    """``repreval export DIR --out FILE.zip``."""
+    errors.print(f"exported to {export_folder(args.directory, args.out)}", highlight=False)
+    return EXIT_OK
+
+
+def add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    """``import``'s arguments."""
+    parser.add_argument("archive", metavar="FILE.zip")
+    parser.add_argument("--out", required=True, metavar="DIR")
+
+
+def handle_import(args: argparse.Namespace) -> int:
+    """``repreval import FILE.zip --out DIR``."""
+    folder = import_folder(args.archive, args.out)
+    errors.print(f"imported {len(folder.records)} records into {folder.directory}", highlight=False)
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command(
+        "leaderboard",
+        "render stored results again (several folders: ranked together)",
+        add_leaderboard_arguments,
+        handle_leaderboard,
+    ),
+    Command(
+        "publish",
+        "write a static HTML site of result folders (no server needed)",
+        add_publish_arguments,
+        handle_publish,
+    ),  # fmt: skip
+    Command(
+        "export", "write a results folder to one .zip (records, suite, drawings)", add_export_arguments, handle_export
+    ),
+    Command("import", "unpack an exported .zip into a results folder", add_import_arguments, handle_import),
+]
