@@ -12,14 +12,19 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from . import inprocess
+from .api import InputSpec
+from .config import Subset
+from .data import subset_indices
 from .errors import ReprevalError
+from .plugins import load_plugins
 from .runs import RunProgress, RunResult, one_model_suite, run
-
-if TYPE_CHECKING:
-    from torch import Tensor, nn
 
 SALIENCY = ("gradients", "activations_x_gradients", "grad_cam")
 SCORES = ("noise_score", "variance_score")
@@ -61,10 +66,6 @@ def evaluate(
     ``variants``: plugin names as a suite lists them; ``evaluation``: further suite keys (``batch_size``,
     ``memory_budget``, ``strategy``, ``sample_components``, ...). ``out``: the results folder (default
     ``results/evaluate-<name>-<hash>``)."""
-    import torch
-
-    from .plugins import load_plugins
-
     if not isinstance(model, torch.nn.Module):
         raise ReprevalError(f"model must be an nn.Module, got {type(model).__name__}", fix="pass the module itself")
     images, labels = as_images(data, limit, "data")
@@ -84,7 +85,7 @@ def evaluate(
     data_key = _digest(images, labels)
     keys = {data_key}
     inprocess.MODELS[model_key] = held
-    inprocess.DATA[data_key] = inprocess.HeldData(images, labels)
+    inprocess.DATA[data_key] = _in_given_order(images, labels)
     probe = None
     if probe_data is not None or any(score in ("linear_probe", "classifier_accuracy") for score in scores):
         probe_images, probe_labels = (images, labels) if probe_data is None else as_images(probe_data, None, "probe")
@@ -95,11 +96,11 @@ def evaluate(
             )
         probe_key = _digest(probe_images, probe_labels)
         keys.add(probe_key)
-        inprocess.DATA[probe_key] = inprocess.HeldData(probe_images, probe_labels)
+        inprocess.DATA[probe_key] = _in_given_order(probe_images, probe_labels)
         half = len(probe_images) // 2
 
         def probe(part: int) -> dict:
-            return {"kind": "tensors", "options": {"key": probe_key}, "limit": half, "skip": half * part}
+            return {"kind": "tensors", "options": {"key": probe_key}, "limit": half, "skip": half * part, "seed": 0}
 
     entry: dict[str, Any] = {"model": f"python:{model_key}", "weights": "hub"}
     if layers:
@@ -110,7 +111,7 @@ def evaluate(
         f"evaluate-{model_id}",
         model_id,
         entry,
-        {"kind": "tensors", "options": {"key": data_key}},
+        {"kind": "tensors", "options": {"key": data_key}, "seed": 0},  # read in the order of _in_given_order
         saliency=list(saliency),
         scores=list(scores),
         variants=list(variants),
@@ -129,9 +130,6 @@ def evaluate(
 
 def as_images(data: Any, limit: int | None, what: str) -> tuple[Tensor, Tensor | None]:
     """Images [N, C, H, W] (float, in [0, 1]) and labels [N] or None, from a tensor, a Dataset or a DataLoader."""
-    import torch
-    from torch.utils.data import DataLoader
-
     if isinstance(data, torch.Tensor):
         images, labels = data, None
     elif isinstance(data, DataLoader) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
@@ -174,9 +172,19 @@ def as_images(data: Any, limit: int | None, what: str) -> tuple[Tensor, Tensor |
     return images, labels
 
 
-def _input_spec(images: Tensor, mean, std):
-    from .api import InputSpec
+def _in_given_order(images: Tensor, labels: Tensor | None) -> inprocess.HeldData:
+    """The images held so that a run reads them in the order given (a dataset is read in the order of a seeded
+    permutation): per-input values then follow the caller's inputs, and the probe splits are the two halves."""
+    order = torch.tensor(subset_indices(Subset(seed=0), len(images)))
+    arranged = torch.empty_like(images)
+    arranged[order] = images
+    if labels is not None:
+        labels, given = torch.empty_like(labels), labels
+        labels[order] = given
+    return inprocess.HeldData(arranged, labels)
 
+
+def _input_spec(images: Tensor, mean, std):
     channels, height, width = images.shape[1:]
     as_tuple = lambda value: tuple(float(v) for v in (value if isinstance(value, Sequence) else [value]))
     return InputSpec(channels, height, width, mean=as_tuple(mean), std=as_tuple(std))
@@ -184,8 +192,6 @@ def _input_spec(images: Tensor, mean, std):
 
 def _digest(*tensors: Tensor | None) -> str:
     """12 hex digits of the tensors' contents (and shapes)."""
-    import torch
-
     digest = hashlib.sha256()
     for tensor in tensors:
         if tensor is not None:
