@@ -7,9 +7,9 @@ rest of repreval: the planner, runner and reports read these; :mod:`repreval.dat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 SUITE_VERSION = 1
 
@@ -18,7 +18,6 @@ STRATEGIES = ("auto", "reverse", "forward")
 #: Default memory budget for one engine call (bytes): sizes the chunks of components or directions.
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 
-CLAIM_KINDS = ("greater", "above", "below", "correlation", "drift", "replicates")
 #: How a metric's per-input values are read: as they are, minus the chance level (the same score on noise
 #: inputs, per input its own noise pair), or as a multiple of the chance level (its mean over inputs)
 READINGS = ("raw", "minus_chance", "over_chance")
@@ -78,7 +77,7 @@ class Drift:
     seed: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DatasetConfig:
     """A dataset as a suite declares it: a registered dataset kind, its options, a subset, optional drift."""
 
@@ -97,7 +96,7 @@ class TrainingConfig:
     options: dict = field(default_factory=dict)  # epochs, batch_size, lr, ... (the source's own)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelConfig:
     """One model of a suite."""
 
@@ -125,15 +124,15 @@ class ModelConfig:
         return self.spec.partition(":")[2]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Evaluation:
     """The suite's ``evaluation:`` section: datasets, plugin choices, and how the engine computes the maps."""
 
     datasets: tuple[str, ...]  # the maps are computed on each (e.g. a drift sweep); ``dataset:`` = one
-    saliency: list[PluginChoice]
-    channel_aggregators: list[PluginChoice]
-    embedding_aggregators: list[PluginChoice]
-    scores: list[PluginChoice]
+    saliency: list[PluginChoice] = field(default_factory=list)
+    channel_aggregators: list[PluginChoice] = field(default_factory=lambda: [PluginChoice("abs")])
+    embedding_aggregators: list[PluginChoice] = field(default_factory=lambda: [PluginChoice("mean")])
+    scores: list[PluginChoice]  # the YAML may leave it out when it lists explainers
     batch_size: int = 16
     chunk_size: int | None = None  # None: sized from memory_budget
     strategy: str = "auto"
@@ -167,17 +166,100 @@ class MetricSelector:
         return " · ".join(parts) + (f" @ {self.layer}" if self.layer else "") + reading
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Claim:
-    """A finding to check against the numbers; ``kind`` is one of :data:`CLAIM_KINDS`."""
+    """A finding of the paper to check against the numbers; one subclass per kind of check (``kind``, one of
+    :data:`CLAIM_KINDS`), its fields the check's options."""
 
+    kind: ClassVar[str]
     claim: str
-    paper: str
-    kind: str
-    options: dict
+    paper: str = ""
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options of this kind of check, in the order they are declared."""
+        return tuple(f.name for f in fields(cls) if f.name not in ("claim", "paper"))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options as a mapping, for readers that predate the typed claims; prefer the fields."""
+        return {name: getattr(self, name) for name in self.option_names()}
 
 
-@dataclass
+@dataclass(kw_only=True)
+class MetricClaim(Claim):
+    """A claim about the values of one metric."""
+
+    metric: MetricSelector
+
+
+@dataclass(kw_only=True)
+class GreaterClaim(MetricClaim):
+    """``greater``: variant ``higher`` scores above (or, ``expect: same``, like) ``lower[0]`` at the ``layers``
+    judged, by a paired ``test``; the other ``lower`` variants (random copies) and ``readings`` (None: every
+    reading the metric has) check that the verdict is robust."""
+
+    kind: ClassVar[str] = "greater"
+    higher: str
+    lower: list[str]
+    layers: str = "every"  # one of LAYER_MODES
+    expect: str = "higher"  # or "same"
+    test: str = "wilcoxon"  # one of repreval.statistics.TESTS
+    readings: list[str] | None = None
+
+
+@dataclass(kw_only=True)
+class AboveClaim(MetricClaim):
+    """``above``: the metric stays above ``threshold``."""
+
+    kind: ClassVar[str] = "above"
+    threshold: float
+
+
+@dataclass(kw_only=True)
+class BelowClaim(MetricClaim):
+    """``below``: the metric stays below ``threshold``, or below the metric ``than`` of the same rows."""
+
+    kind: ClassVar[str] = "below"
+    threshold: float | None = None
+    than: MetricSelector | None = None
+
+
+@dataclass(kw_only=True)
+class CorrelationClaim(Claim):
+    """``correlation``: correlation number ``index`` of the report has the ``sign`` (positive or negative)."""
+
+    kind: ClassVar[str] = "correlation"
+    index: int = 0
+    sign: str
+
+
+@dataclass(kw_only=True)
+class DriftClaim(Claim):
+    """``drift``: the report's drift correlation has the ``sign`` (positive or negative)."""
+
+    kind: ClassVar[str] = "drift"
+    sign: str
+
+
+@dataclass(kw_only=True)
+class ReplicatesClaim(Claim):
+    """``replicates``: each replicate group whose name ``match`` finds (a regular expression) has a mean at
+    least its baseline's minus ``within``."""
+
+    kind: ClassVar[str] = "replicates"
+    within: float = 0.0
+    match: str = ""
+
+
+#: The claim of each kind of check, in the order errors list them
+CLAIM_TYPES: dict[str, type[Claim]] = {
+    claim.kind: claim for claim in (GreaterClaim, AboveClaim, BelowClaim, CorrelationClaim, DriftClaim, ReplicatesClaim)
+}
+CLAIM_KINDS = tuple(CLAIM_TYPES)
+
+
+@dataclass(kw_only=True)
 class ReportConfig:
     """The suite's ``report:`` section: what ``report.md`` shows beyond the leaderboards."""
 
@@ -194,7 +276,7 @@ class ReportConfig:
 EXECUTORS = ("local", "ray")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExecutorConfig:
     """The suite's ``executor:`` (or ``--executor``): ``local``, or ``ray`` with a cluster ``address`` (None: a
     local Ray runtime) and the resources each task (one model variant) asks for."""
@@ -206,18 +288,18 @@ class ExecutorConfig:
     memory: int | None = None  # bytes
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Suite:
     """A parsed suite: its datasets, models, variants, evaluation and report."""
 
     name: str
     path: Path | None
-    seed: int
+    seed: int = 0
     output: Path
-    device: str
+    device: str = "cpu"
     datasets: dict[str, DatasetConfig]
     models: dict[str, ModelConfig]
-    variants: list[PluginChoice]
+    variants: list[PluginChoice] = field(default_factory=lambda: [PluginChoice("trained"), PluginChoice("random")])
     evaluation: Evaluation
     description: str = ""
     raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
@@ -233,3 +315,15 @@ class Suite:
     def where(self) -> str:
         """The prefix of error locations: the suite file, or ``suite`` for one built in memory."""
         return str(self.path) if self.path else "suite"
+
+
+def defaults(config: type) -> dict[str, Any]:
+    """The default of each field of the dataclass ``config`` that has one (a factory called): what the suite
+    parser uses for a key the YAML leaves out, so that each default is written once, in its dataclass."""
+    values: dict[str, Any] = {}
+    for f in fields(config):
+        if f.default is not MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+    return values

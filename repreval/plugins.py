@@ -68,65 +68,90 @@ def load_plugins(block=(), extra_plugins=()) -> Plugins:
     manager.add_hookspecs(hookspecs)
     for name in blocked:
         manager.set_blocked(name)
-    info: dict[str, PluginInfo] = {}
-    broken: dict[str, PluginInfo] = {}
-
-    def fail(name: str, exc: BaseException) -> None:  # an installed plugin that fails is skipped, not fatal
-        info.pop(name, None)
-        distribution, version = _distribution(entry_points.get(name))
-        broken[name] = PluginInfo(name, distribution, version, broken=_one_line(exc))
-        if manager.get_plugin(name) is not None:
-            manager.unregister(name=name)
-
     entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT)}
-    for name, entry_point in sorted(entry_points.items()):
-        if manager.is_blocked(name):
-            continue
-        try:
-            manager.register(entry_point.load(), name=name)
-            manager.check_pending()  # a misspelt hook name fails here
-        except Exception as exc:
-            fail(name, exc)
-            continue
-        info[name] = PluginInfo(name, *_distribution(entry_point))
-    try:  # in-process plugins (notebooks, tests): their errors are the caller's, raised
-        for i, plugin in enumerate(extra_plugins):
-            name = getattr(plugin, "__name__", None) or f"extra-{i}"
-            if name not in blocked:
-                manager.register(plugin, name=name)
-                info[name] = PluginInfo(name, "(in-process)", "")
-        manager.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = manager.get_name(exc.plugin) or getattr(exc.plugin, "__name__", str(exc.plugin))
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise ReprevalError(
-            f"plugin {name!r} is broken: {detail}",
-            fix=f"fix the plugin, or skip it with --block {name}",
-        ) from None
+    loading = _Loading(manager, entry_points)
+    loading.register_entry_points()
+    loading.register_extra(extra_plugins, blocked)
+    registries = loading.fill_registries()
+    return Plugins(**registries, manager=manager, info=loading.info, blocked=blocked, broken=loading.broken)
 
-    registries: dict[str, Registry] = {
-        kind: Registry(kind, Registries.BASES[kind]) for kind in hookspecs.HOOK_KINDS.values()
-    }
-    for hook_name, kind in hookspecs.HOOK_KINDS.items():
-        registry = registries[kind]
-        hook = getattr(manager.hook, hook_name)
-        # Call each implementation separately so the registry knows which plugin provided what.
-        for impl in reversed(hook.get_hookimpls()):
-            plugin_name = impl.plugin_name
-            if plugin_name in broken:
+
+@dataclass
+class _Loading:
+    """One :func:`load_plugins` under way: the plugin manager, the installed entry points, and which plugins
+    loaded (``info``) or broke (``broken``) so far. An installed plugin that fails is skipped, not fatal."""
+
+    manager: pluggy.PluginManager
+    entry_points: dict[str, importlib.metadata.EntryPoint]
+    info: dict[str, PluginInfo] = field(default_factory=dict)
+    broken: dict[str, PluginInfo] = field(default_factory=dict)
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        """Mark the installed plugin ``name`` broken by ``exc`` and unregister it."""
+        self.info.pop(name, None)
+        distribution, version = _distribution(self.entry_points.get(name))
+        self.broken[name] = PluginInfo(name, distribution, version, broken=_one_line(exc))
+        if self.manager.get_plugin(name) is not None:
+            self.manager.unregister(name=name)
+
+    def register_entry_points(self) -> None:
+        """Import and register each entry point not blocked; a misspelt hook name fails here."""
+        for name, entry_point in sorted(self.entry_points.items()):
+            if self.manager.is_blocked(name):
                 continue
-            calls: list[tuple] = []
             try:
-                impl.function(register=lambda factory, _calls=calls, **kwargs: _calls.append((factory, kwargs)))
+                self.manager.register(entry_point.load(), name=name)
+                self.manager.check_pending()
             except Exception as exc:
-                if plugin_name not in entry_points:
-                    raise
-                fail(plugin_name, exc)
+                self.fail(name, exc)
                 continue
-            for factory, kwargs in calls:
-                entry = registry.add(factory, plugin=plugin_name, **kwargs)
-                info[plugin_name].registered.setdefault(kind, []).append(entry.name)
-    return Plugins(**registries, manager=manager, info=info, blocked=blocked, broken=broken)
+            self.info[name] = PluginInfo(name, *_distribution(entry_point))
+
+    def register_extra(self, extra_plugins, blocked: tuple[str, ...]) -> None:
+        """Register the in-process plugins (notebooks, tests); their errors are the caller's, raised."""
+        try:
+            for i, plugin in enumerate(extra_plugins):
+                name = getattr(plugin, "__name__", None) or f"extra-{i}"
+                if name not in blocked:
+                    self.manager.register(plugin, name=name)
+                    self.info[name] = PluginInfo(name, "(in-process)", "")
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.manager.get_name(exc.plugin) or getattr(exc.plugin, "__name__", str(exc.plugin))
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise ReprevalError(
+                f"plugin {name!r} is broken: {detail}",
+                fix=f"fix the plugin, or skip it with --block {name}",
+            ) from None
+
+    def fill_registries(self) -> dict[str, Registry]:
+        """One registry per plugin kind, holding what each registered plugin's hooks register."""
+        registries: dict[str, Registry] = {
+            kind: Registry(kind, Registries.BASES[kind]) for kind in hookspecs.HOOK_KINDS.values()
+        }
+        for hook_name, kind in hookspecs.HOOK_KINDS.items():
+            hook = getattr(self.manager.hook, hook_name)
+            # Call each implementation separately so the registry knows which plugin provided what.
+            for impl in reversed(hook.get_hookimpls()):
+                for factory, kwargs in self.registrations(impl):
+                    entry = registries[kind].add(factory, plugin=impl.plugin_name, **kwargs)
+                    self.info[impl.plugin_name].registered.setdefault(kind, []).append(entry.name)
+        return registries
+
+    def registrations(self, impl: pluggy.HookImpl) -> list[tuple]:
+        """What the hook implementation ``impl`` registers: ``(factory, options)`` pairs; none from a broken
+        plugin (an installed one that fails here is marked broken)."""
+        if impl.plugin_name in self.broken:
+            return []
+        calls: list[tuple] = []
+        try:
+            impl.function(register=lambda factory, **kwargs: calls.append((factory, kwargs)))
+        except Exception as exc:
+            if impl.plugin_name not in self.entry_points:
+                raise
+            self.fail(impl.plugin_name, exc)
+            return []
+        return calls
 
 
 def _distribution(entry_point) -> tuple[str, str]:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .errors import ReprevalError
 
@@ -41,9 +43,21 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+#: Indices and counts stay below this (layer_index: 10000000 made the leaderboard build a table that wide),
+#: and so do lists of numbers
+_LIMIT = 10_000_000
+
+
+#: The ``valid`` rule of a field holding an index or a count
+_COUNT = {"valid": lambda value: 0 <= value < _LIMIT}
+
+
 @dataclass
 class ScoreRecord:
-    """The stored result of one unit: one score at one probe layer of one model variant (on one dataset)."""
+    """The stored result of one unit: one score at one probe layer of one model variant (on one dataset).
+
+    The single declaration of the record format: a record read from disk is checked against these fields, their
+    types (:func:`_accepts`) and the further rule in a field's ``valid`` metadata."""
 
     unit_id: str
     suite: str
@@ -51,13 +65,13 @@ class ScoreRecord:
     model_spec: str
     variant: str
     layer: str
-    layer_index: int  # depth order of the probe layer within its model
+    layer_index: int = field(metadata=_COUNT)  # depth order of the probe layer within its model
     saliency: str | None  # None for embedding scores
     channel_aggregator: str | None  # None where no channel aggregator applies (Grad-CAM)
     embedding_aggregator: str | None  # None where the score reads every component (variance score)
     score: str
     higher_is_better: bool
-    status: str = "ok"  # "ok" or "failed"
+    status: str = field(default="ok", metadata={"valid": lambda value: value in ("ok", "failed")})
     value: float | None = None  # mean over inputs
     spread: float | None = None  # standard deviation over inputs (None for a single value, e.g. accuracy)
     reference: float | None = None  # chance level (e.g. noise vs noise), mean over inputs
@@ -66,7 +80,7 @@ class ScoreRecord:
     values: list[float] = field(default_factory=list)  # per input
     reference_values: list[float] = field(default_factory=list)  # chance level per input (its noise pair)
     degenerate_maps: float = 0.0  # fraction of component maps that were exactly zero (rounding noise)
-    n_inputs: int = 0
+    n_inputs: int = field(default=0, metadata=_COUNT)
     dataset: str | None = None  # the evaluation dataset; None for embedding scores
     seed: int = 0
     device: str = "cpu"
@@ -225,81 +239,90 @@ def _alive(pid: int) -> bool:
     return True
 
 
-#: How each record field is checked: a type, a tuple of allowed values, or a named rule
-_FIELDS: dict[str, object] = {
-    "unit_id": str, "suite": str, "model": str, "model_spec": str, "variant": str, "layer": str,
-    "layer_index": "index", "saliency": "text?", "channel_aggregator": "text?", "embedding_aggregator": "text?",
-    "score": str, "higher_is_better": bool, "status": ("ok", "failed"), "value": "number?", "spread": "number?",
-    "reference": "number?", "reference_spread": "number?", "bound": "number?", "values": "numbers",
-    "reference_values": "numbers", "embedding_signature": "numbers",
-    "degenerate_maps": "number", "n_inputs": "index", "dataset": "text?", "seed": int, "device": str,
-    "seconds": "number", "error": "text?", "extras": "number map", "versions": "text map", "created": str,
-    "provenance": "text map",
-    "schema": int,
-}  # fmt: skip
-_LIMIT = 10_000_000  # indices and counts; layer_index: 10000000 made the leaderboard build a table that wide
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _valid(rule: object, value: object) -> bool:
-    def number(v: object) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _accepts(kind: Any) -> Callable[[object], bool]:
+    """Whether a JSON value fits a record field's type: ``X | None``, ``list[X]`` (shorter than ``_LIMIT``),
+    ``dict[K, V]``, a finite number for ``float`` (an ``int`` too), else an instance (a bool only for ``bool``)."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (UnionType, Union):
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        accepts = _accepts(inner)
+        return lambda value: value is None or accepts(value)
+    if origin is list:
+        item = _accepts(args[0])
+        return lambda value: isinstance(value, list) and len(value) < _LIMIT and all(item(v) for v in value)
+    if origin is dict:
+        key, item = _accepts(args[0]), _accepts(args[1])
+        return lambda value: isinstance(value, dict) and all(key(k) and item(v) for k, v in value.items())
+    if kind is float:
+        return _number
+    return lambda value: isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
-    if rule == "index":
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _LIMIT
-    if rule == "text?":
-        return value is None or isinstance(value, str)
-    if rule == "number?":
-        return value is None or number(value)
-    if rule == "number":
-        return number(value)
-    if rule == "numbers":
-        return isinstance(value, list) and len(value) < _LIMIT and all(number(v) for v in value)
-    if rule == "number map":
-        return isinstance(value, dict) and all(isinstance(k, str) and number(v) for k, v in value.items())
-    if rule == "text map":
-        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    if isinstance(rule, tuple):
-        return value in rule
-    assert isinstance(rule, type)
-    return isinstance(value, rule) and (rule is bool or not isinstance(value, bool))
+
+def _rule(kind: Any, valid: Callable[[object], bool] | None) -> Callable[[object], bool]:
+    """The check of one field: its type, then its own ``valid`` rule (if any)."""
+    accepts = _accepts(kind)
+    return accepts if valid is None else lambda value: accepts(value) and valid(value)
+
+
+#: How each record field is checked, derived from :class:`ScoreRecord`
+_RULES: dict[str, Callable[[object], bool]] = {
+    f.name: _rule(kind, f.metadata.get("valid"))
+    for f, kind in zip(fields(ScoreRecord), get_type_hints(ScoreRecord).values(), strict=True)
+}
+#: The fields a record must have (those without a default)
+_REQUIRED = [f.name for f in fields(ScoreRecord) if f.default is MISSING and f.default_factory is MISSING]
+
+
+def _damaged(path: Path, problem: str) -> ReprevalError:
+    return ReprevalError(f"record {str(path)!r} is damaged: {problem}", fix="run the suite again to recompute it")
 
 
 def read_record(path: Path) -> ScoreRecord:
     """The record in ``path``, every field type- and range-checked; a damaged file is a one-line ReprevalError
     naming it (it is recomputed by the next run, which overwrites it)."""
-
-    def damaged(problem: str) -> ReprevalError:
-        return ReprevalError(f"record {str(path)!r} is damaged: {problem}", fix="run the suite again to recompute it")
-
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise damaged("not UTF-8 text") from None
-    except (OSError, json.JSONDecodeError, RecursionError):
-        raise damaged("not valid JSON") from None
-    if not isinstance(data, dict):
-        raise damaged(f"a JSON {type(data).__name__}, not an object")
+    data = _read_object(path)
     if data.get("schema") != RECORD_SCHEMA:
         raise ReprevalError(
             f"record {str(path)!r} has schema {str(data.get('schema'))[:20]}, expected {RECORD_SCHEMA}",
             fix="re-run the suite with this version of repreval",
         )
     data = _upgrade(data)
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise damaged(f"unknown field {unknown[0][:40]!r}")
-    required = [f.name for f in fields(ScoreRecord) if f.default is MISSING and f.default_factory is MISSING]
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise damaged(f"field {missing[0]!r} is missing")
-    for name, value in data.items():
-        if not _valid(_FIELDS[name], value):
-            raise damaged(f"field {name!r} holds {type(value).__name__} {str(value)[:40]!r}")
+    _check_fields(data, path)
     if data["unit_id"] != path.stem:
-        raise damaged(f"its unit id {data['unit_id'][:40]!r} is not its file name")
+        raise _damaged(path, f"its unit id {data['unit_id'][:40]!r} is not its file name")
     if data.get("status", "ok") == "ok" and data.get("value") is None:
-        raise damaged("status ok without a value")
+        raise _damaged(path, "status ok without a value")
     return ScoreRecord(**data)
+
+
+def _read_object(path: Path) -> dict:
+    """The JSON object in ``path``."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except (OSError, json.JSONDecodeError, RecursionError):
+        raise _damaged(path, "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _check_fields(data: dict, path: Path) -> None:
+    """Every field of ``data`` is a record field holding what it may, and every required one is there."""
+    unknown = sorted(set(data) - set(_RULES))
+    if unknown:
+        raise _damaged(path, f"unknown field {unknown[0][:40]!r}")
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        raise _damaged(path, f"field {missing[0]!r} is missing")
+    for name, value in data.items():
+        if not _RULES[name](value):
+            raise _damaged(path, f"field {name!r} holds {type(value).__name__} {str(value)[:40]!r}")
 
 
 #: Coordinates that repreval 0.1 wrote as "-" where they did not apply; None since.

@@ -16,14 +16,16 @@ from typing import Any
 import yaml
 
 from .config import (
-    DEFAULT_MEMORY_BUDGET,
     EXECUTORS,
     STRATEGIES,
     SUITE_VERSION,
+    BelowClaim,
     DatasetConfig,
     Drift,
     Evaluation,
     ExecutorConfig,
+    GreaterClaim,
+    MetricClaim,
     ModelConfig,
     PluginChoice,
     ReportConfig,
@@ -31,6 +33,7 @@ from .config import (
     Subset,
     Suite,
     TrainingConfig,
+    defaults,
 )
 from .errors import ReprevalError, suggest
 from .plugins import Plugins
@@ -294,37 +297,91 @@ def _plugin_choices(value: Any, where: str) -> list[PluginChoice]:
 def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check_files: bool = True) -> Suite:
     """Validate ``data`` (a merged suite mapping) completely and return the typed suite."""
     data = _expand(data)
-    file = str(path) if path else "suite"
-    top = _Section(data, f"{file}: ")
-    version = top.get("version", int, SUITE_VERSION)
+    top = _Section(data, f"{str(path) if path else 'suite'}: ")
+    given = defaults(Suite)
+    _check_version(top.get("version", int, SUITE_VERSION), top)
+    name = _suite_name(top)
+    description = top.get("description", str, given["description"])
+    seed = top.get("seed", int, given["seed"])
+    output = _output(top, name, path)
+    device = _device(top, given["device"])
+    datasets = {
+        dataset_name: _parse_dataset(spec, top.at(f"datasets.{dataset_name}"), plugins, seed)
+        for dataset_name, spec in top.get("datasets", dict, required=True).items()
+    }
+    raw_variants = top.get("variants", (list, str, dict), None)
+    variants = _resolved(
+        plugins.variant,
+        given["variants"] if raw_variants is None else _plugin_choices(raw_variants, top.at("variants")),
+        top.at("variants"),
+    )
+    models, model_variants = _parse_models(top, plugins, seed, datasets, check_files)
+    evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
+    report = parse_report(top.get("report", dict, None), top.at("report"))
+    executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"))
+    _check_report_scores(report, evaluation, plugins, top.at("report"))
+    _check_claimed_variants(report, variants, top)
+    top.finish()
+    return Suite(
+        name=name,
+        path=path,
+        seed=seed,
+        output=output,
+        device=device,
+        datasets=datasets,
+        models=models,
+        variants=variants,
+        evaluation=evaluation,
+        description=description,
+        raw=data,
+        model_variants=model_variants,
+        report=report,
+        executor=executor,
+    )
+
+
+def _check_version(version: int, top: _Section) -> None:
     if version != SUITE_VERSION:
         raise ReprevalError(
             f"suite version {version} is not supported", where=top.at("version"), fix=f"use version: {SUITE_VERSION}"
         )
+
+
+def _suite_name(top: _Section) -> str:
+    """The suite's ``name``: a plain name, as it names the output folder."""
     name = top.get("name", str, required=True)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
         raise ReprevalError(
             f"suite name {_short(name)} is not a plain name", where=top.at("name"), fix="use letters, digits, - _ ."
         )
-    description = top.get("description", str, "")
-    seed = top.get("seed", int, 0)
+    return name
+
+
+def _output(top: _Section, name: str, path: Path | None) -> Path:
+    """The results folder (default ``results/NAME``); a suite FILE writes below the working directory."""
     output = Path(top.get("output", str, f"results/{name}"))
-    if path is not None and (output.is_absolute() or ".." in output.parts):  # a suite FILE writes below the cwd
+    if path is not None and (output.is_absolute() or ".." in output.parts):
         raise ReprevalError(
             f"output {_short(str(output))} leaves the working directory",
             where=top.at("output"),
             fix="use a relative path without '..', or choose the folder yourself with --out",
         )
-    device = top.get("device", str, "cpu")
+    return output
+
+
+def _device(top: _Section, default: str) -> str:
+    device = top.get("device", str, default)
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise ReprevalError(f"unknown device {device!r}", where=top.at("device"), fix="use cpu, cuda, cuda:N or auto")
+    return device
 
-    datasets = {}
-    for dataset_name, spec in top.get("datasets", dict, required=True).items():
-        datasets[dataset_name] = _parse_dataset(spec, top.at(f"datasets.{dataset_name}"), plugins, seed)
 
-    variants = _variants(top.get("variants", (list, str, dict), ["trained", "random"]), top.at("variants"), plugins)
-    models, model_variants = {}, {}
+def _parse_models(
+    top: _Section, plugins: Plugins, seed: int, datasets: dict, check_files: bool
+) -> tuple[dict[str, ModelConfig], dict[str, list[PluginChoice]]]:
+    """The ``models:`` section: each model (one per seed of a group of replicates), and the models' own variants."""
+    models: dict[str, ModelConfig] = {}
+    model_variants: dict[str, list[PluginChoice]] = {}
     for model_id, spec in top.get("models", dict, required=True).items():
         where = top.at(f"models.{model_id}")
         spec = dict(spec) if isinstance(spec, dict) else spec
@@ -338,49 +395,20 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
                 model_variants[replicate_id] = _variants(variants_spec, f"{where}.variants", plugins)
             models[replicate_id] = _parse_model(replicate_id, replicate, where, plugins, seed, datasets, check_files)
             models[replicate_id].group = str(model_id)
+    _check_baselines(models, top)
+    return models, model_variants
+
+
+def _check_baselines(models: dict[str, ModelConfig], top: _Section) -> None:
+    """Each ``baseline:`` names a group of models of the suite."""
+    groups = {m.group for m in models.values()}
     for config in models.values():
-        if config.baseline is not None and config.baseline not in {m.group for m in models.values()}:
+        if config.baseline is not None and config.baseline not in groups:
             raise ReprevalError(
                 f"unknown baseline {config.baseline!r}",
                 where=top.at(f"models.{config.group}.baseline"),
-                fix=suggest(config.baseline, {m.group for m in models.values()}),
+                fix=suggest(config.baseline, groups),
             )
-
-    evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
-    report = parse_report(top.get("report", dict, None), top.at("report"))
-    executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"))
-    without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
-    computed = {choice.name for choice in [*evaluation.scores, *evaluation.explainers]}
-    without_chance |= {choice.name for choice in evaluation.explainers}  # explainer metrics have no chance level
-    _check_report_scores(report, computed, without_chance, top.at("report"))
-    names = {variant.name for variant in variants}
-    for i, claim in enumerate(report.claims):
-        for key in ("higher", "lower"):
-            named = claim.options.get(key)
-            for one in named if isinstance(named, list) else [named]:
-                if isinstance(one, str) and one.split("[")[0] not in names:
-                    raise ReprevalError(
-                        f"claim compares variant {one[:40]!r}, which the suite does not run",
-                        where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
-                        fix=suggest(one, sorted(names)),
-                    )
-    top.finish()
-    return Suite(
-        name,
-        path,
-        seed,
-        output,
-        device,
-        datasets,
-        models,
-        variants,
-        evaluation,
-        description,
-        data,
-        model_variants,
-        report,
-        executor,
-    )
 
 
 def parse_executor(spec: Any, where: str) -> ExecutorConfig:
@@ -388,22 +416,23 @@ def parse_executor(spec: Any, where: str) -> ExecutorConfig:
     if spec is None:
         return ExecutorConfig()
     section = _Section({"kind": spec} if isinstance(spec, str) else spec, where)
-    kind = section.get("kind", str, "local")
+    given = defaults(ExecutorConfig)
+    kind = section.get("kind", str, given["kind"])
     if kind not in EXECUTORS:
         raise ReprevalError(f"unknown executor {_short(kind)}", where=section.at("kind"), fix="use local or ray")
     memory = section.get("memory", (str, int), None)
     config = ExecutorConfig(
-        kind,
-        section.get("address", str, None),
-        section.get("cpus", float, 1.0),
-        section.get("gpus", float, 0.0),
-        None if memory is None else _parse_bytes(memory, section.at("memory")),
+        kind=kind,
+        address=section.get("address", str, given["address"]),
+        cpus=section.get("cpus", float, given["cpus"]),
+        gpus=section.get("gpus", float, given["gpus"]),
+        memory=given["memory"] if memory is None else _parse_bytes(memory, section.at("memory")),
     )
     section.finish()
     for key in ("cpus", "gpus"):
         if getattr(config, key) < 0:
             raise ReprevalError(f"{key} must not be negative", where=section.at(key))
-    if kind == "local" and (config.address or config.gpus or config.memory or config.cpus != 1.0):
+    if kind == "local" and (config.address or config.gpus or config.memory or config.cpus != given["cpus"]):
         raise ReprevalError("address and resources apply to the ray executor", where=where, fix="add kind: ray")
     return config
 
@@ -415,12 +444,15 @@ def _has_chance_level(factory: Any) -> bool:
     return not (isinstance(factory, type) and issubclass(factory, EmbeddingScore))
 
 
-def _check_report_scores(report: ReportConfig, scores: set[str], without_chance: set[str], where: str) -> None:
+def _check_report_scores(report: ReportConfig, evaluation: Evaluation, plugins: Plugins, where: str) -> None:
     """Every metric the report reads names a score the suite computes (``linear_probe.top1``: its metric), and
-    reads it relative to chance only where the score has a chance level."""
+    reads it relative to chance only where the score has a chance level (explainer metrics have none)."""
+    scores = {choice.name for choice in [*evaluation.scores, *evaluation.explainers]}
+    without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
+    without_chance |= {choice.name for choice in evaluation.explainers}
     selectors = [
-        *(claim.options["metric"] for claim in report.claims if "metric" in claim.options),
-        *(claim.options["than"] for claim in report.claims if "than" in claim.options),
+        *(claim.metric for claim in report.claims if isinstance(claim, MetricClaim)),
+        *(claim.than for claim in report.claims if isinstance(claim, BelowClaim) and claim.than is not None),
         *(report.curves or []),
         *(selector for pair in report.correlations for selector in pair),
         *(selector for selector in (report.drift, report.replicates) if selector is not None),
@@ -442,11 +474,30 @@ def _check_report_scores(report: ReportConfig, scores: set[str], without_chance:
             )
 
 
+def _check_claimed_variants(report: ReportConfig, variants: list[PluginChoice], top: _Section) -> None:
+    """The variants a ``greater`` claim compares are variants the suite runs."""
+    names = {variant.name for variant in variants}
+    for i, claim in enumerate(report.claims):
+        if not isinstance(claim, GreaterClaim):
+            continue
+        for key, named in (("higher", [claim.higher]), ("lower", claim.lower)):
+            for one in named:
+                if one.split("[")[0] not in names:
+                    raise ReprevalError(
+                        f"claim compares variant {one[:40]!r}, which the suite does not run",
+                        where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
+                        fix=suggest(one, sorted(names)),
+                    )
+
+
 def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:
-    choices = [
-        _resolve(plugins.variant, choice, f"{where}[{i}]") for i, choice in enumerate(_plugin_choices(raw, where))
-    ]
-    return list({choice.label: choice for choice in choices}.values())
+    return _resolved(plugins.variant, _plugin_choices(raw, where), where)
+
+
+def _resolved(registry: Registry, choices: list[PluginChoice], where: str) -> list[PluginChoice]:
+    """``choices`` resolved (see :func:`_resolve`), each once: one listed twice is computed once."""
+    resolved = [_resolve(registry, choice, f"{where}[{i}]") for i, choice in enumerate(choices)]
+    return list({choice.label: choice for choice in resolved}.values())
 
 
 def _resolve(registry: Registry, choice: PluginChoice, where: str) -> PluginChoice:
@@ -461,24 +512,16 @@ def _resolve(registry: Registry, choice: PluginChoice, where: str) -> PluginChoi
 
 def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> DatasetConfig:
     section = _Section(spec, where)
+    given, subset_given = defaults(DatasetConfig), defaults(Subset)
     kind = section.get("kind", str, required=True)
-    options = section.get("options", dict, {})
+    options = section.get("options", dict, given["options"])
     subset = Subset(
-        limit=section.get("limit", int, None),
-        skip=section.get("skip", int, 0),
-        seed=section.get("seed", int, seed),
+        limit=section.get("limit", int, subset_given["limit"]),
+        skip=section.get("skip", int, subset_given["skip"]),
+        seed=section.get("seed", int, seed),  # default: the suite's seed
     )
-    drift = None
-    drift_spec = section.get("drift", (dict, float), None)
-    if drift_spec is not None:
-        drift_section = _Section(
-            drift_spec if isinstance(drift_spec, dict) else {"lambda": drift_spec}, section.at("drift")
-        )
-        drift = Drift(drift_section.get("lambda", float, required=True), drift_section.get("seed", int, seed))
-        drift_section.finish()
-        if drift.strength < 0:
-            raise ReprevalError("drift lambda must not be negative", where=drift_section.at("lambda"))
-    landmarks = section.get("landmarks", str, None)
+    drift = _parse_drift(section.get("drift", (dict, float), None), section.at("drift"), seed)
+    landmarks = section.get("landmarks", str, given["landmarks"])
     section.finish()
     if landmarks not in (None, "ink", "own") and not Path(landmarks).is_file():
         raise ReprevalError(
@@ -492,7 +535,19 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
     if subset.skip < 0:
         raise ReprevalError("skip must not be negative", where=section.at("skip"))
     kind = _resolve(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind").name
-    return DatasetConfig(kind, options, subset, drift, landmarks)
+    return DatasetConfig(kind=kind, options=options, subset=subset, drift=drift, landmarks=landmarks)
+
+
+def _parse_drift(spec: dict | float | None, where: str, seed: int) -> Drift | None:
+    """``drift: LAMBDA`` or ``drift: {lambda: LAMBDA, seed: SEED}`` (None: no drift)."""
+    if spec is None:
+        return None
+    section = _Section(spec if isinstance(spec, dict) else {"lambda": spec}, where)
+    drift = Drift(strength=section.get("lambda", float, required=True), seed=section.get("seed", int, seed))
+    section.finish()
+    if drift.strength < 0:
+        raise ReprevalError("drift lambda must not be negative", where=section.at("lambda"))
+    return drift
 
 
 def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
@@ -513,29 +568,11 @@ def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
 
 def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_files) -> ModelConfig:
     section = _Section(spec, where)
+    given = defaults(ModelConfig)
     model_spec = section.get("model", str, required=True)
-    try:
-        source_name, _ = split_model_spec(model_spec)
-    except ReprevalError as exc:
-        raise ReprevalError(exc.problem, where=section.at("model"), fix=exc.fix) from None
-    if source_name not in plugins.model_source:
-        raise ReprevalError(
-            f"unknown model source {source_name!r}",
-            where=section.at("model"),
-            fix=suggest(source_name, plugins.model_source.names()),
-        )
-    weights = section.get("weights", str, None)
-    train_spec = section.get("train", dict, None)
-    train = None
-    if train_spec is not None:
-        train_section = _Section(dict(train_spec), section.at("train"))
-        dataset = train_section.get("dataset", str, required=True)
-        if dataset not in datasets:
-            raise ReprevalError(
-                f"unknown dataset {dataset!r}", where=train_section.at("dataset"), fix=suggest(dataset, datasets)
-            )
-        train_section.seen.update(train_spec)
-        train = TrainingConfig(dataset, {k: v for k, v in train_spec.items() if k != "dataset"})
+    _check_model_source(model_spec, section.at("model"), plugins)
+    weights = section.get("weights", str, given["weights"])
+    train = _parse_training(section.get("train", dict, None), section.at("train"), datasets)
     if weights and train:
         raise ReprevalError("give either 'weights' or 'train', not both", where=where)
     if weights and weights != "hub" and check_files and not Path(weights).is_file():
@@ -544,22 +581,22 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
             where=section.at("weights"),
             fix="check the path (relative to the current directory)",
         )
-    layers = section.get("layers", (list, str), [])
+    layers = section.get("layers", (list, str), given["layers"])
     layers = [layers] if isinstance(layers, str) else layers
-    reconstruct = section.get("reconstruct", (list, str), [])
+    reconstruct = section.get("reconstruct", (list, str), given["reconstruct"])
     reconstruct = [reconstruct] if isinstance(reconstruct, str) else reconstruct
     config = ModelConfig(
         id=model_id,
         spec=model_spec,
-        options=section.get("options", dict, {}),
+        options=section.get("options", dict, given["options"]),
         weights=weights,
-        weights_match=section.get("weights_match", str, "name"),
+        weights_match=section.get("weights_match", str, given["weights_match"]),
         train=train,
         layers=tuple(str(layer) for layer in layers),
         reconstruct=tuple(str(layer) for layer in reconstruct),
-        embedding=section.get("embedding", str, None),
+        embedding=section.get("embedding", str, given["embedding"]),
         seed=section.get("seed", int, seed),
-        baseline=section.get("baseline", str, None),
+        baseline=section.get("baseline", str, given["baseline"]),
     )
     if config.weights_match not in ("name", "position"):
         raise ReprevalError(
@@ -571,11 +608,71 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
     return config
 
 
+def _check_model_source(model_spec: str, where: str, plugins: Plugins) -> None:
+    """``model: SOURCE:NAME`` names an installed model source."""
+    try:
+        source_name, _ = split_model_spec(model_spec)
+    except ReprevalError as exc:
+        raise ReprevalError(exc.problem, where=where, fix=exc.fix) from None
+    if source_name not in plugins.model_source:
+        raise ReprevalError(
+            f"unknown model source {source_name!r}", where=where, fix=suggest(source_name, plugins.model_source.names())
+        )
+
+
+def _parse_training(spec: dict | None, where: str, datasets) -> TrainingConfig | None:
+    """A model's ``train:`` section: a suite ``dataset`` and the source's own training options (None: none)."""
+    if spec is None:
+        return None
+    section = _Section(dict(spec), where)
+    dataset = section.get("dataset", str, required=True)
+    if dataset not in datasets:
+        raise ReprevalError(f"unknown dataset {dataset!r}", where=section.at("dataset"), fix=suggest(dataset, datasets))
+    return TrainingConfig(dataset=dataset, options={k: v for k, v in spec.items() if k != "dataset"})
+
+
+#: The plugin lists of ``evaluation:``: key and plugin kind
+_PLUGIN_LISTS = (
+    ("saliency", "saliency"),
+    ("channel_aggregators", "aggregator"),
+    ("embedding_aggregators", "aggregator"),
+    ("scores", "score"),
+    ("explainers", "explainer"),
+)
+
+
 def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Evaluation:
     section = _Section(spec, where)
-    if "datasets" in spec and "dataset" in spec:
-        raise ReprevalError("give either 'dataset' or 'datasets', not both", where=where)
-    key = "datasets" if "datasets" in spec else "dataset"
+    given = defaults(Evaluation)
+    chosen = _evaluation_datasets(section, datasets)
+    if "explainers" in spec:  # explainers alone are an evaluation: scores may be left out
+        given["scores"] = []
+    lists = {key: _plugin_list(section, key, plugins.registry(kind), given.get(key)) for key, kind in _PLUGIN_LISTS}
+    smoothing = _parse_smoothing(section.get("smoothing", dict, {}), section.at("smoothing"))
+    evaluation = Evaluation(
+        datasets=tuple(dict.fromkeys(chosen)),
+        batch_size=section.get("batch_size", int, given["batch_size"]),
+        chunk_size=section.get("chunk_size", int, given["chunk_size"]),
+        strategy=section.get("strategy", str, given["strategy"]),
+        memory_budget=_parse_bytes(
+            section.get("memory_budget", (str, int), given["memory_budget"]), section.at("memory_budget")
+        ),
+        smoothing=smoothing,
+        sample_components=section.get("sample_components", int, given["sample_components"]),
+        explainer_data=section.get("explainer_data", str, given["explainer_data"]),
+        **lists,
+    )
+    _check_explainers(evaluation, section, datasets)
+    _check_computation(evaluation, section)
+    section.finish()
+    return evaluation
+
+
+def _evaluation_datasets(section: _Section, datasets) -> list[str]:
+    """``dataset: NAME`` or ``datasets: [NAME, ...]``, each a suite dataset."""
+    if "datasets" in section.data and "dataset" in section.data:
+        raise ReprevalError("give either 'dataset' or 'datasets', not both", where=section.where)
+    key = "datasets" if "datasets" in section.data else "dataset"
     chosen = section.get(key, (list, str), required=True)
     chosen = [chosen] if isinstance(chosen, str) else chosen
     if not chosen:
@@ -584,50 +681,37 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         if not isinstance(dataset, str) or dataset not in datasets:
             at = section.at(key) + (f"[{i}]" if key == "datasets" else "")
             raise ReprevalError(f"unknown dataset {_short(dataset)}", where=at, fix=suggest(str(dataset), datasets))
-    lists: dict[str, list[PluginChoice]] = {}
-    for key, registry in (
-        ("saliency", plugins.saliency),
-        ("channel_aggregators", plugins.aggregator),
-        ("embedding_aggregators", plugins.aggregator),
-        ("scores", plugins.score),
-        ("explainers", plugins.explainer),
-    ):
-        optional = {"channel_aggregators": ["abs"], "embedding_aggregators": ["mean"], "saliency": [], "explainers": []}
-        default = optional.get(key, [] if "explainers" in spec and key == "scores" else ...)
-        raw = section.get(key, (list, str, dict), default)
-        if raw == [] and section.data.get(key) == []:  # written empty: it would silently compute nothing
-            raise ReprevalError(
-                "expected a non-empty list of names", where=section.at(key), fix=f"name at least one, or drop {key!r}"
-            )
-        if raw == []:
-            lists[key] = []
-            continue
-        choices = [
-            _resolve(registry, choice, f"{section.at(key)}[{i}]")
-            for i, choice in enumerate(_plugin_choices(raw, section.at(key)))
-        ]
-        lists[key] = list({choice.label: choice for choice in choices}.values())  # listed twice: computed once
-    smoothing_spec = _Section(section.get("smoothing", dict, {}), section.at("smoothing"))
+    return chosen
+
+
+def _plugin_list(
+    section: _Section, key: str, registry: Registry, default: list[PluginChoice] | None
+) -> list[PluginChoice]:
+    """The plugins listed under ``key`` (``default`` when left out; None: it may not be), resolved."""
+    raw = section.get(key, (list, str, dict), ... if default is None else None)
+    if raw is None:  # left out, and it may be
+        return _resolved(registry, default or [], section.at(key))
+    if raw == []:  # written empty: it would silently compute nothing
+        raise ReprevalError(
+            "expected a non-empty list of names", where=section.at(key), fix=f"name at least one, or drop {key!r}"
+        )
+    return _resolved(registry, _plugin_choices(raw, section.at(key)), section.at(key))
+
+
+def _parse_smoothing(spec: dict, where: str) -> Smoothing:
+    section = _Section(spec, where)
+    given = defaults(Smoothing)
     smoothing = Smoothing(
-        samples=smoothing_spec.get("samples", int, 1),
-        sigma=smoothing_spec.get("sigma", float, 0.0),
-        random_scale=smoothing_spec.get("random_scale", bool, False),
+        samples=section.get("samples", int, given["samples"]),
+        sigma=section.get("sigma", float, given["sigma"]),
+        random_scale=section.get("random_scale", bool, given["random_scale"]),
     )
-    smoothing_spec.finish()
-    evaluation = Evaluation(
-        datasets=tuple(dict.fromkeys(chosen)),
-        batch_size=section.get("batch_size", int, 16),
-        chunk_size=section.get("chunk_size", int, None),
-        strategy=section.get("strategy", str, "auto"),
-        memory_budget=_parse_bytes(
-            section.get("memory_budget", (str, int), DEFAULT_MEMORY_BUDGET), section.at("memory_budget")
-        ),
-        smoothing=smoothing,
-        sample_components=section.get("sample_components", int, None),
-        explainer_data=section.get("explainer_data", str, None),
-        **lists,
-    )
-    _check_explainers(evaluation, section, datasets)
+    section.finish()
+    return smoothing
+
+
+def _check_computation(evaluation: Evaluation, section: _Section) -> None:
+    """How the engine computes: at least 3 sampled components, a known strategy, sizes and samples at least 1."""
     if evaluation.sample_components is not None and evaluation.sample_components < 3:
         raise ReprevalError(
             "sample_components must be at least 3",
@@ -643,10 +727,8 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     for key in ("batch_size", "chunk_size"):
         if getattr(evaluation, key) is not None and getattr(evaluation, key) < 1:
             raise ReprevalError(f"{key} must be at least 1", where=section.at(key))
-    if smoothing.samples < 1:
-        raise ReprevalError("samples must be at least 1", where=smoothing_spec.at("samples"))
-    section.finish()
-    return evaluation
+    if evaluation.smoothing.samples < 1:
+        raise ReprevalError("samples must be at least 1", where=f"{section.at('smoothing')}.samples")
 
 
 def _check_explainers(evaluation: Evaluation, section: _Section, datasets) -> None:

@@ -7,9 +7,23 @@ The format is documented in :mod:`repreval.report`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from .config import CLAIM_KINDS, LAYER_MODES, READINGS, Claim, MetricSelector, ReportConfig
+from .config import (
+    CLAIM_KINDS,
+    CLAIM_TYPES,
+    LAYER_MODES,
+    READINGS,
+    BelowClaim,
+    Claim,
+    CorrelationClaim,
+    GreaterClaim,
+    MetricSelector,
+    ReplicatesClaim,
+    ReportConfig,
+    defaults,
+)
 from .errors import ReprevalError, suggest
 
 REPORT_KEYS = ("title", "correlations", "drift", "replicates", "curves", "claims")
@@ -46,12 +60,10 @@ def parse_report(spec: Any, where: str) -> ReportConfig:
     for key in spec:
         if key not in REPORT_KEYS:
             raise ReprevalError(f"unknown key {key!r}", where=where, fix=suggest(key, REPORT_KEYS))
-    config = ReportConfig(title=str(spec.get("title", "")))
-    for i, pair in enumerate(spec.get("correlations") or []):
-        at = f"{where}.correlations[{i}]"
-        if not isinstance(pair, dict) or set(pair) != {"x", "y"}:
-            raise ReprevalError("each correlation is {x: METRIC, y: METRIC}", where=at)
-        config.correlations.append((parse_metric(pair["x"], f"{at}.x"), parse_metric(pair["y"], f"{at}.y")))
+    config = ReportConfig(
+        title=str(spec.get("title", defaults(ReportConfig)["title"])),
+        correlations=_correlations(spec.get("correlations") or [], f"{where}.correlations"),
+    )
     if spec.get("drift") is not None:
         config.drift = _metric_section(spec["drift"], f"{where}.drift", allowed={"metric"})
     if spec.get("replicates") is not None:
@@ -60,12 +72,19 @@ def parse_report(spec: Any, where: str) -> ReportConfig:
         config.replicates_also = [parse_metric(m, f"{where}.replicates.also[{i}]") for i, m in enumerate(also)]
     if spec.get("curves") is not None:
         config.curves = [parse_metric(item, f"{where}.curves[{i}]") for i, item in enumerate(spec["curves"])]
-    claims = spec.get("claims") or []
-    if not isinstance(claims, list):
-        raise ReprevalError("claims must be a list of claims", where=f"{where}.claims")
-    for i, item in enumerate(claims):
-        config.claims.append(parse_claim(item, f"{where}.claims[{i}]", config))
+    config.claims = _claims(spec.get("claims") or [], f"{where}.claims", config)
     return config
+
+
+def _correlations(pairs: Any, where: str) -> list[tuple[MetricSelector, MetricSelector]]:
+    """``correlations: [{x: METRIC, y: METRIC}, ...]``."""
+    correlations = []
+    for i, pair in enumerate(pairs):
+        at = f"{where}[{i}]"
+        if not isinstance(pair, dict) or set(pair) != {"x", "y"}:
+            raise ReprevalError("each correlation is {x: METRIC, y: METRIC}", where=at)
+        correlations.append((parse_metric(pair["x"], f"{at}.x"), parse_metric(pair["y"], f"{at}.y")))
+    return correlations
 
 
 def _metric_section(section: Any, where: str, allowed: set[str]) -> MetricSelector:
@@ -76,8 +95,25 @@ def _metric_section(section: Any, where: str, allowed: set[str]) -> MetricSelect
     return parse_metric(section["metric"], f"{where}.metric")
 
 
+def _claims(claims: Any, where: str, config: ReportConfig) -> list[Claim]:
+    """``claims: [CLAIM, ...]``, checked against the rest of the report section (``config``)."""
+    if not isinstance(claims, list):
+        raise ReprevalError("claims must be a list of claims", where=where)
+    return [parse_claim(item, f"{where}[{i}]", config) for i, item in enumerate(claims)]
+
+
 def parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
     """One claim: ``{claim: TEXT, paper: TEXT, KIND: {options}}``, its options checked by kind."""
+    kind = _claim_kind(item, where)
+    if not isinstance(item[kind] or {}, dict):
+        raise ReprevalError(f"the {kind} check takes a mapping of options", where=f"{where}.{kind}")
+    options = _CLAIM_OPTIONS[kind](dict(item[kind] or {}), f"{where}.{kind}", config)
+    paper = item.get("paper", defaults(Claim)["paper"])
+    return CLAIM_TYPES[kind](claim=str(item["claim"]), paper=str(paper), **options)
+
+
+def _claim_kind(item: Any, where: str) -> str:
+    """The kind of check of the claim ``item``: its one key besides ``claim`` and ``paper``."""
     if not isinstance(item, dict) or "claim" not in item:
         raise ReprevalError(
             "a claim is {claim: TEXT, paper: TEXT, KIND: {...}}",
@@ -92,46 +128,54 @@ def parse_claim(item: Any, where: str, config: ReportConfig) -> Claim:
     kinds = [key for key in item if key in CLAIM_KINDS]
     if len(kinds) != 1:
         raise ReprevalError("a claim needs exactly one check", where=where, fix="one of " + ", ".join(CLAIM_KINDS))
-    kind = kinds[0]
-    if not isinstance(item[kind] or {}, dict):
-        raise ReprevalError(f"the {kind} check takes a mapping of options", where=f"{where}.{kind}")
-    options = dict(item[kind] or {})
-    _CLAIM_CHECKS[kind](options, f"{where}.{kind}", config)
-    return Claim(str(item["claim"]), str(item.get("paper", "")), kind, options)
+    return kinds[0]
 
 
-GREATER_KEYS = ("metric", "higher", "lower", "layers", "expect", "test", "readings")
+def _reject_unknown(options: dict, claim: type[Claim], where: str) -> None:
+    """Every key of ``options`` is an option of ``claim``."""
+    known = claim.option_names()
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use " + ", ".join(known))
 
 
-def _check_greater(options: dict, where: str, config: ReportConfig) -> None:
+def _option_defaults(claim: type[Claim]) -> dict[str, Any]:
+    """The options of ``claim`` that have a default, with it."""
+    return {key: value for key, value in defaults(claim).items() if key in claim.option_names()}
+
+
+def _greater(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     """``higher``: a variant; ``lower``: a variant or a list of them (the first decides the verdict, the others
     are the random copies it must hold for to be robust); ``test``: one of TESTS; ``readings``: the readings
     it must also hold under (default: every reading the metric has)."""
-    from .statistics import TESTS
-
     for key in ("metric", "higher", "lower"):
         if key not in options:
             raise ReprevalError(f"missing {key!r}", where=where)
-    unknown = [key for key in options if key not in GREATER_KEYS]
-    if unknown:
-        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use " + ", ".join(GREATER_KEYS))
-    if isinstance(options["lower"], list) and options["lower"]:
-        options["lower"] = list(options["lower"])
-    elif isinstance(options["lower"], str):
-        options["lower"] = [options["lower"]]
-    else:
-        options["lower"] = [options["lower"]]  # checked below: not a variant name
-    for key, names in (("higher", [options["higher"]]), ("lower", options["lower"])):
-        for name in names if isinstance(names, list) else [names]:
+    _reject_unknown(options, GreaterClaim, where)
+    options = _option_defaults(GreaterClaim) | options
+    lower = options["lower"]
+    options["lower"] = list(lower) if isinstance(lower, list) and lower else [lower]  # checked next
+    _check_variants(options["higher"], options["lower"], where)
+    options["metric"] = parse_metric(options["metric"], f"{where}.metric")
+    _check_judging(options, where)
+    return options
+
+
+def _check_variants(higher: Any, lower: list, where: str) -> None:
+    """``higher`` and each of ``lower`` name a variant."""
+    for key, names in (("higher", [higher]), ("lower", lower)):
+        for name in names:
             if not isinstance(name, str) or not name:
                 raise ReprevalError(
                     f"{key} must name a variant{' or list variants' if key == 'lower' else ''}, got {str(name)[:40]!r}",
                     where=f"{where}.{key}",
                 )
-    options["metric"] = parse_metric(options["metric"], f"{where}.metric")
-    options.setdefault("layers", "every")
-    options.setdefault("expect", "higher")
-    options.setdefault("test", "wilcoxon")
+
+
+def _check_judging(options: dict, where: str) -> None:
+    """How a ``greater`` claim is judged: ``layers``, ``expect``, ``test`` and ``readings``."""
+    from .statistics import TESTS
+
     if options["layers"] not in LAYER_MODES:
         raise ReprevalError(
             f"unknown layers {options['layers']!r}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES)
@@ -142,71 +186,76 @@ def _check_greater(options: dict, where: str, config: ReportConfig) -> None:
         raise ReprevalError(
             f"unknown test {str(options['test'])[:40]!r}", where=f"{where}.test", fix="use " + ", ".join(TESTS)
         )
-    readings = options.get("readings")
+    readings = options["readings"]
     if readings is not None and (
         not isinstance(readings, list) or not readings or any(r not in READINGS for r in readings)
     ):
         raise ReprevalError("readings must be a non-empty list of " + ", ".join(READINGS), where=f"{where}.readings")
 
 
-def _check_above(options: dict, where: str, config: ReportConfig) -> None:
+def _above(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     if "metric" not in options or not isinstance(options.get("threshold"), (int, float)):
         raise ReprevalError("above needs metric and a numeric threshold", where=where)
-    options["metric"] = parse_metric(options["metric"], f"{where}.metric")
+    return {"metric": parse_metric(options["metric"], f"{where}.metric"), "threshold": float(options["threshold"])}
 
 
-def _check_below(options: dict, where: str, config: ReportConfig) -> None:
+def _below(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     """``{metric, threshold: NUMBER}`` or ``{metric, than: METRIC}`` (the other metric of the same rows)."""
     if "metric" not in options or ("threshold" in options) == ("than" in options):
         raise ReprevalError("below needs metric and either a numeric threshold or than: METRIC", where=where)
-    unknown = [key for key in options if key not in ("metric", "threshold", "than")]
-    if unknown:
-        raise ReprevalError(f"unknown key {str(unknown[0])[:40]!r}", where=where, fix="use metric, threshold, than")
+    _reject_unknown(options, BelowClaim, where)
     if "threshold" in options and not isinstance(options["threshold"], (int, float)):
         raise ReprevalError("threshold must be a number", where=f"{where}.threshold")
-    options["metric"] = parse_metric(options["metric"], f"{where}.metric")
+    metric = parse_metric(options["metric"], f"{where}.metric")
     if "than" in options:
-        options["than"] = parse_metric(options["than"], f"{where}.than")
+        return {"metric": metric, "than": parse_metric(options["than"], f"{where}.than")}
+    return {"metric": metric, "threshold": float(options["threshold"])}
 
 
-def _check_sign(options: dict, where: str) -> None:
+def _sign(options: dict, where: str) -> str:
     if options.get("sign") not in ("positive", "negative"):
         raise ReprevalError("sign must be positive or negative", where=f"{where}.sign")
+    return options["sign"]
 
 
-def _check_correlation(options: dict, where: str, config: ReportConfig) -> None:
-    index = options.get("index", 0)
+def _correlation(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
+    index = options.get("index", _option_defaults(CorrelationClaim)["index"])
     if not isinstance(index, int) or not 0 <= index < len(config.correlations):
         raise ReprevalError(
             f"no correlation number {index}",
             where=f"{where}.index",
             fix="declare it under report.correlations (counted from 0)",
         )
-    _check_sign(options, where)
+    return {"index": index, "sign": _sign(options, where)}
 
 
-def _check_drift(options: dict, where: str, config: ReportConfig) -> None:
-    _check_sign(options, where)
+def _drift(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
+    sign = _sign(options, where)
     if config.drift is None:
         raise ReprevalError("a drift claim needs report.drift", where=where)
+    return {"sign": sign}
 
 
-def _check_replicates(options: dict, where: str, config: ReportConfig) -> None:
+def _replicates(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     if config.replicates is None:
         raise ReprevalError("a replicates claim needs report.replicates", where=where)
-    if not isinstance(options.get("within", 0.0), (int, float)):
+    options = _option_defaults(ReplicatesClaim) | options
+    if not isinstance(options["within"], (int, float)):
         raise ReprevalError("within must be a number", where=f"{where}.within")
+    match = str(options["match"])
     try:
-        re.compile(str(options.get("match", "")))
+        re.compile(match)
     except re.error as exc:
         raise ReprevalError(f"match is not a regular expression ({exc})", where=f"{where}.match") from None
+    return {"within": float(options["within"]), "match": match}
 
 
-_CLAIM_CHECKS = {
-    "greater": _check_greater,
-    "above": _check_above,
-    "below": _check_below,
-    "correlation": _check_correlation,
-    "drift": _check_drift,
-    "replicates": _check_replicates,
+#: Each kind of claim's options, checked: ``(options, where, report section) -> the claim's fields``
+_CLAIM_OPTIONS: dict[str, Callable[[dict, str, ReportConfig], dict[str, Any]]] = {
+    "greater": _greater,
+    "above": _above,
+    "below": _below,
+    "correlation": _correlation,
+    "drift": _drift,
+    "replicates": _replicates,
 }

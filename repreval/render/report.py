@@ -207,15 +207,14 @@ _LANDMARK_NOTES = {
 }
 
 
+#: Explained layers, ``(model, variant, layer, explainer)``, each with its records by metric
+_Explained = dict[tuple[str, str, str, str], dict[str, ScoreRecord]]
+
+
 def _explainers(report: Report, directory: Path) -> list[str]:
     """One row per explained layer (model · variant · layer · explainer): every metric, the training, the
     performer's weight hash before and after, and the picture."""
-    groups: dict[tuple, dict[str, ScoreRecord]] = {}
-    for record in report.records:
-        if "performer_sha256_before" not in record.provenance:
-            continue
-        explainer, _, metric = record.score.rpartition(".")
-        groups.setdefault((record.model, record.variant, record.layer, explainer), {})[metric] = record
+    groups = _explained(report.records)
     if not groups:
         return []
     lines = [
@@ -231,34 +230,53 @@ def _explainers(report: Report, directory: Path) -> list[str]:
         "|---|" + "---:|" * len(_EXPLAINER_COLUMNS) + "---|---|",
     ]  # fmt: skip
     pictures = []
-    for (model, variant, layer, explainer), metrics in sorted(groups.items()):
-        any_record = next(iter(metrics.values()))
-        cells = []
-        for metric in _EXPLAINER_COLUMNS:
-            found = metrics.get(metric)
-            if found is None or found.value is None:
-                cells.append("—")
-                continue
-            cell = f"{found.value:.3f} ± {found.spread or 0.0:.3f}"
-            if metric == "accuracy" and "performer_accuracy" in found.extras:
-                cell = f"{found.value:.3f} ({found.extras['performer_accuracy']:.3f})"
-            cells.append(cell)
-        extras, provenance = any_record.extras, any_record.provenance
-        training = (
-            f"{extras.get('explainer_epochs', 0):.0f} epochs × {extras.get('explainer_seconds_per_epoch', 0):.1f} s"
-            + (" (cached)" if extras.get("explainer_cached") else "")
-        )
-        before, after = provenance["performer_sha256_before"], provenance.get("performer_sha256_after", "")
-        weights = f"{before[:12]} = after" if before == after else f"**changed** {before[:12]} → {after[:12]}"
-        lines.append(
-            f"| {model} · {variant} · {layer} · {explainer} | " + " | ".join(cells) + f" | {training} | {weights} |"
-        )
-        picture = explainer_picture(directory, model, variant, layer, explainer)
+    for key, metrics in sorted(groups.items()):
+        lines.append(_explainer_row(key, metrics))
+        picture = explainer_picture(directory, *key)
         if picture.is_file():
-            pictures.append((f"{model} · {variant} · {layer} · {explainer}", picture))
+            pictures.append((" · ".join(key), picture))
     lines.append("")
     sources = sorted({r.provenance.get("landmarks", "none") for m in groups.values() for r in m.values()})
     lines += [_LANDMARK_NOTES.get(source, f"Landmarks from `{Path(source).name}`.") for source in sources] + [""]
+    return lines + _explainer_losses(groups) + _explainer_pictures(pictures, directory)
+
+
+def _explained(records: list[ScoreRecord]) -> _Explained:
+    """The explainer records (those with the performer's weight hash), by explained layer and metric."""
+    groups: _Explained = {}
+    for record in records:
+        if "performer_sha256_before" not in record.provenance:
+            continue
+        explainer, _, metric = record.score.rpartition(".")
+        groups.setdefault((record.model, record.variant, record.layer, explainer), {})[metric] = record
+    return groups
+
+
+def _explainer_row(key: tuple[str, str, str, str], metrics: dict[str, ScoreRecord]) -> str:
+    """The explainer table's row of one explained layer: its metrics, training and performer weights."""
+    cells = [_explainer_cell(metric, metrics.get(metric)) for metric in _EXPLAINER_COLUMNS]
+    any_record = next(iter(metrics.values()))
+    extras, provenance = any_record.extras, any_record.provenance
+    training = (
+        f"{extras.get('explainer_epochs', 0):.0f} epochs × {extras.get('explainer_seconds_per_epoch', 0):.1f} s"
+        + (" (cached)" if extras.get("explainer_cached") else "")
+    )
+    before, after = provenance["performer_sha256_before"], provenance.get("performer_sha256_after", "")
+    weights = f"{before[:12]} = after" if before == after else f"**changed** {before[:12]} → {after[:12]}"
+    return f"| {' · '.join(key)} | " + " | ".join(cells) + f" | {training} | {weights} |"
+
+
+def _explainer_cell(metric: str, found: ScoreRecord | None) -> str:
+    """Mean ± std of one metric (accuracy: with the performer's own in brackets); — where there is none."""
+    if found is None or found.value is None:
+        return "—"
+    if metric == "accuracy" and "performer_accuracy" in found.extras:
+        return f"{found.value:.3f} ({found.extras['performer_accuracy']:.3f})"
+    return f"{found.value:.3f} ± {found.spread or 0.0:.3f}"
+
+
+def _explainer_losses(groups: _Explained) -> list[str]:
+    """A table of the explainers' final training losses, if they recorded any."""
     losses = sorted(
         {
             key
@@ -268,24 +286,30 @@ def _explainers(report: Report, directory: Path) -> list[str]:
             if key.startswith("explainer_final_")
         }
     )
-    if losses:
-        lines += ["Final training losses (mean over the last epoch):", ""]
-        header = [key.removeprefix("explainer_final_") for key in losses]
-        lines += ["| explained | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
-        for (model, variant, layer, explainer), metrics in sorted(groups.items()):
-            extras = next(iter(metrics.values())).extras
-            values = " | ".join(f"{extras[key]:.4g}" if key in extras else "—" for key in losses)
-            lines.append(f"| {model} · {variant} · {layer} · {explainer} | {values} |")
-        lines.append("")
-    if pictures:
-        lines += [
-            "Where the filters fire on four held-out images: the explainer's five strongest interpretable filters, "
-            "then the performer's five strongest channels at the same layer (map over the input, × at the peak; "
-            "landmarks as dots in the first column).",
-            "",
-        ]
-        for caption, picture in pictures:
-            lines += [f"*{caption}*", "", f"![{caption}]({picture.relative_to(directory).as_posix()})", ""]
+    if not losses:
+        return []
+    lines = ["Final training losses (mean over the last epoch):", ""]
+    header = [key.removeprefix("explainer_final_") for key in losses]
+    lines += ["| explained | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for explained, metrics in sorted(groups.items()):
+        extras = next(iter(metrics.values())).extras
+        values = " | ".join(f"{extras[key]:.4g}" if key in extras else "—" for key in losses)
+        lines.append(f"| {' · '.join(explained)} | {values} |")
+    return [*lines, ""]
+
+
+def _explainer_pictures(pictures: list[tuple[str, Path]], directory: Path) -> list[str]:
+    """The explainers' pictures, each under its caption (none: nothing)."""
+    if not pictures:
+        return []
+    lines = [
+        "Where the filters fire on four held-out images: the explainer's five strongest interpretable filters, "
+        "then the performer's five strongest channels at the same layer (map over the input, × at the peak; "
+        "landmarks as dots in the first column).",
+        "",
+    ]
+    for caption, picture in pictures:
+        lines += [f"*{caption}*", "", f"![{caption}]({picture.relative_to(directory).as_posix()})", ""]
     return lines
 
 

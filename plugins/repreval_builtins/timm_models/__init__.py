@@ -187,46 +187,58 @@ def _module_layouts(model, shapes: dict, network_layout: Layout) -> dict[str, La
     blocks permute to them inside). A module without such a type takes the one kind its sub-modules compute;
     a block mixing both returns the network's layout (timm's blocks permute back); an activation or identity
     directly inside such a mixed block cannot be told and is left undeclared (probing it is refused)."""
+    modules = dict(model.named_modules())
+    four_d = [name for name, shape in shapes.items() if len(shape) == 4]
+    below = _kinds_below({name: modules[name] for name in four_d})
+    layouts = {}
+    for name in four_d:
+        layout = Layout(_module_kind(name, below, network_layout.kind))
+        if layout != network_layout:
+            layouts[name] = layout
+    return layouts
+
+
+def _typed_kind(module) -> str | None:
+    """The layout a module's type computes: convolutions, 2-D batch norms and pooling channels-first,
+    ``nn.Linear`` and (not 2-D) ``nn.LayerNorm`` channels-last; None for any other type."""
     from torch import nn
 
     channels_first = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-    modules = dict(model.named_modules())
+    if isinstance(module, channels_first):
+        return "channels_first"
+    if isinstance(module, nn.Linear) or (
+        isinstance(module, nn.LayerNorm) and "2d" not in type(module).__name__.lower()
+    ):
+        return "channels_last"
+    return None
 
-    def typed(name: str) -> str | None:
-        module = modules[name]
-        if isinstance(module, channels_first):
-            return "channels_first"
-        if isinstance(module, nn.Linear) or (
-            isinstance(module, nn.LayerNorm) and "2d" not in type(module).__name__.lower()
-        ):
-            return "channels_last"
-        return None
 
-    four_d = [name for name, shape in shapes.items() if len(shape) == 4]
-    below: dict[str, set[str]] = {}  # module -> the kinds computed by typed 4-D modules inside it (itself too)
-    for name in four_d:
-        kind = typed(name)
+def _kinds_below(four_d: dict) -> dict[str, set[str]]:
+    """Module name -> the layouts computed by the typed ones of ``four_d`` (name -> module) inside it, itself too."""
+    below: dict[str, set[str]] = {}
+    for name, module in four_d.items():
+        kind = _typed_kind(module)
         if kind:
             parts = name.split(".")
             for depth in range(len(parts) + 1):
                 below.setdefault(".".join(parts[:depth]), set()).add(kind)
-    layouts = {}
-    for name in four_d:
-        kinds = below.get(name, set())
-        if len(kinds) == 1:
-            kind = next(iter(kinds))
-        elif kinds:
-            kind = network_layout.kind
-        else:
-            ancestor = name
-            while ancestor and not below.get(ancestor):
-                ancestor = ancestor.rpartition(".")[0]
-            around = below.get(ancestor, set())
-            kind = next(iter(around)) if len(around) == 1 else "undeclared" if around else network_layout.kind
-        layout = Layout("undeclared") if kind == "undeclared" else Layout(kind)
-        if layout != network_layout:
-            layouts[name] = layout
-    return layouts
+    return below
+
+
+def _module_kind(name: str, below: dict[str, set[str]], network_kind: str) -> str:
+    """The layout of module ``name``: the one kind computed inside it; the network's where both are; else the
+    one kind of its nearest ancestor that computes any, "undeclared" where that ancestor mixes both, and the
+    network's where none does."""
+    kinds = below.get(name, set())
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if kinds:
+        return network_kind
+    ancestor = name
+    while ancestor and not below.get(ancestor):
+        ancestor = ancestor.rpartition(".")[0]
+    around = below.get(ancestor, set())
+    return next(iter(around)) if len(around) == 1 else "undeclared" if around else network_kind
 
 
 def _stage_layouts(model, spec: InputSpec, outputs: dict, network_layout: Layout) -> dict[str, Layout]:
