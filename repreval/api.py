@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import PluginOptionError, ReprevalError, suggest
 from .hookspecs import hookimpl
 from .registry import Registry
+from .sizes import parse_bytes
 from .tracing import stage_layers, trial_forward
 
 if TYPE_CHECKING:
@@ -48,10 +49,15 @@ __all__ = [
     "ModelHandle",
     "DatasetSource",
     "Variant",
+    "Executor",
+    "ExecutorJob",
+    "UnitGroup",
+    "TaskResult",
     "normalize_maps",
     "uniform_noise",
     "component_maps",
     "trial_forward",
+    "parse_bytes",
     "stage_layers",
 ]
 
@@ -434,6 +440,80 @@ class DatasetSource:
 
 
 # ---------------------------------------------------------------------------------------------
+# Executors: where a run's units are computed
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """Units an executor hands out together: one model variant's pending units, built once wherever they run."""
+
+    model: str
+    variant: str
+    units: int  # how many units
+
+    def describe(self) -> str:
+        """``model · variant``."""
+        return f"{self.model} · {self.variant}"
+
+
+@dataclass
+class TaskResult:
+    """What a task computed elsewhere returns to the driver, which alone writes the results folder: the records,
+    the drawings it made (path under the results folder -> bytes), warnings, its seconds and the worker's pid."""
+
+    records: list[Any]
+    files: dict[str, bytes]
+    warnings: list[str]
+    seconds: float
+    worker: int
+
+
+class ExecutorJob:
+    """What an executor is handed (the host implements it): the pending units in groups, and the host's ways to
+    compute them here, or to make self-contained tasks that compute a group anywhere repreval is installed and
+    to keep what those tasks return."""
+
+    groups: list[UnitGroup]
+
+    def compute_here(self) -> None:
+        """Compute every group in this process, each record written as it is computed."""
+        raise NotImplementedError
+
+    def prepare_tasks(self) -> dict[str, str]:
+        """Before tasks start: train (or find cached) every model a pending variant needs, once, here. Returns
+        the environment variables a task needs."""
+        raise NotImplementedError
+
+    def task(self, group: UnitGroup, threads: int) -> Callable[[], TaskResult]:
+        """A picklable callable that computes ``group`` on ``threads`` CPU threads and returns its results."""
+        raise NotImplementedError
+
+    def accept(self, group: UnitGroup, result: TaskResult) -> None:
+        """Write what a task returned (records, drawings) and count it."""
+        raise NotImplementedError
+
+    def fail(self, group: UnitGroup, exc: BaseException) -> None:
+        """Record every unit of ``group`` as failed with ``exc`` (the others go on)."""
+        raise NotImplementedError
+
+    def progress(self, units: float, what: str) -> None:
+        """Tell the display that ``units`` more are done."""
+        raise NotImplementedError
+
+
+class Executor:
+    """Where a run's pending units are computed (``executor:`` in a suite, ``--executor``): here, or as tasks
+    on a cluster. Options arrive in ``__init__`` like every plugin's. ``run(job)`` must leave every unit of
+    ``job`` computed or recorded as failed."""
+
+    name: ClassVar[str]
+
+    def run(self, job: ExecutorJob) -> None:
+        """Compute ``job``'s groups (see :class:`ExecutorJob`)."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
 # What the host hands to plugins that compose others
 
 
@@ -448,6 +528,7 @@ class Registries:
     dataset: Registry[DatasetSource]
     variant: Registry[Variant]
     explainer: Registry[Explainer]
+    executor: Registry[Executor]
 
     #: Registry kind -> the base class its plugins derive from.
     BASES: ClassVar[dict[str, type | tuple[type, ...]]] = {
@@ -458,6 +539,7 @@ class Registries:
         "dataset": DatasetSource,
         "variant": Variant,
         "explainer": Explainer,
+        "executor": Executor,
     }
 
 

@@ -272,20 +272,13 @@ class ReportConfig:
     claims: list[Claim] = field(default_factory=list)
 
 
-#: Where a suite's units run: here, or as tasks on a Ray cluster
-EXECUTORS = ("local", "ray")
-
-
 @dataclass(frozen=True, kw_only=True)
 class ExecutorConfig:
-    """The suite's ``executor:`` (or ``--executor``): ``local``, or ``ray`` with a cluster ``address`` (None: a
-    local Ray runtime) and the resources each task (one model variant) asks for."""
+    """The suite's ``executor:`` (or ``--executor``): an executor plugin (``local``, ``ray``, ...) and its options
+    (``ray``: a cluster ``address``, the resources each task asks for)."""
 
     kind: str = "local"
-    address: str | None = None
-    cpus: float = 1.0
-    gpus: float = 0.0
-    memory: int | None = None  # bytes
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(kw_only=True)

@@ -81,6 +81,15 @@ def register_explainers(register):
     """
 
 
+@hookspec
+def register_executors(register):
+    """Register executors (:class:`repreval.api.Executor` factories).
+
+    An executor computes a run's pending units: here, or as tasks elsewhere (a cluster) whose results the host
+    writes; suites name one under ``executor:``.
+    """
+
+
 #: Hook name -> registry kind, in the order ``repreval plugins`` shows them.
 HOOK_KINDS = {
     "register_saliency_methods": "saliency",
@@ -90,4 +99,5 @@ HOOK_KINDS = {
     "register_datasets": "dataset",
     "register_variants": "variant",
     "register_explainers": "explainer",
+    "register_executors": "executor",
 }

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from .config import (
-    EXECUTORS,
     STRATEGIES,
     SUITE_VERSION,
     BelowClaim,
@@ -38,6 +37,7 @@ from .config import (
 from .errors import ReprevalError, suggest
 from .plugins import Plugins
 from .registry import Registry
+from .sizes import parse_bytes
 from .suite_report import parse_report
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     models, model_variants = _parse_models(top, plugins, seed, datasets, check_files)
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
-    executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"))
+    executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"), plugins)
     _check_report_scores(report, evaluation, plugins, top.at("report"))
     _check_claimed_variants(report, variants, top)
     top.finish()
@@ -411,30 +411,17 @@ def _check_baselines(models: dict[str, ModelConfig], top: _Section) -> None:
             )
 
 
-def parse_executor(spec: Any, where: str) -> ExecutorConfig:
-    """``executor: local | ray`` or ``{kind: ray, address: HOST:PORT, cpus: 1, gpus: 0, memory: 4GiB}``."""
+def parse_executor(spec: Any, where: str, plugins: Plugins) -> ExecutorConfig:
+    """``executor: local | ray`` or ``{kind: ray, address: HOST:PORT, cpus: 1, ...}``: an executor plugin and its
+    options (checked as every plugin's are)."""
     if spec is None:
         return ExecutorConfig()
-    section = _Section({"kind": spec} if isinstance(spec, str) else spec, where)
-    given = defaults(ExecutorConfig)
-    kind = section.get("kind", str, given["kind"])
-    if kind not in EXECUTORS:
-        raise ReprevalError(f"unknown executor {_short(kind)}", where=section.at("kind"), fix="use local or ray")
-    memory = section.get("memory", (str, int), None)
-    config = ExecutorConfig(
-        kind=kind,
-        address=section.get("address", str, given["address"]),
-        cpus=section.get("cpus", float, given["cpus"]),
-        gpus=section.get("gpus", float, given["gpus"]),
-        memory=given["memory"] if memory is None else _parse_bytes(memory, section.at("memory")),
-    )
+    section = _Section({"kind": spec} if isinstance(spec, str) else dict(spec), where)
+    kind = section.get("kind", str, defaults(ExecutorConfig)["kind"])
+    options = {key: section.get(key, object) for key in section.data if key != "kind" and not str(key).startswith("x-")}
     section.finish()
-    for key in ("cpus", "gpus"):
-        if getattr(config, key) < 0:
-            raise ReprevalError(f"{key} must not be negative", where=section.at(key))
-    if kind == "local" and (config.address or config.gpus or config.memory or config.cpus != given["cpus"]):
-        raise ReprevalError("address and resources apply to the ray executor", where=where, fix="add kind: ray")
-    return config
+    choice = _resolve(plugins.executor, PluginChoice(kind, tuple(sorted(options.items()))), where)
+    return ExecutorConfig(kind=choice.name, options=choice.options)
 
 
 def _has_chance_level(factory: Any) -> bool:
@@ -654,7 +641,7 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
         batch_size=section.get("batch_size", int, given["batch_size"]),
         chunk_size=section.get("chunk_size", int, given["chunk_size"]),
         strategy=section.get("strategy", str, given["strategy"]),
-        memory_budget=_parse_bytes(
+        memory_budget=parse_bytes(
             section.get("memory_budget", (str, int), given["memory_budget"]), section.at("memory_budget")
         ),
         smoothing=smoothing,
@@ -757,39 +744,6 @@ def _check_explainers(evaluation: Evaluation, section: _Section, datasets) -> No
             where=section.at("explainer_data"),
             fix="learn from another dataset (e.g. the same one with skip: past the evaluation images)",
         )
-
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-}
-
-
-def _parse_bytes(value: str | int, where: str) -> int:
-    """``4GiB``, ``512 MB``, ``1073741824`` -> bytes (binary units)."""
-    number: float
-    if isinstance(value, int):
-        number, unit = value, ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ReprevalError(f"cannot read {value!r} as a size", where=where, fix="write e.g. 4GiB or 512MiB")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    size = int(number * _UNITS[unit])
-    if size >= 2**63:
-        raise ReprevalError(f"{value!r} is more memory than any machine has", where=where, fix="write e.g. 4GiB")
-    if size < 1:
-        raise ReprevalError("the memory budget must be positive", where=where)
-    return size
 
 
 def load_suite(

@@ -222,11 +222,13 @@ def test_plugin_info_records_distribution_version_and_registrations():
         "hf_text",
         "small_cnns",
         "explainers",
+        "executors",
     }
     assert all(info.version == release for info in builtins.values())
     assert plugins.info["scores"].registered == {
         "score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]
     }
+    assert plugins.info["executors"].registered == {"executor": ["local", "ray"]}
     assert plugins.info["datasets"].registered == {
         "dataset": ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]
     }

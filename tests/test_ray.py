@@ -11,8 +11,8 @@ from conftest import digits_suite
 
 from repreval.cli import main
 from repreval.errors import ReprevalError
-from repreval.executors import FAULT_ENV
 from repreval.runner import run_suite
+from repreval.runner.jobs import FAULT_ENV
 from repreval.store import ResultStore
 from repreval.suite import parse_suite
 
@@ -87,9 +87,10 @@ def test_a_killed_worker_has_its_units_recomputed(runtime, tmp_path, plugins, mo
     ("executor", "message"),
     [
         ({"kind": "dask"}, "unknown executor 'dask'"),
-        ({"kind": "ray", "cpus": -1}, "cpus must not be negative"),
-        ({"kind": "local", "address": "10.0.0.1:6379"}, "address and resources apply to the ray executor"),
-        ({"kind": "ray", "nodes": 3}, "unknown key 'nodes'"),
+        ({"kind": "ray", "cpus": -1}, "cpus must be a number of at least 0, got -1"),
+        ({"kind": "ray", "memory": "4 parsecs"}, "cannot read '4 parsecs' as a size"),
+        ({"kind": "local", "address": "10.0.0.1:6379"}, "executor 'local': it takes no options, got 'address'"),
+        ({"kind": "ray", "nodes": 3}, "no option 'nodes'"),
     ],
 )
 def test_bad_executor_options_exit_2_with_one_line(tmp_path, capsys, executor, message):

@@ -31,6 +31,8 @@ KIND_ALIASES = {
     "variants": "variant",
     "explainer": "explainer",
     "explainers": "explainer",
+    "executor": "executor",
+    "executors": "executor",
 }
 
 
@@ -64,7 +66,9 @@ def handle_plugins(args: argparse.Namespace) -> int:
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
     """``list``'s arguments."""
-    parser.add_argument("kind", help="saliency | aggregators | scores | models | datasets | variants")
+    parser.add_argument(
+        "kind", help="saliency | aggregators | scores | models | datasets | variants | explainers | executors"
+    )
 
 
 def handle_list(args: argparse.Namespace) -> int:

@@ -1,0 +1,131 @@
+"""Built-in executors: ``local`` (this process) and ``ray`` (one Ray task per model variant).
+
+On Ray the driver writes every record, so resume, leaderboards, reports and failure isolation are those of a
+local run:
+
+* Training happens once per configuration: the driver trains (or finds in the cache) every model a pending
+  variant needs before any task starts; tasks then load the cached weights (``$REPREVAL_CACHE``: on a
+  cluster, storage every node shares).
+* A worker that dies (``kill -9``, out of memory) has its task retried by Ray (``MAX_RETRIES``); a task that
+  still fails has its units recorded as failed with the error, and the others finish.
+* Ctrl-C on the driver keeps every record already written (each task's records are written when it ends).
+"""
+
+from __future__ import annotations
+
+from repreval.api import (
+    Executor,
+    ExecutorJob,
+    PluginOptionError,
+    ReprevalError,
+    TaskResult,
+    hookimpl,
+    parse_bytes,
+)
+
+#: Retries Ray gives a task whose worker died
+MAX_RETRIES = 3
+
+
+class Local(Executor):
+    """Every unit in this process, model by model, each variant built once."""
+
+    name = "local"
+
+    def run(self, job: ExecutorJob) -> None:
+        job.compute_here()
+
+
+class Ray(Executor):
+    """One Ray task per model variant, on a local Ray runtime or the cluster at ``address`` (HOST:PORT); each
+    task asks for ``cpus``, ``gpus`` and ``memory`` (bytes, or e.g. ``4GiB``)."""
+
+    name = "ray"
+
+    def __init__(
+        self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, memory: int | str | None = None
+    ):
+        for key, value in (("cpus", cpus), ("gpus", gpus)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise PluginOptionError(f"{key} must be a number of at least 0, got {value!r}")
+        if address is not None and not isinstance(address, str):
+            raise PluginOptionError(f"address must be HOST:PORT, got {address!r}")
+        self.address, self.cpus, self.gpus = address, float(cpus), float(gpus)
+        self.memory = None if memory is None else _bytes(memory)
+
+    def run(self, job: ExecutorJob) -> None:
+        ray = _ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            _start(ray, self.address)
+        running: dict = {}
+        try:
+            environment = job.prepare_tasks()
+            task = ray.remote(_execute).options(
+                num_cpus=self.cpus,
+                num_gpus=self.gpus,
+                max_retries=MAX_RETRIES,
+                **({"memory": self.memory} if self.memory else {}),
+                runtime_env={"env_vars": environment},
+            )
+            threads = max(1, int(self.cpus))
+            running = {task.remote(job.task(group, threads)): group for group in job.groups}
+            workers: set[int] = set()
+            while running:
+                (done,), _ = ray.wait(list(running), num_returns=1)
+                group = running.pop(done)
+                try:
+                    result: TaskResult = ray.get(done)
+                except Exception as exc:  # the task failed for good (after its retries): its units fail, others go on
+                    job.fail(group, getattr(exc, "cause", None) or exc)
+                else:
+                    workers.add(result.worker)
+                    job.accept(group, result)
+                job.progress(group.units, f"{group.describe()} done on Ray ({len(workers)} workers so far)")
+        except KeyboardInterrupt:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _execute(task) -> TaskResult:
+    """What a Ray worker runs: the host's self-contained task."""
+    return task()
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ReprevalError(
+            "the ray executor needs Ray, which is not installed", fix='pip install -e ".[ray]" (or pip install ray)'
+        ) from None
+    return ray
+
+
+def _start(ray, address: str | None) -> None:
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ReprevalError(
+            f"cannot start or join Ray ({type(exc).__name__}: {first})",
+            fix="check --address (HOST:PORT of a running cluster), or leave it out for a local Ray runtime",
+        ) from None
+
+
+def _bytes(value: int | str) -> int:
+    try:
+        return parse_bytes(value, "memory")
+    except ReprevalError as exc:
+        raise PluginOptionError(exc.problem) from None
+
+
+@hookimpl
+def register_executors(register):
+    """Register the ``local`` and ``ray`` executors."""
+    register(Local)
+    register(Ray)
