@@ -180,11 +180,6 @@ class Claim:
         """The options of this kind of check, in the order they are declared."""
         return tuple(f.name for f in fields(cls) if f.name not in ("claim", "paper"))
 
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options as a mapping, for readers that predate the typed claims; prefer the fields."""
-        return {name: getattr(self, name) for name in self.option_names()}
-
 
 @dataclass(kw_only=True)
 class MetricClaim(Claim):

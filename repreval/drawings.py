@@ -1,5 +1,6 @@
 """Where a run keeps what reports draw, named alike by the runner (which stores) and the renderers (which draw):
-attribution maps per model variant (``DIR/maps``) and explainer pictures (``DIR/pictures``)."""
+attribution maps per model variant (``DIR/maps``) and explainer pictures (``DIR/pictures``: the data, and the
+PNG drawn from it)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,16 @@ def pictured_variants(variants: list[str]) -> list[str]:
 
 
 def explainer_picture(directory: Path, model: str, variant: str, layer: str, explainer: str) -> Path:
-    """Where a run draws the picture of one explainer (``DIR/pictures/...png``) and the report finds it; names
-    too long for a file name end in a hash of the whole."""
+    """Where the report draws the picture of one explainer (``DIR/pictures/...png``) from its data
+    (:func:`explainer_picture_data`); names too long for a file name end in a hash of the whole."""
     text = "-".join((model, variant, layer, explainer))
     name = slug(text)
     if len(re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")) > len(name):
         name = name[:69] + "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
     return directory / "pictures" / f"{name}.png"
+
+
+def explainer_picture_data(directory: Path, model: str, variant: str, layer: str, explainer: str) -> Path:
+    """Where a run keeps what the picture of one explainer shows (``DIR/pictures/...npz``: the images and maps,
+    see :class:`repreval.explain.Measures`): :func:`explainer_picture`'s name, ending in ``.npz``."""
+    return explainer_picture(directory, model, variant, layer, explainer).with_suffix(".npz")

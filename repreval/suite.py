@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .claims import parse_report
 from .config import (
     STRATEGIES,
     SUITE_VERSION,
@@ -38,7 +39,6 @@ from .errors import ReprevalError, suggest
 from .plugins import Plugins
 from .registry import Registry
 from .sizes import parse_bytes
-from .suite_report import parse_report
 
 # ---------------------------------------------------------------------------------------------
 # Reading YAML with locations

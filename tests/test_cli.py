@@ -61,6 +61,7 @@ BUILTIN_PLUGINS = {
     "hf_text": {"model_source": ["hf"]},
     "small_cnns": {"model_source": ["cnn"]},
     "explainers": {"explainer": ["parts"]},
+    "executors": {"executor": ["local", "ray"]},
 }
 
 
@@ -175,6 +176,7 @@ def test_plugins_table(capsys):
         ("aggregators", ["mean", "abs", "var", "skew", "max", "topk_mean"]),
         ("models", ["ae", "cifar", "cnn", "hf", "timm", "torch"]),
         ("explainers", ["parts"]),
+        ("executors", ["local", "ray"]),
         ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]),
         ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
         ("variants", ["trained", "random", "randomize_layer", "cascade"]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import sys
 import types
 
@@ -27,6 +28,7 @@ from repreval.landmarks import (
     read_landmark_file,
 )
 from repreval.plugins import load_plugins
+from repreval.render.report import write_report
 from repreval.runner import run_suite
 from repreval.store import ResultStore
 from repreval.suite import parse_suite
@@ -204,7 +206,22 @@ def test_a_suite_explains_a_trained_and_a_random_performer(tmp_path, plugins, on
     for record in records.values():  # the performer is untouched, and every record says so
         assert record.provenance["performer_sha256_before"] == record.provenance["performer_sha256_after"]
     assert records[("random", "part_share")].values and all(0 < v < 1 for v in records[("random", "part_share")].values)
-    assert (suite.output / "pictures" / "cnn-trained-block3-parts-epochs-6-filters-8-hidden-16.png").is_file()
+    # computing stores the picture's data; the report draws the picture from it (and redraws it when stale)
+    picture = suite.output / "pictures" / "cnn-trained-block3-parts-epochs-6-filters-8-hidden-16.png"
+    data = picture.with_suffix(".npz")
+    assert data.is_file() and not picture.exists()
+    with np.load(data) as stored:
+        assert {"title", "images", "part_maps", "performer_maps", "landmarks"} <= set(stored.files)
+        assert str(stored["title"]) == "cnn · trained · block3 · parts[epochs=6,filters=8,hidden=16]"
+        assert stored["images"].shape[0] == stored["part_maps"].shape[0] == 4
+    text = write_report(suite.output).read_text()
+    assert picture.is_file() and f"](pictures/{picture.name})" in text
+    drawn = picture.stat().st_mtime_ns
+    write_report(suite.output)
+    assert picture.stat().st_mtime_ns == drawn  # up to date: not drawn again
+    os.utime(data, ns=(drawn + 10**9, drawn + 10**9))
+    write_report(suite.output)
+    assert picture.stat().st_mtime_ns > drawn  # the data is newer: drawn again
 
 
 def test_reconstruction_error_falls_with_training_and_the_cache_is_reused(tmp_path, plugins, one_thread):

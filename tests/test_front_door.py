@@ -231,3 +231,19 @@ def test_a_python_one_liner_gives_a_board(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr
     assert "noise_score" in shown.stdout
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's ``repreval.evaluate`` example, as written (in a scratch folder)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## In Python: `repreval.run` and `repreval.evaluate`", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    result = scope["result"]
+    assert result.ok and result.computed > 0 and scope["rows"] and len(scope["per_input"]) == 1
+    assert {"linear_probe[test=probe_test,train=probe_train].top1"} <= {row["score"] for row in scope["rows"]}
+    assert (tmp_path / "results" / "my-cnn" / "leaderboard.json").is_file()

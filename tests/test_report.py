@@ -9,9 +9,9 @@ from scipy.stats import spearmanr
 
 from repreval.analysis import check_greater, correlate, drift, replicates
 from repreval.api import ReprevalError
+from repreval.claims import parse_report
 from repreval.config import Drift, MetricSelector
 from repreval.data import apply_drift
-from repreval.report import parse_report
 from repreval.store import ScoreRecord
 
 

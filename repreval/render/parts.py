@@ -1,5 +1,9 @@
 """The explainer's picture: for a few held-out images, where the interpretable filters fire (their maps over
-the input, peak marked) beside the performer's own filters at the same layer, landmarks as dots."""
+the input, peak marked) beside the performer's own filters at the same layer, landmarks as dots.
+
+The run stores what the picture shows as ``DIR/pictures/<name>.npz``
+(:func:`repreval.drawings.explainer_picture_data`); the report draws ``DIR/pictures/<name>.png`` from it
+(:func:`draw_parts_picture`), so a report renders without the model."""
 
 from __future__ import annotations
 
@@ -17,6 +21,18 @@ def _strongest(maps: Tensor, count: int) -> list[int]:
     """The ``count`` filters of maps [N, K, h, w] with the highest mean peak over the N images."""
     peaks = maps.flatten(2).amax(dim=2).mean(dim=0)
     return peaks.argsort(descending=True)[:count].tolist()
+
+
+def draw_parts_picture(data: Path, path: Path, title: str = "") -> Path:
+    """Draw the picture ``path`` from the data a run stored (``data``, an ``.npz``) under the title stored with it
+    (``title`` if it has none)."""
+    import numpy as np
+
+    with np.load(data) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    stored_title = arrays.pop("title", None)
+    picture = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    return parts_picture(picture, path, title if stored_title is None else str(stored_title))
 
 
 def parts_picture(picture: dict[str, Tensor], path: Path, title: str) -> Path:

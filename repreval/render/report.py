@@ -1,13 +1,14 @@
-"""A :class:`repreval.report.Report` -> Markdown with its plots (written next to it); ``write_report``."""
+"""A suite's :class:`repreval.findings.Findings` -> ``report.md`` with its plots and pictures (written next to it);
+``write_report``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from statistics import fmean, pstdev
 
-from ..drawings import explainer_picture, slug
+from ..drawings import explainer_picture, explainer_picture_data, slug
+from ..findings import Findings, SuiteFacts, build_findings
 from ..leaderboard import Board, build_leaderboards
-from ..report import Report, SuiteFacts, build_report
 from ..store import ResultStore, ScoreRecord, write_atomic
 from . import markdown
 from .plots import curve_plot, drift_plot, scatter_plot
@@ -17,14 +18,14 @@ def _link(path: Path, base: Path) -> str:
     return f"![{path.stem}]({path.relative_to(base).as_posix()})"
 
 
-def _curve_boards(report: Report, boards: list[Board]) -> list[Board]:
+def _curve_boards(findings: Findings, boards: list[Board]) -> list[Board]:
     """Boards to draw: the selected metrics, or every attribution score with two or more layers."""
     multi = [b for b in boards if len(b.columns) > 1 and any(row.average is not None for row in b.rows)]
-    if report.curve_metrics is None:
+    if findings.curve_metrics is None:
         return multi
     chosen = []
     for board in multi:
-        for selector in report.curve_metrics:
+        for selector in findings.curve_metrics:
             fields = (
                 (selector.score, board.score),
                 (selector.saliency, board.saliency),
@@ -37,25 +38,25 @@ def _curve_boards(report: Report, boards: list[Board]) -> list[Board]:
     return chosen
 
 
-def report_markdown(report: Report, boards: list[Board], plots: Path) -> str:
+def report_markdown(findings: Findings, boards: list[Board], plots: Path) -> str:
     """The whole report: title, findings, correlations, drift, replicates, curves, leaderboards."""
-    lines = [f"# {report.title}", ""]
-    if report.description:
-        lines += [report.description.strip(), ""]
-    lines += _findings(report)
-    lines += _correlations(report, plots)
-    lines += _drift(report, plots)
-    lines += _replicates(report)
-    lines += _explainers(report, plots.parent)
+    lines = [f"# {findings.title}", ""]
+    if findings.description:
+        lines += [findings.description.strip(), ""]
+    lines += _verdicts(findings)
+    lines += _correlations(findings, plots)
+    lines += _drift(findings, plots)
+    lines += _replicates(findings)
+    lines += _explainers(findings, plots.parent)
     lines += _maps(plots.parent)
-    lines += _curves(report, boards, plots)
+    lines += _curves(findings, boards, plots)
     leaderboards = markdown(boards, title="Leaderboards").splitlines()
     lines += ["#" + line if line.startswith("#") else line for line in leaderboards]  # one heading level down
     return "\n".join(lines) + "\n"
 
 
-def _findings(report: Report) -> list[str]:
-    if not report.verdicts:
+def _verdicts(findings: Findings) -> list[str]:
+    if not findings.verdicts:
         return []
     lines = [
         "## Findings against the paper",
@@ -68,12 +69,12 @@ def _findings(report: Report) -> list[str]:
         "| claim | paper | ours | verdict | robust? |",
         "|---|---|---|---|---|",
     ]
-    for verdict in report.verdicts:
+    for verdict in findings.verdicts:
         lines.append(
             f"| {verdict.claim} | {verdict.paper} | {verdict.evidence} | **{verdict.verdict}** | {verdict.robustness} |"
         )
     lines.append("")
-    for verdict in report.verdicts:
+    for verdict in findings.verdicts:
         if not verdict.details and len(verdict.checks) < 2:
             continue
         lines += [f"*{verdict.claim}*:", ""]
@@ -90,8 +91,8 @@ def _findings(report: Report) -> list[str]:
     return lines
 
 
-def _correlations(report: Report, plots: Path) -> list[str]:
-    if not report.correlations:
+def _correlations(findings: Findings, plots: Path) -> list[str]:
+    if not findings.correlations:
         return []
     lines = [
         "## Correlations (Spearman, across model variants)",
@@ -99,17 +100,17 @@ def _correlations(report: Report, plots: Path) -> list[str]:
         "| x | y | rho | p | n |",
         "|---|---|---:|---:|---:|",
     ]
-    for c in report.correlations:
+    for c in findings.correlations:
         lines.append(f"| {c.x.label} | {c.y.label} | {c.rho:.3f} | {c.p:.2g} | {len(c.points)} |")
     lines.append("")
-    left_out = sorted({row for c in report.correlations for row in c.left_out})
+    left_out = sorted({row for c in findings.correlations for row in c.left_out})
     if left_out:
         lines += [
             "Left out of every correlation, as their networks embed exactly as another variant's (equal embeddings "
             "of the same inputs, so equal attribution scores: they would be ranked twice): " + "; ".join(left_out),
             "",
         ]
-    for i, c in enumerate(report.correlations):
+    for i, c in enumerate(findings.correlations):
         lines += [_link(scatter_plot(c, plots / f"correlation-{i}-{slug(c.x.label)}.png"), plots.parent), ""]
         lines += (
             ["| variant | x | y |", "|---|---:|---:|"] + [f"| {n} | {x:.4f} | {y:.4f} |" for n, x, y in c.points] + [""]
@@ -117,12 +118,12 @@ def _correlations(report: Report, plots: Path) -> list[str]:
     return lines
 
 
-def _drift(report: Report, plots: Path) -> list[str]:
-    if not report.drift or report.drift_metric is None:
+def _drift(findings: Findings, plots: Path) -> list[str]:
+    if not findings.drift or findings.drift_metric is None:
         return []
-    label = report.drift_metric.label
+    label = findings.drift_metric.label
     lines = [f"## Dataset drift: relative drop of {label}", ""]
-    for result in report.drift:
+    for result in findings.drift:
         lines += [
             f"**{result.model} · {result.variant}**: Spearman(lambda, relative drop) = {result.rho:.3f} "
             f"(p = {result.p:.2g}, every input); over the per-lambda means {result.rho_of_means:.3f} "
@@ -140,11 +141,11 @@ def _drift(report: Report, plots: Path) -> list[str]:
     return lines
 
 
-def _replicates(report: Report) -> list[str]:
-    if not report.replicates or report.replicates_metric is None:
+def _replicates(findings: Findings) -> list[str]:
+    if not findings.replicates or findings.replicates_metric is None:
         return []
-    label = report.replicates_metric.label
-    extra = [selector.label for selector, _ in report.replicates_also]
+    label = findings.replicates_metric.label
+    extra = [selector.label for selector, _ in findings.replicates_also]
     header = ["model", "seeds", label, *extra, "training s", "× baseline time"]
     lines = [
         f"## Replicates: {label}",
@@ -154,12 +155,12 @@ def _replicates(report: Report) -> list[str]:
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
     ]
-    for row in report.replicates:
+    for row in findings.replicates:
         seconds = f"{fmean(row.train_seconds):.1f}" if row.train_seconds else "—"
         ratio = f"{row.time_ratio:.2f} (vs {row.baseline})" if row.time_ratio is not None else "—"
         others = [
             f"{rows[row.group].mean:.4f} ± {rows[row.group].std:.4f}" if row.group in rows else "—"
-            for _, rows in report.replicates_also
+            for _, rows in findings.replicates_also
         ]
         cells = " | ".join([*others, seconds, ratio])
         lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | {cells} |")
@@ -211,10 +212,10 @@ _LANDMARK_NOTES = {
 _Explained = dict[tuple[str, str, str, str], dict[str, ScoreRecord]]
 
 
-def _explainers(report: Report, directory: Path) -> list[str]:
+def _explainers(findings: Findings, directory: Path) -> list[str]:
     """One row per explained layer (model · variant · layer · explainer): every metric, the training, the
     performer's weight hash before and after, and the picture."""
-    groups = _explained(report.records)
+    groups = _explained(findings.records)
     if not groups:
         return []
     lines = [
@@ -232,13 +233,24 @@ def _explainers(report: Report, directory: Path) -> list[str]:
     pictures = []
     for key, metrics in sorted(groups.items()):
         lines.append(_explainer_row(key, metrics))
-        picture = explainer_picture(directory, *key)
+        picture = _explainer_picture(directory, key)
         if picture.is_file():
             pictures.append((" · ".join(key), picture))
     lines.append("")
     sources = sorted({r.provenance.get("landmarks", "none") for m in groups.values() for r in m.values()})
     lines += [_LANDMARK_NOTES.get(source, f"Landmarks from `{Path(source).name}`.") for source in sources] + [""]
     return lines + _explainer_losses(groups) + _explainer_pictures(pictures, directory)
+
+
+def _explainer_picture(directory: Path, key: tuple[str, str, str, str]) -> Path:
+    """The picture of one explained layer, drawn from the data the run stored where the PNG is missing or older
+    than the data (a folder from before the data was kept has the PNG only: it stays as it is)."""
+    picture, data = explainer_picture(directory, *key), explainer_picture_data(directory, *key)
+    if data.is_file() and (not picture.is_file() or picture.stat().st_mtime < data.stat().st_mtime):
+        from .parts import draw_parts_picture
+
+        draw_parts_picture(data, picture, " · ".join(key))
+    return picture
 
 
 def _explained(records: list[ScoreRecord]) -> _Explained:
@@ -313,8 +325,8 @@ def _explainer_pictures(pictures: list[tuple[str, Path]], directory: Path) -> li
     return lines
 
 
-def _curves(report: Report, boards: list[Board], plots: Path) -> list[str]:
-    curves = _curve_boards(report, boards)
+def _curves(findings: Findings, boards: list[Board], plots: Path) -> list[str]:
+    curves = _curve_boards(findings, boards)
     if not curves:
         return []
     lines = [
@@ -332,8 +344,8 @@ def write_report(directory: str | Path) -> Path:
     """Write ``DIR/report.md`` and its plots under ``DIR/plots/`` from the results folder alone."""
     directory = Path(directory)
     records = ResultStore(directory).records(on_damaged=lambda _problem: None)  # the commands report them
-    report = build_report(records, SuiteFacts.read(directory))
-    text = report_markdown(report, build_leaderboards(records), directory / "plots")
+    findings = build_findings(records, SuiteFacts.read(directory))
+    text = report_markdown(findings, build_leaderboards(records), directory / "plots")
     path = directory / "report.md"
     write_atomic(path, text)
     return path

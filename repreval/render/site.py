@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ..drawings import slug
+from ..findings import Findings, SuiteFacts, build_findings
 from ..folders import ResultFolder, merge
 from ..leaderboard import Board, build_leaderboards
-from ..report import Report, SuiteFacts, build_report
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "site"
 #: The report's drawings a page shows, by folder
@@ -58,7 +58,7 @@ class Page:
     title: str
     description: str
     boards: list[Board]
-    report: Report | None
+    report: Findings | None  # the folder's findings (the claims' verdicts); the templates read page.report
     provenance: dict
     suite_text: str
     drawings: list[tuple[str, str]]  # (caption, path relative to the page)
@@ -133,7 +133,7 @@ def _page(folder: ResultFolder, site: Path, link: bool) -> Page:
         title=str(facts.config.title or folder.name),
         description=str(folder.suite.get("description") or ""),
         boards=boards,
-        report=build_report(folder.records, facts),
+        report=build_findings(folder.records, facts),
         provenance=_provenance([folder]),
         suite_text=suite_file.read_text() if suite_file.is_file() else "",
         drawings=drawings,

@@ -20,9 +20,9 @@ import torch
 import yaml
 
 from ..config import Suite
+from ..findings import FACTS_FILE, SuiteFacts
 from ..plan import Plan, Unit, make_plan
 from ..plugins import Plugins
-from ..report import FACTS_FILE, SuiteFacts
 from ..store import ResultStore, write_atomic
 from .compute import compute, model_of
 from .context import Progress, derived_seed, resolve_device

@@ -3,16 +3,19 @@ measure it, one record per metric."""
 
 from __future__ import annotations
 
+import os
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .. import explain
 from ..api import ImageSet, TrainingContext
 from ..data import normalize
-from ..drawings import explainer_picture
+from ..drawings import explainer_picture_data
 from ..errors import ReprevalError
 from ..plan import Unit
 from ..resources import TRAINING_THREADS, torch_threads
@@ -83,10 +86,8 @@ def _explain(built: BuiltVariant, group: list[Unit]) -> list[tuple[Unit, Excepti
     assert isinstance(data, ImageSet) and isinstance(data.images, Tensor)
     metrics = [unit.metric for unit in group]
     measures = explain.measure(network, trained, layer, targets, data, normalize(data.images, spec), metrics, device)
-    from ..render.parts import parts_picture
-
     coordinates = (first.model, first.variant.label, layer, first.score.label)
-    parts_picture(measures.picture, explainer_picture(suite.output, *coordinates), " · ".join(coordinates))
+    _keep_picture_data(measures.picture, explainer_picture_data(suite.output, *coordinates), " · ".join(coordinates))
     extras = measures.extras | _training_extras(trained.log, trained.cached, len(features[layer]))
     provenance = {
         "performer_sha256_before": before,
@@ -122,6 +123,27 @@ def _explain(built: BuiltVariant, group: list[Unit]) -> list[tuple[Unit, Excepti
             )
         )
     return failed
+
+
+def _keep_picture_data(picture: dict[str, Tensor], path: Path, title: str) -> None:
+    """Store what the explainer's picture shows (``measures.picture``: images, part maps, performer maps,
+    landmarks) and its ``title`` as ``path`` (an ``.npz``): the report draws the picture from it when it is
+    written, so computing draws nothing. Written whole or not at all."""
+    arrays: dict[str, Any] = {name: _array(value) for name, value in picture.items()} | {"title": np.array(title)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temporary, "wb") as stream:
+            np.savez_compressed(stream, **arrays)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _array(value: Tensor) -> np.ndarray:
+    """A tensor as numpy, bit for bit (bfloat16, which numpy lacks, widened to float32 exactly)."""
+    value = value.detach().cpu()
+    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
 
 
 def _training_extras(log: dict, cached: bool, images: int) -> dict[str, float]:

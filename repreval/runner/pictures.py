@@ -74,7 +74,7 @@ def keep_picture_maps(
     plan: Plan, network: Network, batches: dict[str, Tensor], variant: PluginChoice, model_id: str, groups
 ) -> None:
     """Store the maps of the first real inputs and a noise input (the suite's first channel aggregator, then the
-    mean over components) per saliency method and probe layer; the report draws them (repreval.render.maps)."""
+    mean over components) per saliency method and probe layer; the report draws them."""
     if network.input_spec.tokens:
         return  # text: no image to draw a map over
     evaluation = plan.suite.evaluation

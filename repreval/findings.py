@@ -1,7 +1,9 @@
-"""The Markdown report of a results directory: leaderboards, score curves, correlations, drift,
-replicates and the paper's claims checked against the numbers, with matplotlib plots.
+"""A suite's findings, computed from its records and the facts the run stored (``report_facts.json``): the
+correlations, drift, replicates and the paper's claims checked against the numbers. :mod:`repreval.render.report`
+writes them, with the leaderboards and plots, as ``report.md``.
 
-What a report shows beyond the leaderboards is declared in the suite's ``report:`` section::
+What the report shows beyond the leaderboards is declared in the suite's ``report:`` section (parsed and
+checked by :mod:`repreval.claims`)::
 
     report:
       title: Downstream performance (paper 4.2)
@@ -53,9 +55,20 @@ from .analysis import (
     replicates,
     selected,
 )
-from .config import MetricSelector, ReportConfig, Suite
+from .claims import parse_report
+from .config import (
+    AboveClaim,
+    BelowClaim,
+    Claim,
+    CorrelationClaim,
+    DriftClaim,
+    GreaterClaim,
+    MetricSelector,
+    ReplicatesClaim,
+    ReportConfig,
+    Suite,
+)
 from .store import ScoreRecord
-from .suite_report import parse_report
 
 #: Written next to the records at run time: everything a report needs besides them.
 FACTS_FILE = "report_facts.json"
@@ -66,8 +79,9 @@ FACTS_FILE = "report_facts.json"
 
 
 @dataclass
-class Report:
-    """Everything ``report.md`` shows: the records and the analyses and claim verdicts computed from them."""
+class Findings:
+    """What a suite's records show: the records, and the analyses and claim verdicts computed from them
+    (everything ``report.md`` shows)."""
 
     title: str
     description: str
@@ -84,7 +98,7 @@ class Report:
 
 @dataclass
 class SuiteFacts:
-    """What the report needs from the suite: its report section, drift strengths, model groups.
+    """What the findings need from the suite: its report section, drift strengths, model groups.
 
     Stored as ``DIR/report_facts.json`` by the run, so a results folder renders on any machine, without the
     suite's datasets or plugins."""
@@ -132,38 +146,19 @@ class SuiteFacts:
         return cls(**json.loads(path.read_text()))
 
 
-def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
+def build_findings(records: list[ScoreRecord], facts: SuiteFacts) -> Findings:
     """Compute the correlations, drift, replicates and claim verdicts that ``facts.config`` asks for."""
     config = facts.config
     correlations = [correlate(records, x, y) for x, y in config.correlations]
     drift_results = drift(records, config.drift, facts.strengths) if config.drift else []
     replicate_rows = replicates(records, config.replicates, facts.groups, facts.baselines) if config.replicates else []
+    seed = records[0].seed if records else 0  # the bootstrap's: the same values, the same interval
     verdicts = []
     for claim in config.claims:
-        o = claim.options
-        seed = records[0].seed if records else 0  # the bootstrap's: the same values, the same interval
-        if claim.kind == "greater":
-            verdict = check_greater(
-                records, o["metric"], str(o["higher"]), o["lower"], o["layers"], o["expect"],
-                test=o["test"], readings=o.get("readings"), seed=seed,
-            )  # fmt: skip
-        elif claim.kind == "above":
-            verdict = Verdict("", "", *check_above(records, o["metric"], float(o["threshold"])))
-        elif claim.kind == "below":
-            threshold = o.get("threshold")
-            verdict = check_below(
-                records, o["metric"], None if threshold is None else float(threshold), o.get("than"), seed
-            )
-        elif claim.kind == "correlation":
-            verdict = _correlation_verdict(records, config.correlations[o.get("index", 0)], o["sign"])
-        elif claim.kind == "drift":
-            verdict = Verdict("", "", *_drift_verdict(drift_results, o["sign"]))
-        else:
-            chosen = [row for row in replicate_rows if re.search(str(o.get("match", "")), row.group)]
-            verdict = Verdict("", "", *_replicates_verdict(chosen, replicate_rows, float(o.get("within", 0.0))))
+        verdict = _verdict(claim, records, config, drift_results, replicate_rows, seed)
         verdict.claim, verdict.paper = claim.claim, claim.paper
         verdicts.append(verdict)
-    return Report(
+    return Findings(
         title=config.title or facts.name,
         description=facts.description,
         records=records,
@@ -179,6 +174,36 @@ def build_report(records: list[ScoreRecord], facts: SuiteFacts) -> Report:
         verdicts=verdicts,
         curve_metrics=config.curves,
     )
+
+
+def _verdict(
+    claim: Claim,
+    records: list[ScoreRecord],
+    config: ReportConfig,
+    drift_results: list[DriftResult],
+    replicate_rows: list[ReplicateRow],
+    seed: int,
+) -> Verdict:
+    """The verdict on one claim (its ``claim`` and ``paper`` left empty), checked as its kind says."""
+    match claim:
+        case GreaterClaim():
+            return check_greater(
+                records, claim.metric, claim.higher, claim.lower, claim.layers, claim.expect,
+                test=claim.test, readings=claim.readings, seed=seed,
+            )  # fmt: skip
+        case AboveClaim():
+            return Verdict("", "", *check_above(records, claim.metric, float(claim.threshold)))
+        case BelowClaim():
+            threshold = None if claim.threshold is None else float(claim.threshold)
+            return check_below(records, claim.metric, threshold, claim.than, seed)
+        case CorrelationClaim():
+            return _correlation_verdict(records, config.correlations[claim.index], claim.sign)
+        case DriftClaim():
+            return Verdict("", "", *_drift_verdict(drift_results, claim.sign))
+        case ReplicatesClaim():
+            chosen = [row for row in replicate_rows if re.search(claim.match, row.group)]
+            return Verdict("", "", *_replicates_verdict(chosen, replicate_rows, float(claim.within)))
+    raise TypeError(f"no check for {type(claim).__name__}")  # every claim of CLAIM_TYPES has its case
 
 
 def _correlation_verdict(records: list[ScoreRecord], pair: tuple[MetricSelector, MetricSelector], sign: str) -> Verdict:

@@ -1,7 +1,8 @@
-"""The suite's ``report:`` section -> :class:`repreval.config.ReportConfig`, checked completely, so that a bad
-claim fails at ``repreval validate`` and not after the run. Pure parsing: no plugins, no records.
+"""The suite's ``report:`` section -> :class:`repreval.config.ReportConfig` (its correlations and, above all, its
+claims, one typed :class:`repreval.config.Claim` each), checked completely, so that a bad claim fails at
+``repreval validate`` and not after the run. Pure parsing: no plugins, no records.
 
-The format is documented in :mod:`repreval.report`.
+The format is documented in :mod:`repreval.findings`, which checks the claims against the records.
 """
 
 from __future__ import annotations
