@@ -591,9 +591,10 @@ def component_maps(
     **options: Any,
 ) -> Tensor:
     """Per-component attribution maps [B, D, h, w] of ``network`` at ``probe`` (a layer name, as in suites),
-    exactly as a run computes them; ``options`` as :func:`repreval.engine.attribution.component_maps`
-    (``create_graph=True`` keeps them differentiable, for scores used as training losses)."""
-    from .engine.attribution import component_maps as engine_maps
+    exactly as a run computes them; ``options`` as :func:`repreval.engine.compute_maps` (``create_graph=True``
+    keeps them differentiable, for scores used as training losses)."""
+    from .engine import MapRequest, compute_maps
     from .engine.probe import Probe
 
-    return engine_maps(network, Probe.parse(probe), inputs, method, channel_aggregator, **options)
+    request = MapRequest(Probe.parse(probe), method, channel_aggregator)
+    return compute_maps(network, [request], inputs, **options)[request]

@@ -159,7 +159,7 @@ def test_normalisation_never_gives_nan():
 @pytest.mark.parametrize("layer", ["layer1", "layer2.0.conv1:input"])
 def test_one_backward_mean_map_equals_mean_of_component_maps(resnet20, plugins, method, layer):
     """mean over components of channel-mean maps, from one backward of mean_d z_d, is exact."""
-    from repreval.engine.attribution import mean_map
+    from engine_helpers import mean_map
 
     network, inputs = resnet20
     saliency, mean = plugins.saliency.create(method), plugins.aggregator.create("mean")
@@ -179,7 +179,7 @@ def test_the_cpu_trial_of_plain_and_vmapped_passes_works_at_any_chunk_size(chunk
     from torch import nn
 
     from repreval.api import InputSpec, Network
-    from repreval.engine import sweep
+    from repreval.engine import taps
     from repreval.engine.probe import Probe
     from repreval.engine.sweep import MapRequest, sweep_maps
     from repreval.plugins import load_plugins
@@ -190,7 +190,7 @@ def test_the_cpu_trial_of_plain_and_vmapped_passes_works_at_any_chunk_size(chunk
     plugins = load_plugins()
     requests = [MapRequest(Probe("0"), plugins.saliency.create("gradients"), plugins.aggregator.create("abs"))]
     inputs = torch.rand(2, 3, 6, 6)
-    sweep._decisions.clear()
+    taps._decisions.clear()
     tried = sweep_maps(network, requests, inputs, chunk_size=chunk_size)[requests[0]]
     plain = sweep_maps(network, requests, inputs, chunk_size=chunk_size, batched=False)[requests[0]]
     assert tried.shape == (2, 40, 6, 6)

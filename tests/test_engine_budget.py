@@ -12,7 +12,8 @@ import torchvision
 
 from repreval.api import InputSpec, Network
 from repreval.bench import PeakMemory
-from repreval.engine import attribution, core
+from repreval.engine import core
+from repreval.engine import maps as maps_module
 from repreval.engine.attribution import component_maps
 from repreval.engine.core import chunk_for_budget
 from repreval.engine.probe import Probe
@@ -82,17 +83,17 @@ def test_forward_mode_at_9216_and_its_jacobian_respects_the_budget(alexnet, plug
     chosen = []
 
     def recorded(mode: str, name: str):
-        run = getattr(attribution, name)
+        run = getattr(maps_module, name)
 
-        def wrapper(*args, **kwargs):
-            chosen.append(mode)
-            return run(*args, **kwargs)
+        def wrapper(batch, requests, *args, **kwargs):
+            if requests:
+                chosen.append(mode)
+            return run(batch, requests, *args, **kwargs)
 
         return wrapper
 
-    # forward mode: attribution._forward; reverse mode (no graph): the sweep
-    for mode, name in (("forward", "_forward"), ("reverse", "sweep_maps")):
-        monkeypatch.setattr(attribution, name, recorded(mode, name))
+    for mode, name in (("forward", "_forward_maps"), ("reverse", "_reverse_maps")):
+        monkeypatch.setattr(maps_module, name, recorded(mode, name))
     maps = component_maps(network, probe, inputs, method, None, memory_budget=BUDGET)
     assert chosen == ["forward"] and maps.shape == (1, DIM, 7, 7)
     index = _subset()

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 from conftest import SHARED, needs_shared
+from engine_helpers import precision_deviation
 
-from repreval.bench import BenchRow, as_dicts
+from repreval.bench import BenchRow, as_dicts, map_deviation
 from repreval.cli import main
 from repreval.config import ModelConfig
 from repreval.data import fit_to_input, normalize
 from repreval.engine.attribution import component_maps
 from repreval.engine.core import PRECISIONS, precision_context
-from repreval.engine.precision import map_deviation, precision_deviation
 from repreval.engine.probe import Probe
 from repreval.models import Model, seeded
 from repreval_builtins.cifar_resnets import CifarResNets

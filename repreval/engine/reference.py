@@ -10,12 +10,16 @@ libraries are usually called). Both are slow on purpose; never use them for real
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from ..api import Aggregator, Network, SaliencyMethod
 from .core import zero_rounding_noise
 from .probe import Probe, as_feature_map, gradient_feature_map, input_leaf, probe_layout
+
+if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
+    from ..api import Aggregator, Network, SaliencyMethod
 
 
 def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Tensor, Tensor]:

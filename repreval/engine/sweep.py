@@ -1,42 +1,20 @@
-"""One sweep per (network, batch): every probe layer and saliency method from the same passes.
-
-One forward pass with a graph taps every probed tensor where it is produced: consumers receive a copy, so
-in-place operations downstream leave the tapped tensor as it was. Then each backward pass (one per
-component, or one vmapped pass per chunk of components, ``is_grads_batched``: GPUs, and CPUs where a timed
-trial finds it faster) delivers dz_d/da at every probe at once: the total derivative through every
-consumer of the tensor, shortcuts and concatenations included. Every requested (probe, saliency method,
-channel aggregator) map is derived from those gradients inside the chunk, so memory holds the maps, never a
-layer's D gradients.
-"""
+"""The runner's names for :func:`~repreval.engine.maps.compute_maps` in reverse mode and for the one-backward
+mean maps. The tap pass and its backward passes live in ``engine.taps``."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from ..config import DEFAULT_MEMORY_BUDGET, Smoothing
-from ..errors import ReprevalError, UnknownNameError
-from .core import _activation_bytes, _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
-from .probe import Probe, as_feature_map, gradient_feature_map, input_leaf, locate_producers, probe_layout
+from .maps import MapRequest, compute_maps, compute_mean_maps
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
-    from ..api import Aggregator, Network, SaliencyMethod
+    from ..api import Network
 
-
-@dataclass(frozen=True)
-class MapRequest:
-    """One kind of map a sweep delivers: a probe, a saliency method and (unless spatial) a channel aggregator."""
-
-    probe: Probe
-    method: SaliencyMethod
-    channel: Aggregator | None = None
+__all__ = ["MapRequest", "sweep_maps", "sweep_mean_maps"]
 
 
 def sweep_maps(
@@ -53,45 +31,13 @@ def sweep_maps(
     batched: bool | None = None,
     on_chunk=None,
 ) -> dict[MapRequest, Tensor]:
-    """Maps [B, D (or k), h, w] for every request, from one forward and the backward passes of the components.
-
-    ``components`` (indices into D): only these maps, in that order. ``batched``: one vmapped backward per
-    chunk of ``chunk_size`` components, or (False) one plain backward per component; default: vmapped on GPUs,
-    on CPUs whichever a timed trial of the first rows finds faster.
-    ``on_chunk(done, total)`` is called after each chunk (progress within a long sweep)."""
-    for request in requests:
-        if not request.method.spatial and request.channel is None:
-            raise ValueError(f"saliency method {request.method.name!r} needs a channel aggregator")
-    probes = list(dict.fromkeys(request.probe for request in requests))
-    with precision_context(precision, inputs.device):
-        batch = inputs.shape[0]
-        if smoothing.active:
-            inputs = perturb(smoothing, inputs, seed)
-        with _activation_bytes() as forward_bytes:
-            taps, embedding = tap_forward(network, probes, inputs)
-        dim = embedding.shape[1]
-        index = torch.arange(dim, device=embedding.device) if components is None else _checked(components, dim)
-        if chunk_size is None:
-            chunk_size = chunk_for_budget(forward_bytes[0], memory_budget, inputs.device)
-        layouts = {probe: probe_layout(network, probe) for probe in probes}
-        feature_maps = {probe: as_feature_map(taps[probe].detach(), probe.spec, layouts[probe]) for probe in probes}
-        if precision != "float32":  # attribution arithmetic and the maps in float32
-            feature_maps = {probe: value.float() for probe, value in feature_maps.items()}
-        shape = tuple(inputs.shape)
-        finishers = {r: _Finisher(r.method, r.channel, feature_maps[r.probe], batch, shape) for r in requests}
-        chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
-        tapped = [taps[probe] for probe in probes]
-        decision_key = (type(network.module), tuple(inputs.shape), tuple(probes), torch.get_num_threads())
-        sweep = _component_gradients(embedding, tapped, index, chunk_size, batched, decision_key)
-        for _selected, gradients in sweep:
-            by_probe = dict(zip(probes, gradients, strict=True))
-            for request, finish in finishers.items():
-                probe = request.probe
-                gradient = _used(by_probe[probe], probe)
-                chunks[request].append(finish(gradient_feature_map(gradient, probe.spec, layouts[probe])))
-            if on_chunk:
-                on_chunk(sum(len(part) for part in chunks[requests[0]]), len(index))
-    return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
+    """``compute_maps(..., strategy="reverse")``: every request from one forward and the backward passes of the
+    components (see :func:`~repreval.engine.maps.compute_maps` for the options)."""
+    return compute_maps(
+        network, requests, inputs, strategy="reverse", components=components, chunk_size=chunk_size,
+        memory_budget=memory_budget, smoothing=smoothing, seed=seed, precision=precision, batched=batched,
+        on_chunk=on_chunk,
+    )  # fmt: skip
 
 
 def sweep_mean_maps(
@@ -103,237 +49,5 @@ def sweep_mean_maps(
     seed: int = 0,
     precision: str = "float32",
 ) -> dict[MapRequest, Tensor]:
-    """``mean_d mean_c R_d`` [B, h, w] for every request (methods linear in the gradient) with ONE backward.
-
-    Exact: mean_d mean_c attribute(a, g_d) = mean_c attribute(a, d(mean_d z_d)/da)."""
-    for request in requests:
-        if not request.method.linear_in_gradient or request.method.spatial:
-            raise ValueError(f"saliency method {request.method.name!r} is not linear in the gradient")
-    probes = list(dict.fromkeys(request.probe for request in requests))
-    with precision_context(precision, inputs.device):
-        batch = inputs.shape[0]
-        if smoothing.active:
-            inputs = perturb(smoothing, inputs, seed)
-        taps, embedding = tap_forward(network, probes, inputs)
-        cotangent = torch.full_like(embedding, 1.0 / embedding.shape[1])
-        gradients = torch.autograd.grad(embedding, [taps[p] for p in probes], cotangent, allow_unused=True)
-        by_probe = dict(zip(probes, gradients, strict=True))
-        maps = {}
-        for request in requests:
-            probe = request.probe
-            layout = probe_layout(network, probe)
-            feature_map = as_feature_map(taps[probe].detach(), probe.spec, layout).float()
-            finish = _Finisher(request.method, channel_mean, feature_map, batch, tuple(inputs.shape))
-            gradient = _used(by_probe[probe], probe)[None]
-            maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
-        return maps
-
-
-def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor) -> tuple[dict[Probe, Tensor], Tensor]:
-    """One forward pass with a graph: (the tensor at each probe, as produced, the embedding [B, D])."""
-    producers = _input_producers(network, probes, inputs)
-    leaf = input_leaf(inputs)
-    taps: dict[Probe, Tensor] = {}
-    clone_at: dict[int, list[tuple[int | None, Probe]]] = {}
-    for probe, producer in producers.items():
-        if producer is None:  # the module reads the network input itself
-            taps[probe] = leaf
-        else:
-            clone_at.setdefault(producer[0], []).append((producer[1], probe))
-    clones = _Clones(clone_at, taps)
-    with torch.enable_grad(), _output_taps(network, probes, taps), clones, _checked_inputs(network, producers, clones):
-        embedding = network.embed(leaf)
-    if embedding.dim() != 2:
-        raise ValueError(f"the embedding must be [B, D]; got shape {tuple(embedding.shape)}")
-    for name, value in (("the embedding", embedding), *((f"layer {p.spec!r}", taps[p]) for p in probes if p in taps)):
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ReprevalError(
-                f"{name} holds NaN or inf values: the maps would be meaningless",
-                fix="check the weights and the inputs",
-            )
-    missing = [probe.spec for probe in probes if probe not in taps]
-    if missing:
-        raise UnknownNameError(
-            f"layer {missing[0]!r} is not used when computing the embedding",
-            fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
-        )
-    return taps, embedding
-
-
-def _input_producers(
-    network: Network, probes: Sequence[Probe], inputs: Tensor
-) -> dict[Probe, tuple[int, int | None] | None]:
-    """Where each input probe's tensor is produced, numbered as in the real pass (output taps included)."""
-    outputs = [probe for probe in probes if probe.side == "output"]
-    inputs_side = [probe for probe in probes if probe.side == "input"]
-    if not inputs_side:
-        return {}
-    return locate_producers(network, inputs_side, inputs, _output_taps(network, outputs, {}))
-
-
-@contextmanager
-def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Tensor]) -> Iterator[None]:
-    """Tap each output probe's first result and hand its consumers a copy."""
-    handles = []
-    for probe in probes:
-        if probe.side != "output":
-            continue
-
-        def tap(_module, _args, output, probe=probe):
-            if probe in taps:  # a module called twice: only its first call is probed
-                return None
-            if not isinstance(output, Tensor):
-                raise ReprevalError(f"probe {probe.spec!r} sees a {type(output).__name__}, not a tensor")
-            taps[probe] = output
-            return output.clone()
-
-        handles.append(probe.module(network).register_forward_hook(tap))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class _Clones(TorchFunctionMode):
-    """At the given torch calls, tap the result (element ``position`` of a tuple) and return a copy of it."""
-
-    def __init__(self, clone_at: dict[int, list[tuple[int | None, Probe]]], taps: dict[Probe, Tensor]) -> None:
-        super().__init__()
-        self.clone_at, self.taps = clone_at, taps
-        self.given: dict[Probe, Tensor] = {}
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        self.calls += 1
-        if self.calls not in self.clone_at:
-            return result
-        items = [result] if not isinstance(result, (tuple, list)) else list(result)
-        for position, probe in self.clone_at[self.calls]:
-            slot = 0 if position is None else position
-            original = result if position is None else result[position]
-            if probe not in self.taps:
-                self.taps[probe] = original
-                copy = items[slot] if items[slot] is not original else original.clone()
-                items[slot] = copy
-            self.given[probe] = items[slot]
-        if not isinstance(result, (tuple, list)):
-            return items[0]
-        return tuple(items) if isinstance(result, tuple) else items
-
-
-@contextmanager
-def _checked_inputs(
-    network: Network, producers: dict[Probe, tuple[int, int | None] | None], clones: _Clones
-) -> Iterator[None]:
-    """Refuse an input probe whose module did not read the tapped tensor's copy (e.g. an in-place op whose
-    return value the model ignores): its gradient would not be dz/da."""
-    handles = []
-    for probe, producer in producers.items():
-        if producer is None:
-            continue
-
-        def check(_module, args, probe=probe):
-            given = clones.given.get(probe)
-            if given is not None and (not args or args[0] is not given):
-                raise probe._unidentified("its input is not the tensor its producer returned")
-            clones.given.pop(probe, None)
-
-        handles.append(probe.module(network).register_forward_pre_hook(check))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-#: Rows per vmapped chunk on a CPU, and per timed call of the trial that decides between the two ways there.
-TRIAL_ROWS = 8
-
-#: Seconds per plain backward pass above which a CPU skips the vmapped trial: vmapping saves autograd's
-#: per-pass set-up (a few microseconds per graph node), and costs a working set ``rows`` times larger.
-PLAIN_IS_FASTER_ABOVE = 0.005
-
-#: CPU decisions taken in this process, by (architecture, input shape, probes, threads): vmapped?
-_decisions: dict[tuple, bool] = {}
-
-
-def _component_gradients(
-    embedding: Tensor,
-    tapped: list[Tensor],
-    index: Tensor,
-    chunk_size: int,
-    batched: bool | None,
-    decision_key: tuple = (),
-) -> Iterator[tuple[Tensor, list[Tensor | None]]]:
-    """(components, their gradients [rows, ...] at every tapped tensor), chunk by chunk.
-
-    ``batched`` None: vmapped chunks on GPUs. On CPUs a deep backward through big convolutions is faster
-    plain, a shallow one vmapped (its per-call overhead dominates): the first rows are computed both ways,
-    each timed on its second call (the first pays for new shapes), and the faster way does the rest and is
-    remembered under ``decision_key`` for the next sweep of the same architecture (a random twin, the next
-    batch). Both ways give the same numbers."""
-    start = 0
-    rows = min(TRIAL_ROWS, chunk_size)
-    if batched is None and embedding.device.type != "cpu":
-        batched = True
-    elif batched is None and decision_key in _decisions:
-        batched = _decisions[decision_key]
-    elif batched is None and len(index) < 2 + max(1, rows // 2) + 2 * rows:  # too few rows to time
-        batched = True
-    elif batched is None:
-        timings = {}
-        for mode, warm, timed in ((False, 2, max(1, rows // 2)), (True, rows, rows)):
-            for count, timing in ((warm, False), (timed, True)):
-                selected = index[start : start + count]
-                began = time.perf_counter()
-                gradients = _backward(embedding, tapped, _cotangents(embedding, selected), mode)
-                if timing:
-                    timings[mode] = (time.perf_counter() - began) / count
-                start += count
-                yield selected, gradients
-            if timings[False] > PLAIN_IS_FASTER_ABOVE:
-                timings[True] = float("inf")  # vmapping saves per-call overhead, negligible in a long pass
-                break
-        batched = _decisions[decision_key] = timings[True] < timings[False]
-    step = (rows if embedding.device.type == "cpu" else chunk_size) if batched else rows
-    for begin in range(start, len(index), step):  # plain passes: chunks only bound the gradients held at once
-        selected = index[begin : begin + step]
-        yield selected, _backward(embedding, tapped, _cotangents(embedding, selected), batched)
-
-
-def _cotangents(embedding: Tensor, selected: Tensor) -> Tensor:
-    """[rows, B, D]: row r selects component selected[r] for every input of the batch."""
-    rows = len(selected)
-    cotangents = torch.zeros(rows, *embedding.shape, dtype=embedding.dtype, device=embedding.device)
-    cotangents[torch.arange(rows), :, selected] = 1.0
-    return cotangents
-
-
-def _backward(embedding: Tensor, tapped: list[Tensor], cotangents: Tensor, batched: bool) -> list[Tensor | None]:
-    """Gradients [rows, ...] at every tapped tensor for each row of ``cotangents`` [rows, B, D]."""
-    if batched:
-        return list(
-            torch.autograd.grad(
-                embedding, tapped, cotangents, retain_graph=True, is_grads_batched=True, allow_unused=True
-            )
-        )
-    per_row = [torch.autograd.grad(embedding, tapped, row, retain_graph=True, allow_unused=True) for row in cotangents]
-    return [None if per_row[0][i] is None else torch.stack([g[i] for g in per_row]) for i in range(len(tapped))]
-
-
-def _used(gradient: Tensor | None, probe: Probe) -> Tensor:
-    if gradient is None:
-        raise UnknownNameError(
-            f"the embedding does not depend on layer {probe.spec!r}",
-            fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
-        )
-    return gradient
-
-
-def _checked(components: Tensor, dim: int) -> Tensor:
-    index = torch.as_tensor(components, dtype=torch.long).flatten()
-    if len(index) == 0 or index.min() < 0 or index.max() >= dim:
-        raise ValueError(f"components must be non-empty indices in [0, {dim}); got {len(index)} indices")
-    return index
+    """:func:`~repreval.engine.maps.compute_mean_maps`: ``mean_d mean_c R_d`` [B, h, w] per request, one backward."""
+    return compute_mean_maps(network, requests, inputs, smoothing=smoothing, seed=seed, precision=precision)

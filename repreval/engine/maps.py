@@ -1,0 +1,262 @@
+"""The engine's entry: per-component attribution maps for many (probe, saliency method, channel aggregator)
+requests of one batch, from one tap pass.
+
+For every embedding component ``z_d`` a saliency method gives ``R_d`` (C×h×w) and the channel aggregator
+reduces it to an h×w map; channels are aggregated chunk by chunk, so memory holds D×h×w maps, never D×C×h×w.
+
+One forward pass taps every requested probe (``engine.taps``); its shapes decide each request's mode, and the
+same pass then serves both modes: reverse-mode requests share the backward passes over its graph (one per
+chunk of components, gradients at every probe at once), and forward-mode requests push input directions
+through the probe's tail starting from its tapped tensor (``engine.forward``). No pass is run only to decide.
+
+:func:`compute_mean_maps` is the separate one-backward shortcut for ``mean_d mean_c R_d`` (methods linear in
+the gradient): it returns [B, h, w] per request, not [B, D, h, w], so it is an entry of its own, not a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
+from .core import _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
+from .forward import directions, finish_jacobian, jacobian, jacobian_bytes
+from .probe import Probe, as_feature_map, gradient_feature_map, probe_layout
+from .taps import Tapped, component_gradients, component_index, tap_forward, used
+
+if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
+    from ..api import Aggregator, Layout, Network, SaliencyMethod
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """One kind of map to compute: a probe, a saliency method and (unless spatial) a channel aggregator."""
+
+    probe: Probe
+    method: SaliencyMethod
+    channel: Aggregator | None = None
+
+
+def compute_maps(
+    network: Network,
+    requests: Sequence[MapRequest],
+    inputs: Tensor,
+    *,
+    strategy: str = "auto",
+    create_graph: bool = False,
+    components: Tensor | None = None,
+    precision: str = "float32",
+    smoothing: Smoothing = Smoothing(),
+    seed: int = 0,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    chunk_size: int | None = None,
+    batched: bool | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> dict[MapRequest, Tensor]:
+    """Maps [B, D, h, w] (or [B, k, h, w]) for every request, from one tap pass over the preprocessed ``inputs``.
+
+    ``strategy``: ``reverse`` (backward passes over the tap pass's graph, ``chunk_size`` components per batched
+    pass, shared by all reverse requests), ``forward`` (per probe and gradient kind, batched JVPs of input
+    directions through the probe's tail), or ``auto``: per request, see :func:`auto_strategy`.
+    ``create_graph``: the maps stay differentiable w.r.t. the parameters (scores as training losses); otherwise
+    no graph is kept past the backward passes. ``components`` (indices into D): only these maps, in that order.
+    ``precision``: one of PRECISIONS; below float32 the network runs under autocast (normalisation layers in
+    float32); the maps are float32. ``smoothing``: each input's maps are the mean over its noisy samples (drawn
+    from ``seed``). ``chunk_size`` (rows per batched pass) defaults to what fits ``memory_budget`` bytes.
+    ``batched`` (reverse mode): one vmapped backward per chunk, or (False) one plain backward per component;
+    default: vmapped on GPUs, on CPUs whichever a timed trial of the first rows finds faster.
+    ``on_chunk(done, total)`` is called after each chunk of the reverse passes (progress within a long sweep).
+    """
+    requests = _checked_requests(requests, strategy)
+    if not requests:
+        return {}
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
+        shape = tuple(inputs.shape)
+        if smoothing.active:
+            inputs = perturb(smoothing, inputs, seed)
+        graph = create_graph or strategy != "forward"  # auto: the pass that decides must serve reverse mode too
+        tapped = tap_forward(network, probes, inputs, graph=graph)
+        batch = _Batch(network, inputs, shape, tapped, None, precision, create_graph, memory_budget, chunk_size)
+        del tapped  # the batch holds the pass: its graph goes when the batch lets it go
+        if components is not None:
+            batch.index = component_index(components, batch.dim)
+        modes = {request: batch.mode(request, strategy) for request in requests}
+        maps = _reverse_maps(batch, [r for r in requests if modes[r] == "reverse"], batched, on_chunk)
+        if not create_graph:
+            batch.tapped = batch.tapped.without_graph()  # the backward passes are done: free the graph
+        maps |= _forward_maps(batch, [r for r in requests if modes[r] == "forward"])
+    return {request: maps[request] for request in requests}
+
+
+def auto_strategy(
+    method: SaliencyMethod, feature_shape, dim: int, rows: int, memory_budget: int, layout: str = "channels_first"
+) -> str:
+    """``auto``'s mode for one request whose probe gives a feature map [samples, C, h, w] laid out as ``layout``
+    (a Layout kind), for ``rows`` of the ``dim`` components: ``forward`` when its input directions (C for a
+    method reading only the spatial-mean gradient, else C·h·w) are fewer than ``rows`` backward passes, its
+    Jacobian (directions × samples × D floats: forward mode computes every column) fits half of
+    ``memory_budget``, and the layout is channels-first; otherwise ``reverse``."""
+    if layout != "channels_first" or directions(method, feature_shape) >= rows:
+        return "reverse"
+    return "reverse" if jacobian_bytes(method, dim, feature_shape) > memory_budget // 2 else "forward"
+
+
+def compute_mean_maps(
+    network: Network,
+    requests: Sequence[MapRequest],
+    inputs: Tensor,
+    *,
+    smoothing: Smoothing = Smoothing(),
+    seed: int = 0,
+    precision: str = "float32",
+    create_graph: bool = False,
+) -> dict[MapRequest, Tensor]:
+    """``mean_d mean_c R_d`` [B, h, w] for every request (methods linear in the gradient) with ONE backward pass
+    of ``mean_d z_d``; ``request.channel`` is ignored (the channel aggregation is the signed mean).
+
+    Exact: mean_d mean_c attribute(a, g_d) = mean_c attribute(a, d(mean_d z_d)/da)."""
+    for request in requests:
+        if not request.method.linear_in_gradient or request.method.spatial:
+            raise ValueError(f"saliency method {request.method.name!r} is not linear in the gradient")
+    if not requests:
+        return {}
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
+        shape = tuple(inputs.shape)
+        if smoothing.active:
+            inputs = perturb(smoothing, inputs, seed)
+        tapped = tap_forward(network, probes, inputs)
+        batch = _Batch(network, inputs, shape, tapped, None, precision, create_graph)
+        embedding = tapped.embedding
+        cotangent = torch.full_like(embedding, 1.0 / embedding.shape[1])
+        gradients = torch.autograd.grad(
+            embedding, [tapped.taps[p] for p in probes], cotangent, create_graph=create_graph, allow_unused=True
+        )
+        by_probe = dict(zip(probes, gradients, strict=True))
+        maps = {}
+        for request in requests:
+            probe, layout = request.probe, probe_layout(network, request.probe)
+            finish = _Finisher(request.method, channel_mean, batch.feature_map(probe, layout), shape[0], shape)
+            gradient = used(by_probe[probe], probe)[None]
+            maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
+        return maps
+
+
+def _checked_requests(requests: Sequence[MapRequest], strategy: str) -> list[MapRequest]:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    for request in requests:
+        if not request.method.spatial and request.channel is None:
+            raise ValueError(f"saliency method {request.method.name!r} needs a channel aggregator")
+    return list(dict.fromkeys(requests))
+
+
+@dataclass
+class _Batch:
+    """What the requests of one call share: the tap pass over ``inputs`` (smoothing samples included), the
+    caller's input shape, the components and the settings."""
+
+    network: Network
+    inputs: Tensor
+    input_shape: tuple[int, ...]
+    tapped: Tapped
+    index: Tensor | None  # the components asked for; None: all D
+    precision: str
+    create_graph: bool
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    chunk_size: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """D, the embedding's components."""
+        return self.tapped.embedding.shape[1]
+
+    def mode(self, request: MapRequest, strategy: str) -> str:
+        """The request's mode: ``strategy`` itself, or ``auto``'s choice from this pass's shapes."""
+        if strategy != "auto":
+            return strategy
+        layout = probe_layout(self.network, request.probe).kind
+        if layout != "channels_first":  # no feature map is needed to refuse forward mode
+            return "reverse"
+        rows = self.dim if self.index is None else len(self.index)
+        shape = self.feature_map(request.probe, None).shape
+        return auto_strategy(request.method, shape, self.dim, rows, self.memory_budget, layout)
+
+    def feature_map(self, probe: Probe, layout: Layout | None) -> Tensor:
+        """The probe's tapped tensor as [samples, C, h, w] (detached unless the maps must stay differentiable;
+        float32 whatever the network's precision)."""
+        tap = self.tapped.taps[probe]
+        value = as_feature_map(tap if self.create_graph else tap.detach(), probe.spec, layout)
+        return value if self.precision == "float32" else value.float()
+
+    def finisher(self, request: MapRequest, feature_map: Tensor) -> _Finisher:
+        """Gradients of a chunk of components -> the request's maps [k, B, h, w]."""
+        return _Finisher(request.method, request.channel, feature_map, self.input_shape[0], self.input_shape)
+
+    def chunk(self, minimum: int = 1) -> int:
+        """Rows per batched pass: ``chunk_size``, or what fits the memory budget."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return chunk_for_budget(self.tapped.forward_bytes, self.memory_budget, self.inputs.device, minimum=minimum)
+
+
+def _reverse_maps(batch: _Batch, requests: list[MapRequest], batched: bool | None, on_chunk) -> dict:
+    """Maps of every reverse-mode request from the same backward passes: each chunk of components gives the
+    gradients at all their probes, from which every request's maps of that chunk are made."""
+    if not requests:
+        return {}
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    layouts = {probe: probe_layout(batch.network, probe) for probe in probes}
+    finishers = {r: batch.finisher(r, batch.feature_map(r.probe, layouts[r.probe])) for r in requests}
+    embedding = batch.tapped.embedding
+    index = component_index(batch.index, batch.dim)
+    key = (type(batch.network.module), tuple(batch.inputs.shape), tuple(probes), torch.get_num_threads(),
+           batch.create_graph)  # fmt: skip
+    tapped = [batch.tapped.taps[probe] for probe in probes]
+    chunks: dict[MapRequest, list[Tensor]] = {request: [] for request in requests}
+    for _selected, gradients in component_gradients(
+        embedding, tapped, index, batch.chunk(), batched, key, batch.create_graph
+    ):
+        by_probe = dict(zip(probes, gradients, strict=True))
+        for request, finish in finishers.items():
+            probe = request.probe
+            gradient = gradient_feature_map(used(by_probe[probe], probe), probe.spec, layouts[probe])
+            chunks[request].append(finish(gradient))
+        if on_chunk:
+            on_chunk(sum(len(part) for part in chunks[requests[0]]), len(index))
+    return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
+
+
+def _forward_maps(batch: _Batch, requests: list[MapRequest]) -> dict:
+    """Maps of every forward-mode request: one Jacobian per probe and gradient kind (full, or spatial mean),
+    pushed through the probe's tail from its tapped tensor, finished for each request that reads it."""
+    groups: dict[tuple[Probe, bool], list[MapRequest]] = {}
+    for request in requests:
+        groups.setdefault((request.probe, request.method.gradient == "spatial_mean"), []).append(request)
+    tails: dict[Probe, Callable[[Tensor], Tensor]] = {}
+    chunk = batch.chunk(minimum=32)  # each batched JVP also pays for a primal pass
+    maps = {}
+    for (probe, spatial_mean), members in groups.items():
+        activation = _channels_first_tap(batch, probe)
+        feature_map = batch.feature_map(probe, None)
+        if probe not in tails:
+            tails[probe] = probe.tail(batch.network, batch.inputs)
+        columns = jacobian(tails[probe], activation, feature_map, chunk, spatial_mean, batch.index)
+        for request in members:
+            maps[request] = finish_jacobian(columns, batch.finisher(request, feature_map), spatial_mean, chunk)
+    return maps
+
+
+def _channels_first_tap(batch: _Batch, probe: Probe) -> Tensor:
+    """The tapped tensor forward mode starts from: channels-first or vectors only (other layouts: reverse)."""
+    tap = batch.tapped.taps[probe]
+    if tap.dim() != 2 and probe_layout(batch.network, probe).kind != "channels_first":
+        raise ValueError(
+            f"probe {probe.spec!r}: forward mode reads channels-first tensors only; use strategy reverse or auto"
+        )
+    return tap if batch.create_graph else tap.detach()
