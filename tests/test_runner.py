@@ -63,14 +63,14 @@ def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plu
     import repreval.runner.pictures as pictures
 
     calls = []
-    original = attribution.sweep_maps
+    original = attribution.compute_maps
 
     def counting(network, requests, inputs, **options):
         calls.append((len(requests), inputs.shape[0]))
         return original(network, requests, inputs, **options)
 
-    monkeypatch.setattr(attribution, "sweep_maps", counting)
-    monkeypatch.setattr(pictures, "sweep_maps", counting)
+    monkeypatch.setattr(attribution, "compute_maps", counting)
+    monkeypatch.setattr(pictures, "compute_maps", counting)
     data = _suite(tmp_path, "sweep", ["noise_score", "variance_score"])
     data["variants"] = ["trained", "random"]
     data["evaluation"]["chunk_size"] = 16

@@ -1,7 +1,8 @@
 """Attribution units: the maps of each probe layer and saliency method, read by every aggregator and score.
 
 Groups (units reading the same maps) that can share passes form a family whose maps come from one engine call
-per batch: one forward, one batched backward per chunk of components, every layer and method at once. Scores
+per batch (:func:`repreval.engine.compute_maps`: one tap pass; every layer and method from shared backward
+passes, or forward mode where ``strategy`` picks it). Scores
 read the maps batch by batch; a unit's record holds its per-input values."""
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import torch
 from torch import Tensor
 
 from ..api import Aggregator, AttributionMaps, AttributionScore, Network, SaliencyMethod
-from ..engine.attribution import component_maps
+from ..engine import MapRequest, compute_maps, compute_mean_maps
 from ..engine.estimate import sample_components
 from ..engine.probe import Probe
-from ..engine.sweep import MapRequest, sweep_maps, sweep_mean_maps
 from ..errors import ReprevalError
 from ..plan import Plan, Unit
 from .context import RunContext, derived_seed
@@ -140,7 +140,7 @@ def _run_sweeps(built: BuiltVariant, batches: dict[str, Tensor], groups: list[li
             works.append((group, plan_group(run.plan, built.network, batches, group)))
         except Exception as exc:
             run.fail(group, exc)
-    for family in _families(run.plan, works):
+    for family in _families(works):
         progress = FamilyProgress(run, family)
         try:
             results = _run_family(built, batches, family, progress)
@@ -159,11 +159,9 @@ def _run_sweeps(built: BuiltVariant, batches: dict[str, Tensor], groups: list[li
             run.finished(group, failed, progress.credit(group))
 
 
-def _families(plan: Plan, works: Family) -> list[Family]:
-    """Groups that one sweep serves: the same path (full maps, or the one-backward mean) and the same
-    components. Forced forward mode keeps each group on its own (forward mode is per layer)."""
-    if plan.suite.evaluation.strategy == "forward":
-        return [[work] for work in works]
+def _families(works: Family) -> list[Family]:
+    """Groups that one engine call serves: the same path (full maps, or the one-backward mean) and the same
+    components."""
     families: dict[tuple, Family] = {}
     for group, work in works:
         sampled = None if work.sampled is None else tuple(work.sampled.tolist())
@@ -315,28 +313,16 @@ def _family_maps(
     works = [work for _, work in family]
     requests = list(dict.fromkeys(work.request for work in works))
     one_backward, sampled = works[0].one_backward, works[0].sampled
-    if evaluation.strategy == "forward":  # forward mode: one group per family, the per-layer engine
-        work = works[0]
 
-        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
-            maps = component_maps(
-                network, work.probe, inputs, work.method, work.channel, chunk_size=evaluation.chunk_size,
-                strategy="forward", memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing,
-                seed=seed, components=sampled,
-            )  # fmt: skip
-            return {requests[0]: maps}
-    elif one_backward:
-
-        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
-            return sweep_mean_maps(network, requests, inputs, smoothing=evaluation.smoothing, seed=seed)
-    else:
-
-        def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
-            return sweep_maps(
-                network, requests, inputs, components=sampled, chunk_size=evaluation.chunk_size,
-                memory_budget=evaluation.memory_budget, smoothing=evaluation.smoothing, seed=seed,
-                on_chunk=None if on_chunk is None else lambda done, total: on_chunk(done, total, call),
-            )  # fmt: skip
+    def compute(inputs: Tensor, seed: int, call: int = 0) -> dict[MapRequest, Tensor]:
+        if one_backward:
+            return compute_mean_maps(network, requests, inputs, smoothing=evaluation.smoothing, seed=seed)
+        return compute_maps(
+            network, requests, inputs, strategy=evaluation.strategy, components=sampled,
+            chunk_size=evaluation.chunk_size, memory_budget=evaluation.memory_budget,
+            smoothing=evaluation.smoothing, seed=seed,
+            on_chunk=None if on_chunk is None else lambda done, total: on_chunk(done, total, call),
+        )  # fmt: skip
 
     if evaluation.smoothing.active:
         return {

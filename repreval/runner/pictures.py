@@ -12,8 +12,8 @@ from torch import Tensor
 from ..api import Network
 from ..config import PluginChoice
 from ..drawings import maps_file, pictured_variants
+from ..engine import MapRequest, compute_maps
 from ..engine.probe import Probe
-from ..engine.sweep import MapRequest, sweep_maps
 from ..plan import Plan, Unit, UnitKind
 from .context import derived_seed
 from .records import error_text
@@ -97,9 +97,10 @@ def keep_picture_maps(
     if dim > PICTURE_COMPONENTS:
         generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
         components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
-    maps = sweep_maps(
-        network, list(requests.values()), inputs, components=components, memory_budget=evaluation.memory_budget
-    )
+    maps = compute_maps(
+        network, list(requests.values()), inputs, strategy=evaluation.strategy, components=components,
+        memory_budget=evaluation.memory_budget,
+    )  # fmt: skip
     arrays: dict[str, Any] = {
         "inputs": inputs.float().cpu().numpy(),
         "components": np.array([dim, len(components) if components is not None else dim]),
