@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SHARED, needs_shared
+from engine_helpers import component_maps
 
 from repreval.api import Network, normalize_maps
 from repreval.config import ModelConfig, Smoothing
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import component_maps
 from repreval.engine.core import perturb
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
@@ -176,12 +176,12 @@ def test_one_backward_mean_map_equals_mean_of_component_maps(resnet20, plugins, 
 def test_the_cpu_trial_of_plain_and_vmapped_passes_works_at_any_chunk_size(chunk_size):
     """The trial times both ways on the first rows; a memory budget that allows one row per chunk once made it
     time zero rows. Every way gives the same maps."""
+    from engine_helpers import sweep_maps
     from torch import nn
 
     from repreval.api import InputSpec, Network
-    from repreval.engine import taps
+    from repreval.engine import MapRequest, taps
     from repreval.engine.probe import Probe
-    from repreval.engine.sweep import MapRequest, sweep_maps
     from repreval.plugins import load_plugins
 
     torch.manual_seed(0)

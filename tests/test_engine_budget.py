@@ -9,12 +9,12 @@ import time
 import pytest
 import torch
 import torchvision
+from engine_helpers import component_maps
 
 from repreval.api import InputSpec, Network
 from repreval.bench import PeakMemory
 from repreval.engine import core
 from repreval.engine import maps as maps_module
-from repreval.engine.attribution import component_maps
 from repreval.engine.core import chunk_for_budget
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SHARED, needs_shared
-from engine_helpers import sampled_component_maps
+from engine_helpers import component_maps, sampled_component_maps
 
 from repreval.api import normalize_maps
 from repreval.config import ModelConfig
 from repreval.data import fit_to_input, noise_inputs, normalize
-from repreval.engine.attribution import component_maps
 from repreval.engine.estimate import sample_components
 from repreval.engine.probe import Probe
 from repreval.models import Model

@@ -7,13 +7,12 @@ import json
 import pytest
 import torch
 from conftest import SHARED, needs_shared
-from engine_helpers import precision_deviation
+from engine_helpers import component_maps, precision_deviation
 
 from repreval.bench import BenchRow, as_dicts, map_deviation
 from repreval.cli import main
 from repreval.config import ModelConfig
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import component_maps
 from repreval.engine.core import PRECISIONS, precision_context
 from repreval.engine.probe import Probe
 from repreval.models import Model, seeded

@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SHARED, needs_shared
-from engine_helpers import mean_map
+from engine_helpers import component_maps, mean_map
 from torch import nn
 
 from repreval.api import InputSpec, Network
 from repreval.config import ModelConfig
 from repreval.data import fit_to_input, normalize
-from repreval.engine.attribution import component_maps
 from repreval.engine.probe import Probe
 from repreval.engine.reference import component_maps_loop
 from repreval.errors import ReprevalError

@@ -10,11 +10,12 @@ import math
 import pytest
 import torch
 from conftest import ROOT
+from engine_helpers import sweep_maps
 
 from repreval.cli import main
 from repreval.config import ModelConfig
+from repreval.engine import MapRequest
 from repreval.engine.probe import Probe
-from repreval.engine.sweep import MapRequest, sweep_maps
 from repreval.errors import ReprevalError
 from repreval.models import Model
 

@@ -13,11 +13,12 @@ import math
 
 import pytest
 import torch
+from engine_helpers import sweep_maps
 
 from repreval.cli import main
 from repreval.config import ModelConfig
+from repreval.engine import MapRequest
 from repreval.engine.probe import Probe, probe_layout
-from repreval.engine.sweep import MapRequest, sweep_maps
 from repreval.models import Model, layer_table
 
 #: family representative: (input size, two probe layers, how the oracle reads each layer's tensor)
