@@ -145,6 +145,8 @@ def test_evaluate_gives_the_numbers_of_the_same_suite(branchy, tmp_path, capsys)
     assert main(["leaderboard", str(tmp_path / "notebook"), "--format", "json"]) == 0
     boards = json.loads(capsys.readouterr().out)
     assert {row["variant"] for board in boards for row in board["rows"]} == {"trained", "random"}
+    assert json.loads(result.to_json()) == boards  # the result's JSON is the command's
+    assert "<table>" in result._repr_html_() and "noise_score" in result._repr_html_()
     assert main(["publish", str(tmp_path / "notebook"), "--out", str(tmp_path / "site")]) == 0
     assert (tmp_path / "site" / "index.html").is_file()
     # the same module and images again: nothing to compute
