@@ -220,12 +220,13 @@ def _modes(monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize(
     "methods, modes",
-    [(["gradients"], ["reverse"]), (["grad_cam"], ["forward"]), (["grad_cam", "gradients"], ["reverse", "forward"])],
+    [(["gradients"], ["reverse"]), (["grad_cam"], ["forward"]), (["grad_cam", "gradients"], ["reverse", "reverse"])],
 )
 def test_auto_decides_from_the_pass_it_uses(monkeypatch, methods, modes):
     """The network's first module runs exactly once per call outside forward mode's own tail passes (one JVP
     pass per chunk of directions; here one chunk): the pass whose shapes decide is the pass the maps come from,
-    whether a request resolves to reverse mode, to forward mode, or one to each."""
+    whether the call resolves to reverse mode or to forward mode. With a request that needs the reverse sweep
+    anyway, Grad-CAM rides along on its passes instead of adding forward ones."""
     network, inputs = _smooth_residual(torch.float32)
     stem_calls, tail_runs = _counting(network, monkeypatch)
     chosen = _modes(monkeypatch)

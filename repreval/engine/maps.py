@@ -61,7 +61,9 @@ def compute_maps(
 
     ``strategy``: ``reverse`` (backward passes over the tap pass's graph, ``chunk_size`` components per batched
     pass, shared by all reverse requests), ``forward`` (per probe and gradient kind, batched JVPs of input
-    directions through the probe's tail), or ``auto``: per request, see :func:`auto_strategy`.
+    directions through the probe's tail), or ``auto``: the mode with fewer passes for the whole call (a request
+    that :func:`auto_strategy` sends forward goes forward only when every request does and their directions
+    together are fewer than the components; otherwise all share the reverse sweep).
     ``create_graph``: the maps stay differentiable w.r.t. the parameters (scores as training losses); otherwise
     no graph is kept past the backward passes. ``components`` (indices into D): only these maps, in that order.
     ``precision``: one of PRECISIONS; below float32 the network runs under autocast (normalisation layers in
@@ -85,12 +87,29 @@ def compute_maps(
         del tapped  # the batch holds the pass: its graph goes when the batch lets it go
         if components is not None:
             batch.index = component_index(components, batch.dim)
-        modes = {request: batch.mode(request, strategy) for request in requests}
+        modes = _modes(batch, requests, strategy)
         maps = _reverse_maps(batch, [r for r in requests if modes[r] == "reverse"], batched, on_chunk)
         if not create_graph:
             batch.tapped = batch.tapped.without_graph()  # the backward passes are done: free the graph
         maps |= _forward_maps(batch, [r for r in requests if modes[r] == "forward"])
     return {request: maps[request] for request in requests}
+
+
+def _modes(batch: _Batch, requests: list[MapRequest], strategy: str) -> dict[MapRequest, str]:
+    """Each request's mode. ``auto`` counts the passes of the whole call: the reverse sweep's backward passes serve
+    every reverse request at once (a request riding along costs no pass), so forward mode pays only where it
+    replaces that sweep: when every request may go forward and their Jacobians' directions together (one
+    Jacobian per probe and gradient kind) are fewer than the components."""
+    modes = {request: batch.mode(request, strategy) for request in requests}
+    if strategy != "auto" or "forward" not in modes.values():
+        return modes
+    jacobians = {
+        (r.probe, r.method.gradient == "spatial_mean"): directions(r.method, batch.feature_map(r.probe, None).shape)
+        for r in requests
+    }
+    if "reverse" in modes.values() or sum(jacobians.values()) >= batch.rows:
+        return dict.fromkeys(requests, "reverse")
+    return modes
 
 
 def auto_strategy(
@@ -176,6 +195,11 @@ class _Batch:
         """D, the embedding's components."""
         return self.tapped.embedding.shape[1]
 
+    @property
+    def rows(self) -> int:
+        """The components asked for: D, or the sampled ones."""
+        return self.dim if self.index is None else len(self.index)
+
     def mode(self, request: MapRequest, strategy: str) -> str:
         """The request's mode: ``strategy`` itself, or ``auto``'s choice from this pass's shapes."""
         if strategy != "auto":
@@ -183,9 +207,8 @@ class _Batch:
         layout = probe_layout(self.network, request.probe).kind
         if layout != "channels_first":  # no feature map is needed to refuse forward mode
             return "reverse"
-        rows = self.dim if self.index is None else len(self.index)
         shape = self.feature_map(request.probe, None).shape
-        return auto_strategy(request.method, shape, self.dim, rows, self.memory_budget, layout)
+        return auto_strategy(request.method, shape, self.dim, self.rows, self.memory_budget, layout)
 
     def feature_map(self, probe: Probe, layout: Layout | None) -> Tensor:
         """The probe's tapped tensor as [samples, C, h, w] (detached unless the maps must stay differentiable;
