@@ -35,7 +35,9 @@ from ._common import (
 
 def add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     """What ``run`` and ``eval`` share: where units run, the results folder, device, threads, display."""
-    parser.add_argument("--executor", choices=["local", "ray"], help="where the units run (overrides the suite)")
+    parser.add_argument(
+        "--executor", metavar="NAME", help="where the units run: local, ray, ... (`repreval list executors`)"
+    )
     parser.add_argument("--address", help="a Ray cluster to join, HOST:PORT (with --executor ray)")
     parser.add_argument("--boards", action="store_true", help="print every board with its layers, not the summary")
     parser.add_argument("--out", help=f"results directory (default: {default_out})")
@@ -205,6 +207,7 @@ EVAL_FLAGS = (
     ("evaluation.strategy", "--strategy"),
     ("evaluation.sample_components", "--sample-components"),
     ("device", "--device"),
+    ("executor", "--executor"),
     ("seed", "--seed"),
 )
 
