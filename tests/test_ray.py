@@ -121,3 +121,13 @@ def test_validate_counts_groups_and_calibrates_on_one_without_writing(tmp_path, 
     out = capsys.readouterr().out
     assert "8 units in 4 groups" in out and "calibration: ae · trained (2 units) took" in out
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_an_unknown_executor_on_the_command_line_is_one_line(tmp_path, capsys):
+    """``--executor`` takes whatever executor plugins are installed; a name none registered is one line."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(digits_suite()))
+    assert main(["run", str(path), "--executor", "dask", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown executor 'dask'" in err and "local, ray" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
