@@ -76,15 +76,10 @@ def compute_maps(
     requests = _checked_requests(requests, strategy)
     if not requests:
         return {}
-    probes = list(dict.fromkeys(request.probe for request in requests))
     with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
-        shape = tuple(inputs.shape)
-        if smoothing.active:
-            inputs = perturb(smoothing, inputs, seed)
         graph = create_graph or strategy != "forward"  # auto: the pass that decides must serve reverse mode too
-        tapped = tap_forward(network, probes, inputs, graph=graph)
-        batch = _Batch(network, inputs, shape, tapped, None, precision, create_graph, memory_budget, chunk_size)
-        del tapped  # the batch holds the pass: its graph goes when the batch lets it go
+        batch = _tap(network, requests, inputs, smoothing, seed, precision, create_graph, graph)
+        batch.memory_budget, batch.chunk_size = memory_budget, chunk_size
         if components is not None:
             batch.index = component_index(components, batch.dim)
         modes = _modes(batch, requests, strategy)
@@ -146,15 +141,11 @@ def compute_mean_maps(
         return {}
     probes = list(dict.fromkeys(request.probe for request in requests))
     with torch.set_grad_enabled(create_graph), precision_context(precision, inputs.device):
-        shape = tuple(inputs.shape)
-        if smoothing.active:
-            inputs = perturb(smoothing, inputs, seed)
-        tapped = tap_forward(network, probes, inputs)
-        batch = _Batch(network, inputs, shape, tapped, None, precision, create_graph)
-        embedding = tapped.embedding
+        batch = _tap(network, requests, inputs, smoothing, seed, precision, create_graph)
+        shape, embedding = batch.input_shape, batch.tapped.embedding
         cotangent = torch.full_like(embedding, 1.0 / embedding.shape[1])
         gradients = torch.autograd.grad(
-            embedding, [tapped.taps[p] for p in probes], cotangent, create_graph=create_graph, allow_unused=True
+            embedding, [batch.tapped.taps[p] for p in probes], cotangent, create_graph=create_graph, allow_unused=True
         )
         by_probe = dict(zip(probes, gradients, strict=True))
         maps = {}
@@ -164,6 +155,26 @@ def compute_mean_maps(
             gradient = used(by_probe[probe], probe)[None]
             maps[request] = finish(gradient_feature_map(gradient, probe.spec, layout))[0]
         return maps
+
+
+def _tap(
+    network: Network,
+    requests: Sequence[MapRequest],
+    inputs: Tensor,
+    smoothing: Smoothing,
+    seed: int,
+    precision: str,
+    create_graph: bool,
+    graph: bool = True,
+) -> _Batch:
+    """One tap pass over ``inputs`` (each input's noisy samples when smoothing) at every requested probe, as the
+    batch the requests share (its graph goes when the batch lets it go)."""
+    shape = tuple(inputs.shape)
+    if smoothing.active:
+        inputs = perturb(smoothing, inputs, seed)
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    tapped = tap_forward(network, probes, inputs, graph=graph)
+    return _Batch(network, inputs, shape, tapped, None, precision, create_graph)
 
 
 def _checked_requests(requests: Sequence[MapRequest], strategy: str) -> list[MapRequest]:
