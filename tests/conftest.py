@@ -80,3 +80,22 @@ def install_offline(site, *distributions) -> None:
                "--disable-pip-version-check", "--target", str(site), *map(str, distributions)]  # fmt: skip
     installed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
+
+
+def hooked_forward(network, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The oracles' forward: the unmodified network, the probed tensor (``NAME`` or ``NAME:input``) captured by a
+    plain hook; returns (that tensor, the embedding), with a graph from one to the other."""
+    name, _, side = layer.partition(":")
+    module = dict(network.module.named_modules())[name]
+    seen: list[torch.Tensor] = []
+    if side == "input":
+        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _args, output: seen.append(output))
+    try:
+        with torch.enable_grad():
+            embedding = network.embed(inputs.clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    assert seen[0]._version == 0, "the oracle needs a network that leaves the probed tensor unchanged"
+    return seen[0], embedding

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import hooked_forward
 from torch import nn
 
 from repreval.api import InputSpec, Network
@@ -75,20 +76,7 @@ def oracle_maps(network: Network, layer: str, inputs: torch.Tensor, method: str)
     """Maps [B, D, h, w] by plain autograd on the unmodified forward: the probed tensor captured by a hook,
     one ``torch.autograd.grad(create_graph=True)`` per component, the method written out by hand (channels:
     mean of |.|). Differentiable w.r.t. the parameters."""
-    name, _, side = layer.partition(":")
-    module = dict(network.module.named_modules())[name]
-    seen: list[torch.Tensor] = []
-    if side == "input":
-        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _args, output: seen.append(output))
-    try:
-        with torch.enable_grad():
-            embedding = network.embed(inputs.clone().requires_grad_(True))
-    finally:
-        handle.remove()
-    a = seen[0]
-    assert a._version == 0, "the oracle needs the probed tensor unchanged"
+    a, embedding = hooked_forward(network, layer, inputs)
     g = torch.stack(
         [torch.autograd.grad(embedding[:, d].sum(), a, create_graph=True)[0] for d in range(embedding.shape[1])],
         dim=1,
@@ -166,17 +154,7 @@ def test_differentiable_one_backward_mean_maps_equal_plain_autograd():
 
 
 def _signed_mean_oracle(network, name, side, inputs, method) -> torch.Tensor:
-    module = dict(network.module.named_modules())[name]
-    seen: list[torch.Tensor] = []
-    if side == "input":
-        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _args, output: seen.append(output))
-    try:
-        embedding = network.embed(inputs)
-    finally:
-        handle.remove()
-    a = seen[0]
+    a, embedding = hooked_forward(network, f"{name}:{side}" if side else name, inputs)
     g = torch.stack(
         [torch.autograd.grad(embedding[:, d].sum(), a, create_graph=True)[0] for d in range(embedding.shape[1])],
         dim=1,

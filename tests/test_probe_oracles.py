@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SHARED, needs_shared
+from conftest import SHARED, hooked_forward, needs_shared
 from engine_helpers import component_maps, mean_map
 from torch import nn
 
@@ -29,20 +29,7 @@ def _network(module: nn.Module, shape=(3, 8, 8)) -> Network:
 
 def autograd_oracle(network: Network, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(activation [B, C, h, w], gradients [B, D, C, h, w]) by plain autograd on the unmodified forward."""
-    name, _, side = layer.partition(":")
-    module = dict(network.module.named_modules())[name]
-    seen: list[torch.Tensor] = []
-    if side == "input":
-        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _args, output: seen.append(output))
-    try:
-        with torch.enable_grad():
-            embedding = network.embed(inputs.clone().requires_grad_(True))
-    finally:
-        handle.remove()
-    activation = seen[0]
-    assert activation._version == 0, "the oracle needs a network that leaves the probed tensor unchanged"
+    activation, embedding = hooked_forward(network, layer, inputs)
     gradients = [
         torch.autograd.grad(embedding[:, d].sum(), activation, retain_graph=True)[0] for d in range(embedding.shape[1])
     ]
