@@ -3,6 +3,8 @@ attribution maps of one input at one layer (``repreval show``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -14,6 +16,7 @@ from .models import LayerInfo, Model, layer_table
 from .plan import model_layers
 from .plugins import Plugins
 from .suite import split_model_spec
+from .trust import trusting, user_trust
 
 
 def build_network(
@@ -25,9 +28,24 @@ def build_network(
     weights_match: str = "name",
     layer: str | None = None,
     seed: int = 0,
+    trust: Sequence[str] = (),
 ) -> Network:
     """The network of model ``spec`` (``SOURCE:NAME``): with the weights of a local file, else randomly
-    initialised from ``seed``. ``layer``: a probe layer to check (an unknown or unreadable one: one line)."""
+    initialised from ``seed``. ``layer``: a probe layer to check (an unknown or unreadable one: one line).
+    ``trust``: modules ``torch:`` may import (as ``--trust``; see :mod:`repreval.trust`)."""
+    with trusting(user_trust(trust)):
+        return _build_network(plugins, spec, options, weights, weights_match, layer, seed)
+
+
+def _build_network(
+    plugins: Plugins,
+    spec: str,
+    options: dict | None,
+    weights: str | None,
+    weights_match: str,
+    layer: str | None,
+    seed: int,
+) -> Network:
     source_name, _ = split_model_spec(spec)
     config = ModelConfig(
         id="model", spec=spec, options=options or {}, weights=weights, weights_match=weights_match,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from .errors import ReprevalError, suggest
 from .leaderboard import Board, build_leaderboards
 from .store import ScoreRecord
+from .trust import check_suite_address, trusting, user_trust
 
 
 class RunProgress:
@@ -140,14 +140,6 @@ def _record_key(record: ScoreRecord) -> str:
     return "/".join(part or "-" for part in (*parts, record.embedding_aggregator, record.score))
 
 
-def local_modules(suite: str | os.PathLike | None = None) -> None:
-    """Let models name modules beside the suite file or in the working directory (``torch:mynet:build``)
-    without PYTHONPATH, as ``python script.py`` does for its own directory."""
-    for folder in (Path.cwd(), Path(suite).resolve().parent if suite else None):
-        if folder is not None and str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-
-
 def run(
     suite: str | os.PathLike | Mapping,
     *,
@@ -162,6 +154,7 @@ def run(
     plugins=None,
     progress: RunProgress | None = None,
     suite_path: str | os.PathLike | None = None,
+    trust: Sequence[str] = (),
 ) -> RunResult:
     """Run ``suite`` (a YAML file, or a suite mapping as such a file holds it) and return its results.
 
@@ -170,24 +163,45 @@ def run(
     and ``address`` override the suite; ``threads``: torch's CPU threads (default: the cores other processes
     leave idle); ``force_new`` clears a folder that holds a run configured otherwise; ``plugins``: loaded
     plugins (default: every installed one); ``progress``: a :class:`RunProgress` display. Finished units of an
-    earlier run into the same folder are kept. Bad input raises :class:`~repreval.errors.ReprevalError` (one
-    line naming the problem and the fix) before anything is computed; a unit that fails is recorded as failed
-    and listed in ``RunResult.failures`` while the others go on."""
-    from .plan import make_plan
-    from .plugins import load_plugins
-    from .resources import choose_threads, keep_freed_memory
-    from .runner import resolve_device, run_suite
-    from .store import ResultStore, run_fingerprint, write_atomic
-    from .suite import parse_suite, resolve_includes
+    earlier run into the same folder are kept. ``trust``: modules that ``torch:MODULE:CALLABLE`` may
+    import besides torchvision.models and torch.nn (as ``--trust``; a suite never adds to them, see
+    :mod:`repreval.trust`), installed or as files in the working directory or beside the suite. A suite's
+    ``executor.address`` is refused unless ``address`` names it or the user's config file lists it. Bad input
+    raises :class:`~repreval.errors.ReprevalError` (one line naming the problem and the fix) before anything is
+    computed; a unit that fails is recorded as failed and listed in ``RunResult.failures`` while the others go
+    on."""
+    from .suite import resolve_includes
 
     progress = progress or RunProgress()
     if isinstance(suite, Mapping):
         data, path = dict(suite), Path(suite_path) if suite_path else None
     else:
         path = Path(suite)
-        local_modules(path)
         data = resolve_includes(path)
+    trusted = user_trust(trust, suite=path)
+    if not address:
+        check_suite_address(data.get("executor"), trusted)
     _override(data, seed=seed, weights=weights, device=device, executor=executor, address=address)
+    with trusting(trusted):
+        return _run(data, path, out, threads, force_new, plugins, progress)
+
+
+def _run(
+    data: dict,
+    path: Path | None,
+    out: str | os.PathLike | None,
+    threads: int | None,
+    force_new: bool,
+    plugins,
+    progress: RunProgress,
+) -> RunResult:
+    from .plan import make_plan
+    from .plugins import load_plugins
+    from .resources import choose_threads, keep_freed_memory
+    from .runner import resolve_device, run_suite
+    from .store import ResultStore, run_fingerprint, write_atomic
+    from .suite import parse_suite
+
     if threads is not None and threads < 1:
         raise ReprevalError(f"threads must be at least 1, got {threads}", fix="e.g. --threads 2")
     plugins = plugins if plugins is not None else load_plugins()
@@ -201,6 +215,8 @@ def run(
 
     store = ResultStore(parsed.output)
     fingerprint = run_fingerprint(parsed.name, parsed.seed, resolve_device(parsed.device).type)
+    if parsed.environment:  # the values of the suite's variables, hashed: never stored
+        fingerprint["environment"] = parsed.environment
     with store.claimed(fingerprint, force_new=force_new):
         try:
             done = run_suite(

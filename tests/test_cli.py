@@ -735,10 +735,12 @@ def test_torch_models_import_from_beside_the_suite_or_the_working_directory(tmp_
     )
     script = Path(sys.executable).parent / "repreval"
     env = {**os.environ, "PYTHONPATH": ""}
-    beside = subprocess.run([script, "validate", tmp_path / "suite.yaml"], capture_output=True, text=True, env=env)
+    beside = subprocess.run(
+        [script, "validate", tmp_path / "suite.yaml", "--trust", "mynet"], capture_output=True, text=True, env=env
+    )
     assert beside.returncode == 0, beside.stderr
     here = subprocess.run(
-        [script, "layers", "torch:mynet:build", "--option", "input_size=[3,16,16]"],
+        [script, "layers", "torch:mynet:build", "--option", "input_size=[3,16,16]", "--trust", "mynet"],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert here.returncode == 0, here.stderr

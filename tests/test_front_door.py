@@ -68,6 +68,7 @@ def branchy(tmp_path, monkeypatch):
     (tmp_path / "branchy.py").write_text(MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPREVAL_TRUST", "branchy")  # the user trusts their module (as --trust branchy)
     from branchy import Branchy  # type: ignore[import-not-found]
     from sklearn.datasets import load_digits
 

@@ -291,6 +291,7 @@ def test_a_tensor_that_does_not_fit_the_declared_layout_is_refused_at_validate(p
     """Tokens in a network that declares no token layout: refused, at validate and in the engine, not guessed."""
     from repreval.plan import make_plan
     from repreval.suite import parse_suite
+    from repreval.trust import Trust, trusting
 
     module = Tokens()
     network = Network(module, InputSpec(3, 8, 8), (), embed=module)
@@ -304,7 +305,10 @@ def test_a_tensor_that_does_not_fit_the_declared_layout_is_refused_at_validate(p
         "variants": ["random"],
         "evaluation": {"dataset": "d", "saliency": ["gradients"], "scores": ["noise_score"]},
     }  # fmt: skip
-    with pytest.raises(ReprevalError, match=r"models\.m\.layers\[1\]: probe 'mix' gives a tensor of shape"):
+    with (
+        trusting(Trust(modules=("test_probe_oracles",))),
+        pytest.raises(ReprevalError, match=r"models\.m\.layers\[1\]: probe 'mix' gives a tensor of shape"),
+    ):
         make_plan(parse_suite(data, plugins), plugins)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from repreval.api import InputSpec, ReprevalError
 from repreval.models import load_state, read_checkpoint, seeded, with_embedding_at
+from repreval.trust import Trust, trusting
 from repreval_builtins.torch_factory import TorchFactory, register_model_sources, stage_layers, trial_forward
 
 RESNET18 = "torchvision.models:resnet18"
@@ -94,7 +95,7 @@ def test_bad_module_attribute_and_result_are_reported():
     with pytest.raises(ReprevalError, match="MODULE:CALLABLE"):
         TorchFactory().build("torchvision.models.resnet18", {}, 0)
     with pytest.raises(ReprevalError, match="not known to build a model"):  # never called
-        TorchFactory().build("torch:zeros", {"kwargs": {"size": [1]}}, 0)
+        TorchFactory().build("torch.nn.functional:relu", {"kwargs": {"input": [1]}}, 0)
     with pytest.raises(ReprevalError, match="kwargs"):
         TorchFactory().build(RESNET18, {"kwargs": {"wieghts": None}}, 0)
     with pytest.raises(ReprevalError, match="input_size"):
@@ -115,6 +116,8 @@ def test_a_suite_cannot_run_commands_through_a_factory(tmp_path, monkeypatch):
         TorchFactory().build("os:system", {"kwargs": {"command": "touch marker"}}, 0)
     with pytest.raises(ReprevalError, match="subprocess"):
         TorchFactory().build("subprocess:run", {"kwargs": {"args": ["touch", "marker"]}}, 0)
-    with pytest.raises(ReprevalError, match="not known to build a model"):
+    with pytest.raises(ReprevalError, match="'numpy' is not trusted"):
+        TorchFactory().build("numpy:save", {"kwargs": {"file": "marker", "arr": [1]}}, 0)
+    with trusting(Trust(modules=("numpy",))), pytest.raises(ReprevalError, match="not known to build a model"):
         TorchFactory().build("numpy:save", {"kwargs": {"file": "marker", "arr": [1]}}, 0)
     assert not list(tmp_path.iterdir())

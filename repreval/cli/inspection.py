@@ -8,8 +8,19 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..runs import local_modules
-from ._common import EXIT_OK, Command, add_model_options, console, key_values, lazy, model_source, short_model_name
+from ..render import plain
+from ..trust import TRUST_HELP
+from ._common import (
+    EXIT_OK,
+    Command,
+    add_model_options,
+    console,
+    key_values,
+    lazy,
+    model_source,
+    say,
+    short_model_name,
+)
 
 inspection = lazy("repreval.inspection")  # builds the model: torch
 maps_drawing = lazy("repreval.render.maps")  # matplotlib
@@ -20,18 +31,18 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="SOURCE:NAME, e.g. timm:resnet18 or cifar:resnet20")
     add_model_options(parser)
     parser.add_argument("--all", action="store_true", help="show every module, not only those with 4-D or 2-D outputs")
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE", help=TRUST_HELP)
 
 
 def handle_layers(args: argparse.Namespace) -> int:
     """``repreval layers MODEL``: the probe layers of the untrained model with their output shapes."""
-    local_modules()
     plugins, _ = model_source(args)
-    network = inspection.build_network(plugins, args.model, options=key_values(args.option))
+    network = inspection.build_network(plugins, args.model, options=key_values(args.option), trust=args.trust)
     rows, embedding_size = inspection.probe_layers(network)
     spec = network.input_spec
     size = f"{spec.tokens} tokens" if spec.tokens else f"{spec.channels}×{spec.height}×{spec.width}"
     table = Table(
-        title=f"{args.model}: input {size}, embedding D = {embedding_size}",
+        title=plain(f"{args.model}: input {size}, embedding D = {embedding_size}", "table.title"),
         title_justify="left",
         header_style="bold",
     )
@@ -40,8 +51,10 @@ def handle_layers(args: argparse.Namespace) -> int:
     for row in rows:
         if args.all or (row.map_shape is not None and len(row.shape) in (1, 2, 3)) or row.default:
             shape = "×".join(map(str, row.shape))
-            mapped = "×".join(map(str, row.map_shape)) if row.map_shape else f"[red]not readable[/]: {row.unreadable}"
-            table.add_row(row.name, row.kind, shape, row.layout, mapped, "✓" if row.default else "")
+            mapped = (
+                "×".join(map(str, row.map_shape)) if row.map_shape else plain(f"not readable: {row.unreadable}", "red")
+            )
+            table.add_row(plain(row.name), plain(row.kind), shape, row.layout, mapped, "✓" if row.default else "")
     table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
     console.print(table)
     return EXIT_OK
@@ -58,16 +71,16 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", metavar="FILE.png", help="default: show-<model>-<layer>.png")
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE", help=TRUST_HELP)
 
 
 def handle_show(args: argparse.Namespace) -> int:
     """``repreval show MODEL --input IMAGE --layer L``: the image's maps (channels: abs, then the mean over the
     embedding components), one per saliency method, as a PNG beside the image and as shaded blocks here."""
-    local_modules()
     plugins, _ = model_source(args)
     network = inspection.build_network(
         plugins, args.model, options=key_values(args.option), weights=args.weights,
-        weights_match=args.weights_match, layer=args.layer, seed=args.seed,
+        weights_match=args.weights_match, layer=args.layer, seed=args.seed, trust=args.trust,
     )  # fmt: skip
     methods = [name.strip() for name in args.saliency.split(",") if name.strip()]
     image, maps = inspection.input_maps(plugins, network, args.input, args.layer, methods)
@@ -77,9 +90,9 @@ def handle_show(args: argparse.Namespace) -> int:
     title = f"{args.model} ({weights}) @ {args.layer}"
     maps_drawing.draw_one(image.numpy(), {k: v.numpy() for k, v in maps.items()}, title, out)
     for name, values in maps.items():
-        console.print(f"[bold]{name}[/] at {args.layer} ({values.shape[0]}×{values.shape[1]}):", highlight=False)
-        console.print(inspection.terminal_sketch(values), highlight=False)
-    console.print(f"written: {out}", highlight=False)
+        say(plain(name, "bold"), f" at {args.layer} ({values.shape[0]}×{values.shape[1]}):")
+        say(inspection.terminal_sketch(values))
+    say(f"written: {out}")
     return EXIT_OK
 
 

@@ -17,7 +17,9 @@ from rich.progress import (
 )
 
 from ..errors import ReprevalError
-from ..runs import RunProgress, local_modules, one_model_suite, run
+from ..render import plain
+from ..runs import RunProgress, one_model_suite, run
+from ..trust import TRUST_HELP
 from ._common import (
     EXIT_OK,
     EXIT_UNITS_FAILED,
@@ -28,7 +30,9 @@ from ._common import (
     key_values,
     plugins_of,
     print_boards,
+    print_warning,
     report_damaged,
+    say,
     short_model_name,
 )
 
@@ -38,7 +42,10 @@ def add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--executor", metavar="NAME", help="where the units run: local, ray, ... (`repreval list executors`)"
     )
-    parser.add_argument("--address", help="a Ray cluster to join, HOST:PORT (with --executor ray)")
+    parser.add_argument(
+        "--address", help="a Ray cluster to join, HOST:PORT (with --executor ray); a suite's own address is refused"
+    )
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE", help=TRUST_HELP)
     parser.add_argument("--boards", action="store_true", help="print every board with its layers, not the summary")
     parser.add_argument("--out", help=f"results directory (default: {default_out})")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the suite)")
@@ -137,7 +144,6 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle_eval(args: argparse.Namespace) -> int:
     """``repreval eval MODEL``: run a one-model suite built from the command-line options."""
-    local_modules()
     scores = args.scores.split(",")
     if {"linear_probe", "classifier_accuracy"} & set(scores) and args.probe_limit < 1:
         raise ReprevalError(f"--probe-limit must be at least 1, got {args.probe_limit}")
@@ -228,16 +234,14 @@ class ProgressBar(RunProgress):
 
     def __init__(self) -> None:
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
             disable=not console.is_terminal,
         )  # fmt: skip
         self.task = self.bar.add_task("starting", total=None)
 
     def planned(self, suite_name: str, units: int, output: Path, threads: int) -> None:
-        console.print(
-            f"[bold]{suite_name}[/]: {units} units, results in {output} ({threads} CPU threads)", highlight=False
-        )
+        say(plain(suite_name, "bold"), f": {units} units, results in {output} ({threads} CPU threads)")
 
     def started(self, pending: int) -> None:
         self.bar.start()
@@ -255,22 +259,21 @@ def run_and_print(suite, args: argparse.Namespace, *, seed: int | None = None, w
     result = run(
         suite, out=args.out, seed=seed, weights=weights, device=args.device, executor=args.executor,
         address=args.address, threads=args.threads, force_new=args.force_new, plugins=plugins_of(args),
-        progress=ProgressBar(),
+        progress=ProgressBar(), trust=args.trust,
     )  # fmt: skip
     for problem in result.damaged:
         report_damaged(problem)
     print_boards(result.boards, every=args.boards)
-    console.print(f"report: {result.report}", highlight=False)
-    console.print(
+    say(f"report: {result.report}")
+    say(
         f"{result.computed} computed, {result.skipped} already done, {len(result.failures)} failed "
-        f"in {result.seconds:.1f} s; results in {result.folder}",
-        highlight=False,
+        f"in {result.seconds:.1f} s; results in {result.folder}"
     )
     for warning in result.warnings:
-        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        print_warning(warning)
     if result.failures:
         for what, message in result.failures[:20]:
-            errors.print(f"[red]failed:[/] {what}: {message}", highlight=False, soft_wrap=True)
+            say(plain("failed:", "red"), f" {what}: {message}", to=errors)
         return EXIT_UNITS_FAILED
     return EXIT_OK
 

@@ -9,7 +9,7 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
@@ -19,6 +19,7 @@ from ..models import CACHE_ENV, cache_dir
 from ..plan import Plan, Unit, make_plan
 from ..plugins import Plugins, load_plugins
 from ..store import ResultStore
+from ..trust import Trust, active, trusting
 from .compute import compute, model_of
 from .context import Progress, resolve_device
 from .inputs import Inputs
@@ -50,12 +51,16 @@ class GroupTask:
     model: str
     unit_ids: tuple[str, ...]
     threads: int
+    trust: Trust  # the driver's: what torch: may import (a worker has no --trust of its own)
 
     def __call__(self) -> TaskResult:
         _fault_hook(self.model, self.unit_ids[0])
         torch.set_num_threads(max(1, self.threads))
         plugins = load_plugins(block=self.blocked)
-        with tempfile.TemporaryDirectory() as scratch:  # drawings land here and travel back with the records
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            trusting(self.trust),
+        ):  # drawings land here and travel back with the records
             plan = make_plan(replace(one_model(self.suite, self.model), output=Path(scratch)), plugins)
             wanted = set(self.unit_ids)
             units = [unit for unit in plan.units if unit.id in wanted]
@@ -80,6 +85,23 @@ def _fault_hook(model: str, first_unit: str) -> None:
             mark.parent.mkdir(parents=True, exist_ok=True)
             mark.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def drawing_target(output: Path, name: str) -> Path | None:
+    """Where a drawing a task returned as ``name`` goes: ``output/maps/...`` or ``output/pictures/...``; None for
+    a name that is absolute, climbs (``..``), is not plain text, or leads out of ``output`` through a link."""
+    if not isinstance(name, str):
+        return None
+    parts = name.split("/")
+    plain = name.isprintable() and "\\" not in name and all(part not in ("", ".", "..") for part in parts)
+    if not plain or len(parts) < 2 or parts[0] not in DRAWINGS:
+        return None
+    target = output.joinpath(*parts)
+    try:
+        inside = not target.is_symlink() and target.resolve().is_relative_to(output.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return None
+    return target if inside else None
 
 
 class Job(ExecutorJob):
@@ -123,18 +145,16 @@ class Job(ExecutorJob):
 
     def task(self, group: UnitGroup, threads: int) -> GroupTask:
         unit_ids = tuple(unit.id for unit in self.units[group])
-        return GroupTask(self.plan.suite, self.plugins.blocked, group.model, unit_ids, threads)
+        return GroupTask(self.plan.suite, self.plugins.blocked, group.model, unit_ids, threads, active())
 
     def accept(self, group: UnitGroup, result: TaskResult) -> None:
-        output = self.plan.suite.output
         for name, content in result.files.items():  # the task's drawings, written here (inside the folder only)
-            parts = PurePosixPath(name).parts
-            if len(parts) < 2 or parts[0] not in DRAWINGS or ".." in parts or PurePosixPath(name).is_absolute():
+            target = drawing_target(self.plan.suite.output, name)
+            if target is None:
                 self.outcome.warnings.append(
                     f"{group.describe()}: a task returned a file outside its drawings: {name!r}"
                 )
                 continue
-            target = output / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         described = {unit.id: unit.describe() for unit in self.units[group]}

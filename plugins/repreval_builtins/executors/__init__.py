@@ -13,6 +13,8 @@ local run:
 
 from __future__ import annotations
 
+import socket
+
 from repreval.api import (
     Executor,
     ExecutorJob,
@@ -25,6 +27,8 @@ from repreval.api import (
 
 #: Retries Ray gives a task whose worker died
 MAX_RETRIES = 3
+#: Seconds a cluster's address has to answer before the run is refused
+CONNECT_TIMEOUT = 10.0
 
 
 class Local(Executor):
@@ -38,7 +42,9 @@ class Local(Executor):
 
 class Ray(Executor):
     """One Ray task per model variant, on a local Ray runtime or the cluster at ``address`` (HOST:PORT); each
-    task asks for ``cpus``, ``gpus`` and ``memory`` (bytes, or e.g. ``4GiB``)."""
+    task asks for ``cpus``, ``gpus`` and ``memory`` (bytes, or e.g. ``4GiB``). An address in a suite is used
+    only when the user allows it (``repreval.run`` refuses it otherwise); one that does not answer within
+    :data:`CONNECT_TIMEOUT` seconds fails the run in one line."""
 
     name = "ray"
 
@@ -57,6 +63,8 @@ class Ray(Executor):
         ray = _ray()
         started_here = not ray.is_initialized()
         if started_here:
+            if self.address:
+                _reachable(self.address)
             _start(ray, self.address)
         running: dict = {}
         try:
@@ -113,6 +121,24 @@ def _start(ray, address: str | None) -> None:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ReprevalError(
             f"cannot start or join Ray ({type(exc).__name__}: {first})",
+            fix="check --address (HOST:PORT of a running cluster), or leave it out for a local Ray runtime",
+        ) from None
+
+
+def _reachable(address: str) -> None:
+    """Fail in one line, within :data:`CONNECT_TIMEOUT` seconds, when nothing answers at ``address``
+    (``HOST:PORT`` or ``ray://HOST:PORT``; ``auto`` and ``local`` are Ray's own and not probed)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ReprevalError(f"Ray address {address!r} is not HOST:PORT", fix="e.g. --address 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ReprevalError(
+            f"nothing answers at Ray address {address!r} ({type(exc).__name__})",
             fix="check --address (HOST:PORT of a running cluster), or leave it out for a local Ray runtime",
         ) from None
 

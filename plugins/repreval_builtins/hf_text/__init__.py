@@ -1,7 +1,8 @@
 """Model source ``hf:<directory>``: a Hugging Face ``transformers`` text encoder saved in a local directory.
 
 ``transformers`` loads the model and its tokenizer (``pip install transformers``; nothing is downloaded: the
-directory must hold ``config.json``, the tokenizer files and, for the trained variant, the weights). A random
+directory must hold ``config.json``, the tokenizer files and, for the trained variant, the weights; a directory
+whose config names code of its own, ``auto_map``, is refused: ``trust_remote_code`` is always False). A random
 twin is built from the same config, seeded. ``weights: hub`` loads the directory's own weights (a
 ``model.safetensors`` path works too).
 
@@ -23,6 +24,10 @@ from pathlib import Path
 from repreval.api import InputSpec, Layout, ModelSource, Network, PluginOptionError, ReprevalError, hookimpl
 
 _OPTIONS = {"length"}
+#: Every transformers call: never the directory's own code, never the network
+NO_CODE = {"trust_remote_code": False, "local_files_only": True}
+#: Files whose ``auto_map`` names code of the directory's own
+CODE_MAPS = ("config.json", "tokenizer_config.json")
 
 
 class HuggingFaceText(ModelSource):
@@ -42,9 +47,9 @@ class HuggingFaceText(ModelSource):
             raise PluginOptionError(f"'length' must be an integer of at least 3 tokens, got {length!r}")
         directory = _model_directory(name)
         transformers = _transformers()
-        config = transformers.AutoConfig.from_pretrained(directory)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-        model = transformers.AutoModel.from_config(config, attn_implementation="eager").eval()
+        config = transformers.AutoConfig.from_pretrained(directory, **NO_CODE)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, **NO_CODE)
+        model = transformers.AutoModel.from_config(config, attn_implementation="eager", trust_remote_code=False).eval()
         pooling, normalize = _pooling(directory)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -74,7 +79,9 @@ class HuggingFaceText(ModelSource):
         )
 
     def load_pretrained(self, network: Network, name: str, options: dict) -> None:
-        published = _transformers().AutoModel.from_pretrained(_model_directory(name), attn_implementation="eager")
+        published = _transformers().AutoModel.from_pretrained(
+            _model_directory(name), attn_implementation="eager", **NO_CODE
+        )
         network.module.load_state_dict(published.state_dict())
 
     def convert_state_dict(self, state_dict: dict, network: Network) -> dict:
@@ -96,13 +103,34 @@ def _transformers():
 
 
 def _model_directory(name: str) -> Path:
+    """The model's directory; one whose config names code of its own (``auto_map``) is refused: repreval never
+    runs a model directory's code (transformers is told ``trust_remote_code=False`` as well)."""
     directory = Path(name).expanduser()
     if not (directory / "config.json").is_file():
         raise ReprevalError(
             f"hf: {name!r} is not a model directory (no config.json)",
             fix="name a local directory saved by transformers, e.g. hf:path/to/all-MiniLM-L6-v2",
         )
+    for file in CODE_MAPS:
+        if "auto_map" in _json_file(directory / file):
+            raise ReprevalError(
+                f"hf: {directory.name} needs its own Python code ('auto_map' in {file}), which repreval never runs",
+                fix="use a model whose architecture transformers ships",
+            )
     return directory
+
+
+def _json_file(path: Path) -> dict:
+    """The JSON object in ``path`` (empty when there is no file); one line when it is not one."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")[:10_000_000])
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise ReprevalError(f"hf: {path.parent.name}/{path.name} is not a JSON object", fix="save the model again")
+    return data
 
 
 def _pooling(directory: Path) -> tuple[str, bool]:

@@ -27,11 +27,25 @@ _CANDIDATE_SIZES = (32, 48, 56, 64, 96, 112, 128, 160, 192, 224, 256, 288, 384)
 _OPTIONS = {"kwargs", "input_size"}
 
 
+#: create_model arguments that fetch or read weights: those come through ``weights:`` (hub or a file), so a
+#: model is built without a download (``validate``) and a checkpoint is read by the host's checks
+_WEIGHT_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
+
+
 def _check_options(options: dict) -> None:
     unknown = set(options) - _OPTIONS
     if unknown:
         name = sorted(unknown)[0]
         raise ReprevalError(f"unknown timm option {name!r}", fix=suggest(name, _OPTIONS))
+    kwargs = options.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ReprevalError(f"option kwargs must be a mapping, got {kwargs!r}", fix="e.g. kwargs: {drop_rate: 0}")
+    weights = [key for key in _WEIGHT_KWARGS if key in kwargs]
+    if weights:
+        raise ReprevalError(
+            f"timm kwargs may not set {weights[0]!r}: weights come through the model's 'weights:'",
+            fix="use 'weights: hub' for published weights or 'weights: PATH' for a file",
+        )
 
 
 def _input_spec(model, options: dict) -> InputSpec:
@@ -100,6 +114,8 @@ class TimmSource(ModelSource):
 
         try:
             published = timm.create_model(name, pretrained=True, **options.get("kwargs", {}))
+        except ReprevalError:  # refused, e.g. a download while validating
+            raise
         except Exception as exc:
             raise ReprevalError(
                 f"cannot fetch published weights for timm model {name!r} ({type(exc).__name__})",

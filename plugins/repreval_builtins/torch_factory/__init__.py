@@ -1,6 +1,8 @@
 """Any importable ``nn.Module`` factory as a model: ``torch:<module>:<callable>``.
 
-``torch:torchvision.models:resnet18`` imports ``torchvision.models`` and calls ``resnet18(**kwargs)``.
+``torch:torchvision.models:resnet18`` imports ``torchvision.models`` and calls ``resnet18(**kwargs)``. A suite
+may name ``torchvision.models``, ``torch.nn`` and the modules the user trusts (``--trust MODULE``; see
+:mod:`repreval.trust`), nothing else, and only an nn.Module class or a function annotated to return one.
 Options: ``kwargs`` (dict, default {}), ``input_size`` ([C, H, W], default [3, 224, 224]), ``mean`` and
 ``std`` (default ImageNet's for 3 channels, else 0 and 1), ``interpolation`` (default bilinear) and
 ``crop_pct`` (resize to size/crop_pct then centre-crop, e.g. 0.875 for torchvision's ImageNet transform).
@@ -17,11 +19,20 @@ the suite to choose others.
 
 from __future__ import annotations
 
-import importlib
-import sys
+import math
 from typing import TYPE_CHECKING
 
-from repreval.api import InputSpec, ModelSource, Network, ReprevalError, hookimpl, stage_layers, suggest, trial_forward
+from repreval.api import (
+    InputSpec,
+    ModelSource,
+    Network,
+    ReprevalError,
+    hookimpl,
+    import_trusted,
+    stage_layers,
+    suggest,
+    trial_forward,
+)
 
 if TYPE_CHECKING:  # torch is imported where a model is built: registering the source needs none
     from torch import Tensor, nn
@@ -34,17 +45,18 @@ RETURNS_MODULE = "name a class or function that returns an nn.Module"
 
 
 def make_module(name: str, kwargs: dict) -> nn.Module:
-    """Import ``module:callable`` from ``name`` and call it with ``kwargs``."""
+    """Import ``module:callable`` from ``name`` and call it with ``kwargs``.
+
+    Two gates, both before anything of the suite's choosing runs: the module must be trusted
+    (:mod:`repreval.trust`: torchvision.models, torch.nn, or a module the user named; checked on the name,
+    before any import), and the callable must be an nn.Module class or a function annotated to return one."""
     from torch import nn
 
     module_path, sep, attribute = name.partition(":")
     if not sep or not module_path or not attribute:
         raise ReprevalError(f"model torch:{name} is not of the form torch:MODULE:CALLABLE", fix=EXAMPLE)
-    top = module_path.split(".")[0]
-    if top in sys.stdlib_module_names:
-        raise ReprevalError(f"torch:{name}: {top!r} is part of Python's standard library, not model code", fix=EXAMPLE)
     try:
-        imported = importlib.import_module(module_path)
+        imported = import_trusted(module_path, attribute)  # refused before any import unless the user trusts it
     except ImportError as exc:
         raise ReprevalError(
             f"cannot import {module_path!r}: {exc}",
@@ -100,10 +112,18 @@ def per_channel(options: dict, key: str, default: tuple[float, ...], channels: i
     """A number or a list of 1 or ``channels`` numbers, as a tuple."""
     value = options.get(key, default)
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in values)
     if len(values) not in (1, channels) or not numbers:
-        raise ReprevalError(f"{key} must be a number or a list of {channels} numbers, got {value!r}")
+        raise ReprevalError(f"{key} must be a finite number or a list of {channels} of them, got {value!r}"[:300])
     return tuple(float(v) for v in values)
+
+
+def _finite(number: int | float) -> bool:
+    """Whether ``number`` is a float other than NaN and ±inf (a 400-digit integer is not)."""
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
 
 
 def input_spec(options: dict) -> InputSpec:
