@@ -7,6 +7,7 @@ The format is documented in :mod:`repreval.findings`, which checks the claims ag
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -179,10 +180,12 @@ def _check_judging(options: dict, where: str) -> None:
 
     if options["layers"] not in LAYER_MODES:
         raise ReprevalError(
-            f"unknown layers {options['layers']!r}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES)
+            f"unknown layers {_shown(options['layers'])}", where=f"{where}.layers", fix="use " + ", ".join(LAYER_MODES)
         )
     if options["expect"] not in ("higher", "same"):
-        raise ReprevalError(f"unknown expect {options['expect']!r}", where=f"{where}.expect", fix="use higher or same")
+        raise ReprevalError(
+            f"unknown expect {_shown(options['expect'])}", where=f"{where}.expect", fix="use higher or same"
+        )
     if options["test"] not in TESTS:
         raise ReprevalError(
             f"unknown test {str(options['test'])[:40]!r}", where=f"{where}.test", fix="use " + ", ".join(TESTS)
@@ -194,10 +197,31 @@ def _check_judging(options: dict, where: str) -> None:
         raise ReprevalError("readings must be a non-empty list of " + ", ".join(READINGS), where=f"{where}.readings")
 
 
+def _finite(options: dict, key: str, where: str) -> float:
+    """``options[key]``: a finite number (NaN would make "above" and "below" both hold)."""
+    value = options[key]
+    if not (isinstance(value, float) and math.isfinite(value)) and not (
+        isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    ):
+        raise ReprevalError(f"{key} must be a finite number, got {_shown(value)}", where=f"{where}.{key}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error message quotes it: short."""
+    try:
+        return repr(value)[:40]
+    except ValueError:  # an integer of more than 4,300 digits
+        return "a huge integer"
+
+
 def _above(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
-    if "metric" not in options or not isinstance(options.get("threshold"), (int, float)):
+    if "metric" not in options or "threshold" not in options:
         raise ReprevalError("above needs metric and a numeric threshold", where=where)
-    return {"metric": parse_metric(options["metric"], f"{where}.metric"), "threshold": float(options["threshold"])}
+    return {
+        "metric": parse_metric(options["metric"], f"{where}.metric"),
+        "threshold": _finite(options, "threshold", where),
+    }
 
 
 def _below(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
@@ -205,12 +229,10 @@ def _below(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     if "metric" not in options or ("threshold" in options) == ("than" in options):
         raise ReprevalError("below needs metric and either a numeric threshold or than: METRIC", where=where)
     _reject_unknown(options, BelowClaim, where)
-    if "threshold" in options and not isinstance(options["threshold"], (int, float)):
-        raise ReprevalError("threshold must be a number", where=f"{where}.threshold")
     metric = parse_metric(options["metric"], f"{where}.metric")
     if "than" in options:
         return {"metric": metric, "than": parse_metric(options["than"], f"{where}.than")}
-    return {"metric": metric, "threshold": float(options["threshold"])}
+    return {"metric": metric, "threshold": _finite(options, "threshold", where)}
 
 
 def _sign(options: dict, where: str) -> str:
@@ -221,9 +243,9 @@ def _sign(options: dict, where: str) -> str:
 
 def _correlation(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     index = options.get("index", _option_defaults(CorrelationClaim)["index"])
-    if not isinstance(index, int) or not 0 <= index < len(config.correlations):
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(config.correlations):
         raise ReprevalError(
-            f"no correlation number {index}",
+            f"no correlation number {_shown(index)}",
             where=f"{where}.index",
             fix="declare it under report.correlations (counted from 0)",
         )
@@ -241,14 +263,13 @@ def _replicates(options: dict, where: str, config: ReportConfig) -> dict[str, An
     if config.replicates is None:
         raise ReprevalError("a replicates claim needs report.replicates", where=where)
     options = _option_defaults(ReplicatesClaim) | options
-    if not isinstance(options["within"], (int, float)):
-        raise ReprevalError("within must be a number", where=f"{where}.within")
+    within = _finite(options, "within", where)
     match = str(options["match"])
     try:
         re.compile(match)
     except re.error as exc:
         raise ReprevalError(f"match is not a regular expression ({exc})", where=f"{where}.match") from None
-    return {"within": float(options["within"]), "match": match}
+    return {"within": within, "match": match}
 
 
 #: Each kind of claim's options, checked: ``(options, where, report section) -> the claim's fields``

@@ -290,7 +290,8 @@ class Suite:
     variants: list[PluginChoice] = field(default_factory=lambda: [PluginChoice("trained"), PluginChoice("random")])
     evaluation: Evaluation
     description: str = ""
-    raw: dict = field(default_factory=dict)  # the merged YAML, stored next to the results
+    raw: dict = field(default_factory=dict)  # the merged YAML as written (``${NAME}`` kept), stored next to the results
+    environment: str = ""  # hash of the values the environment gave the suite's variables ("" when none)
     model_variants: dict[str, list[PluginChoice]] = field(default_factory=dict)  # per-model overrides
     report: ReportConfig = field(default_factory=ReportConfig)  # what report.md shows
     executor: ExecutorConfig = ExecutorConfig()  # where the units run (never changes a number)

@@ -23,18 +23,24 @@ UNITS = {
 
 
 def parse_bytes(value: str | int, where: str = "") -> int:
-    """``4GiB``, ``512 MB``, ``1073741824`` -> bytes (binary units)."""
+    """``4GiB``, ``512 MB``, ``1073741824`` -> bytes (binary units); anything else, a number of bytes past 2**63
+    included, is a one-line error (never an overflow)."""
+    shown = repr(value)[:40] if not isinstance(value, int) or value.bit_length() < 64 else "an integer past 2**63"
     number: float
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         number, unit = value, ""
     else:
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if not match or match.group(2).lower() not in UNITS:
-            raise ReprevalError(f"cannot read {value!r} as a size", where=where, fix="write e.g. 4GiB or 512MiB")
-        number, unit = float(match.group(1)), match.group(2).lower()
+        match = re.fullmatch(r"\s*([0-9]+)(\.[0-9]+)?\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
+        if not match or match.group(3).lower() not in UNITS:
+            raise ReprevalError(f"cannot read {shown} as a size", where=where, fix="write e.g. 4GiB or 512MiB")
+        whole, fraction, unit = match.group(1).lstrip("0"), match.group(2) or "", match.group(3).lower()
+        if len(whole) > 19:  # at least 10**19 bytes, past 2**63 whatever the unit (and too long for a float)
+            number = float(2**63)
+        else:
+            number = int(whole or "0") + float(f"0{fraction}")
     size = int(number * UNITS[unit])
     if size >= 2**63:
-        raise ReprevalError(f"{value!r} is more memory than any machine has", where=where, fix="write e.g. 4GiB")
+        raise ReprevalError(f"{shown} is more memory than any machine has", where=where, fix="write e.g. 4GiB")
     if size < 1:
         raise ReprevalError("the memory budget must be positive", where=where)
     return size

@@ -7,6 +7,8 @@ See README.md ("Suite format") for the full format.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import os
 import re
@@ -26,6 +28,7 @@ from .config import (
     ExecutorConfig,
     GreaterClaim,
     MetricClaim,
+    MetricSelector,
     ModelConfig,
     PluginChoice,
     ReportConfig,
@@ -36,12 +39,19 @@ from .config import (
     defaults,
 )
 from .errors import ReprevalError, suggest
+from .files import file_kind
 from .plugins import Plugins
 from .registry import Registry
 from .sizes import parse_bytes
 
 # ---------------------------------------------------------------------------------------------
 # Reading YAML with locations
+
+#: Bounds of the numbers a suite gives, checked before anything is allocated: seeds and counts fit in 64 bits,
+#: smoothing samples (each input repeated that many times in memory) stay few
+MAX_NUMBER = 2**63 - 1
+MAX_COUNT = 2**31 - 1
+MAX_SMOOTHING_SAMPLES = 1_000
 
 
 class _Section:
@@ -65,6 +75,10 @@ class _Section:
             return default
         value = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ReprevalError(
+                f"{_short(value)} does not fit in 64 bits", where=self.at(key), fix="use a smaller number"
+            )
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
@@ -72,8 +86,16 @@ class _Section:
             raise ReprevalError(f"expected {names}, got {_kind(value)} {_short(value)}", where=self.at(key))
         if isinstance(value, float) and not math.isfinite(value):
             raise ReprevalError(f"expected a finite number, got {value}", where=self.at(key))
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise ReprevalError(f"{value} does not fit in 64 bits", where=self.at(key), fix="use a smaller number")
+        return value
+
+    def number(self, key: str, kind: type, default, low: float, high: float = MAX_NUMBER):
+        """``get`` for a number in ``[low, high]`` (None stays None: left out where that is allowed)."""
+        value = self.get(key, kind, default)
+        if value is not None and value < low:
+            bound = "must not be negative" if low == 0 else f"must be at least {low}"
+            raise ReprevalError(f"{key} {bound}, got {_short(value)}", where=self.at(key))
+        if value is not None and value > high:
+            raise ReprevalError(f"{key} must be at most {high:,}, got {_short(value)}", where=self.at(key))
         return value
 
     def finish(self) -> None:
@@ -86,7 +108,10 @@ class _Section:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more than 4,300 digits (from Python: a file cannot hold one)
+        return f"{_kind(value)} holding a huge integer"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -97,32 +122,91 @@ def _kind(value: Any) -> str:
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: Top-level keys whose text is published (report.md, the site): kept as written, never expanded
+_PUBLISHED = ("description", "report")
 
 
-def _expand(value: Any) -> Any:
-    """``${NAME}`` and ``${NAME:-default}`` (default when unset or empty) are replaced from the environment.
+def _expand(data: Any, where: str) -> tuple[Any, dict[str, str]]:
+    """``data`` with ``${NAME}`` and ``${NAME:-default}`` (default when unset or empty) replaced from the
+    environment, except in the published text (:data:`_PUBLISHED`); and the value of each variable the
+    environment gave. Iterative, so that no shape of suite can exhaust the stack: deeper than ``MAX_DEPTH`` or
+    larger than ``MAX_EXPANDED`` is refused as it is in a file."""
+    used: dict[str, str] = {}
+    if not isinstance(data, dict):
+        return data, used
+    expanded = dict(data)
+    stack: list[tuple[Any, Any, int, str]] = [(expanded, key, 1, str(key)) for key in data if key not in _PUBLISHED]
+    for count in itertools.count():
+        if not stack:
+            break
+        container, key, depth, path = stack.pop()
+        if depth > StrictLoader.MAX_DEPTH:
+            raise ReprevalError(f"nesting deeper than {StrictLoader.MAX_DEPTH} levels", where=f"{where}{path}")
+        if count > StrictLoader.MAX_EXPANDED:
+            raise ReprevalError(f"more than {StrictLoader.MAX_EXPANDED:,} values", where=f"{where}{path}")
+        value = container[key]
+        if isinstance(value, str):
+            container[key] = _substitute(value, used, f"{where}{path}")
+        elif isinstance(value, list):
+            container[key] = items = list(value)
+            stack += [(items, i, depth + 1, f"{path}[{i}]") for i in range(len(items))]
+        elif isinstance(value, dict):
+            container[key] = mapping = dict(value)
+            stack += [(mapping, k, depth + 1, f"{path}.{k}") for k in mapping]
+    return expanded, used
 
-    A value that is one variable and nothing else is read as YAML, so ``seed: ${SEED:-0}`` is a number.
-    """
-    if isinstance(value, str):
-        expanded = _VARIABLE.sub(lambda m: os.environ.get(m.group(1)) or m.group(2) or "", value)
-        if expanded != value and _VARIABLE.fullmatch(value):
-            try:
-                return yaml.safe_load(expanded) if expanded else expanded
-            except yaml.YAMLError:
-                return expanded
+
+def _substitute(text: str, used: dict[str, str], where: str) -> Any:
+    """``text`` with its variables replaced. A value that is one variable and nothing else is read as YAML, as
+    strictly as the file (:class:`StrictLoader`), so ``seed: ${SEED:-0}`` is a number."""
+
+    def value_of(match: re.Match) -> str:
+        given = os.environ.get(match.group(1)) or ""
+        if given:
+            used[match.group(1)] = given
+        return given or match.group(2) or ""
+
+    expanded = _VARIABLE.sub(value_of, text)
+    whole = _VARIABLE.fullmatch(text)
+    if expanded == text or not whole or not expanded:
         return expanded
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    return value
+    try:
+        return load_yaml(expanded)
+    except NotStrictYAML as exc:
+        raise ReprevalError(
+            f"the value of ${{{whole.group(1)}}} is not strict YAML: {exc.problem}",
+            where=where,
+            fix="give a plain value (see README.md, 'Trust model')",
+        ) from None
+    except yaml.YAMLError:  # not YAML at all (e.g. a glob pattern): the text itself
+        return expanded
+
+
+def environment_digest(used: dict[str, str]) -> str:
+    """What tells runs of one suite under other environments apart: the values hashed, never stored ("" when
+    the environment gave none)."""
+    if not used:
+        return ""
+    pairs = "\0".join(f"{name}={value}" for name, value in sorted(used.items()))
+    return hashlib.sha256(pairs.encode()).hexdigest()[:16]
+
+
+class NotStrictYAML(yaml.MarkedYAMLError):
+    """YAML that breaks a rule of :class:`StrictLoader`."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes directly under ``node`` (keys and values of a mapping)."""
+    if not isinstance(node.value, list):
+        return []
+    return [part for child in node.value for part in (child if isinstance(child, tuple) else (child,))]
 
 
 class StrictLoader(yaml.SafeLoader):
-    """YAML as suites may use it: string keys, each once; anchors and aliases, but no alias to a node that
-    contains it, at most ``MAX_DEPTH`` levels of nesting, and at most ``MAX_EXPANDED`` nodes once aliases are
-    expanded (a "billion laughs" document is a few lines that expand to billions)."""
+    """YAML as suites may use it: string keys, each once (merged ones too); anchors and aliases, but no alias to a
+    node that contains it, and at most ``MAX_DEPTH`` levels of nesting and ``MAX_EXPANDED`` nodes once aliases
+    are expanded (a "billion laughs" document is a few lines that expand to billions; 25 anchors each nesting
+    the one before are shallow as written and 1,500 levels deep expanded)."""
 
     MAX_DEPTH = 64
     MAX_EXPANDED = 100_000
@@ -136,15 +220,13 @@ class StrictLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open_anchors:
-                raise yaml.composer.ComposerError(
+                raise NotStrictYAML(
                     None, None, f"alias *{event.anchor} refers to a node that contains it", event.start_mark
                 )
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > self.MAX_DEPTH:
-            raise yaml.composer.ComposerError(
-                None, None, f"nesting deeper than {self.MAX_DEPTH} levels", event.start_mark
-            )
+            raise NotStrictYAML(None, None, f"nesting deeper than {self.MAX_DEPTH} levels", event.start_mark)
         anchor = getattr(event, "anchor", None)
         if anchor:
             self._open_anchors.add(anchor)
@@ -155,39 +237,70 @@ class StrictLoader(yaml.SafeLoader):
             self._open_anchors.discard(anchor)
 
     def construct_document(self, node):
-        sizes: dict[int, int] = {}
-
-        def expanded(current) -> int:  # nodes once every alias is copied out; shared nodes counted once each
-            if id(current) not in sizes:
-                children = current.value if isinstance(current.value, list) else []
-                pairs = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
-                sizes[id(current)] = 1 + sum(expanded(child) for child in pairs)
-            return sizes[id(current)]
-
-        if expanded(node) > self.MAX_EXPANDED:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the document expands to more than {self.MAX_EXPANDED:,} values", node.start_mark
-            )
+        self._check_expanded(node)
         return super().construct_document(node)
+
+    def _check_expanded(self, root: yaml.Node) -> None:
+        """Nodes and depth of the document once every alias is copied out, bottom-up without recursion (each
+        shared node computed once)."""
+        measured: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth) below and including it
+        stack = [root]
+        while stack:
+            node = stack[-1]
+            if id(node) in measured:
+                stack.pop()
+                continue
+            children = _children(node)
+            pending = [child for child in children if id(child) not in measured]
+            if pending:
+                stack += pending
+                continue
+            stack.pop()
+            nodes = 1 + sum(measured[id(child)][0] for child in children)
+            depth = 1 + max((measured[id(child)][1] for child in children), default=0)
+            measured[id(node)] = nodes, depth
+            if depth > self.MAX_DEPTH:
+                raise NotStrictYAML(None, None, f"nesting deeper than {self.MAX_DEPTH} levels", node.start_mark)
+            if nodes > self.MAX_EXPANDED:
+                problem = f"the document expands to more than {self.MAX_EXPANDED:,} values"
+                raise NotStrictYAML(None, None, problem, node.start_mark)
+
+    def construct_yaml_int(self, node):
+        """An integer, at most 64 bits (longer ones cannot even be printed past 4,300 digits)."""
+        try:
+            value = super().construct_yaml_int(node)
+        except ValueError:
+            value = None
+        if value is None or not -(2**63) <= value < 2**63:
+            problem = f"the integer {node.value[:20]}... does not fit in 64 bits"
+            raise NotStrictYAML(None, None, problem, node.start_mark)
+        return value
+
+    def _string_key(self, key_node: yaml.Node) -> str:
+        key = self.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            problem = f"keys must be strings, not {type(key).__name__} {_short(key)}"
+            raise NotStrictYAML(None, None, problem, key_node.start_mark)
+        return key
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:  # the keys written here; merged ones (``<<: *base``) may be overridden
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"keys must be strings, not {type(key).__name__} {_short(key)}", key_node.start_mark
-                )
+            key = self._string_key(key_node)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (line {seen[key] + 1} and here)", key_node.start_mark
-                )
+                problem = f"key {key!r} appears twice (line {seen[key] + 1} and here)"
+                raise NotStrictYAML(None, None, problem, key_node.start_mark)
             seen[key] = key_node.start_mark.line
         if isinstance(node, yaml.MappingNode):
             self.flatten_mapping(node)
+            for key_node, _ in node.value:  # the merged keys too
+                self._string_key(key_node)
         return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
 def load_yaml(text: str):
@@ -197,7 +310,7 @@ def load_yaml(text: str):
 
 def read_yaml(path: Path) -> dict:
     """The mapping in the YAML file ``path`` as written (no includes, no ``${...}`` expansion)."""
-    if not path.is_file():
+    if file_kind(path, "suite file", str(path)) != "file":
         raise ReprevalError(f"suite file {str(path)!r} does not exist", fix="check the path")
     try:
         text = path.read_text(encoding="utf-8")
@@ -295,14 +408,17 @@ def _plugin_choices(value: Any, where: str) -> list[PluginChoice]:
 
 
 def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check_files: bool = True) -> Suite:
-    """Validate ``data`` (a merged suite mapping) completely and return the typed suite."""
-    data = _expand(data)
+    """Validate ``data`` (a merged suite mapping) completely and return the typed suite. Its variables are
+    expanded for the computation; ``raw`` keeps them as written (what is stored and published), ``environment``
+    hashes the values the environment gave them."""
+    written = data
+    data, used = _expand(data, f"{str(path) if path else 'suite'}: ")
     top = _Section(data, f"{str(path) if path else 'suite'}: ")
     given = defaults(Suite)
     _check_version(top.get("version", int, SUITE_VERSION), top)
     name = _suite_name(top)
     description = top.get("description", str, given["description"])
-    seed = top.get("seed", int, given["seed"])
+    seed = top.number("seed", int, given["seed"], 0)
     output = _output(top, name, path)
     device = _device(top, given["device"])
     datasets = {
@@ -319,8 +435,8 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
     executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"), plugins)
-    _check_report_scores(report, evaluation, plugins, top.at("report"))
     _check_claimed_variants(report, variants, top)
+    _check_report_scores(report, evaluation, plugins, top.at("report"))
     top.finish()
     return Suite(
         name=name,
@@ -333,7 +449,8 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
         variants=variants,
         evaluation=evaluation,
         description=description,
-        raw=data,
+        raw=written,
+        environment=environment_digest(used),
         model_variants=model_variants,
         report=report,
         executor=executor,
@@ -358,15 +475,27 @@ def _suite_name(top: _Section) -> str:
 
 
 def _output(top: _Section, name: str, path: Path | None) -> Path:
-    """The results folder (default ``results/NAME``); a suite FILE writes below the working directory."""
+    """The results folder (default ``results/NAME``); a suite FILE writes strictly below the working directory,
+    links resolved: never into the working directory itself, never through a link that leads out of it."""
     output = Path(top.get("output", str, f"results/{name}"))
-    if path is not None and (output.is_absolute() or ".." in output.parts):
-        raise ReprevalError(
-            f"output {_short(str(output))} leaves the working directory",
-            where=top.at("output"),
-            fix="use a relative path without '..', or choose the folder yourself with --out",
-        )
-    return output
+    if path is None:
+        return output
+    working = Path.cwd().resolve()
+    try:
+        resolved = (working / output).resolve()
+    except (OSError, RuntimeError):  # a link loop
+        resolved = working.parent
+    if resolved == working and not output.is_absolute():
+        problem = "is the working directory itself (its clean-up and files would mix with yours)"
+    elif output.is_absolute() or ".." in output.parts or not resolved.is_relative_to(working):
+        problem = "leaves the working directory"
+    else:
+        return output
+    raise ReprevalError(
+        f"output {_short(str(output))} {problem}",
+        where=top.at("output"),
+        fix="use a folder below it without '..' or links out, or choose the folder yourself with --out",
+    )
 
 
 def _device(top: _Section, default: str) -> str:
@@ -433,19 +562,19 @@ def _has_chance_level(factory: Any) -> bool:
 
 def _check_report_scores(report: ReportConfig, evaluation: Evaluation, plugins: Plugins, where: str) -> None:
     """Every metric the report reads names a score the suite computes (``linear_probe.top1``: its metric), and
-    reads it relative to chance only where the score has a chance level (explainer metrics have none)."""
+    reads it relative to chance only where the score has a chance level (explainer metrics have none); every
+    metric but a curve's (which draws each board it matches) names one metric, not several."""
     scores = {choice.name for choice in [*evaluation.scores, *evaluation.explainers]}
     without_chance = {c.name for c in evaluation.scores if not _has_chance_level(plugins.score.entry(c.name).factory)}
     without_chance |= {choice.name for choice in evaluation.explainers}
-    selectors = [
+    judged = [
         *(claim.metric for claim in report.claims if isinstance(claim, MetricClaim)),
         *(claim.than for claim in report.claims if isinstance(claim, BelowClaim) and claim.than is not None),
-        *(report.curves or []),
         *(selector for pair in report.correlations for selector in pair),
         *(selector for selector in (report.drift, report.replicates) if selector is not None),
         *report.replicates_also,
     ]
-    for selector in selectors:
+    for selector in [*judged, *(report.curves or [])]:
         name = selector.score.split("[")[0].split(".")[0]
         if name not in scores:
             raise ReprevalError(
@@ -459,6 +588,68 @@ def _check_report_scores(report: ReportConfig, evaluation: Evaluation, plugins: 
                 where=where,
                 fix="read it raw (drop reading:)",
             )
+    computed = _computed_metrics(evaluation, plugins) if judged else set()
+    for selector in judged:
+        _check_one_metric(selector, computed, where)
+
+
+Metric = tuple[str, str | None, str | None, str | None]  # score, saliency, channels, components, as records name them
+_METRIC_KEYS = ("score", "saliency", "channels", "components")
+
+
+def _computed_metrics(evaluation: Evaluation, plugins: Plugins) -> set[Metric]:
+    """Every metric the suite computes, named as its records will be (see :mod:`repreval.plan`)."""
+    from .api import EmbeddingScore
+
+    metrics: set[Metric] = set()
+    for choice in evaluation.scores:
+        score = plugins.score.create(choice.name, dict(choice.options))
+        if isinstance(score, EmbeddingScore):
+            metrics |= {(f"{choice.label}.{metric}", None, None, None) for metric in score.metrics}
+            continue
+        aggregators = [c.label for c in evaluation.embedding_aggregators]
+        components = aggregators if score.uses_embedding_aggregator else [None]
+        for saliency in evaluation.saliency:
+            spatial = plugins.registry("saliency").create(saliency.name, dict(saliency.options)).spatial
+            channels = [None] if spatial else [c.label for c in evaluation.channel_aggregators]
+            metrics |= set(itertools.product([choice.label], [saliency.label], channels, components))
+    if evaluation.explainers:
+        from .explain import METRICS
+
+        metrics |= {(f"{e.label}.{metric}", None, None, None) for e in evaluation.explainers for metric in METRICS}
+    return metrics
+
+
+def _check_one_metric(selector: MetricSelector, computed: set[Metric], where: str) -> None:
+    """A metric of the report names one of the ``computed`` metrics, not several (as the findings match them:
+    a label with or without its options, exact matches first), so that the run cannot end in that error."""
+    wanted = (selector.score, selector.saliency, selector.channels, selector.components)
+    found = [
+        m
+        for m in computed
+        if all(w is None or (v is not None and w in (v, _without_options(v))) for w, v in zip(wanted, m))
+    ]
+    exact = [m for m in found if all(w is None or w == v for w, v in zip(wanted, m))]
+    matching = sorted(exact or found, key=str)
+    if len(matching) < 2:
+        return
+    first, second = matching[:2]
+    index = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    raise ReprevalError(
+        f"the report's metric {selector.label[:60]!r} matches {len(matching)} scores the suite computes, e.g. "
+        f"{_metric_text(first)} and {_metric_text(second)}",
+        where=where,
+        fix=f"say which in the metric, e.g. {_METRIC_KEYS[index]}: {first[index]!r} (or {second[index]!r})",
+    )
+
+
+def _without_options(label: str) -> str:
+    """``linear_probe[test=a,train=b].top1`` -> ``linear_probe.top1``."""
+    return re.sub(r"\[[^\]]*\]", "", label)
+
+
+def _metric_text(metric: Metric) -> str:
+    return " · ".join(f"{key} {value}" for key, value in zip(_METRIC_KEYS, metric) if value is not None)
 
 
 def _check_claimed_variants(report: ReportConfig, variants: list[PluginChoice], top: _Section) -> None:
@@ -503,24 +694,23 @@ def _parse_dataset(spec: Any, where: str, plugins: Plugins, seed: int) -> Datase
     kind = section.get("kind", str, required=True)
     options = section.get("options", dict, given["options"])
     subset = Subset(
-        limit=section.get("limit", int, subset_given["limit"]),
-        skip=section.get("skip", int, subset_given["skip"]),
-        seed=section.get("seed", int, seed),  # default: the suite's seed
+        limit=section.number("limit", int, subset_given["limit"], 1),
+        skip=section.number("skip", int, subset_given["skip"], 0),
+        seed=section.number("seed", int, seed, 0),  # default: the suite's seed
     )
     drift = _parse_drift(section.get("drift", (dict, float), None), section.at("drift"), seed)
     landmarks = section.get("landmarks", str, given["landmarks"])
     section.finish()
-    if landmarks not in (None, "ink", "own") and not Path(landmarks).is_file():
+    if (
+        landmarks not in (None, "ink", "own")
+        and file_kind(landmarks, "landmark file", section.at("landmarks")) != "file"
+    ):
         raise ReprevalError(
             f"landmark file {_short(landmarks)} does not exist",
             where=section.at("landmarks"),
             fix="give a CSV or JSON file of image, name, x, y rows; 'ink' to derive them from the images; "
             "'own' for the dataset's own",
         )
-    if subset.limit is not None and subset.limit < 1:
-        raise ReprevalError("limit must be at least 1", where=section.at("limit"))
-    if subset.skip < 0:
-        raise ReprevalError("skip must not be negative", where=section.at("skip"))
     kind = _resolve(plugins.dataset, PluginChoice(kind, tuple(sorted(options.items()))), f"{where}.kind").name
     return DatasetConfig(kind=kind, options=options, subset=subset, drift=drift, landmarks=landmarks)
 
@@ -530,10 +720,8 @@ def _parse_drift(spec: dict | float | None, where: str, seed: int) -> Drift | No
     if spec is None:
         return None
     section = _Section(spec if isinstance(spec, dict) else {"lambda": spec}, where)
-    drift = Drift(strength=section.get("lambda", float, required=True), seed=section.get("seed", int, seed))
+    drift = Drift(strength=section.number("lambda", float, ..., 0), seed=section.number("seed", int, seed, 0))
     section.finish()
-    if drift.strength < 0:
-        raise ReprevalError("drift lambda must not be negative", where=section.at("lambda"))
     return drift
 
 
@@ -547,9 +735,12 @@ def _replicates(model_id: str, spec: Any, where: str) -> list[tuple[str, Any]]:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_NUMBER for s in seeds)
     ):
-        raise ReprevalError(f"seeds must be a non-empty list of integers, got {seeds!r}", where=f"{where}.seeds")
+        raise ReprevalError(
+            f"seeds must be a non-empty list of integers from 0 to 2**63 - 1, got {_short(seeds)}",
+            where=f"{where}.seeds",
+        )
     return [(f"{model_id}@{seed}", {**spec, "seed": seed}) for seed in dict.fromkeys(seeds)]
 
 
@@ -562,7 +753,12 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
     train = _parse_training(section.get("train", dict, None), section.at("train"), datasets)
     if weights and train:
         raise ReprevalError("give either 'weights' or 'train', not both", where=where)
-    if weights and weights != "hub" and check_files and not Path(weights).is_file():
+    if (
+        weights
+        and weights != "hub"
+        and check_files
+        and file_kind(weights, "weights file", section.at("weights")) != "file"
+    ):
         raise ReprevalError(
             f"weights file {weights!r} does not exist",
             where=section.at("weights"),
@@ -582,7 +778,7 @@ def _parse_model(model_id, spec, where, plugins: Plugins, seed, datasets, check_
         layers=tuple(str(layer) for layer in layers),
         reconstruct=tuple(str(layer) for layer in reconstruct),
         embedding=section.get("embedding", str, given["embedding"]),
-        seed=section.get("seed", int, seed),
+        seed=section.number("seed", int, seed, 0),
         baseline=section.get("baseline", str, given["baseline"]),
     )
     if config.weights_match not in ("name", "position"):
@@ -638,14 +834,14 @@ def _parse_evaluation(spec: dict, where: str, plugins: Plugins, datasets) -> Eva
     smoothing = _parse_smoothing(section.get("smoothing", dict, {}), section.at("smoothing"))
     evaluation = Evaluation(
         datasets=tuple(dict.fromkeys(chosen)),
-        batch_size=section.get("batch_size", int, given["batch_size"]),
-        chunk_size=section.get("chunk_size", int, given["chunk_size"]),
+        batch_size=section.number("batch_size", int, given["batch_size"], 1, MAX_COUNT),
+        chunk_size=section.number("chunk_size", int, given["chunk_size"], 1, MAX_COUNT),
         strategy=section.get("strategy", str, given["strategy"]),
         memory_budget=parse_bytes(
             section.get("memory_budget", (str, int), given["memory_budget"]), section.at("memory_budget")
         ),
         smoothing=smoothing,
-        sample_components=section.get("sample_components", int, given["sample_components"]),
+        sample_components=section.number("sample_components", int, given["sample_components"], 3, MAX_COUNT),
         explainer_data=section.get("explainer_data", str, given["explainer_data"]),
         **lists,
     )
@@ -689,8 +885,8 @@ def _parse_smoothing(spec: dict, where: str) -> Smoothing:
     section = _Section(spec, where)
     given = defaults(Smoothing)
     smoothing = Smoothing(
-        samples=section.get("samples", int, given["samples"]),
-        sigma=section.get("sigma", float, given["sigma"]),
+        samples=section.number("samples", int, given["samples"], 1, MAX_SMOOTHING_SAMPLES),
+        sigma=section.number("sigma", float, given["sigma"], 0),
         random_scale=section.get("random_scale", bool, given["random_scale"]),
     )
     section.finish()
@@ -698,24 +894,13 @@ def _parse_smoothing(spec: dict, where: str) -> Smoothing:
 
 
 def _check_computation(evaluation: Evaluation, section: _Section) -> None:
-    """How the engine computes: at least 3 sampled components, a known strategy, sizes and samples at least 1."""
-    if evaluation.sample_components is not None and evaluation.sample_components < 3:
-        raise ReprevalError(
-            "sample_components must be at least 3",
-            where=section.at("sample_components"),
-            fix="sample more components, or remove the key for exact scores",
-        )
+    """How the engine computes: a known strategy (its numbers are bounded as they are read)."""
     if evaluation.strategy not in STRATEGIES:
         raise ReprevalError(
             f"unknown strategy {evaluation.strategy!r}",
             where=section.at("strategy"),
             fix="use " + ", ".join(STRATEGIES),
         )
-    for key in ("batch_size", "chunk_size"):
-        if getattr(evaluation, key) is not None and getattr(evaluation, key) < 1:
-            raise ReprevalError(f"{key} must be at least 1", where=section.at(key))
-    if evaluation.smoothing.samples < 1:
-        raise ReprevalError("samples must be at least 1", where=f"{section.at('smoothing')}.samples")
 
 
 def _check_explainers(evaluation: Evaluation, section: _Section, datasets) -> None:

@@ -148,7 +148,7 @@ def test_variables_expand_from_the_environment_with_defaults(plugins, tmp_path, 
     monkeypatch.delenv("REPREVAL_TEST_OUT", raising=False)
     monkeypatch.delenv("REPREVAL_TEST_UNSET", raising=False)
     data = digits_suite()
-    data["name"] = "${REPREVAL_TEST_NAME:-fallback}"
+    data["name"] = "${REPREVAL_TEST_UNSET}${REPREVAL_TEST_NAME:-fallback}"  # unset, no default: empty
     data["output"] = "${REPREVAL_TEST_OUT:-runs}/${REPREVAL_TEST_NAME:-fallback}"
     data["description"] = "[${REPREVAL_TEST_UNSET}]"
     path = write(tmp_path / "vars.yaml", data)
@@ -156,7 +156,7 @@ def test_variables_expand_from_the_environment_with_defaults(plugins, tmp_path, 
     suite = load_suite(path, plugins)
     assert suite.name == "fallback"
     assert suite.output == Path("runs/fallback")
-    assert suite.description == "[]"  # ${NAME} without a default: empty when unset
+    assert suite.description == "[${REPREVAL_TEST_UNSET}]"  # prose is published: never expanded
 
     monkeypatch.setenv("REPREVAL_TEST_NAME", "from-env")
     monkeypatch.setenv("REPREVAL_TEST_OUT", "out")
