@@ -29,6 +29,7 @@ from .engine.core import PRECISIONS
 from .engine.probe import Probe, as_feature_map, probe_layout
 from .engine.reference import component_maps_loop
 from .models import Model
+from .store import ResultStore
 from .suite import split_model_spec
 
 
@@ -371,7 +372,7 @@ def run_suite_bench(images: int = 16, loop_threads: int = 1, data_dir: Path | No
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results"
         repreval_seconds = run_repreval(images, out, data_dir, env)
-        records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+        records = ResultStore(out).records()
         loop_file = Path(scratch) / "loop.json"
         script = (
             "import json, sys; from pathlib import Path; from repreval.bench import plain_loop; "
@@ -383,7 +384,7 @@ def run_suite_bench(images: int = 16, loop_threads: int = 1, data_dir: Path | No
         loop_seconds = time.perf_counter() - started
         loop_compute_seconds, rows = json.loads(loop_file.read_text())
     values = {tuple(row[:3]): row[3] for row in rows}
-    ours = {(r["variant"], r["layer"], r["saliency"]): r["value"] for r in records}
+    ours = {(r.variant, r.layer, r.saliency): r.value for r in records}
     difference = max(abs(ours[key] - value) for key, value in values.items())
     return SuiteBench(
         images, repreval_seconds, loop_seconds, loop_compute_seconds, loop_threads, len(values), difference

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from .analysis import (
     SIGNIFICANCE,
@@ -136,14 +135,6 @@ class SuiteFacts:
     def to_json(self) -> str:
         """These facts as the JSON of ``report_facts.json``."""
         return json.dumps(vars(self), indent=1, sort_keys=True, default=str)
-
-    @classmethod
-    def read(cls, directory: Path) -> SuiteFacts:
-        """``DIR/report_facts.json``; a directory without one (records only) gets leaderboards only."""
-        path = directory / FACTS_FILE
-        if not path.is_file():
-            return cls(name=directory.name)
-        return cls(**json.loads(path.read_text()))
 
 
 def build_findings(records: list[ScoreRecord], facts: SuiteFacts) -> Findings:

@@ -9,20 +9,45 @@ different experiments together, so merging refuses it and says which difference 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import stat
 import zipfile
-from dataclasses import dataclass, field
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from .errors import ReprevalError
-from .store import LOCK_FILE, RUN_FILE, ResultStore, ScoreRecord, read_record
+from .findings import FACTS_FILE, SuiteFacts
+from .store import (
+    RUN_FILE,
+    TEMPORARY_SUFFIX,
+    ResultStore,
+    ScoreRecord,
+    parse_record,
+    read_regular,
+    unwritable,
+    write_atomic,
+)
+from .suite import load_yaml
 
 #: What an export holds besides ``records/``: the files a folder needs to render and to be re-run
-EXPORTED_FILES = ("suite.yaml", "report_facts.json", RUN_FILE)
+EXPORTED_FILES = ("suite.yaml", FACTS_FILE, RUN_FILE)
 #: Folders of drawings exported with the records
 EXPORTED_FOLDERS = ("records", "plots", "pictures")
+#: Most entries an import unpacks, and most bytes they may inflate to (checked before anything is read)
+MAX_IMPORT_ENTRIES = 100_000
+MAX_IMPORT_BYTES = 512 << 20
+#: Largest ``suite.yaml``, ``run.json`` or ``report_facts.json`` read
+MAX_SETTINGS_BYTES = 16 << 20
+#: Longest file name an import writes
+MAX_NAME = 200
 
 
 @dataclass
@@ -41,10 +66,9 @@ class ResultFolder:
         directory = Path(directory)
         damaged: list[ReprevalError] = []
         records = ResultStore(directory).records(on_damaged=damaged.append)
-        suite_file, run_file = directory / "suite.yaml", directory / RUN_FILE
-        suite = yaml.safe_load(suite_file.read_text()) if suite_file.is_file() else {}
-        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        return cls(directory, records, suite if isinstance(suite, dict) else {}, run, damaged)
+        suite = _stored(directory / "suite.yaml", _suite_mapping)
+        run = _stored(directory / RUN_FILE, _json_object)
+        return cls(directory, records, suite, run, damaged)
 
     @property
     def name(self) -> str:
@@ -54,6 +78,93 @@ class ResultFolder:
     def data_of(self, dataset: str | None) -> object:
         """How the folder's suite declares the evaluation dataset ``dataset`` (None: embedding scores)."""
         return (self.suite.get("datasets") or {}).get(dataset) if dataset else None
+
+
+def read_facts(directory: Path) -> SuiteFacts:
+    """The folder's ``report_facts.json``, every field checked (a folder without one: leaderboards only)."""
+    path = directory / FACTS_FILE
+    if not _exists(path):
+        return SuiteFacts(name=directory.name)
+    return SuiteFacts(**_stored(path, _facts))
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _stored(path: Path, parse: Callable[[bytes], dict]) -> dict:
+    """The mapping ``parse`` reads from the folder file ``path`` ({} when there is none); a damaged one is a
+    one-line error naming it, never quoting it."""
+    if not _exists(path):
+        return {}
+    try:
+        return parse(read_regular(path, MAX_SETTINGS_BYTES))
+    except ValueError as exc:
+        raise ReprevalError(
+            f"{str(path)!r} is damaged: {exc}", fix="run the suite again, or import the folder again"
+        ) from None
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+
+
+def _json_object(data: bytes) -> dict:
+    try:
+        parsed = json.loads(_text(data))
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError("not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("not a JSON object")
+    return parsed
+
+
+def _suite_mapping(data: bytes) -> dict:
+    try:
+        parsed = load_yaml(_text(data))
+    except (yaml.YAMLError, RecursionError):
+        raise ValueError("not strict YAML (see README.md, 'Trust model')") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("not a YAML mapping")
+    return parsed
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mapping(value: object, holds: Callable[[object], bool]) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and holds(v) for k, v in value.items())
+
+
+#: What each field of ``report_facts.json`` may hold (see :class:`~repreval.findings.SuiteFacts`)
+_FACT_RULES: dict[str, Callable[[object], bool]] = {
+    "name": lambda value: isinstance(value, str),
+    "description": lambda value: isinstance(value, str),
+    "source": lambda value: isinstance(value, str),
+    "report": lambda value: value is None or isinstance(value, dict),
+    "strengths": lambda value: _mapping(value, _finite),
+    "groups": lambda value: _mapping(value, lambda group: isinstance(group, str)),
+    "baselines": lambda value: _mapping(value, lambda group: group is None or isinstance(group, str)),
+}
+
+
+def _facts(data: bytes) -> dict:
+    content = _json_object(data)
+    known = {f.name for f in fields(SuiteFacts)}
+    if set(content) - known:
+        raise ValueError("a field the facts do not have")
+    wrong = [key for key, value in content.items() if not _FACT_RULES.get(key, lambda _: True)(value)]
+    if wrong:
+        raise ValueError(f"field {wrong[0]!r} holds a {type(content[wrong[0]]).__name__} it may not hold")
+    try:
+        SuiteFacts(**content).config  # noqa: B018 - parses the report section
+    except ReprevalError:
+        raise ValueError("its report section is not one this version reads") from None
+    return content
 
 
 def _metric(record: ScoreRecord) -> tuple:
@@ -104,68 +215,133 @@ def _refuse(first: ResultFolder, second: ResultFolder, metric: tuple, difference
 
 
 def export_folder(directory: str | Path, archive: str | Path) -> Path:
-    """Write the folder's records, suite, run configuration, report facts and drawings to one ``.zip``."""
+    """Write the folder's records, suite, run configuration, report facts and drawings to one ``.zip`` (regular
+    files only: links, FIFOs and hidden files stay behind)."""
     directory, archive = Path(directory), Path(archive)
     folder = ResultFolder.read(directory)  # refuses a folder without records
     if folder.damaged:
         raise ReprevalError(folder.damaged[0].problem, fix="re-run the suite before exporting its results")
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    temporary = archive.with_name(f".{archive.name}.tmp")
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for name in EXPORTED_FILES:
-            if (directory / name).is_file():
+    temporary = archive.with_name(f".{archive.name}{TEMPORARY_SUFFIX}")
+    try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            for name in _exported(directory):
                 bundle.write(directory / name, name)
-        for folder_name in EXPORTED_FOLDERS:
-            for path in sorted((directory / folder_name).glob("*")) if (directory / folder_name).is_dir() else []:
-                if path.is_file():
-                    bundle.write(path, f"{folder_name}/{path.name}")
-    temporary.replace(archive)
+        temporary.replace(archive)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise unwritable(archive, exc) from None
     return archive
 
 
+def _regular(path: Path, kind: int = stat.S_IFREG) -> bool:
+    """Whether ``path`` itself (not where a link leads) is a regular file (or of ``kind``, e.g. a folder)."""
+    try:
+        return stat.S_IFMT(path.lstat().st_mode) == kind
+    except OSError:
+        return False
+
+
+def _exported(directory: Path) -> list[str]:
+    """The names an export of ``directory`` holds, each a name an import takes."""
+    names = [name for name in EXPORTED_FILES if _regular(directory / name)]
+    for folder in EXPORTED_FOLDERS:
+        if _regular(directory / folder, stat.S_IFDIR):
+            names += [f"{folder}/{path.name}" for path in sorted((directory / folder).iterdir()) if _regular(path)]
+    return [name for name in names if _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    """Whether an export may hold an entry ``name``: a file it writes, or a plain name in one of its folders."""
+    if name in EXPORTED_FILES:
+        return True
+    folder, _, file = name.partition("/")
+    plain = 0 < len(file) <= MAX_NAME and not file.startswith(".") and not set(file) & set("/\\\0")
+    return folder in EXPORTED_FOLDERS and plain and (folder != "records" or file.endswith(".json"))
+
+
+def _refused(archive: Path, problem: str, fix: str = "re-export the folder it came from") -> ReprevalError:
+    return ReprevalError(f"{str(archive)!r} {problem}", fix=fix)
+
+
 def import_folder(archive: str | Path, directory: str | Path) -> ResultFolder:
-    """Unpack an export into ``directory`` after checking every record in it; a folder that already holds
-    results of another run configuration is refused."""
+    """Unpack an export into ``directory`` after checking every entry in it (names, sizes, and each file read
+    as the folder's readers read it): nothing lands unless all of it would. A folder that already holds results
+    of another run configuration, or that a run holds, is refused."""
     archive, directory = Path(archive), Path(directory)
-    if not archive.is_file():
-        raise ReprevalError(f"{str(archive)!r} does not exist", fix="give the .zip that `repreval export` wrote")
+    if not _regular(archive):
+        raise ReprevalError(f"{str(archive)!r} is not a file", fix="give the .zip that `repreval export` wrote")
     try:
         bundle = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise ReprevalError(
-            f"{str(archive)!r} is not a zip file", fix="give the .zip that `repreval export` wrote"
-        ) from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise _refused(archive, "is not a zip file", fix="give the .zip that `repreval export` wrote") from None
     with bundle:
-        names = bundle.namelist()
-        allowed = set(EXPORTED_FILES) | {n for n in names if n.split("/")[0] in EXPORTED_FOLDERS}
-        strays = [n for n in names if n not in allowed or ".." in n or n.startswith("/") or n.count("/") > 1]
-        if strays:
-            raise ReprevalError(f"{str(archive)!r} holds {strays[0]!r}, which no export writes", fix="re-export it")
-        if not any(n.startswith("records/") for n in names):
-            raise ReprevalError(f"{str(archive)!r} holds no records", fix="export a folder with results")
-        run = json.loads(bundle.read(RUN_FILE)) if RUN_FILE in names else None
-        held = directory / RUN_FILE
-        if run is not None and held.is_file() and json.loads(held.read_text()) != run:
-            raise ReprevalError(
-                f"{str(directory)!r} holds results of another run configuration",
-                fix="import into an empty folder",
-            )
-        staging = directory / ".import"
-        staging.mkdir(parents=True, exist_ok=True)
-        try:
-            for name in names:
-                target = staging / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(bundle.read(name))
-                if name.startswith("records/"):
-                    read_record(target)  # a damaged record stops the import before anything lands
-            for name in names:
-                target = directory / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (staging / name).replace(target)
-        finally:
-            for leftover in sorted(staging.rglob("*"), reverse=True):
-                leftover.rmdir() if leftover.is_dir() else leftover.unlink()
-            staging.rmdir()
-    (directory / LOCK_FILE).unlink(missing_ok=True)
+        entries = _checked_entries(bundle, archive)
+        with ResultStore(directory).locked():
+            _check_run_configuration(bundle, directory)
+            for folder in EXPORTED_FOLDERS:
+                if os.path.islink(directory / folder):
+                    raise _refused(directory, f"holds {folder!r} as a link", fix="import into an empty folder")
+            try:
+                for entry in entries:
+                    write_atomic(directory / entry.filename, bundle.read(entry))
+            except OSError as exc:
+                raise unwritable(directory, exc) from None
     return ResultFolder.read(directory)
+
+
+def _checked_entries(bundle: zipfile.ZipFile, archive: Path) -> list[zipfile.ZipInfo]:
+    """The archive's file entries (its folders' own entries left out), every one checked."""
+    entries = bundle.infolist()
+    inflated = sum(entry.file_size for entry in entries)
+    if len(entries) > MAX_IMPORT_ENTRIES:
+        raise _refused(archive, f"holds {len(entries)} entries, more than the limit of {MAX_IMPORT_ENTRIES}")
+    if inflated > MAX_IMPORT_BYTES:
+        raise _refused(archive, f"inflates to {inflated} bytes, more than the limit of {MAX_IMPORT_BYTES}")
+    files = [entry for entry in entries if entry.filename.rstrip("/") not in EXPORTED_FOLDERS]
+    stray = next((entry.filename for entry in files if not _importable(entry.filename)), None)
+    if stray is not None:
+        raise _refused(archive, f"holds {stray[:MAX_NAME]!r}, which no export writes")
+    twice = [name for name, count in Counter(entry.filename for entry in files).items() if count > 1]
+    if twice:
+        raise _refused(archive, f"holds {twice[0]!r} twice")
+    if not any(entry.filename.startswith("records/") for entry in files):
+        raise _refused(archive, "holds no records", fix="export a folder with results")
+    for entry in files:
+        _check_entry(bundle, entry, archive)
+    return files
+
+
+#: How an import reads each file besides records and drawings (as the folder's readers will)
+_PARSERS: dict[str, Callable[[bytes], dict]] = {"suite.yaml": _suite_mapping, RUN_FILE: _json_object,
+                                                FACTS_FILE: _facts}  # fmt: skip
+
+
+def _check_entry(bundle: zipfile.ZipFile, entry: zipfile.ZipInfo, archive: Path) -> None:
+    """Inflate ``entry`` (its checksum checked) and read it as the folder's readers will."""
+    name = entry.filename
+    try:
+        data = bundle.read(entry)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zlib.error):
+        raise _refused(archive, f"holds a damaged entry {name!r}") from None
+    if name.startswith("records/"):
+        try:
+            parse_record(data, Path(name))
+        except ReprevalError as exc:
+            raise _refused(archive, f"holds a damaged record: {exc.problem}") from None
+    elif name in _PARSERS:
+        try:
+            _PARSERS[name](data)
+        except ValueError as exc:
+            raise _refused(archive, f"holds a {name} that is damaged: {exc}") from None
+
+
+def _check_run_configuration(bundle: zipfile.ZipFile, directory: Path) -> None:
+    """Refuse to mix the archive's results into a folder that holds another run configuration's."""
+    if RUN_FILE not in bundle.namelist() or not _exists(directory / RUN_FILE):
+        return
+    if _stored(directory / RUN_FILE, _json_object) != json.loads(bundle.read(RUN_FILE)):
+        raise ReprevalError(
+            f"{str(directory)!r} holds results of another run configuration", fix="import into an empty folder"
+        )

@@ -10,12 +10,16 @@ A finished unit ("ok") is never recomputed; a failed one is retried on the next 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,13 +47,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-#: Indices and counts stay below this (layer_index: 10000000 made the leaderboard build a table that wide),
-#: and so do lists of numbers
+#: Counts stay below this, and so do lists of numbers
 _LIMIT = 10_000_000
+#: Probe layers of one model stay below this (a leaderboard has a column per layer: layer_index 9999999 made
+#: one of 5 GB)
+_LAYER_LIMIT = 10_000
+#: Largest record file read (a list of _LIMIT numbers fits)
+MAX_RECORD_BYTES = 256 << 20
 
 
-#: The ``valid`` rule of a field holding an index or a count
+#: The ``valid`` rule of a field holding a count
 _COUNT = {"valid": lambda value: 0 <= value < _LIMIT}
+#: ... and of a field holding a probe layer's index
+_LAYER = {"valid": lambda value: 0 <= value < _LAYER_LIMIT}
 
 
 @dataclass
@@ -65,7 +75,7 @@ class ScoreRecord:
     model_spec: str
     variant: str
     layer: str
-    layer_index: int = field(metadata=_COUNT)  # depth order of the probe layer within its model
+    layer_index: int = field(metadata=_LAYER)  # depth order of the probe layer within its model
     saliency: str | None  # None for embedding scores
     channel_aggregator: str | None  # None where no channel aggregator applies (Grad-CAM)
     embedding_aggregator: str | None  # None where the score reads every component (variance score)
@@ -124,14 +134,27 @@ class ResultStore:
             return False
 
     @contextmanager
-    def claimed(self, fingerprint: dict, *, force_new: bool = False) -> Iterator[None]:
-        """Hold the folder for one run: a lock file (a second run into it exits with the holder's pid), the
-        run configuration (``run.json``: a run whose numbers would differ, e.g. another seed, is refused instead
-        of mixed into one leaderboard; ``force_new`` clears the old results), and no orphan temporary files."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock (created with the folder): a second holder is refused with the holder's pid.
+        A folder that cannot be written is one line."""
         lock = self.directory / LOCK_FILE
-        _take_lock(lock)
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = _take_lock(lock)
+        except OSError as exc:
+            raise unwritable(self.directory, exc) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # before letting go: whoever opened it meanwhile sees it gone and retries
+            os.close(handle)
+
+    @contextmanager
+    def claimed(self, fingerprint: dict, *, force_new: bool = False) -> Iterator[None]:
+        """Hold the folder for one run: its lock (:meth:`locked`), the run configuration (``run.json``: a run
+        whose numbers would differ, e.g. another seed, is refused instead of mixed into one leaderboard;
+        ``force_new`` clears the old results), and no orphan temporary files."""
+        with self.locked():
             run_file = self.directory / RUN_FILE
             held = _read_json_object(run_file)
             if held is not None and held != fingerprint and not force_new:
@@ -144,14 +167,18 @@ class ResultStore:
             if held is not None and held != fingerprint:  # force_new: the old results go
                 for old in (self.records_dir, self.directory / "plots"):
                     shutil.rmtree(old, ignore_errors=True)
+            if held is not None:  # repreval's folder: temporary files a killed run left behind go
+                self._remove_orphans()
             if held != fingerprint:  # a new folder (or one from before run.json) is adopted as it is
                 write_atomic(run_file, json.dumps(fingerprint, indent=1, sort_keys=True))
-            for orphan in [*self.directory.glob(".*.*"), *self.records_dir.glob(".*.*")]:
-                if orphan.name != LOCK_FILE and orphan.is_file():  # a temporary file a killed run left behind
-                    orphan.unlink(missing_ok=True)
             yield
-        finally:
-            lock.unlink(missing_ok=True)
+
+    def _remove_orphans(self) -> None:
+        """Remove the temporary files of :func:`write_atomic` (by their exact name pattern), nothing else."""
+        for folder in (self.directory, self.records_dir):
+            for orphan in folder.glob(f".*{TEMPORARY_SUFFIX}") if folder.is_dir() else []:
+                if _TEMPORARY_NAME.fullmatch(orphan.name) and stat.S_ISREG(orphan.lstat().st_mode):
+                    orphan.unlink(missing_ok=True)
 
     def write(self, record: ScoreRecord) -> None:
         """Write ``record`` atomically, replacing any earlier record of its unit."""
@@ -187,6 +214,17 @@ class ResultStore:
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+#: How :func:`write_atomic` ends its temporary files' names: ``.NAME.XXXXXXXX.repreval-tmp``
+TEMPORARY_SUFFIX = ".repreval-tmp"
+_TEMPORARY_NAME = re.compile(rf"\..+\.[a-z0-9_]{{8}}{re.escape(TEMPORARY_SUFFIX)}")
+
+
+def unwritable(path: Path, error: OSError) -> ReprevalError:
+    """The one-line error of a folder or file that cannot be written (read-only, full, missing)."""
+    return ReprevalError(
+        f"cannot write to {str(path)!r}: {error.strerror or type(error).__name__}",
+        fix="make it writable, or choose another folder with --out",
+    )
 
 
 def run_fingerprint(suite_name: str, seed: int, device: str) -> dict:
@@ -200,33 +238,53 @@ def run_fingerprint(suite_name: str, seed: int, device: str) -> dict:
 
 def _read_json_object(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, 1 << 20).decode("utf-8"))
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _take_lock(lock: Path) -> None:
-    """Create ``lock`` holding this pid; a lock of a live process refuses, a dead one's is taken over."""
-    for _ in range(2):
+def _take_lock(lock: Path) -> int:
+    """An open descriptor of ``lock`` holding its ``flock`` (the kernel lets go when the process dies, so a
+    killed run's lock is free) with this pid written in it; a lock held by another process refuses."""
+    while True:
+        handle = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
         try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and holder != os.getpid() and _alive(holder):
-                raise ReprevalError(
-                    f"{str(lock.parent)!r} is in use by another run (pid {holder})",
-                    fix="wait for it to finish, or use --out DIR",
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed
-            continue
-        with os.fdopen(handle, "w") as stream:
-            stream.write(str(os.getpid()))
-        return
-    raise ReprevalError(f"cannot take the lock {str(lock)!r}", fix="remove it if no run is using the folder")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _pid_in(handle)
+            os.close(handle)
+            raise _in_use(lock, holder) from None
+        if _still_named(handle, lock):
+            break
+        os.close(handle)  # its holder removed it as it let go: the next one goes by the new file
+    holder = _pid_in(handle)
+    if holder and holder != os.getpid() and _alive(holder):  # a pid lock written without flock, still alive
+        os.close(handle)
+        raise _in_use(lock, holder)
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, str(os.getpid()).encode(), 0)
+    return handle
+
+
+def _still_named(handle: int, lock: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle), os.stat(lock, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _pid_in(handle: int) -> int:
+    """The pid a lock file holds (0 when it holds none yet)."""
+    text = os.pread(handle, 20, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else 0
+
+
+def _in_use(lock: Path, holder: int) -> ReprevalError:
+    pid = f" (pid {holder})" if holder else ""
+    return ReprevalError(
+        f"{str(lock.parent)!r} is in use by another run{pid}", fix="wait for it to finish, or use --out DIR"
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -281,48 +339,79 @@ def _damaged(path: Path, problem: str) -> ReprevalError:
     return ReprevalError(f"record {str(path)!r} is damaged: {problem}", fix="run the suite again to recompute it")
 
 
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file (not a link, FIFO or device: nothing that blocks or
+    leads elsewhere) of at most ``limit`` bytes. Raises ValueError naming the problem, never quoting the file."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        problem = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
+        raise ValueError(problem) from None
+    with os.fdopen(handle, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise ValueError("not a regular file")
+        try:
+            data = stream.read(limit + 1)
+        except OSError as exc:
+            raise ValueError(exc.strerror or type(exc).__name__) from None
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
 def read_record(path: Path) -> ScoreRecord:
-    """The record in ``path``, every field type- and range-checked; a damaged file is a one-line ReprevalError
-    naming it (it is recomputed by the next run, which overwrites it)."""
-    data = _read_object(path)
-    if data.get("schema") != RECORD_SCHEMA:
+    """The record in ``path`` (a regular file), every field type- and range-checked; a damaged file is a
+    one-line ReprevalError naming it (it is recomputed by the next run, which overwrites it)."""
+    try:
+        data = read_regular(path, MAX_RECORD_BYTES)
+    except ValueError as exc:
+        raise _damaged(path, str(exc)) from None
+    return parse_record(data, path)
+
+
+def parse_record(data: bytes, path: Path) -> ScoreRecord:
+    """The record in ``data``, the content of the record file ``path``; errors name the file, never its content."""
+    content = _parse_object(data, path)
+    schema = content.get("schema")
+    if schema != RECORD_SCHEMA:
+        shown = schema if type(schema) is int and 0 <= schema < 1000 else "unknown"
         raise ReprevalError(
-            f"record {str(path)!r} has schema {str(data.get('schema'))[:20]}, expected {RECORD_SCHEMA}",
+            f"record {str(path)!r} has schema {shown}, expected {RECORD_SCHEMA}",
             fix="re-run the suite with this version of repreval",
         )
-    data = _upgrade(data)
-    _check_fields(data, path)
-    if data["unit_id"] != path.stem:
-        raise _damaged(path, f"its unit id {data['unit_id'][:40]!r} is not its file name")
-    if data.get("status", "ok") == "ok" and data.get("value") is None:
+    content = _upgrade(content)
+    _check_fields(content, path)
+    if content["unit_id"] != path.stem:
+        raise _damaged(path, "its unit id is not its file name")
+    if content.get("status", "ok") == "ok" and content.get("value") is None:
         raise _damaged(path, "status ok without a value")
-    return ScoreRecord(**data)
+    return ScoreRecord(**content)
 
 
-def _read_object(path: Path) -> dict:
-    """The JSON object in ``path``."""
+def _parse_object(data: bytes, path: Path) -> dict:
+    """The JSON object in ``data``."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        parsed = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise _damaged(path, "not UTF-8 text") from None
-    except (OSError, json.JSONDecodeError, RecursionError):
+    except (json.JSONDecodeError, RecursionError):
         raise _damaged(path, "not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _damaged(path, f"a JSON {type(data).__name__}, not an object")
-    return data
+    if not isinstance(parsed, dict):
+        raise _damaged(path, f"a JSON {type(parsed).__name__}, not an object")
+    return parsed
 
 
 def _check_fields(data: dict, path: Path) -> None:
     """Every field of ``data`` is a record field holding what it may, and every required one is there."""
-    unknown = sorted(set(data) - set(_RULES))
+    unknown = set(data) - set(_RULES)
     if unknown:
-        raise _damaged(path, f"unknown field {unknown[0][:40]!r}")
+        raise _damaged(path, f"{len(unknown)} field(s) a record does not have")
     missing = [name for name in _REQUIRED if name not in data]
     if missing:
         raise _damaged(path, f"field {missing[0]!r} is missing")
     for name, value in data.items():
         if not _RULES[name](value):
-            raise _damaged(path, f"field {name!r} holds {type(value).__name__} {str(value)[:40]!r}")
+            raise _damaged(path, f"field {name!r} holds a {type(value).__name__} of the wrong type or range")
 
 
 #: Coordinates that repreval 0.1 wrote as "-" where they did not apply; None since.
@@ -341,13 +430,13 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, content: str | bytes) -> None:
     """Write via a temporary file in the same directory and rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb" if isinstance(content, bytes) else "w") as stream:
+            stream.write(content)
         os.chmod(temporary, _file_mode())  # mkstemp makes files 0600 whatever the umask
         os.replace(temporary, path)
     except BaseException:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 
 from ..errors import ReprevalError
 from ..folders import ResultFolder, export_folder, import_folder, merge
@@ -10,7 +12,23 @@ from ..leaderboard import build_leaderboards
 from ..render import to_json
 from ..render.report import write_report
 from ..render.site import publish
-from ._common import EXIT_BAD_INPUT, EXIT_OK, Command, errors, print_boards, report_damaged
+from ._common import EXIT_BAD_INPUT, EXIT_OK, Command, errors, print_boards, report_damaged, say
+
+
+def _one_line(handle: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handle`` with a file it cannot write (read-only folder, full disk) as one line, not a traceback."""
+
+    @functools.wraps(handle)
+    def handled(args: argparse.Namespace) -> int:
+        try:
+            return handle(args)
+        except OSError as exc:
+            raise ReprevalError(
+                f"cannot write {str(exc.filename)!r}: {exc.strerror or type(exc).__name__}",
+                fix="make its folder writable, or choose another folder",
+            ) from None
+
+    return handled
 
 
 def add_leaderboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +52,7 @@ def handle_leaderboard(args: argparse.Namespace) -> int:
             raise ReprevalError("a Markdown report is one folder's", fix="give one DIR, or use --format table|json")
         path = write_report(args.directories[0])
         print(path.read_text())
-        errors.print(f"report written to {path} (plots in {path.parent / 'plots'})", highlight=False)
+        say(f"report written to {path} (plots in {path.parent / 'plots'})", to=errors)
     else:
         print_boards(boards, every=args.boards)
     return EXIT_BAD_INPUT if damaged else EXIT_OK
@@ -53,7 +71,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 def handle_publish(args: argparse.Namespace) -> int:
     """``repreval publish DIR... --out SITE``: a static site of the result folders."""
     index = publish(args.directories, args.out, merged=args.merge, link=args.link)
-    errors.print(f"site written to {index} (open it in a browser; no server needed)", highlight=False)
+    say(f"site written to {index} (open it in a browser; no server needed)", to=errors)
     return EXIT_OK
 
 
@@ -65,7 +83,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle_export(args: argparse.Namespace) -> int:
     """``repreval export DIR --out FILE.zip``."""
-    errors.print(f"exported to {export_folder(args.directory, args.out)}", highlight=False)
+    say(f"exported to {export_folder(args.directory, args.out)}", to=errors)
     return EXIT_OK
 
 
@@ -78,7 +96,7 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 def handle_import(args: argparse.Namespace) -> int:
     """``repreval import FILE.zip --out DIR``."""
     folder = import_folder(args.archive, args.out)
-    errors.print(f"imported {len(folder.records)} records into {folder.directory}", highlight=False)
+    say(f"imported {len(folder.records)} records into {folder.directory}", to=errors)
     return EXIT_OK
 
 
@@ -87,16 +105,19 @@ COMMANDS = [
         "leaderboard",
         "render stored results again (several folders: ranked together)",
         add_leaderboard_arguments,
-        handle_leaderboard,
+        _one_line(handle_leaderboard),
     ),
     Command(
         "publish",
         "write a static HTML site of result folders (no server needed)",
         add_publish_arguments,
-        handle_publish,
+        _one_line(handle_publish),
     ),  # fmt: skip
     Command(
-        "export", "write a results folder to one .zip (records, suite, drawings)", add_export_arguments, handle_export
+        "export",
+        "write a results folder to one .zip (records, suite, drawings)",
+        add_export_arguments,
+        _one_line(handle_export),
     ),
-    Command("import", "unpack an exported .zip into a results folder", add_import_arguments, handle_import),
+    Command("import", "unpack an exported .zip into a results folder", add_import_arguments, _one_line(handle_import)),
 ]

@@ -7,7 +7,8 @@ from pathlib import Path
 from statistics import fmean, pstdev
 
 from ..drawings import explainer_picture, explainer_picture_data, slug
-from ..findings import Findings, SuiteFacts, build_findings
+from ..findings import Findings, build_findings
+from ..folders import read_facts
 from ..leaderboard import Board, build_leaderboards
 from ..store import ResultStore, ScoreRecord, write_atomic
 from . import markdown
@@ -344,7 +345,7 @@ def write_report(directory: str | Path) -> Path:
     """Write ``DIR/report.md`` and its plots under ``DIR/plots/`` from the results folder alone."""
     directory = Path(directory)
     records = ResultStore(directory).records(on_damaged=lambda _problem: None)  # the commands report them
-    findings = build_findings(records, SuiteFacts.read(directory))
+    findings = build_findings(records, read_facts(directory))
     text = report_markdown(findings, build_leaderboards(records), directory / "plots")
     path = directory / "report.md"
     write_atomic(path, text)

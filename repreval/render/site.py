@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..drawings import slug
 from ..findings import Findings, SuiteFacts, build_findings
-from ..folders import ResultFolder, merge
+from ..folders import MAX_SETTINGS_BYTES, ResultFolder, merge, read_facts
 from ..leaderboard import Board, build_leaderboards
+from ..store import read_regular
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "site"
 #: The report's drawings a page shows, by folder
@@ -117,7 +119,9 @@ def _page(folder: ResultFolder, site: Path, link: bool) -> Page:
     drawings = []
     for kind in DRAWINGS:
         source = folder.directory / kind
-        for picture in sorted(source.glob("*.png")) if source.is_dir() else []:
+        for picture in sorted(source.glob("*.png")) if source.is_dir() and not source.is_symlink() else []:
+            if not stat.S_ISREG(picture.lstat().st_mode):
+                continue  # a link (it would publish what it leads to) or a FIFO (copying it would block)
             if link:  # referenced where it lies (a site published inside the repository it describes)
                 path = Path(os.path.relpath(picture.resolve(), target.resolve())).as_posix()
             else:
@@ -126,8 +130,7 @@ def _page(folder: ResultFolder, site: Path, link: bool) -> Page:
                 path = f"{kind}/{picture.name}"
             drawings.append((picture.stem.replace("-", " "), path))
     boards = build_leaderboards(folder.records)
-    facts = SuiteFacts.read(folder.directory)
-    suite_file = folder.directory / "suite.yaml"
+    facts = read_facts(folder.directory)
     return Page(
         slug=name,
         title=str(facts.config.title or folder.name),
@@ -135,11 +138,18 @@ def _page(folder: ResultFolder, site: Path, link: bool) -> Page:
         boards=boards,
         report=build_findings(folder.records, facts),
         provenance=_provenance([folder]),
-        suite_text=suite_file.read_text() if suite_file.is_file() else "",
+        suite_text=_suite_text(folder),
         drawings=drawings,
         curves={board.title: _curves(board) for board in boards},
         command=_command(folder, facts),
     )
+
+
+def _suite_text(folder: ResultFolder) -> str:
+    """The folder's ``suite.yaml`` as stored (:meth:`ResultFolder.read` has parsed it), or nothing."""
+    if not folder.suite:
+        return ""
+    return read_regular(folder.directory / "suite.yaml", MAX_SETTINGS_BYTES).decode("utf-8")
 
 
 def _command(folder: ResultFolder, facts: SuiteFacts) -> str:
