@@ -11,15 +11,19 @@ Importing this module does not import torch: it stays cheap for ``repreval list`
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import PluginOptionError, ReprevalError, suggest
+from .files import file_kind, open_regular, shown
 from .hookspecs import hookimpl
 from .registry import Registry
 from .sizes import parse_bytes
 from .tracing import stage_layers, trial_forward
+from .trust import import_trusted
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -59,6 +63,10 @@ __all__ = [
     "trial_forward",
     "parse_bytes",
     "stage_layers",
+    "file_kind",
+    "open_regular",
+    "shown",
+    "import_trusted",
 ]
 
 
@@ -76,9 +84,47 @@ class InputSpec:
     width: int
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    interpolation: str = "bilinear"
+    interpolation: str = "bilinear"  # one of INTERPOLATIONS
     crop_pct: float | None = None  # resize to size/crop_pct then centre-crop (timm's eval transform)
     tokens: int = 0  # > 0: the network reads this many token ids per input (a text encoder)
+
+    INTERPOLATIONS: ClassVar[tuple[str, ...]] = ("bilinear", "bicubic", "nearest")
+    CROP_PCT_RANGE: ClassVar[tuple[float, float]] = (0.25, 2.0)  # timm's range is 0.75 to 1.15
+    MAX_VALUES: ClassVar[int] = 2**26  # channels × height × width (or tokens) of one input: 256 MB of float32
+
+    def __post_init__(self) -> None:
+        """Refuse, in one line, any field that would crash or mis-size the input pipeline (a model source's
+        options reach it unchecked: strings, negatives, lists, a crop that would resize to gigapixels)."""
+        sizes = {"channels": self.channels, "height": self.height, "width": self.width, "tokens": self.tokens}
+        for name, value in sizes.items():
+            minimum = 0 if name == "tokens" else 1
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+                self._refuse(name, value, f"an integer, {minimum} or more")
+        if max(self.channels * self.height * self.width, self.tokens) > self.MAX_VALUES:
+            self._refuse("size", self.shape, f"at most {self.MAX_VALUES:,} values per input")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            numbers_given = isinstance(values, (tuple, list)) and all(_finite_number(v) for v in values)
+            if not numbers_given or len(values) not in (1, self.channels) or (name == "std" and min(values) <= 0):
+                positive = " positive" if name == "std" else ""
+                self._refuse(name, values, f"1 or {self.channels} finite{positive} numbers")
+        if not isinstance(self.interpolation, str) or self.interpolation not in self.INTERPOLATIONS:
+            self._refuse("interpolation", self.interpolation, "one of " + ", ".join(self.INTERPOLATIONS))
+        low, high = self.CROP_PCT_RANGE
+        if self.crop_pct is not None and not (_finite_number(self.crop_pct) and low <= self.crop_pct <= high):
+            self._refuse("crop_pct", self.crop_pct, f"a number from {low} to {high}, or none")
+
+    @staticmethod
+    def _refuse(field_name: str, value: object, requirement: str) -> None:
+        try:
+            shown = repr(value)
+        except ValueError:  # an integer of more than 4,300 digits
+            shown = "a number too long to show"
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        option = "input_size" if field_name in ("channels", "height", "width", "size") else field_name
+        raise ReprevalError(
+            f"the network's input {field_name} must be {requirement}, got {shown}",
+            fix=f"correct the model's '{option}' option (or its source's data config)",
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,6 +144,11 @@ class InputSpec:
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         return (images - mean) / std
+
+
+def _finite_number(value: object) -> bool:
+    """Whether ``value`` is a finite real number (not a bool), for :class:`InputSpec`'s checks."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,26 @@ from .api import DatasetSource, ImageSet, InputSpec, TextSet, uniform_noise
 from .config import Drift, Subset
 from .errors import ReprevalError
 
+#: The most images a dataset may hold (its seeded permutation is allocated whole: 800 MB of indices).
+MAX_DATASET_SIZE = 100_000_000
+#: The most pixels an image may have while it is resized to a network's input (a 1×10,000 strip resized to a
+#: shorter side of 256 would otherwise take gigabytes).
+MAX_RESIZE_PIXELS = 2**26
+SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
 
 def subset_indices(subset: Subset, size: int, where: str = "dataset") -> list[int]:
-    """The indices ``subset`` picks from a dataset of ``size`` images (seeded permutation, then the range)."""
+    """The indices ``subset`` picks from a dataset of ``size`` images (seeded permutation, then the range).
+
+    A dataset of more than :data:`MAX_DATASET_SIZE` images, or a seed torch cannot take, is a ReprevalError."""
+    if size > MAX_DATASET_SIZE:
+        raise ReprevalError(
+            f"the dataset holds {size:,} images, more than the {MAX_DATASET_SIZE:,} a subset is drawn from",
+            where=where,
+            fix="use a smaller dataset (e.g. a smaller 'count')",
+        )
+    if subset.seed not in SEEDS:
+        raise ReprevalError(f"seed {subset.seed} is out of range", where=where, fix="use a seed from 0 to 2**63 - 1")
     if subset.skip >= size:
         raise ReprevalError(
             f"skip={subset.skip} leaves no images of the {size} in the dataset", where=where, fix="lower 'skip'"
@@ -25,6 +42,8 @@ def apply_drift(drift: Drift, images: Tensor) -> Tensor:
     """``clip(x + lambda·eps, 0, 1)`` with eps ~ N(0, I) from the drift's seed (see :class:`Drift`)."""
     if drift.strength == 0:
         return images
+    if drift.seed not in SEEDS:
+        raise ReprevalError(f"drift seed {drift.seed} is out of range", fix="use a seed from 0 to 2**63 - 1")
     generator = torch.Generator().manual_seed(drift.seed)
     eps = torch.randn(images.shape, generator=generator, dtype=images.dtype)
     return (images + drift.strength * eps).clamp(0.0, 1.0)
@@ -111,15 +130,28 @@ def _fit_one(image: Tensor, spec: InputSpec) -> Tensor:
     if tuple(image.shape[-2:]) != size:
         import torchvision.transforms.v2.functional as TF  # only to resize: its import costs a second
 
-        known = spec.interpolation in ("bilinear", "bicubic", "nearest")
-        mode = TF.InterpolationMode(spec.interpolation if known else "bilinear")
+        mode = TF.InterpolationMode(spec.interpolation)  # one of InputSpec.INTERPOLATIONS
         if spec.crop_pct:
             scaled = int(round(min(size) / spec.crop_pct))
+            _check_resize(image.shape[-2:], scaled)
             image = TF.resize(image, [scaled], interpolation=mode, antialias=True)
             image = TF.center_crop(image, list(size))
         else:
             image = TF.resize(image, list(size), interpolation=mode, antialias=True)
     return image.clamp(0.0, 1.0)
+
+
+def _check_resize(image_size: tuple[int, ...], shorter_side: int) -> None:
+    """ReprevalError when resizing an image of ``image_size`` (H, W) to ``shorter_side`` would exceed
+    :data:`MAX_RESIZE_PIXELS` (a long, thin image)."""
+    height, width = image_size
+    pixels = shorter_side * shorter_side * max(height, width) / max(min(height, width), 1)
+    if pixels > MAX_RESIZE_PIXELS:
+        raise ReprevalError(
+            f"a {height}×{width} image resized to a shorter side of {shorter_side} would take {pixels:,.0f} pixels, "
+            f"more than {MAX_RESIZE_PIXELS:,}",
+            fix="crop such images first, or drop 'crop_pct' (a straight resize)",
+        )
 
 
 def normalize(images: Tensor, spec: InputSpec) -> Tensor:

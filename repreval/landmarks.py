@@ -10,6 +10,7 @@ measure reads only those, never how they were obtained.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -23,6 +24,10 @@ from .errors import ReprevalError
 #: ``landmarks: ink``: the points derived from each image's ink (pixels above INK_THRESHOLD)
 INK_LANDMARKS = ("top", "bottom", "left", "right", "centroid")
 INK_THRESHOLD = 0.5
+#: Bounds on a landmark file: its size, its distinct landmark names, and the image indices it may give.
+MAX_LANDMARK_BYTES = 16 * 2**20
+MAX_LANDMARK_NAMES = 1_000
+MAX_IMAGE_INDEX = 10**9
 
 
 def ink_landmarks(images: Tensor, threshold: float = INK_THRESHOLD) -> Tensor:
@@ -55,34 +60,64 @@ def ink_landmarks(images: Tensor, threshold: float = INK_THRESHOLD) -> Tensor:
 
 def read_landmark_file(path: str | Path, where: str = "landmarks") -> list[dict]:
     """Rows ``{image, name, x, y}`` of a CSV (with a header) or JSON (a list of objects) file. ``image`` is the
-    dataset index of the image or its file name; x and y are pixels of the image as stored."""
+    dataset index of the image (ASCII digits, below :data:`MAX_IMAGE_INDEX`) or its file name; x and y are
+    finite pixel coordinates of the image as stored. The file is at most :data:`MAX_LANDMARK_BYTES` and names
+    at most :data:`MAX_LANDMARK_NAMES` landmarks; anything else is a one-line ReprevalError."""
+    from .files import read_bounded, regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ReprevalError(f"landmark file {str(path)!r} does not exist", where=where, fix="check the path")
+    regular_file(path, "landmark file", where)
+    content = read_bounded(path, "landmark file", where, MAX_LANDMARK_BYTES)
     try:
-        if path.suffix.lower() == ".json":
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise ReprevalError(f"cannot read landmark file {str(path)!r}: {exc}", where=where) from None
+        text = content.decode("utf-8")
+        rows = json.loads(text) if path.suffix.lower() == ".json" else list(csv.DictReader(io.StringIO(text)))
+    except (UnicodeDecodeError, ValueError, RecursionError, csv.Error) as exc:  # ValueError: JSON, huge integers
+        problems = {RecursionError: "nested too deeply", UnicodeDecodeError: "not UTF-8 text"}  # no byte quoted
+        problem = problems.get(type(exc)) or (str(exc).splitlines() or ["damaged"])[0][:120]
+        raise ReprevalError(f"cannot read landmark file {path.name!r}: {problem}", where=where) from None
     if not isinstance(rows, list):
         raise ReprevalError("a JSON landmark file holds a list of {image, name, x, y}", where=where)
-    checked = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not {"image", "name", "x", "y"} <= set(row):
-            raise ReprevalError(
-                f"row {i + 1} of {path.name} lacks image, name, x or y", where=where, fix="columns: image,name,x,y"
-            )
-        try:
-            x, y = float(row["x"]), float(row["y"])
-        except (TypeError, ValueError):
-            raise ReprevalError(f"row {i + 1} of {path.name}: x and y must be numbers", where=where) from None
-        checked.append({"image": str(row["image"]), "name": str(row["name"]), "x": x, "y": y})
+    checked = [_landmark_row(row, f"row {i + 1} of {path.name}", where) for i, row in enumerate(rows)]
     if not checked:
         raise ReprevalError(f"landmark file {path.name} has no rows", where=where)
+    names = {row["name"] for row in checked}
+    if len(names) > MAX_LANDMARK_NAMES:
+        raise ReprevalError(
+            f"landmark file {path.name} names {len(names):,} landmarks, more than {MAX_LANDMARK_NAMES:,}",
+            where=where,
+            fix="keep the landmarks the measure should use",
+        )
     return checked
+
+
+def _landmark_row(row: object, label: str, where: str) -> dict:
+    """One checked row ``{image, name, x, y}``: image and name as strings, x and y as finite floats."""
+    if not isinstance(row, dict) or not {"image", "name", "x", "y"} <= set(row):
+        raise ReprevalError(f"{label} lacks image, name, x or y", where=where, fix="columns: image,name,x,y")
+    image, name = row["image"], row["name"]
+    if isinstance(image, int) and not isinstance(image, bool) and 0 <= image < MAX_IMAGE_INDEX:
+        image = str(image)
+    if not isinstance(image, str) or not image or not isinstance(name, str):
+        raise ReprevalError(f"{label}: image and name must be text or an image index", where=where)
+    if image.isdecimal() and not (image.isascii() and len(image) <= 9 and int(image) < MAX_IMAGE_INDEX):
+        raise ReprevalError(
+            f"{label}: image index {image[:20]!r} is not an ASCII number below {MAX_IMAGE_INDEX:,}", where=where
+        )
+    try:
+        x, y = _coordinate(row["x"]), _coordinate(row["y"])
+    except (TypeError, ValueError):
+        raise ReprevalError(f"{label}: x and y must be finite numbers", where=where) from None
+    return {"image": image, "name": name, "x": x, "y": y}
+
+
+def _coordinate(value: object) -> float:
+    """A finite float from a number or numeric text (not a bool); ValueError or TypeError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or len(str(value)) > 40:
+        raise TypeError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 def landmarks_for(
@@ -92,6 +127,7 @@ def landmarks_for(
     ``image`` is matched against the dataset index, or (when the dataset lists its ``files``) the file's full
     path, path relative to a parent folder, or name."""
     names = tuple(dict.fromkeys(row["name"] for row in rows))
+    name_index = {name: k for k, name in enumerate(names)}
     by_key: dict[str, int] = {}
     if files is not None:
         for position_in_dataset, file in enumerate(files):
@@ -103,13 +139,12 @@ def landmarks_for(
     unmatched = 0
     for row in rows:
         key = row["image"]
-        index: int | None = int(key) if key.isdigit() else by_key.get(Path(key).as_posix())
+        index: int | None = int(key) if key.isascii() and key.isdecimal() else by_key.get(Path(key).as_posix())
         if index is None:
             unmatched += 1
             continue
         if index in position:
-            points[position[index], names.index(row["name"]), 0] = row["x"]
-            points[position[index], names.index(row["name"]), 1] = row["y"]
+            points[position[index], name_index[row["name"]]] = torch.tensor([row["x"], row["y"]])
     if unmatched == len(rows):
         raise ReprevalError(
             "no landmark row names an image of the dataset",

@@ -6,10 +6,12 @@ import copy
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -126,8 +128,9 @@ class Model(ModelHandle):
         return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def checkpoint_path(self) -> Path:
-        """The cached trained state dict: ``<cache dir>/models/<spec>-<cache key>.pt``."""
-        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.config.spec)
+        """The cached trained state dict: ``<cache dir>/models/<spec, cut to 100 characters>-<cache key>.pt``."""
+        ascii_name = (c if c.isascii() and c.isalnum() or c in "-_" else "_" for c in self.config.spec)
+        slug = "".join(ascii_name)[:100]  # the file name stays below the system's 255 bytes
         return cache_dir() / "models" / f"{slug}-{self.cache_key()}.pt"
 
     def _train_or_load_cached(self, network: Network) -> dict[str, Tensor]:
@@ -159,7 +162,7 @@ def load_cached(path: Path, module: nn.Module) -> tuple[dict[str, Tensor], dict 
         return None
     log_path = path.with_suffix(".json")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = quiet_load(path)
         module.load_state_dict(state)
     except Exception:
         path.unlink(missing_ok=True)
@@ -186,9 +189,10 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
     Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a ``module.``
     prefix (DataParallel) is removed.
     """
+    from .files import regular_file, shown
+
     path = Path(path)
-    if not path.is_file():
-        raise ReprevalError(f"weights file {str(path)!r} does not exist", where=where, fix="check the path")
+    regular_file(path, "weights file", where)  # a path too long or a FIFO: one line, not an OSError or a hang
     state: object  # whatever the file holds, until checked below
     try:
         if path.suffix == ".safetensors":
@@ -196,10 +200,10 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = quiet_load(path)
     except Exception as exc:
         raise ReprevalError(
-            f"weights file {str(path)!r} is not a readable checkpoint ({type(exc).__name__}: corrupt, truncated, "
+            f"weights file {shown(path)} is not a readable checkpoint ({type(exc).__name__}: corrupt, truncated, "
             "or holding objects other than tensors)",
             where=where,
             fix="give a state dict saved with torch.save(model.state_dict(), PATH), or a .safetensors file",
@@ -209,10 +213,18 @@ def read_checkpoint(path: str | os.PathLike, where: str = "weights") -> dict[str
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ReprevalError(f"weights file {str(path)!r} holds no state dict of tensors", where=where)
+        raise ReprevalError(f"weights file {shown(path)} holds no state dict of tensors", where=where)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def quiet_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only``, its warnings about the file (pickle protocol, ...) silenced: a bad
+    file is reported by the caller in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_state(module: nn.Module, state: dict[str, Tensor], match: str = "name", where: str = "weights") -> None:

@@ -8,13 +8,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from repreval.api import PluginOptionError, ReprevalError
+from repreval.api import PluginOptionError, ReprevalError, file_kind, shown
 
 if TYPE_CHECKING:  # torch is imported where images are loaded: registering the datasets stays cheap
     from torch import Tensor
 
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+#: The most images (or texts) a dataset option may ask for: ``noise``'s ``count``.
+MAX_COUNT = 10_000_000
 
 
 def path_option(value, option: str) -> Path:
@@ -36,35 +38,45 @@ def _is_numpy_integer(value) -> bool:
     return numpy is not None and isinstance(value, numpy.integer)
 
 
-def int_option(value, option: str, minimum: int) -> int:
+def int_option(value, option: str, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an int (numpy integers too); PluginOptionError if not an integer, ReprevalError if below
-    ``minimum``."""
+    ``minimum`` or above ``maximum``."""
     if isinstance(value, bool) or not (isinstance(value, int) or _is_numpy_integer(value)):
-        raise PluginOptionError(f"{option!r} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
+        raise PluginOptionError(f"{option!r} must be an integer, got {type(value).__name__} {shown(value)}")
+    number = int(value)
+    if number < minimum:
         raise ReprevalError(
-            f"{option!r} must be at least {minimum}, got {value}", fix=f"set '{option}' to {minimum} or more"
+            f"{option!r} must be at least {minimum}, got {shown(number)}", fix=f"set '{option}' to {minimum} or more"
         )
-    return int(value)
+    if maximum is not None and number > maximum:
+        raise ReprevalError(
+            f"{option!r} must be at most {maximum:,}, got {shown(number)}", fix=f"set '{option}' to {maximum:,} or less"
+        )
+    return number
+
+
+PROBLEMS = {
+    "missing": "does not exist",
+    "file": "is a file, not a directory",
+    "directory": "is a directory, not a file",
+    "special": "is not a regular file or directory (a FIFO, device or socket)",
+}
 
 
 def existing_directory(path: Path, option: str, dataset: str) -> Path:
     """``path`` if it is a directory; a ReprevalError saying what is there instead otherwise."""
-    if not path.exists():
-        problem = "does not exist"
-    elif not path.is_dir():
-        problem = "is a file, not a directory"
-    else:
+    kind = file_kind(path, option, dataset)
+    if kind == "directory":
         return path
-    raise ReprevalError(f"{dataset}: {option} {str(path)!r} {problem}", fix=f"point '{option}' at a directory")
+    raise ReprevalError(f"{dataset}: {option} {shown(path)} {PROBLEMS[kind]}", fix=f"point '{option}' at a directory")
 
 
 def existing_file(path: Path, option: str, dataset: str) -> Path:
-    """``path`` if it is a file; a ReprevalError saying what is there instead otherwise."""
-    if path.is_file():
+    """``path`` if it is a regular file; a ReprevalError saying what is there instead otherwise."""
+    kind = file_kind(path, option, dataset)
+    if kind == "file":
         return path
-    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
-    raise ReprevalError(f"{dataset}: {option} {str(path)!r} {problem}", fix=f"point '{option}' at a file")
+    raise ReprevalError(f"{dataset}: {option} {shown(path)} {PROBLEMS[kind]}", fix=f"point '{option}' at a file")
 
 
 def check_indices(indices: Sequence[int], size: int) -> list[int]:

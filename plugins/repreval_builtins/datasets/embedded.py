@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from repreval.api import DatasetSource, ImageSet, InputSpec
 
-from .common import check_indices, int_option
+from .common import MAX_COUNT, check_indices, int_option
 
 if TYPE_CHECKING:  # torch is imported where images are made: registering the datasets stays cheap
     from torch import Tensor
@@ -43,7 +43,8 @@ class Digits(DatasetSource):
 
 
 class Noise(DatasetSource):
-    """``count`` images of i.i.d. U[0, 1) pixels at the network's input shape; no labels.
+    """``count`` images (at most :data:`MAX_COUNT`) of i.i.d. U[0, 1) pixels at the network's input shape; no
+    labels.
 
     Image ``i`` depends only on ``seed`` and ``i`` (its own generator), whichever images are loaded.
     """
@@ -51,7 +52,7 @@ class Noise(DatasetSource):
     name = "noise"
 
     def __init__(self, count: int = 64, seed: int = 0):
-        self.count = int_option(count, "count", minimum=1)
+        self.count = int_option(count, "count", minimum=1, maximum=MAX_COUNT)
         self.seed = int_option(seed, "seed", minimum=0)
 
     def image(self, index: int, shape: tuple[int, ...]) -> Tensor:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import math
 import re
+import struct
 import zlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
-from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError
+from repreval.api import DatasetSource, ImageSet, InputSpec, ReprevalError, file_kind, open_regular, shown
 
-from .common import check_indices, existing_directory, path_option
+from .common import PROBLEMS, check_indices, existing_directory, path_option
 
 if TYPE_CHECKING:  # numpy and torch are imported where files are read: registering the datasets stays cheap
     import numpy as np
@@ -27,41 +29,62 @@ IDX_DTYPES = {
     0x0E: ">f8",
 }
 GZIP_MAGIC = b"\x1f\x8b"
+#: The most dimensions and data bytes (decompressed) an IDX file may announce; larger headers are refused
+#: before anything is allocated or decompressed.
+MAX_IDX_DIMENSIONS = 8
+MAX_IDX_BYTES = 2**30
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (plain or gzip, told apart by content) as a native-endian numpy array.
 
-    Raises ReprevalError naming the file when it cannot be read, is not IDX, or its size does not
-    match its header.
+    Raises ReprevalError naming the file when it cannot be read, is not IDX, announces more than
+    :data:`MAX_IDX_DIMENSIONS` dimensions or :data:`MAX_IDX_BYTES` bytes, or its size does not match its header.
+    A gzip file is decompressed only as far as the header announces (a bomb is not inflated).
     """
     import numpy as np
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == GZIP_MAGIC:
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise ReprevalError(f"IDX file {str(path)!r} does not exist", fix="check the path") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ReprevalError(f"cannot read IDX file {str(path)!r}: {exc}", fix="download the file again") from None
+    with open_regular(path, "IDX file") as handle:
+        compressed = handle.read(2) == GZIP_MAGIC
+        handle.seek(0)
+        stream: gzip.GzipFile | BinaryIO = gzip.GzipFile(fileobj=handle) if compressed else handle
+        try:
+            dtype, shape, data = _read_idx_stream(stream, path)
+        except (OSError, EOFError, zlib.error) as exc:
+            reason = type(exc).__name__ if isinstance(exc, (EOFError, zlib.error)) else exc.strerror or "damaged gzip"
+            raise ReprevalError(
+                f"cannot read IDX file {shown(path)} ({reason})", fix="download the file again"
+            ) from None
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _read_idx_stream(stream: gzip.GzipFile | BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...], bytes]:
+    """The dtype, shape and data bytes of the IDX file ``stream``, checked against its header (in Python ints:
+    no product wraps) before the data is read; the data is read up to one byte past the announced size."""
+    import numpy as np
 
     def corrupt(problem: str) -> ReprevalError:
-        return ReprevalError(f"{str(path)!r} is not a valid IDX file: {problem}", fix="download the file again")
+        return ReprevalError(f"{shown(path)} is not a valid IDX file: {problem}", fix="download the file again")
 
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in IDX_DTYPES:
-        raise corrupt(f"bad magic number {raw[:4].hex() or '(empty file)'}")
-    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
-    header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
-        raise corrupt(f"the header announces {ndim} dimensions but the file ends after {len(raw)} bytes")
-    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        raise corrupt(f"shape {shape} of {dtype.name} needs {expected} bytes, the file has {len(raw)}")
-    data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
+    magic = stream.read(4)  # the bytes are never quoted: the file may be anything
+    if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in IDX_DTYPES:
+        raise corrupt("bad magic number" if magic else "bad magic number (empty file)")
+    dtype, ndim = np.dtype(IDX_DTYPES[magic[2]]), magic[3]
+    if not 1 <= ndim <= MAX_IDX_DIMENSIONS:
+        raise corrupt(f"the header announces {ndim} dimensions (1 to {MAX_IDX_DIMENSIONS} are read)")
+    dimensions = stream.read(4 * ndim)
+    if len(dimensions) < 4 * ndim:
+        raise corrupt(f"the header announces {ndim} dimensions but the file ends after {4 + len(dimensions)} bytes")
+    shape = struct.unpack(f">{ndim}I", dimensions)
+    header_size, size = 4 + 4 * ndim, math.prod(shape) * dtype.itemsize
+    if size > MAX_IDX_BYTES:
+        raise corrupt(f"shape {shape} of {dtype.name} announces {size:,} bytes, more than the {MAX_IDX_BYTES:,} read")
+    data = stream.read(size + 1)
+    if len(data) != size:
+        found = f"{header_size + len(data)}" if len(data) < size else "more"
+        raise corrupt(f"shape {shape} of {dtype.name} needs {header_size + size} bytes, the file has {found}")
+    return dtype, shape, data
 
 
 IMAGES_PATTERN = re.compile(r"images[-.]idx3-ubyte(\.gz)?$")
@@ -99,8 +122,9 @@ class Mnist(DatasetSource):
         if given is not None:
             file = path_option(given, option)
             file = directory / file if directory is not None else file
-            if not file.is_file():
-                raise ReprevalError(f"mnist: {option} file {str(file)!r} does not exist", fix=f"check '{option}'")
+            kind = file_kind(file, f"{option} file", "mnist")
+            if kind != "file":
+                raise ReprevalError(f"mnist: {option} file {shown(file)} {PROBLEMS[kind]}", fix=f"check '{option}'")
             return file
         if directory is None:
             return None
