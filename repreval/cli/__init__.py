@@ -14,10 +14,9 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ..errors import ReprevalError
 from ..resources import exit_now, start_core_window
 from . import bench, inspection, plugins, results, run, validate
-from ._common import EXIT_BAD_INPUT, Command, errors
+from ._common import Command, run_command
 
 #: Every command, in the order ``--help`` lists them
 COMMANDS: dict[str, Command] = {
@@ -60,14 +59,7 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: Sequence[object] =
     # interleave with the tables (a run's own problems are reported as warnings and errors, one line each).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        return COMMANDS[args.command].handle(args)
-    except ReprevalError as exc:
-        errors.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        errors.print("interrupted: finished units are saved; run again to continue")
-        return 130
+    return run_command(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from typing import TypedDict
 
 from ..errors import ReprevalError
 from ..render.bench import bench_table, training_table
-from ._common import EXIT_OK, Command, console, errors, lazy, plugins_of
+from ._common import EXIT_OK, Command, console, errors, lazy, plugins_of, say
 
 bench = lazy("repreval.bench")  # torch
 runner = lazy("repreval.runner")
@@ -70,10 +70,7 @@ def handle(args: argparse.Namespace) -> int:
     def show(row):
         if not args.json:
             extra = f", c/d = {row.engine_seconds / row.precision_seconds:.2f}" if lower else ""
-            errors.print(
-                f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}",
-                highlight=False,
-            )
+            say(f"{row.layer} {row.method}: a/c = {row.rerun_ratio:.1f}, b/c = {row.reuse_ratio:.1f}{extra}", to=errors)
 
     rows = bench.run_bench(
         plugins_of(args),
@@ -113,14 +110,13 @@ def _suite(args: argparse.Namespace, command: str) -> int:
     if args.json:
         print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
         return EXIT_OK
-    console.print(
+    say(
         f"4.1 CIFAR suite, {result.images} images: {result.cells} cells, max |repreval - loop| = "
         f"{result.max_difference:.1e}\n"
         f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
         f"plain loop (a fresh process, {result.loop_threads} thread(s)): {result.loop_seconds:.1f} s, "
         f"of which computing {result.loop_compute_seconds:.1f} s\n"
-        f"loop / repreval = {result.ratio:.2f} (whole processes)\nreproduce: {command}",
-        highlight=False,
+        f"loop / repreval = {result.ratio:.2f} (whole processes)\nreproduce: {command}"
     )
     return EXIT_OK
 
@@ -136,9 +132,7 @@ def _training(args: argparse.Namespace, command: str) -> int:
         **settings,
         on_row=None
         if args.json
-        else lambda r: errors.print(
-            f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", highlight=False
-        ),
+        else lambda r: say(f"D = {r.bottleneck} {r.constraints}: {r.seconds:.2f} s ({r.ratio:.2f}×)", to=errors),
     )
     if args.json:
         print(json.dumps({"command": command, "device": args.device, "rows": [asdict(r) for r in rows]}, indent=1))

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from ..errors import ReprevalError, suggest
 from ..new_plugin import KINDS, check_request, write_plugin
-from ._common import EXIT_OK, Command, console, plugins_of
+from ..render import plain
+from ._common import EXIT_OK, Command, console, plugins_of, say
 
 #: What ``list`` and ``new-plugin --kind`` accept, by the registry each names
 KIND_ALIASES = {
@@ -55,11 +56,13 @@ def handle_plugins(args: argparse.Namespace) -> int:
         table.add_column(column)
     for info in rows:
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
-        table.add_row(info.name, info.distribution, info.version, registered or "(nothing)")
+        table.add_row(plain(info.name), plain(info.distribution), plain(info.version), plain(registered or "(nothing)"))
     for info in plugins.broken.values():
-        table.add_row(info.name, info.distribution, info.version, f"[red]broken[/]: {info.broken}")
+        table.add_row(
+            plain(info.name), plain(info.distribution), plain(info.version), plain(f"broken: {info.broken}", "red")
+        )
     for name in plugins.blocked:
-        table.add_row(name, "", "", "[yellow]blocked[/]")
+        table.add_row(plain(name), "", "", plain("blocked", "yellow"))
     console.print(table)
     return EXIT_OK
 
@@ -81,7 +84,7 @@ def handle_list(args: argparse.Namespace) -> int:
     for column in ("name", "aliases", "plugin", "description"):
         table.add_column(column)
     for entry in plugins.registry(kind):
-        table.add_row(entry.name, ", ".join(entry.aliases), entry.plugin, entry.description)
+        table.add_row(*map(plain, (entry.name, ", ".join(entry.aliases), entry.plugin, entry.description)))
     console.print(table)
     return EXIT_OK
 
@@ -109,12 +112,8 @@ def handle_new_plugin(args: argparse.Namespace) -> int:
     }
     written = write_plugin(args.name, kind, args.out, taken=taken)
     for path in written:
-        console.print(f"created {path}", highlight=False)
-    console.print(
-        f"next: pip install -e {target} && pytest {target} && repreval list {KINDS[kind].list_kind}",
-        highlight=False,
-        soft_wrap=True,
-    )
+        say(f"created {path}")
+    say(f"next: pip install -e {target} && pytest {target} && repreval list {KINDS[kind].list_kind}")
     return EXIT_OK
 
 

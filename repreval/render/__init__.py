@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..leaderboard import Board, Cell, Row
 
 MISSING = "—"
+
+
+#: control characters (terminal escapes, carriage returns, ...) shown as ``\x1b``; newlines and tabs kept
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127] if chr(code) not in "\n\t"}
+
+
+def plain(text: object, style: str = "") -> Text:
+    """``text`` exactly as written: never read as markup (``[/x]``, ``a[b]``) or emoji (``:x:``), and control
+    characters shown escaped (a suite's ``\x1b[2J`` must not drive the terminal)."""
+    return Text(str(text).translate(_CONTROLS), style=style)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -46,7 +55,10 @@ def rich_table(board: Board) -> Table:
     """``board`` as a terminal table: rank, model, variant, curve mean, chance level, one column per layer."""
     direction = "↑ higher is better" if board.higher_is_better else "↓ lower is better"
     table = Table(
-        title=escape(f"{board.title}  ({direction})"), title_justify="left", caption_justify="left", header_style="bold"
+        title=plain(f"{board.title}  ({direction})", "table.title"),
+        title_justify="left",
+        caption_justify="left",
+        header_style="bold",
     )
     table.add_column("#", justify="right")
     table.add_column("model")
@@ -58,14 +70,14 @@ def rich_table(board: Board) -> Table:
     if board.has_chance:
         table.add_column("− chance", justify="right")
     for column in board.columns:
-        table.add_column(escape(column), justify="right", overflow="fold")
+        table.add_column(plain(column), justify="right", overflow="fold")
     for row in board.rows:
         cells = [Text(cell_text(c), style="red" if c.status == "failed" else "") for c in row.cells]
         extra = [_bound_text(board, row)] if _shows_bound(board) else []
         table.add_row(
             str(row.rank or MISSING),
-            escape(row.model),
-            escape(" · ".join(p for p in (row.variant, row.dataset) if p)),
+            plain(row.model),
+            plain(" · ".join(p for p in (row.variant, row.dataset) if p)),
             _average_text(row),
             *extra,
             _number(row.reference_average),
@@ -75,7 +87,7 @@ def rich_table(board: Board) -> Table:
     legend = "cells: mean ±std over inputs; chance: the same score on noise inputs; − chance: mean minus chance"
     if any(not row.complete for row in board.rows):
         legend += "; * = some layers missing"
-    table.caption = "\n".join(part for part in (escape(board.interpretation()), legend) if part)
+    table.caption = plain("\n".join(part for part in (board.interpretation(), legend) if part), "table.caption")
     return table
 
 
@@ -107,10 +119,10 @@ def summary_table(boards: list[Board]) -> Table:
     every = {row.name for board in boards for row in board.rows}
     models = {row.model for board in boards for row in board.rows}
     title = "summary" + (f": {next(iter(models))}" if len(models) == 1 else "")
-    table = Table(title=escape(title), title_justify="left", caption_justify="left", header_style="bold")
+    table = Table(title=plain(title, "table.title"), title_justify="left", caption_justify="left", header_style="bold")
     table.add_column("metric (↑ higher / ↓ lower is better)", ratio=2)
     for name in shown:  # one model: its name is in the title, the columns name the variants
-        table.add_column(escape(name.split(" · ", 1)[1] if len(models) == 1 else name), justify="right", ratio=1)
+        table.add_column(plain(name.split(" · ", 1)[1] if len(models) == 1 else name), justify="right", ratio=1)
     for board in boards:
         rows = {row.name: row for row in board.rows}
         values = {
@@ -126,7 +138,7 @@ def summary_table(boards: list[Board]) -> Table:
             cells.append(Text(text, style="bold" if value is not None and value == best else ""))
         arrow = "↑" if board.higher_is_better else "↓"
         label = f"{board.title} {arrow}" + (" (− chance)" if board.has_chance else "")
-        table.add_row(escape(label), *cells)
+        table.add_row(plain(label), *cells)
     caption = "curve mean over layers; − chance: minus the same score on noise inputs. Every board: --boards"
     if len(every) > len(shown):
         caption += f"; {len(every) - len(shown)} more rows there"

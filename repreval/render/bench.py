@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from . import plain
+
 
 def bench_table(rows: list, totals: dict, *, title: str, precision: str, command: str) -> Table:
     """Engine (c) against the rerun (a) and reuse (b) loops per layer and method, with the whole curve."""
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=plain(title, "table.title"), title_justify="left", header_style="bold")
     lower = precision != "float32"
     columns = [
         "layer",
@@ -28,8 +30,8 @@ def bench_table(rows: list, totals: dict, *, title: str, precision: str, command
         table.add_column(column, justify="left" if column in ("layer", "method", "mode") else "right")
     for r in rows:
         cells = [
-            r.layer,
-            r.method,
+            plain(r.layer),
+            plain(r.method),
             r.strategy,
             str(r.components),
             f"{r.rerun_seconds:.2f}",
@@ -62,21 +64,23 @@ def bench_table(rows: list, totals: dict, *, title: str, precision: str, command
         )
         + f"\nreproduce: {command}"
     )
+    table.caption = plain(table.caption, "table.caption")
     return table
 
 
 def training_table(rows: list, *, title: str, epochs: int, command: str) -> Table:
     """Training seconds per bottleneck and constraint setting, with the ratio to the unconstrained run."""
     names = list(dict.fromkeys(r.constraints for r in rows))
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=plain(title, "table.title"), title_justify="left", header_style="bold")
     table.add_column("bottleneck D", justify="right")
     for name in names:
         table.add_column(name, justify="right")
     for bottleneck in dict.fromkeys(r.bottleneck for r in rows):
         cells = {r.constraints: f"{r.seconds:.2f} ({r.ratio:.2f}×)" for r in rows if r.bottleneck == bottleneck}
         table.add_row(str(bottleneck), *[cells[name] for name in names])
-    table.caption = (
+    table.caption = plain(
         f"{epochs} epoch(s) of mini-batches of 64, lambda 0.1, scores every 20 mini-batches; "
-        f"paper: NS 11× to 130×\nreproduce: {command}"
+        f"paper: NS 11× to 130×\nreproduce: {command}",
+        "table.caption",
     )
     return table
