@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,43 +15,7 @@ from hypothesis import strategies as st
 
 from repreval.cli import main
 
-BASE = {
-    "name": "fuzz",
-    "seed": 0,
-    "datasets": {"held": {"kind": "digits", "limit": 4}, "train": {"kind": "digits", "skip": 4, "limit": 40}},
-    "models": {
-        "ae": {
-            "model": "ae:classifier",
-            "options": {"bottleneck": 4},
-            "train": {"dataset": "train", "epochs": 1},
-            "layers": ["encoder.block2"],
-        }
-    },
-    "variants": ["trained", "random"],
-    "evaluation": {
-        "dataset": "held",
-        "batch_size": 4,
-        "memory_budget": "1GiB",
-        "saliency": ["gradients", "grad_cam"],
-        "channel_aggregators": ["abs"],
-        "embedding_aggregators": ["mean", "var"],
-        "scores": ["noise_score", {"variance_score": {"binarize": True}}],
-        "smoothing": {"samples": 2, "sigma": 0.1},
-    },
-    "report": {
-        "claims": [
-            {
-                "claim": "trained above random",
-                "greater": {
-                    "metric": {"score": "noise_score"},
-                    "higher": "trained",
-                    "lower": "random",
-                    "layers": "every",
-                },
-            }
-        ]
-    },
-}
+BASE = yaml.safe_load((Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_base.yaml").read_text())
 
 #: values a careless or hostile suite may hold anywhere
 ODD_VALUES = st.one_of(
@@ -281,3 +246,57 @@ def test_kill_9_at_random_moments_then_resume_gives_identical_records(tmp_path):
     got = {r.unit_id: (r.value, r.values, r.reference) for r in ResultStore(killed).records()}
     assert got == expected
     assert not [p for p in killed.rglob(".*") if p.name != ".lock"] and not (killed / ".lock").exists()
+
+
+# -- issue 22: hostile suites, folders, zips and data files (a seeded slice of benchmarks/fuzz_hostile.py) ----
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    """The hostile fuzzer's module, a sentinel tree (fake $HOME and caches) and a template results folder; the
+    environment and torch's thread count are restored afterwards."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_hostile.py"
+    spec = importlib.util.spec_from_file_location("fuzz_hostile", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("fuzz_hostile", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    environment, threads = dict(os.environ), torch.get_num_threads()
+    root = module.make_root()  # in /tmp: pytest's own folder is closed to the unprivileged user of read-only cases
+    module.prepare_process(root)
+    try:
+        yield module, root, module.make_template(root)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        torch.set_num_threads(threads)
+        module.remove_root(root)
+
+
+#: cases per attack class in the slice (the script runs 1,500 suites and 300 folders, zips and data files)
+HOSTILE_SLICE = {
+    "code_exec": 4, "env_default": 3, "anchors": 2, "merge_keys": 3, "markup": 3, "sizes": 3, "include": 3,
+    "output": 2, "executor": 1, "secrets": 1, "downloads": 2,
+    "folders": 3, "zips": 3, "readonly": 2, "data_files": 4,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("attack", list(HOSTILE_SLICE))
+def test_hostile_inputs_fail_in_one_line_without_touching_anything_outside(hostile, attack):
+    """Each case in a forked child with a 20 s limit: no traceback or hang, exit 0/1/2 with one-line errors,
+    nothing created, changed or deleted outside its working directory, no secret on disk."""
+    module, root, template = hostile
+    count = HOSTILE_SLICE[attack]
+    if attack in module.SUITE_ATTACKS:
+        cases = module.suite_cases(0, count, root, only=attack)
+    else:
+        cases = module.folder_cases(0, count, root, template, only=attack)
+    failures = [module.run_case(case, root, label) for label, case in cases]
+    report = [f"{o.label} {o.case.note}: {o.case.commands} -> {o.problems}" for o in failures if o.problems]
+    assert not report, "\n".join(report)
