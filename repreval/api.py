@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import PluginOptionError, ReprevalError, suggest
 from .files import file_kind, open_regular, shown
+from .groups import MAX_SEEDS
 from .hookspecs import hookimpl
 from .registry import Registry
 from .sizes import parse_bytes
@@ -67,6 +68,7 @@ __all__ = [
     "open_regular",
     "shown",
     "import_trusted",
+    "MAX_SEEDS",
 ]
 
 
@@ -462,8 +464,9 @@ class Variant:
         raise NotImplementedError
 
     def expansions(self, network: Network) -> list[dict] | None:
-        """Option sets this variant stands for on ``network`` (e.g. one per layer for ``layer: each``),
-        checked against it; raise :class:`ReprevalError` for options that do not fit. None: just itself."""
+        """The full option sets of the variants this one stands for on ``network`` (e.g. one per layer for
+        ``layer: each``), checked against it; raise :class:`ReprevalError` for options that do not fit. None:
+        just itself."""
         return None
 
 

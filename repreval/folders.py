@@ -25,6 +25,7 @@ import yaml
 
 from .errors import ReprevalError
 from .findings import FACTS_FILE, SuiteFacts
+from .groups import is_group
 from .store import (
     RUN_FILE,
     TEMPORARY_SUFFIX,
@@ -149,6 +150,7 @@ _FACT_RULES: dict[str, Callable[[object], bool]] = {
     "strengths": lambda value: _mapping(value, _finite),
     "groups": lambda value: _mapping(value, lambda group: isinstance(group, str)),
     "baselines": lambda value: _mapping(value, lambda group: group is None or isinstance(group, str)),
+    "variant_groups": lambda value: isinstance(value, list) and all(isinstance(v, str) and is_group(v) for v in value),
 }
 
 

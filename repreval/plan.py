@@ -208,7 +208,8 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
 def expand_variants(
     suite: Suite, instances: PluginInstances, model_id: str, network: Network, where: str
 ) -> list[PluginChoice]:
-    """The model's variants with every expandable one replaced by its option sets, checked on ``network``."""
+    """The model's variants with every expandable one (``layer: each``, ``seeds: K``) replaced by the variants
+    its option sets make, checked on ``network``."""
     expanded: list[PluginChoice] = []
     declared = f"{where}.variants" if model_id in suite.model_variants else f"{suite.where}: variants"
     for i, choice in enumerate(suite.variants_of(model_id)):
@@ -221,8 +222,8 @@ def expand_variants(
         if option_sets is None:
             expanded.append(choice)
             continue
-        for options in option_sets:
-            expanded.append(PluginChoice(choice.name, tuple(sorted((dict(choice.options) | options).items()))))
+        for options in option_sets:  # each the full options of one variant it stands for
+            expanded.append(PluginChoice(choice.name, tuple(sorted(options.items()))))
     return list({choice.label: choice for choice in expanded}.values())
 
 

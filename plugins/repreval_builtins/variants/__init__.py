@@ -15,6 +15,9 @@ What "random" means is a choice, and a finding about "the random network" should
   parameters and running statistics), which needs the weights.
 * ``seed``: the initialiser's seed (default: the model's); ``random[seed=1]``, ``random[seed=2]``, ... are
   independent random copies.
+* ``seeds: K``: K copies at once, ``random[seed=0]`` ... ``random[seed=K-1]`` (other options kept), which
+  claims and boards treat as one group, ``random[seeds=K]``: a finding about "random networks" is then judged
+  against the spread of K networks, not against one draw (:mod:`repreval.groups`).
 
 A layer randomisation re-initialises a layer with exactly the parameters it has in the ``random`` variant
 of the same seed and ``init``, so cascading down to the first layer gives every weight layer its
@@ -27,7 +30,7 @@ mean 0, var 1).
 
 from __future__ import annotations
 
-from repreval.api import ModelHandle, Network, PluginOptionError, ReprevalError, Variant, hookimpl, suggest
+from repreval.api import MAX_SEEDS, ModelHandle, Network, PluginOptionError, ReprevalError, Variant, hookimpl, suggest
 
 EACH = "each"
 #: How a random copy's weight layers are drawn (``init``) and what its normalisation layers hold (``norm``)
@@ -93,20 +96,37 @@ class Trained(Variant):
 
 class RandomInit(Variant):
     """The same architecture, randomly initialised (seeded); options ``init``, ``norm`` and ``seed`` choose
-    which random copy (see the module doc)."""
+    which random copy, ``seeds: K`` makes K copies (see the module doc)."""
 
     name = "random"
     needs_weights = False
 
-    def __init__(self, init: str = "own", norm: str = "reset", seed: int | None = None):
-        self.init = _choice("init", init, INITIALISERS)
-        self.norm = _choice("norm", norm, NORMS)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise PluginOptionError(f"seed must be a non-negative integer, got {str(seed)[:40]!r}")
-        self.seed = seed
-        self.needs_weights = norm == "keep"
+    def __init__(
+        self, init: str | None = None, norm: str | None = None, seed: int | None = None, seeds: int | None = None
+    ):
+        self.given = {key: value for key, value in (("init", init), ("norm", norm)) if value is not None}
+        self.init = _choice("init", "own" if init is None else init, INITIALISERS)
+        self.norm = _choice("norm", "reset" if norm is None else norm, NORMS)
+        for option, value, least in (("seed", seed, 0), ("seeds", seeds, 1)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                kind = "non-negative" if least == 0 else "positive"
+                raise PluginOptionError(f"{option} must be a {kind} integer, got {str(value)[:40]!r}")
+        if seeds is not None and seed is not None:
+            raise PluginOptionError("give seed (one copy) or seeds (that many copies), not both")
+        if seeds is not None and seeds > MAX_SEEDS:
+            raise PluginOptionError(f"seeds must be at most {MAX_SEEDS}, got {seeds}")
+        self.seed, self.seeds = seed, seeds
+        self.needs_weights = self.norm == "keep"
+
+    def expansions(self, network: Network) -> list[dict] | None:
+        """``seeds: K`` -> the K copies ``seed: 0`` ... ``seed: K-1``, the other options kept."""
+        if self.seeds is None:
+            return None
+        return [self.given | {"seed": seed} for seed in range(self.seeds)]
 
     def network(self, model: ModelHandle, seed: int) -> Network:
+        if self.seeds is not None:
+            raise ReprevalError(f"random[seeds={self.seeds}] must be expanded by the plan first")
         network = initialized(model, self.init, seed if self.seed is None else self.seed)
         if self.norm == "keep":
             trained = model.trained()
