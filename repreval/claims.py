@@ -27,6 +27,7 @@ from .config import (
     defaults,
 )
 from .errors import ReprevalError, suggest
+from .groups import MAX_SEEDS, SEEDS, is_group, split_label
 
 REPORT_KEYS = ("title", "correlations", "drift", "replicates", "curves", "claims")
 
@@ -147,9 +148,10 @@ def _option_defaults(claim: type[Claim]) -> dict[str, Any]:
 
 
 def _greater(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
-    """``higher``: a variant; ``lower``: a variant or a list of them (the first decides the verdict, the others
-    are the random copies it must hold for to be robust); ``test``: one of TESTS; ``readings``: the readings
-    it must also hold under (default: every reading the metric has)."""
+    """``higher``: a side; ``lower``: a side or a list of them (the first decides the verdict, the others are
+    the random copies it must hold for to be robust), each side a variant, ``MODEL/VARIANT`` or a seed group
+    (:func:`split_side`); ``test``: one of TESTS; ``readings``: the readings it must also hold under (default:
+    every reading the metric has); ``margin``: a positive number, for ``expect: same`` only."""
     for key in ("metric", "higher", "lower"):
         if key not in options:
             raise ReprevalError(f"missing {key!r}", where=where)
@@ -160,11 +162,20 @@ def _greater(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     _check_variants(options["higher"], options["lower"], where)
     options["metric"] = parse_metric(options["metric"], f"{where}.metric")
     _check_judging(options, where)
+    if options["margin"] is not None:
+        options["margin"] = _margin(options, where)
     return options
 
 
+def split_side(name: str) -> tuple[str | None, str]:
+    """A side of a ``greater`` claim -> (model, variant): ``lenet_adv/trained`` -> (``lenet_adv``, ``trained``);
+    a plain variant (``trained``, ``random[seeds=20]``) has no model of its own (None: the metric's)."""
+    match = re.fullmatch(r"([^\[\]/]+)/(.+)", name)
+    return (match[1], match[2]) if match else (None, name)
+
+
 def _check_variants(higher: Any, lower: list, where: str) -> None:
-    """``higher`` and each of ``lower`` name a variant."""
+    """``higher`` and each of ``lower`` name a side: a variant, ``MODEL/VARIANT`` or a seed group."""
     for key, names in (("higher", [higher]), ("lower", lower)):
         for name in names:
             if not isinstance(name, str) or not name:
@@ -172,6 +183,25 @@ def _check_variants(higher: Any, lower: list, where: str) -> None:
                     f"{key} must name a variant{' or list variants' if key == 'lower' else ''}, got {str(name)[:40]!r}",
                     where=f"{where}.{key}",
                 )
+            variant = split_side(name)[1]
+            parts = split_label(variant)
+            if parts is not None and SEEDS in parts[1] and not is_group(variant):
+                raise ReprevalError(
+                    f"{key} {name[:60]!r}: seeds must be a whole number from 1 to {MAX_SEEDS}",
+                    where=f"{where}.{key}",
+                )
+
+
+def _margin(options: dict, where: str) -> float:
+    """``margin``: a positive number, and only where equivalence is tested (``expect: same``)."""
+    margin = _finite(options, "margin", where)
+    if margin <= 0:
+        raise ReprevalError(f"margin must be positive, got {margin:g}", where=f"{where}.margin")
+    if options["expect"] != "same":
+        raise ReprevalError(
+            "margin is the equivalence margin of expect: same", where=f"{where}.margin", fix="add expect: same"
+        )
+    return margin
 
 
 def _check_judging(options: dict, where: str) -> None:
@@ -262,6 +292,10 @@ def _drift(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
 def _replicates(options: dict, where: str, config: ReportConfig) -> dict[str, Any]:
     if config.replicates is None:
         raise ReprevalError("a replicates claim needs report.replicates", where=where)
+    if not isinstance(options.get("improves", False), bool):
+        raise ReprevalError(f"improves must be true or false, got {_shown(options['improves'])}", where=where)
+    if options.get("improves") and "within" in options:
+        raise ReprevalError("improves tests the mean itself: no within", where=where, fix="drop within")
     options = _option_defaults(ReplicatesClaim) | options
     within = _finite(options, "within", where)
     match = str(options["match"])
@@ -269,7 +303,7 @@ def _replicates(options: dict, where: str, config: ReportConfig) -> dict[str, An
         re.compile(match)
     except re.error as exc:
         raise ReprevalError(f"match is not a regular expression ({exc})", where=f"{where}.match") from None
-    return {"within": within, "match": match}
+    return {"within": within, "match": match, "improves": options["improves"]}
 
 
 #: Each kind of claim's options, checked: ``(options, where, report section) -> the claim's fields``

@@ -190,9 +190,11 @@ class MetricClaim(Claim):
 
 @dataclass(kw_only=True)
 class GreaterClaim(MetricClaim):
-    """``greater``: variant ``higher`` scores above (or, ``expect: same``, like) ``lower[0]`` at the ``layers``
-    judged, by a paired ``test``; the other ``lower`` variants (random copies) and ``readings`` (None: every
-    reading the metric has) check that the verdict is robust."""
+    """``greater``: ``higher`` scores above (or, ``expect: same``, like) ``lower[0]`` at the ``layers`` judged.
+    Each side is a variant of the metric's model, ``MODEL/VARIANT``, or a seed group (``random[seeds=20]``);
+    ``test`` compares per-input values (see :mod:`repreval.comparisons`); ``margin``: the equivalence margin of
+    ``expect: same`` in the units of the reading (None: 10 % of the chance level). The other ``lower`` entries
+    (random copies) and ``readings`` (None: every reading the metric has) check that the verdict is robust."""
 
     kind: ClassVar[str] = "greater"
     higher: str
@@ -201,6 +203,7 @@ class GreaterClaim(MetricClaim):
     expect: str = "higher"  # or "same"
     test: str = "wilcoxon"  # one of repreval.statistics.TESTS
     readings: list[str] | None = None
+    margin: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -240,11 +243,12 @@ class DriftClaim(Claim):
 @dataclass(kw_only=True)
 class ReplicatesClaim(Claim):
     """``replicates``: each replicate group whose name ``match`` finds (a regular expression) has a mean at
-    least its baseline's minus ``within``."""
+    least its baseline's minus ``within`` (non-inferiority), or with ``improves`` above its baseline's mean."""
 
     kind: ClassVar[str] = "replicates"
     within: float = 0.0
     match: str = ""
+    improves: bool = False
 
 
 #: The claim of each kind of check, in the order errors list them

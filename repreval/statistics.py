@@ -9,6 +9,11 @@ Effect sizes: the mean difference with its 95 % bootstrap confidence interval (B
 standardised effect named after the test: the matched-pairs rank-biserial correlation r for Wilcoxon (-1:
 every input lower, +1: every input higher), Cohen's d_z (mean difference / its standard deviation) for the
 paired t-test, Hedges' g for Welch.
+
+When the replicates are networks (one network against K random copies): the exact rank p-value of where it
+falls among them (:func:`rank_p`; no assumption beyond exchangeable networks, but never below ``1 / (K + 1)``)
+and the t-test of a prediction interval (:func:`prediction_p`). Equivalence (two one-sided tests, TOST, within a
+margin): :func:`equivalence_p` for per-input values, :func:`prediction_equivalence_p` for one network against K.
 """
 
 from __future__ import annotations
@@ -127,19 +132,26 @@ def _hedges_g(x, y) -> float:
 def welch_p(x, y) -> float:
     """Two-sided p-value of Welch's t-test (``scipy.stats.ttest_ind(x, y, equal_var=False)``), by hand with
     ``scipy.special.stdtr`` (scipy.stats alone takes half a second to import)."""
-    import numpy as np
     from scipy.special import stdtr
 
+    t, df = _welch_t(x, y)
+    return float(2 * stdtr(df, -abs(t)))
+
+
+def _welch_t(x, y, shift: float = 0.0) -> tuple[float, float]:
+    """Welch's t of ``mean(x) - mean(y) - shift`` and its degrees of freedom. Two constant samples give an
+    infinite t (a certain difference) or NaN (nothing to test), as do fewer than two values a side (NaN)."""
+    import numpy as np
+
     if len(x) < 2 or len(y) < 2:
-        return float("nan")
+        return math.nan, 1.0
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    gap = float(x.mean() - y.mean() - shift)
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    if vx + vy == 0:  # two constant samples: certainly different, or nothing to test
-        return 0.0 if x.mean() != y.mean() else float("nan")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (x.mean() - y.mean()) / np.sqrt(vx + vy)
-        df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-        return float(2 * stdtr(df, -np.abs(t)))
+    if vx + vy == 0:
+        return (math.copysign(math.inf, gap) if gap else math.nan), 1.0
+    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+    return gap / float(np.sqrt(vx + vy)), float(df)
 
 
 def bootstrap_interval(samples: tuple, seed: int) -> tuple[float, float]:
@@ -179,3 +191,104 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks as the replicates, and equivalence (two one-sided tests)
+
+
+def rank_p(value: float, others: Sequence[float]) -> tuple[float, float]:
+    """Where ``value`` falls among ``others`` (K values of networks of one kind): the exact one-sided rank
+    p-values ``(1 + #{others >= value}) / (K + 1)`` (that ``value`` is above them) and
+    ``(1 + #{others <= value}) / (K + 1)`` (below them), valid when the K + 1 networks are exchangeable."""
+    count = len(others) + 1
+    return (1 + sum(o >= value for o in others)) / count, (1 + sum(o <= value for o in others)) / count
+
+
+def copies_needed(alpha: float, tests: int = 1) -> int:
+    """The fewest copies K for which the smallest rank p-value, ``tests / (K + 1)`` after Holm over ``tests``
+    comparisons, is below ``alpha``."""
+    copies = max(1, math.ceil(tests / alpha) - 1)
+    while tests / (copies + 1) >= alpha:
+        copies += 1
+    return copies
+
+
+def equivalence_p(a: Sequence[float], b: Sequence[float], test: str, margin: float) -> tuple[float, float]:
+    """Two one-sided tests (TOST) that ``a - b`` lies within ``±margin``, by the one-sided form of ``test``:
+    the p that the difference is above ``-margin`` and the p that it is below ``+margin`` (equivalence at level
+    alpha when both are below it). Paired tests shift the per-input differences ``d``: Wilcoxon's signed-rank test
+    of ``d + margin > 0`` and ``d - margin < 0``, the one-sample t-test likewise; Welch shifts the samples."""
+    import numpy as np
+    from scipy.special import stdtr
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if test == "welch":
+        t_low, df_low = _welch_t(x, y, -margin)
+        t_high, df_high = _welch_t(x, y, margin)
+        return float(stdtr(df_low, -t_low)), float(stdtr(df_high, t_high))
+    if len(x) != len(y):
+        raise ValueError(f"paired values differ in number ({len(x)} vs {len(y)})")
+    d = x - y
+    if len(d) < 2:
+        return math.nan, math.nan
+    if test == "wilcoxon":
+        return _signed_rank_one_sided(d + margin, "greater"), _signed_rank_one_sided(d - margin, "less")
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return float(d[0] + margin <= 0), float(d[0] - margin >= 0)
+    scale = sd / math.sqrt(len(d))
+    t_low, t_high = (d.mean() + margin) / scale, (d.mean() - margin) / scale
+    return float(stdtr(len(d) - 1, -t_low)), float(stdtr(len(d) - 1, t_high))
+
+
+def _signed_rank_one_sided(d, alternative: str) -> float:
+    """One-sided p of Wilcoxon's signed-rank test that ``d`` is centred above (``greater``) or below (``less``)
+    zero, zero differences dropped as in :func:`_wilcoxon`."""
+    from scipy.stats import wilcoxon
+
+    nonzero = d[d != 0]
+    if len(nonzero) == 0:
+        return 1.0
+    return float(wilcoxon(nonzero, zero_method="wilcox", alternative=alternative).pvalue)
+
+
+def prediction_p(value: float, others: Sequence[float]) -> float:
+    """Two-sided p that one network's ``value`` is not a draw from the distribution of K networks' ``others``
+    (normal, mean and sd estimated from them): ``t = (value - mean) / (sd · sqrt(1 + 1/K))``, K - 1 degrees of
+    freedom, the t-test behind a prediction interval."""
+    from scipy.special import stdtr
+
+    t, df = _prediction_t(value, others, 0.0)
+    return float(2 * stdtr(df, -abs(t)))
+
+
+def prediction_equivalence_p(value: float, others: Sequence[float], margin: float) -> tuple[float, float]:
+    """TOST of one network's ``value`` against K networks' ``others``: is ``value - mean(others)`` within
+    ``±margin``? Each side a one-sided :func:`prediction_p` t-test,
+    ``t = (value - mean ∓ margin) / (sd · sqrt(1 + 1/K))`` with K - 1 degrees of freedom (sd with ddof 1): the
+    p that the gap is above ``-margin`` and the p that it is below ``+margin``."""
+    from scipy.special import stdtr
+
+    t_low, df = _prediction_t(value, others, -margin)
+    t_high, _ = _prediction_t(value, others, margin)
+    return float(stdtr(df, -t_low)), float(stdtr(df, t_high))
+
+
+def _prediction_t(value: float, others: Sequence[float], shift: float) -> tuple[float, float]:
+    """``(value - mean(others) - shift) / (sd · sqrt(1 + 1/K))`` and K - 1; NaN for fewer than two others, an
+    infinite t (or NaN at a zero gap) when they do not spread."""
+    count = len(others)
+    if count < 2:
+        return math.nan, 1.0
+    gap = value - math.fsum(others) / count - shift
+    sd = _sd(others)
+    if sd == 0:
+        return (math.copysign(math.inf, gap) if gap else math.nan), float(count - 1)
+    return gap / (sd * math.sqrt(1 + 1 / count)), float(count - 1)
+
+
+def _sd(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof 1)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -7,6 +7,7 @@ See README.md ("Suite format") for the full format.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .claims import parse_report
+from .claims import parse_report, split_side
 from .config import (
     STRATEGIES,
     SUITE_VERSION,
@@ -40,6 +41,7 @@ from .config import (
 )
 from .errors import ReprevalError, suggest
 from .files import file_kind
+from .groups import canonical, is_group
 from .plugins import Plugins
 from .registry import Registry
 from .sizes import parse_bytes
@@ -435,7 +437,7 @@ def parse_suite(data: dict, plugins: Plugins, *, path: Path | None = None, check
     evaluation = _parse_evaluation(top.get("evaluation", dict, required=True), top.at("evaluation"), plugins, datasets)
     report = parse_report(top.get("report", dict, None), top.at("report"))
     executor = parse_executor(top.get("executor", (dict, str), None), top.at("executor"), plugins)
-    _check_claimed_variants(report, variants, top)
+    _check_claimed_variants(report, variants, models, model_variants, top)
     _check_report_scores(report, evaluation, plugins, top.at("report"))
     top.finish()
     return Suite(
@@ -652,20 +654,62 @@ def _metric_text(metric: Metric) -> str:
     return " · ".join(f"{key} {value}" for key, value in zip(_METRIC_KEYS, metric) if value is not None)
 
 
-def _check_claimed_variants(report: ReportConfig, variants: list[PluginChoice], top: _Section) -> None:
-    """The variants a ``greater`` claim compares are variants the suite runs."""
-    names = {variant.name for variant in variants}
+def _check_claimed_variants(
+    report: ReportConfig,
+    variants: list[PluginChoice],
+    models: dict[str, ModelConfig],
+    model_variants: dict[str, list[PluginChoice]],
+    top: _Section,
+) -> None:
+    """Each side a ``greater`` claim compares is run by the suite: ``MODEL/VARIANT`` (or a plain variant of the
+    metric's ``model``) names a model of the suite and a variant run for it; a plain variant without a model, a
+    variant some model runs; a seed group (``random[seeds=20]``, options in any order), a group declared as such."""
     for i, claim in enumerate(report.claims):
         if not isinstance(claim, GreaterClaim):
             continue
         for key, named in (("higher", [claim.higher]), ("lower", claim.lower)):
             for one in named:
-                if one.split("[")[0] not in names:
-                    raise ReprevalError(
-                        f"claim compares variant {one[:40]!r}, which the suite does not run",
-                        where=top.at(f"report.claims[{i}].{claim.kind}.{key}"),
-                        fix=suggest(one, sorted(names)),
-                    )
+                where = top.at(f"report.claims[{i}].{claim.kind}.{key}")
+                model, variant = split_side(one)
+                _check_claimed_side(model or claim.metric.model, variant, variants, models, model_variants, where)
+
+
+def _check_claimed_side(
+    model: str | None,
+    variant: str,
+    variants: list[PluginChoice],
+    models: dict[str, ModelConfig],
+    model_variants: dict[str, list[PluginChoice]],
+    where: str,
+) -> None:
+    """One side of a claim (see :func:`_check_claimed_variants`)."""
+    if model is not None and model not in models:
+        raise ReprevalError(
+            f"claim compares model {model[:40]!r}, which the suite does not have", where=where,
+            fix=_listing(model, list(models), "models"),
+        )  # fmt: skip
+    ids = [model] if model is not None else list(models)
+    run = list(dict.fromkeys(choice.label for m in ids for choice in model_variants.get(m, variants)))
+    of = f" for model {model[:40]!r}" if model is not None else ""
+    if is_group(variant):
+        declared = [canonical(label) for label in run if is_group(label)]
+        if canonical(variant) not in declared:
+            raise ReprevalError(
+                f"claim compares group {variant[:40]!r}, which the suite does not declare{of}", where=where,
+                fix=_listing(variant, declared, "groups declared") if declared else "declare it: {random: {seeds: K}}",
+            )  # fmt: skip
+    elif variant.split("[")[0] not in {label.split("[")[0] for label in run}:
+        raise ReprevalError(
+            f"claim compares variant {variant[:40]!r}, which the suite does not run{of}", where=where,
+            fix=_listing(variant, run, "variants run"),
+        )  # fmt: skip
+
+
+def _listing(name: str, names: list[str], what: str) -> str:
+    """``did you mean 'x'? models: a, b, c``: the close names, then every one (cut at 200 characters)."""
+    close = suggest(name, names) if difflib.get_close_matches(name, names, n=1, cutoff=0.5) else ""
+    shown = ", ".join(names)
+    return f"{close + ' ' if close else ''}{what}: {shown[:200]}{'...' if len(shown) > 200 else ''}"
 
 
 def _variants(raw: Any, where: str, plugins: Plugins) -> list[PluginChoice]:

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from scipy.special import betainc
 
-from repreval.analysis import check_greater, compare_variants, embedding_twins, read_values
+from repreval.analysis import embedding_twins, read_values
 from repreval.api import ReprevalError
+from repreval.comparisons import check_greater, judge, side
 from repreval.config import MetricSelector
-from repreval.statistics import bootstrap_interval, compare, holm
+from repreval.statistics import bootstrap_interval, compare, holm, welch_p
 from repreval.store import ScoreRecord
 
 NS = MetricSelector("noise_score")
@@ -146,11 +147,16 @@ def test_holm_applies_across_the_layers_of_one_claim():
     for index, layer in enumerate(("a", "b", "c")):
         records += [record("trained", base + 0.3, layer=layer, index=index)]
         records += [record("random", base + rng.normal(0, 0.5, 12), layer=layer, index=index)]
-    comparisons = compare_variants(records, NS, "trained", "random", "every")
-    ps = [c.p for _, c in comparisons]
-    assert [c.p_adjusted for _, c in comparisons] == pytest.approx(holm(ps))
-    single = compare_variants(records, NS, "trained", "random", "deepest")
-    assert [layer for layer, _ in single] == ["c"] and single[0][1].p_adjusted is None
+    every = judged(records, "every")
+    assert every[0].p == pytest.approx(compare(base + 0.3, records[1].values).p)
+    assert [j.p_adjusted for j in every] == pytest.approx(holm([j.p for j in every]))
+    single = judged(records, "deepest")
+    assert [j.layer for j in single] == ["c"] and single[0].p_adjusted is None
+
+
+def judged(records, layers, higher="trained", lower="random"):
+    """The judged layers of ``higher`` against ``lower`` (expect: higher, Wilcoxon, raw)."""
+    return judge(side(records, NS, higher), side(records, NS, lower), layers, "higher").judged
 
 
 def test_a_claim_is_robust_only_when_every_random_copy_agrees():
@@ -181,16 +187,17 @@ def test_the_curve_pairs_each_inputs_mean_over_layers():
             record("trained", t, layer=f"l{index}", index=index),
             record("random", r, layer=f"l{index}", index=index),
         ]
-    ((layer, comparison),) = compare_variants(records, NS, "trained", "random", "curve")
-    assert layer == "curve" and comparison.n == 10
-    assert comparison.p == pytest.approx(compare(means_t, means_r, "wilcoxon").p)
+    (curve,) = judged(records, "curve")
+    assert curve.layer == "curve" and curve.difference == pytest.approx(np.mean(means_t - means_r))
+    assert curve.p == pytest.approx(compare(means_t, means_r, "wilcoxon").p)
 
 
-def test_unpaired_values_are_refused_by_paired_tests():
+def test_values_that_do_not_pair_are_compared_by_welch_and_the_evidence_says_so():
     records = [record("trained", [0.1, 0.2, 0.3]), record("random", [0.1, 0.2])]
-    with pytest.raises(ReprevalError, match="do not pair"):
-        check_greater(records, NS, "trained", "random", "every")
-    assert check_greater(records, NS, "trained", "random", "every", test="welch").verdict == "inconclusive"
+    verdict = check_greater(records, NS, "trained", "random", "every")
+    assert verdict.verdict == "inconclusive" and "Welch t, as the values do not pair" in verdict.evidence
+    assert verdict.p == pytest.approx(welch_p([0.1, 0.2, 0.3], [0.1, 0.2]))
+    assert "do not pair" not in check_greater(records, NS, "trained", "random", "every", test="welch").evidence
 
 
 def test_variants_that_embed_alike_are_twins_and_left_out_of_correlations():
@@ -226,7 +233,7 @@ def test_variants_that_embed_alike_are_twins_and_left_out_of_correlations():
 
 
 def test_a_wilcoxon_verdict_follows_the_ranks_not_a_mean_pulled_by_a_few_large_pairs():
-    from repreval.analysis import _outcome
+    from repreval.analysis import outcome as _outcome
 
     lower = [1.0] * 45
     higher = [1.0 - 0.01] * 40 + [1.0 + 1.0] * 5  # 40 pairs slightly below, 5 far above: mean difference > 0
@@ -239,8 +246,9 @@ def test_a_wilcoxon_verdict_follows_the_ranks_not_a_mean_pulled_by_a_few_large_p
 def test_below_a_threshold_or_another_metric_of_the_same_rows():
     from repreval.analysis import check_below
 
-    drop = record("trained", [0.0, 0.0, 1.0, 0.0], score="parts.accuracy_drop")  # mean 0.25
-    assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.3, None, 0).verdict == "agrees"
+    drop = record("trained", [0.0] * 30 + [1.0] * 10, score="parts.accuracy_drop")  # mean 0.25, SE 0.069
+    assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.5, None, 0).verdict == "agrees"
+    assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.2, None, 0).verdict == "inconclusive"
     assert check_below([drop], MetricSelector("parts.accuracy_drop"), 0.02, None, 0).verdict == "disagrees"
     generator = np.random.default_rng(0)
     stable = record("trained", list(0.10 + 0.01 * generator.standard_normal(30)), score="parts.location_instability")
