@@ -3,11 +3,13 @@
 * correlations: Spearman's rank correlation between two metrics across the rows of a results directory
   (model · variant · dataset), e.g. the average noise score against linear-probe accuracy;
 * drift: the relative noise score ``(NS(x) - NS(x_lambda)) / NS(x)`` per input over a sweep of drifted
-  datasets, and its Spearman correlation with lambda;
+  datasets; per input, its Spearman correlation with lambda, tested over the inputs (Wilcoxon);
 * replicates: a metric over models that differ only in their seed (mean ± std), with the training time
-  relative to a baseline group (e.g. score-constrained vs unconstrained training);
-* claims: a finding of the paper checked against the numbers: agrees / disagrees / inconclusive, and
-  whether that verdict is robust (the same for every random copy and every reading of the metric).
+  relative to a baseline group (e.g. score-constrained vs unconstrained training), and each group's difference
+  from its baseline with its standard error (:func:`replicate_difference`);
+* claims: a finding of the paper checked against the numbers: agrees / disagrees / inconclusive, with the
+  p-value it rests on, and whether that verdict is robust (the same for every random copy and every reading of
+  the metric); thresholds are judged with each row's standard error (:class:`Estimate`).
 
 A metric is chosen with a :class:`MetricSelector` (``{score: noise_score, saliency: gradients, ...}``);
 its value for a row is the mean of the score curve over probe layers, or the value at ``layer``, read raw
@@ -16,14 +18,16 @@ or relative to the chance level (``reading``, see :func:`read_values`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from statistics import fmean, pstdev
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import fmean, median, pstdev, stdev
 
 from .config import READINGS, MetricSelector
 from .errors import ReprevalError
-from .statistics import PAIRED_TESTS, TESTS, Comparison, compare, holm
+from .statistics import Comparison, compare, holm
 from .store import ScoreRecord
 
 Row = tuple[str, str, str | None]  # (model, variant, dataset; None for embedding scores)
@@ -206,21 +210,51 @@ def correlate(records: list[ScoreRecord], x: MetricSelector, y: MetricSelector) 
 
 @dataclass
 class DriftResult:
-    """One model variant's per-input relative score drop at each drift strength lambda, and its Spearman
-    correlation with lambda."""
+    """One model variant's per-input relative score drop at each drift strength lambda; per input, Spearman's
+    correlation of that drop with lambda over the drifted lambdas, and those correlations tested over the inputs.
+
+    The inputs are the replicates: the (lambda, input) pairs of one input are not independent of each other."""
 
     model: str
     variant: str
     lambdas: list[float]
     relative: dict[float, list[float]]  # lambda -> per-input relative score drop
-    rho: float  # Spearman(lambda, relative drop) over every (lambda > 0, input) pair
-    p: float
-    rho_of_means: float  # over the per-lambda means
+    input_rhos: list[float]  # per input: Spearman(drifted lambdas, its relative drop); NaN where undefined
+    over_inputs: Comparison | None  # Wilcoxon signed-rank of the defined input_rhos against 0 (two-sided);
+    # None with fewer than two defined
+    rho_of_means: float  # over the per-lambda means: a description, blind to the spread between inputs
     p_of_means: float
 
+    def count(self, sign: str) -> int:
+        """How many inputs' trends have ``sign`` (positive or negative)."""
+        return sum(rho > 0 if sign == "positive" else rho < 0 for rho in self.input_rhos)
 
-def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[str, float]) -> list[DriftResult]:
-    """Relative score drop per input for every drifted dataset against the undrifted one (lambda = 0).
+    @property
+    def defined(self) -> int:
+        """How many inputs have a trend (a drop that varies with lambda)."""
+        return sum(not math.isnan(rho) for rho in self.input_rhos)
+
+    @property
+    def median_rho(self) -> float:
+        """The median of the inputs' rhos (NaN where none is defined)."""
+        defined = [rho for rho in self.input_rhos if not math.isnan(rho)]
+        return median(defined) if defined else math.nan
+
+    def describe(self, sign: str) -> str:
+        """``holds in 49 of 64 inputs (median rho 0.35), Wilcoxon p = 1.2e-05``."""
+        if self.over_inputs is None:
+            return f"{self.defined} inputs with a trend (three drifted lambdas and a varying drop needed)"
+        return (
+            f"holds in {self.count(sign)} of {self.defined} inputs (median rho {self.median_rho:.2f}), "
+            f"Wilcoxon p = {self.over_inputs.p:.2g}"
+        )
+
+
+def drift(
+    records: list[ScoreRecord], selector: MetricSelector, strengths: dict[str, float], seed: int = 0
+) -> list[DriftResult]:
+    """Relative score drop per input for every drifted dataset against the undrifted one (lambda = 0), its trend
+    per input and that trend tested over the inputs (``seed``: the bootstrap interval of the mean rho).
 
     ``strengths``: dataset name -> lambda. The metric must be one layer's (``layer``) per-input values.
     """
@@ -230,25 +264,33 @@ def drift(records: list[ScoreRecord], selector: MetricSelector, strengths: dict[
             by_row[(record.model, record.variant)][strengths[record.dataset]] = record.values
     results = []
     for (model, variant), curves in sorted(by_row.items()):
-        if 0.0 not in curves:
-            raise ReprevalError(
-                f"no undrifted (lambda = 0) results for {model} · {variant}",
-                fix="add a dataset with drift 0 (or none) to the evaluation",
-            )
-        clean = curves[0.0]
-        relative = {}
-        for strength in sorted(curves):
-            if len(curves[strength]) != len(clean):
-                raise ReprevalError(
-                    f"drift datasets differ in size ({len(curves[strength])} vs {len(clean)} inputs)",
-                    fix="give every drifted dataset the same subset as the clean one",
-                )
-            relative[strength] = [(c - d) / c if c else 0.0 for c, d in zip(clean, curves[strength])]
+        relative = _relative_drops(model, variant, curves)
         drifted = [s for s in relative if s > 0]
-        rho, p = spearman([s for s in drifted for _ in relative[s]], [v for s in drifted for v in relative[s]])
+        rhos = [spearman(drifted, [relative[s][i] for s in drifted])[0] for i in range(len(relative[0.0]))]
+        defined = [rho for rho in rhos if not math.isnan(rho)]
+        over_inputs = compare(defined, [0.0] * len(defined), "wilcoxon", seed) if len(defined) > 1 else None
         rho_means, p_means = spearman(drifted, [fmean(relative[s]) for s in drifted])
-        results.append(DriftResult(model, variant, sorted(relative), relative, rho, p, rho_means, p_means))
+        results.append(DriftResult(model, variant, sorted(relative), relative, rhos, over_inputs, rho_means, p_means))
     return results
+
+
+def _relative_drops(model: str, variant: str, curves: dict[float, list[float]]) -> dict[float, list[float]]:
+    """lambda -> each input's ``(clean - drifted) / clean`` (0 where the clean value is 0), lambda 0 included."""
+    if 0.0 not in curves:
+        raise ReprevalError(
+            f"no undrifted (lambda = 0) results for {model} · {variant}",
+            fix="add a dataset with drift 0 (or none) to the evaluation",
+        )
+    clean = curves[0.0]
+    relative = {}
+    for strength in sorted(curves):
+        if len(curves[strength]) != len(clean):
+            raise ReprevalError(
+                f"drift datasets differ in size ({len(curves[strength])} vs {len(clean)} inputs)",
+                fix="give every drifted dataset the same subset as the clean one",
+            )
+        relative[strength] = [(c - d) / c if c else 0.0 for c, d in zip(clean, curves[strength])]
+    return relative
 
 
 @dataclass
@@ -260,6 +302,8 @@ class ReplicateRow:
     values: list[float]
     train_seconds: list[float]
     time_ratio: float | None = None  # mean training time / the baseline group's
+    members: list[str] = field(default_factory=list)  # the model ids behind ``values``, in their order
+    within: list[Estimate] = field(default_factory=list)  # each member's value with its error over inputs
 
     @property
     def mean(self) -> float:
@@ -281,6 +325,8 @@ def replicates(
         group = groups.get(record.model, record.model)
         row = rows.setdefault(group, ReplicateRow(group, baselines.get(group), [], []))
         row.values.append(record.ok_value())
+        row.members.append(record.model)
+        row.within.append(row_estimate([record], "raw"))
         if "train_seconds" in record.extras:
             row.train_seconds.append(record.extras["train_seconds"])
     for row in rows.values():
@@ -291,8 +337,130 @@ def replicates(
     return sorted(rows.values(), key=lambda r: order.index(r.group) if r.group in order else len(order))
 
 
+def _seeds(row: ReplicateRow) -> dict[str, float]:
+    """Seed -> value, for members named ``GROUP@SEED`` (a suite's ``seeds: [...]``)."""
+    return {
+        member.removeprefix(f"{row.group}@"): value
+        for member, value in zip(row.members, row.values)
+        if member.startswith(f"{row.group}@")
+    }
+
+
+def replicate_difference(row: ReplicateRow, base: ReplicateRow) -> Estimate:
+    """``row``'s mean minus ``base``'s with its standard error, over the networks where there are several:
+
+    * paired over the seeds when both groups ran the same two or more seeds (a seed fixes the initialisation and
+      the batch order, so each seed's difference is one replicate of the effect): SD of the differences / sqrt(k);
+    * else Welch over the seeds when each group has two or more;
+    * else from each network's own error over its inputs (:func:`row_estimate`), which leaves out how much
+      networks of different seeds differ.
+    """
+    mine, theirs = _seeds(row), _seeds(base)
+    if len(mine) == len(row.values) > 1 and len(theirs) == len(base.values) and mine.keys() == theirs.keys():
+        return mean_estimate([mine[seed] - theirs[seed] for seed in mine], "seeds, paired")
+    if len(row.values) > 1 and len(base.values) > 1:
+        a, b = mean_estimate(row.values, "seeds"), mean_estimate(base.values, "seeds")
+        return _difference(a, b, f"Welch over {len(row.values)} and {len(base.values)} seeds")
+    a, b = _mean_of(row.within), _mean_of(base.within)
+    return _difference(a, b, "over inputs: one network per group" if a.se is not None else a.basis)
+
+
 # ---------------------------------------------------------------------------------------------
-# Claims: a paper's finding, checked
+# Estimates: a mean with its standard error (threshold and replicates claims)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean (or a difference of means) with its standard error and the degrees of freedom of that error
+    (``inf``: normal); ``se`` is None where nothing gives one (one value of unknown spread)."""
+
+    value: float
+    se: float | None
+    df: float = math.inf
+    basis: str = ""  # where the error comes from: "64 inputs", "3 seeds, paired", "binomial, n = 2000"
+
+    def describe(self, signed: bool = False) -> str:
+        """``0.021 ± 0.0097 (SE, 64 inputs)``, or ``0.888 (no standard error: ...)``."""
+        value = f"{self.value:+.4g}" if signed else f"{self.value:.4g}"
+        if self.se is None:
+            return f"{value} (no standard error: {self.basis})"
+        return f"{value} ± {self.se:.2g} (SE, {self.basis})"
+
+    def one_sided(self, bound: float) -> tuple[float, float]:
+        """One-sided p-values of "the true value is above ``bound``" and of "below ``bound``": Student's t with
+        ``df`` on ``(value - bound) / se`` (normal for inf df); NaN without a standard error, 0 or 1 with a zero one."""
+        from scipy.special import stdtr
+
+        if self.se is None:
+            return math.nan, math.nan
+        gap = self.value - bound
+        if self.se == 0:
+            return (0.0 if gap > 0 else 1.0), (0.0 if gap < 0 else 1.0)
+        t = gap / self.se
+        return float(stdtr(self.df, -t)), float(stdtr(self.df, t))
+
+
+def mean_estimate(values: Sequence[float], unit: str = "inputs") -> Estimate:
+    """The mean of ``values`` with its standard error SD / sqrt(n) (ddof 1) and n - 1 degrees of freedom."""
+    n = len(values)
+    if n < 2:
+        return Estimate(values[0] if values else math.nan, None, basis=f"{n} {unit}")
+    return Estimate(fmean(values), stdev(values) / math.sqrt(n), n - 1, f"{n} {unit}")
+
+
+def _satterthwaite(parts: Sequence[Estimate]) -> float:
+    """Degrees of freedom of a sum of independent errors (Welch-Satterthwaite); inf where each part's is."""
+    variance = sum(part.se**2 for part in parts if part.se is not None)
+    spread = sum(part.se**4 / part.df for part in parts if part.se is not None and math.isfinite(part.df))
+    return variance**2 / spread if spread > 0 else math.inf
+
+
+def _difference(a: Estimate, b: Estimate, basis: str) -> Estimate:
+    """``a - b``, independent: their errors added in quadrature."""
+    if a.se is None or b.se is None:
+        return Estimate(a.value - b.value, None, basis=basis)
+    return Estimate(a.value - b.value, math.hypot(a.se, b.se), _satterthwaite((a, b)), basis)
+
+
+def _mean_of(parts: Sequence[Estimate]) -> Estimate:
+    """The mean of independent estimates, with its error (sqrt of the summed variances / k)."""
+    value = fmean(part.value for part in parts)
+    errors = [part.se for part in parts if part.se is not None]
+    if len(errors) < len(parts):
+        return Estimate(value, None, basis=next(part.basis for part in parts if part.se is None))
+    se = math.sqrt(sum(error**2 for error in errors)) / len(parts)
+    basis = parts[0].basis if len(parts) == 1 else f"{len(parts)} networks, over inputs"
+    return Estimate(value, se, _satterthwaite(parts), basis)
+
+
+def row_estimate(records: list[ScoreRecord], reading: str) -> Estimate:
+    """A row's value (the mean over its records: one per layer of a curve) with its standard error over inputs:
+    each input's mean over the records, then SD / sqrt(n) (ddof 1). A fraction of n inputs stored without its
+    per-input values (an accuracy): the binomial sqrt(p (1 - p) / n)."""
+    per_record = [read_values(record, reading) for record in records]
+    if all(len(values) > 1 for values in per_record):
+        count = len(per_record[0])
+        if any(len(values) != count for values in per_record):
+            raise ReprevalError(
+                f"{records[0].model} · {records[0].variant}: the layers were scored on different inputs",
+                fix="name one layer in the claim's metric (layer: NAME)",
+            )
+        return mean_estimate([fmean(column) for column in zip(*per_record)])
+    record = records[0] if len(records) == 1 else None
+    if record is not None and reading == "raw" and _is_fraction(record):
+        p, n = record.ok_value(), record.n_inputs
+        return Estimate(p, math.sqrt(p * (1 - p) / n), basis=f"binomial, n = {n}")
+    value = fmean(fmean(values) for values in per_record)
+    return Estimate(value, None, basis="one value per network and no per-input values or input count")
+
+
+def _is_fraction(record: ScoreRecord) -> bool:
+    """A value in [0, 1] of a score bounded by 1 (an accuracy), over ``n_inputs`` inputs."""
+    return record.bound == 1.0 and record.n_inputs > 1 and 0.0 <= record.ok_value() <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: a paper's finding, checked (``greater`` claims in :mod:`repreval.comparisons`)
 
 
 @dataclass
@@ -317,6 +485,10 @@ class Verdict:
     evidence: str
     details: list[str] = field(default_factory=list)
     checks: list[Robustness] = field(default_factory=list)
+    # The p-value the verdict rests on (None: a check without a test, e.g. a bare threshold), and that p after
+    # Holm's correction across every claim of the report (set by repreval.findings)
+    p: float | None = None
+    p_report: float | None = None
 
     @property
     def robust(self) -> bool | None:
@@ -336,67 +508,8 @@ class Verdict:
         return "not robust: " + ", ".join(f"{v} {n}" for v, n in counts.items() if n) + f" of {len(self.checks)}"
 
 
-#: Which probe layers a ``greater`` claim judges, as the report words it
-_SCOPES = {"every": "each layer", "curve": "the curve", "deepest": "deepest layer", "shallowest": "shallowest layer"}
-_OUTCOMES = {"agrees": "higher", "disagrees": "lower", "inconclusive": "no significant difference"}
-
-
-def _pairs(
-    records: list[ScoreRecord], selector: MetricSelector, higher: str, lower: str
-) -> list[tuple[str, ScoreRecord, ScoreRecord]]:
-    """(layer, higher's record, lower's record) for every layer both variants have, shallowest first."""
-    by_layer: dict[tuple[int, str], dict[str, ScoreRecord]] = defaultdict(dict)
-    for record in selected(records, selector):
-        if record.variant in (higher, lower):
-            by_layer[(record.layer_index, record.layer)][record.variant] = record
-    return [(layer, pair[higher], pair[lower]) for (_, layer), pair in sorted(by_layer.items()) if len(pair) == 2]
-
-
-def compare_variants(
-    records: list[ScoreRecord],
-    selector: MetricSelector,
-    higher: str,
-    lower: str,
-    layers: str,
-    *,
-    test: str = "wilcoxon",
-    reading: str | None = None,
-    seed: int = 0,
-) -> list[tuple[str, Comparison]]:
-    """The comparisons a ``greater`` claim judges: (layer, higher vs lower) for each judged layer, Holm-adjusted
-    when there are several. ``layers``: ``every``, ``deepest``, ``shallowest``, or ``curve`` (one comparison of
-    each input's mean over the layers). ``reading``: default the selector's."""
-    reading = reading or selector.reading
-    pairs = _pairs(records, selector, higher, lower)
-    if layers == "deepest":
-        pairs = pairs[-1:]
-    elif layers == "shallowest":
-        pairs = pairs[:1]
-    judged = [(layer, read_values(a, reading), read_values(b, reading)) for layer, a, b in pairs]
-    if test in PAIRED_TESTS:
-        for layer, a, b in judged:
-            if len(a) != len(b):
-                raise ReprevalError(
-                    f"{higher} and {lower} at {layer} have {len(a)} and {len(b)} inputs: values do not pair",
-                    fix="evaluate both on the same dataset, or use test: welch",
-                )
-    if layers == "curve" and judged:
-        count = len(judged[0][1])
-        if any(len(a) != count for _, a, _ in judged):
-            raise ReprevalError("the layers were scored on different inputs", fix="use layers: every")
-        judged = [(
-            "curve",
-            [fmean(a[i] for _, a, _ in judged) for i in range(count)],
-            [fmean(b[i] for _, _, b in judged) for i in range(count)],
-        )]  # fmt: skip
-    comparisons = [(layer, compare(a, b, test, seed)) for layer, a, b in judged]
-    if len(comparisons) > 1:
-        adjusted = holm([c.p for _, c in comparisons])
-        comparisons = [(layer, replace(c, p_adjusted=p)) for (layer, c), p in zip(comparisons, adjusted)]
-    return comparisons
-
-
-def _outcome(comparison: Comparison) -> str:
+def outcome(comparison: Comparison) -> str:
+    """``agrees`` (significantly higher), ``disagrees`` (significantly lower) or ``inconclusive``."""
     significant = comparison.p_used < SIGNIFICANCE
     if significant and comparison.direction > 0:
         return "agrees"
@@ -405,88 +518,69 @@ def _outcome(comparison: Comparison) -> str:
     return "inconclusive"
 
 
-def _verdict(comparisons: list[tuple[str, Comparison]], expect: str) -> str:
-    if not comparisons:
-        return "inconclusive"
-    outcomes = [_outcome(c) for _, c in comparisons]
-    if expect == "same":
-        return "agrees" if all(o == "inconclusive" for o in outcomes) else "disagrees"
-    if all(o == "agrees" for o in outcomes):
-        return "agrees"
-    return "disagrees" if "disagrees" in outcomes else "inconclusive"
+def every_unit(p_for: Sequence[float], p_against: Sequence[float]) -> tuple[str, float | None]:
+    """The verdict on "every unit (row, group, model variant) is on the claimed side" from each unit's p-value
+    for that side and against it: disagrees when some unit is significantly on the wrong side after Holm across
+    the units; agrees when every unit is significantly on the claimed side (an intersection-union test: each
+    must pass at 0.05, so the largest p decides and no correction is due); else inconclusive. With the p the
+    verdict rests on: the smallest adjusted p against, or the largest p for (None where a unit has none)."""
+    against = [p for p in holm(p_against) if not math.isnan(p)]
+    if against and min(against) < SIGNIFICANCE:
+        return "disagrees", min(against)
+    if not p_for or any(math.isnan(p) for p in p_for):
+        return "inconclusive", None
+    worst = max(p_for)
+    return ("agrees" if worst < SIGNIFICANCE else "inconclusive"), worst
 
 
-def check_greater(
-    records: list[ScoreRecord],
-    selector: MetricSelector,
-    higher: str,
-    lower: str | list[str],
-    layers: str,
-    expect: str = "higher",
-    *,
-    test: str = "wilcoxon",
-    readings: list[str] | None = None,
-    seed: int = 0,
-) -> Verdict:
-    """Is variant ``higher`` above ``lower`` (per-input values paired, ``test``, p < 0.05 after Holm)?
-
-    ``layers``: ``every`` (each probe layer, Holm across them), ``curve`` (each input's mean over the
-    layers), ``deepest`` or ``shallowest``. ``expect: higher``: agrees when every judged layer is
-    significantly higher, disagrees when one is significantly lower, else inconclusive. ``expect: same``
-    (the paper finds no difference): agrees when no judged layer differs significantly, disagrees when one does.
-    ``lower`` may list several random copies: the first decides the verdict (under the selector's reading);
-    every copy under every reading in ``readings`` (default: all the records have) is checked too, and the
-    verdict is robust when they all agree with it.
-    """
-    lowers = [lower] if isinstance(lower, str) else list(lower)
-    primary = compare_variants(records, selector, higher, lowers[0], layers, test=test, seed=seed)
-    claim = Verdict("", "", _verdict(primary, expect), "")
-    if not primary:
-        claim.evidence = f"no results for both {higher} and {lowers[0]}"
-        return claim
-    outcomes = [_OUTCOMES[_outcome(c)] for _, c in primary]
-    counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
-    judged = ", ".join(f"{n} {o}" for o, n in counts.items())
-    if len(primary) == 1:
-        judged += f"; {primary[0][1].describe()}"
-    reading = "" if selector.reading == "raw" else f", {selector.reading.replace('_', ' ')}"
-    claim.evidence = f"{higher} vs {lowers[0]} ({_SCOPES[layers]}{reading}, {TESTS[test]}): {judged}"
-    claim.details = [f"{layer}: {c.mean_a:.4f} vs {c.mean_b:.4f}, {c.describe()}" for layer, c in primary]
-    compared = [r for r in selected(records, selector) if r.variant in (higher, *lowers)]
-    for other in lowers:
-        for other_reading in readings or readings_of(compared):
-            comparisons = compare_variants(
-                records, selector, higher, other, layers, test=test, reading=other_reading, seed=seed
-            )
-            if comparisons:
-                differences, ps = [c.difference for _, c in comparisons], [c.p_used for _, c in comparisons]
-                claim.checks.append(Robustness(other, other_reading, _verdict(comparisons, expect), differences, ps))
-    return claim
+def _directed(p: float, right: bool) -> tuple[float, float]:
+    """A two-sided p-value as (for, against) the claimed direction: it counts for the side the effect lies on."""
+    return (p, 1.0) if right else (1.0, p)
 
 
-def check_correlation(correlation: Correlation, sign: str) -> tuple[str, str]:
-    """Does the Spearman correlation have the expected sign, significantly (p < 0.05)?"""
+def _summary(head: str, lines: list[str], p_for: Sequence[float]) -> str:
+    """``head``, then the one unit's line, or the lines of the units that did not pass (three at most)."""
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    failing = [line for line, p in zip(lines, p_for) if not p < SIGNIFICANCE]
+    more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+    return head + ("; not: " + "; ".join(failing[:3]) + more if failing else "")
+
+
+def check_correlation(correlation: Correlation, sign: str) -> Verdict:
+    """Does the Spearman correlation have the expected sign, significantly (two-sided p < 0.05)?"""
     rho, p = correlation.rho, correlation.p
     evidence = f"rho = {rho:.3f}, p = {p:.2g}, n = {len(correlation.points)}"
-    if rho != rho:  # NaN
-        return "inconclusive", evidence
+    if math.isnan(rho):
+        return Verdict("", "", "inconclusive", evidence)
     right = rho > 0 if sign == "positive" else rho < 0
-    if p < SIGNIFICANCE:
-        return ("agrees" if right else "disagrees"), evidence
-    return "inconclusive", evidence
+    verdict = ("agrees" if right else "disagrees") if p < SIGNIFICANCE else "inconclusive"
+    return Verdict("", "", verdict, evidence, p=p)
 
 
-def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold: float) -> tuple[str, str]:
-    """Is every matching row's metric (curve mean) at least ``threshold``?"""
-    values = metric_values(records, selector)
-    if not values:
-        return "inconclusive", "no results"
-    rows = sorted(values, key=_row_key)  # not record order: unit ids differ between machines
-    below = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] < threshold]
-    evidence = f"{len(rows) - len(below)} of {len(rows)} at or above {threshold:g}" + (
-        f"; below: {', '.join(below)}" if below else ""
-    )
-    return ("agrees" if not below else "disagrees"), evidence
+def check_threshold(records: list[ScoreRecord], selector: MetricSelector, threshold: float, side: str) -> Verdict:
+    """Is every matching row's metric significantly ``side`` (``above`` or ``below``) ``threshold``? Each row
+    (model · variant · dataset) is its value with its standard error (:func:`row_estimate`), judged by a
+    one-sided t-test; the rows together by :func:`every_unit`."""
+    by_row: dict[Row, list[ScoreRecord]] = defaultdict(list)
+    for record in selected(records, selector):
+        by_row[(record.model, record.variant, record.dataset)].append(record)
+    if not by_row:
+        return Verdict("", "", "inconclusive", "no results")
+    rows = sorted(by_row, key=_row_key)  # not record order: unit ids differ between machines
+    estimates = [row_estimate(by_row[row], selector.reading) for row in rows]
+    above, below = zip(*(estimate.one_sided(threshold) for estimate in estimates))
+    p_for, p_against = (above, below) if side == "above" else (below, above)
+    verdict, p = every_unit(p_for, p_against)
+    lines = [f"{row_name(row, rows)} {e.describe()}, p = {q:.2g}" for row, e, q in zip(rows, estimates, p_for)]
+    passed = sum(q < SIGNIFICANCE for q in p_for)
+    head = f"{passed} of {len(rows)} rows significantly {side} {threshold:g} (one-sided t on the standard error)"
+    return Verdict("", "", verdict, _summary(head, lines, p_for), lines if len(lines) > 1 else [], p=p)
+
+
+def check_above(records: list[ScoreRecord], selector: MetricSelector, threshold: float) -> Verdict:
+    """Is every matching row's metric (curve mean) significantly above ``threshold``? See :func:`check_threshold`."""
+    return check_threshold(records, selector, threshold, "above")
 
 
 def check_below(
@@ -496,34 +590,63 @@ def check_below(
     than: MetricSelector | None,
     seed: int,
 ) -> Verdict:
-    """Is every matching row's metric at most ``threshold``, or (``than``) significantly below the other metric of
-    the same row (model · variant · dataset; Welch's t-test on the per-item values, which need not pair)?"""
-    from .statistics import compare
-
-    values = metric_values(records, selector)
-    if not values:
-        return Verdict("", "", "inconclusive", "no results")
-    rows = sorted(values, key=_row_key)
+    """Is every matching row's metric significantly below ``threshold`` (:func:`check_threshold`), or (``than``)
+    significantly below the other metric of the same row (model · variant · dataset; Welch's t-test on the
+    per-item values, which need not pair)?"""
     if than is None:
         assert threshold is not None  # the claim parser requires one of the two
-        above = [f"{row_name(r, rows)} {values[r]:.3f}" for r in rows if values[r] > threshold]
-        evidence = f"{len(rows) - len(above)} of {len(rows)} at or below {threshold:g}" + (
-            f"; above: {', '.join(above)}" if above else ""
-        )
-        return Verdict("", "", "disagrees" if above else "agrees", evidence)
+        return check_threshold(records, selector, threshold, "below")
     mine = {(r.model, r.variant, r.dataset): r for r in selected(records, selector)}
     theirs = {(r.model, r.variant, r.dataset): r for r in selected(records, than)}
-    verdicts, details = [], []
+    rows = sorted(mine, key=_row_key)
+    if not rows:
+        return Verdict("", "", "inconclusive", "no results")
+    judged, details = [], []
     for row in rows:
         if row not in theirs:
             continue
         result = compare(theirs[row].values, mine[row].values, test="welch", seed=seed)
-        verdicts.append(_outcome(result))
+        judged.append(_directed(result.p, result.direction > 0))
         details.append(f"{row_name(row, rows)}: {result.mean_b:.3f} vs {result.mean_a:.3f}, {result.describe()}")
-    if not verdicts:
+    if not judged:
         return Verdict("", "", "inconclusive", f"no row has both {selector.label} and {than.label}")
-    verdict = (
-        "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"
-    )
-    agreeing = sum(v == "agrees" for v in verdicts)
-    return Verdict("", "", verdict, f"{agreeing} of {len(verdicts)} rows significantly below {than.label}", details)
+    p_for, p_against = zip(*judged)
+    verdict, p = every_unit(p_for, p_against)
+    passed = sum(q < SIGNIFICANCE for q in p_for)
+    return Verdict("", "", verdict, f"{passed} of {len(judged)} rows significantly below {than.label}", details, p=p)
+
+
+def check_drift(results: list[DriftResult], sign: str) -> Verdict:
+    """Does each model variant's relative drop trend with lambda in ``sign`` (positive or negative) over its
+    inputs: Wilcoxon's signed-rank test of the per-input Spearman rhos against 0 (two-sided, p < 0.05)?"""
+    if not results:
+        return Verdict("", "", "inconclusive", "no drift results")
+    judged = [
+        (math.nan, math.nan)
+        if result.over_inputs is None
+        else _directed(result.over_inputs.p, result.over_inputs.direction == (1 if sign == "positive" else -1))
+        for result in results
+    ]
+    verdict, p = every_unit(*zip(*judged))
+    evidence = "; ".join(f"{r.model} · {r.variant}: {r.describe(sign)}" for r in results)
+    return Verdict("", "", verdict, f"Spearman(lambda, relative drop) per input: {evidence}", p=p)
+
+
+def check_replicates(rows: list[ReplicateRow], every: list[ReplicateRow], within: float, improves: bool) -> Verdict:
+    """Is each of ``rows`` significantly above its baseline's mean minus ``within`` (non-inferiority), or with
+    ``improves`` above the baseline's mean itself (superiority)? A one-sided t-test of the difference of the means
+    with its standard error (:func:`replicate_difference`) per group; the groups together by :func:`every_unit`."""
+    by_group = {row.group: row for row in every}
+    compared = [(row, by_group[row.baseline]) for row in rows if row.baseline in by_group]
+    if not compared:
+        return Verdict("", "", "inconclusive", "no group has a baseline")
+    differences = [replicate_difference(row, base) for row, base in compared]
+    p_for, p_against = zip(*(d.one_sided(0.0 if improves else -within) for d in differences))
+    verdict, p = every_unit(p_for, p_against)
+    lines = [
+        f"{row.group} − {base.group}: {d.describe(signed=True)}, p = {q:.2g}"
+        for (row, base), d, q in zip(compared, differences, p_for)
+    ]
+    goal = "above their baseline" if improves else f"above their baseline minus {within:g} (non-inferiority)"
+    head = f"{sum(q < SIGNIFICANCE for q in p_for)} of {len(compared)} groups significantly {goal}"
+    return Verdict("", "", verdict, _summary(head, lines, p_for), lines if len(lines) > 1 else [], p=p)

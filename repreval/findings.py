@@ -19,14 +19,39 @@ checked by :mod:`repreval.claims`)::
           correlation: {index: 0, sign: positive}
         - claim: gradients separate trained from random at every layer
           greater: {metric: {score: noise_score, saliency: gradients}, higher: trained, lower: random, layers: every}
-        - claim: early act×grad maps do not tell trained from random
-          greater: {metric: {...}, higher: trained, lower: random, layers: shallowest, expect: same}
+        - claim: gradients separate trained from 20 random networks (networks as the replicates)
+          greater: {metric: {...}, higher: trained, lower: ["random[seeds=20]", "random[init=pytorch]"]}
+        - claim: early act×grad maps do not tell trained from random (equivalence, TOST)
+          greater: {metric: {...}, higher: trained, lower: random, layers: shallowest, expect: same, margin: 0.01}
+        - claim: adversarial training changes the maps (two models of the suite: MODEL/VARIANT)
+          greater: {metric: {score: noise_score}, higher: lenet_adv/trained, lower: lenet/trained}
         - claim: the variance score stays near its 1/4 bound
           above: {metric: {score: variance_score, saliency: gradients}, threshold: 0.2}
         - claim: the noise score falls as drift grows
           drift: {sign: positive}       # of Spearman(lambda, relative drop)
         - claim: constraints cost no accuracy
           replicates: {within: 0.02, match: "_ns$"}   # groups (regex) whose mean >= baseline's - within
+        - claim: constraints improve accuracy
+          replicates: {improves: true, match: "_ns$"}  # groups whose mean > baseline's
+
+How each kind is judged (p < 0.05 throughout; each verdict keeps the p-value it rests on):
+
+* ``greater``: see :mod:`repreval.comparisons`;
+* ``above`` / ``below`` a threshold: each row (model · variant · dataset) is its value with its standard error
+  over inputs (a curve: each input's mean over the layers; an accuracy stored as one fraction of n inputs:
+  sqrt(p (1 - p) / n)), tested one-sided with Student's t;
+* ``below`` ``than``: Welch's t-test per row against the other metric;
+* ``correlation``: Spearman's two-sided p;
+* ``drift``: per input, Spearman(lambda, relative drop) over the drifted lambdas; Wilcoxon's signed-rank test
+  of those rhos against 0 over the inputs (the inputs are the replicates, not the (lambda, input) pairs);
+* ``replicates``: per group, its mean minus its baseline's with the standard error over the seeds (paired by
+  seed when both ran the same seeds, else Welch; one seed: the networks' errors over inputs); ``within: W`` is
+  a non-inferiority test (difference > -W), ``improves: true`` a superiority test (difference > 0).
+
+A claim over several units (rows, groups, model variants) agrees when every unit passes (an intersection-union
+test: the largest p decides) and disagrees when some unit is significantly on the wrong side (Holm across the
+units). Then Holm's correction runs across every claim of the report that has a p-value (``Verdict.p_report``):
+an agreement or disagreement that is not significant after it becomes inconclusive.
 
 ``repreval run`` and ``repreval leaderboard DIR --format markdown`` write ``DIR/report.md`` and ``DIR/plots/``.
 """
@@ -34,6 +59,7 @@ checked by :mod:`repreval.claims`)::
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -47,7 +73,8 @@ from .analysis import (
     check_above,
     check_below,
     check_correlation,
-    check_greater,
+    check_drift,
+    check_replicates,
     correlate,
     drift,
     readings_of,
@@ -55,6 +82,7 @@ from .analysis import (
     selected,
 )
 from .claims import parse_report
+from .comparisons import check_greater
 from .config import (
     AboveClaim,
     BelowClaim,
@@ -67,6 +95,8 @@ from .config import (
     ReportConfig,
     Suite,
 )
+from .groups import canonical, is_group
+from .statistics import holm
 from .store import ScoreRecord
 
 #: Written next to the records at run time: everything a report needs besides them.
@@ -109,6 +139,7 @@ class SuiteFacts:
     groups: dict[str, str] = field(default_factory=dict)  # model id -> replicate group
     baselines: dict[str, str | None] = field(default_factory=dict)  # group -> baseline group
     source: str = ""  # the suite file the run read, as given on the command line ("" for one built in memory)
+    variant_groups: list[str] = field(default_factory=list)  # seed groups the suite declares (random[seeds=20])
 
     @classmethod
     def of(cls, suite: Suite) -> SuiteFacts:
@@ -125,7 +156,13 @@ class SuiteFacts:
             groups={model_id: config.group or model_id for model_id, config in suite.models.items()},
             baselines={config.group or model_id: config.baseline for model_id, config in suite.models.items()},
             source=str(suite.path) if suite.path else "",
-        )
+            variant_groups=sorted({
+                canonical(choice.label)
+                for choices in (suite.variants, *suite.model_variants.values())
+                for choice in choices
+                if is_group(choice.label)
+            }),
+        )  # fmt: skip
 
     @property
     def config(self) -> ReportConfig:
@@ -141,14 +178,15 @@ def build_findings(records: list[ScoreRecord], facts: SuiteFacts) -> Findings:
     """Compute the correlations, drift, replicates and claim verdicts that ``facts.config`` asks for."""
     config = facts.config
     correlations = [correlate(records, x, y) for x, y in config.correlations]
-    drift_results = drift(records, config.drift, facts.strengths) if config.drift else []
-    replicate_rows = replicates(records, config.replicates, facts.groups, facts.baselines) if config.replicates else []
     seed = records[0].seed if records else 0  # the bootstrap's: the same values, the same interval
+    drift_results = drift(records, config.drift, facts.strengths, seed) if config.drift else []
+    replicate_rows = replicates(records, config.replicates, facts.groups, facts.baselines) if config.replicates else []
     verdicts = []
     for claim in config.claims:
         verdict = _verdict(claim, records, config, drift_results, replicate_rows, seed)
         verdict.claim, verdict.paper = claim.claim, claim.paper
         verdicts.append(verdict)
+    correct_across_claims(verdicts)
     return Findings(
         title=config.title or facts.name,
         description=facts.description,
@@ -180,60 +218,48 @@ def _verdict(
         case GreaterClaim():
             return check_greater(
                 records, claim.metric, claim.higher, claim.lower, claim.layers, claim.expect,
-                test=claim.test, readings=claim.readings, seed=seed,
+                test=claim.test, readings=claim.readings, margin=claim.margin, seed=seed,
             )  # fmt: skip
         case AboveClaim():
-            return Verdict("", "", *check_above(records, claim.metric, float(claim.threshold)))
+            return check_above(records, claim.metric, float(claim.threshold))
         case BelowClaim():
             threshold = None if claim.threshold is None else float(claim.threshold)
             return check_below(records, claim.metric, threshold, claim.than, seed)
         case CorrelationClaim():
             return _correlation_verdict(records, config.correlations[claim.index], claim.sign)
         case DriftClaim():
-            return Verdict("", "", *_drift_verdict(drift_results, claim.sign))
+            return check_drift(drift_results, claim.sign)
         case ReplicatesClaim():
             chosen = [row for row in replicate_rows if re.search(claim.match, row.group)]
-            return Verdict("", "", *_replicates_verdict(chosen, replicate_rows, float(claim.within)))
+            return check_replicates(chosen, replicate_rows, float(claim.within), claim.improves)
     raise TypeError(f"no check for {type(claim).__name__}")  # every claim of CLAIM_TYPES has its case
 
 
 def _correlation_verdict(records: list[ScoreRecord], pair: tuple[MetricSelector, MetricSelector], sign: str) -> Verdict:
     """The correlation's verdict, re-checked with each metric read every way it can be (raw, above chance)."""
     x, y = pair
-    verdict = Verdict("", "", *check_correlation(correlate(records, x, y), sign))
+    verdict = check_correlation(correlate(records, x, y), sign)
     x_readings = readings_of(selected(records, x))
     y_readings = readings_of(selected(records, y))
     for x_reading in x_readings:
         for y_reading in y_readings:
             again = correlate(records, replace(x, reading=x_reading), replace(y, reading=y_reading))
             reading = x_reading if len(y_readings) == 1 else f"{x_reading} / {y_reading}"
-            verdict.checks.append(Robustness("", reading, check_correlation(again, sign)[0], [again.rho], [again.p]))
+            verdict.checks.append(
+                Robustness("", reading, check_correlation(again, sign).verdict, [again.rho], [again.p])
+            )
     return verdict
 
 
-def _drift_verdict(results: list[DriftResult], sign: str) -> tuple[str, str]:
-    if not results:
-        return "inconclusive", "no drift results"
-    verdicts = []
-    for result in results:
-        right = result.rho > 0 if sign == "positive" else result.rho < 0
-        significant = result.p < SIGNIFICANCE
-        verdicts.append("agrees" if right and significant else "disagrees" if significant else "inconclusive")
-    evidence = "; ".join(f"{r.model} · {r.variant}: rho = {r.rho:.3f} (p = {r.p:.2g})" for r in results)
-    verdict = (
-        "agrees" if all(v == "agrees" for v in verdicts) else "disagrees" if "disagrees" in verdicts else "inconclusive"
-    )
-    return verdict, evidence
-
-
-def _replicates_verdict(rows: list[ReplicateRow], every: list[ReplicateRow], within: float) -> tuple[str, str]:
-    """Is each of ``rows`` at least its baseline's mean minus ``within``?"""
-    by_group = {row.group: row for row in every}
-    compared = [(row, by_group[row.baseline]) for row in rows if row.baseline in by_group]
-    if not compared:
-        return "inconclusive", "no group has a baseline"
-    worse = [
-        f"{row.group}: {row.mean:.3f} vs {base.mean:.3f}" for row, base in compared if row.mean < base.mean - within
-    ]
-    evidence = f"{len(compared) - len(worse)} of {len(compared)} groups within {within} of their baseline or above"
-    return ("agrees" if not worse else "disagrees"), evidence + ("; below: " + ", ".join(worse) if worse else "")
+def correct_across_claims(verdicts: list[Verdict]) -> None:
+    """Holm's correction across the report's claims: set each verdict's ``p_report`` (its ``p`` adjusted over
+    every claim that has one), and make inconclusive a verdict that rested on significance (agrees, disagrees)
+    and is no longer significant after it, saying so in its evidence."""
+    tested = [(v, v.p) for v in verdicts if v.p is not None and not math.isnan(v.p)]
+    for (verdict, _), adjusted in zip(tested, holm([p for _, p in tested])):
+        verdict.p_report = adjusted
+        if verdict.verdict != "inconclusive" and adjusted >= SIGNIFICANCE:
+            verdict.evidence += (
+                f"; {verdict.verdict} at p {verdict.p:.2g}, but Holm across {len(tested)} claims {adjusted:.2g}"
+            )
+            verdict.verdict = "inconclusive"

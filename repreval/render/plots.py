@@ -88,15 +88,16 @@ def scatter_plot(correlation: Correlation, path: Path) -> Path:
 
 
 def drift_plot(result: DriftResult, metric_label: str, path: Path) -> Path:
-    """Box plot of the per-input relative score drop per drift strength lambda, with rho; returns ``path``."""
+    """Box plot of the per-input relative score drop per drift strength lambda, with the per-input trend tested
+    over the inputs; returns ``path``."""
     figure, axes = _figure(6.0, 3.8)
     axes.boxplot([result.relative[s] for s in result.lambdas])
     axes.set_xticks(range(1, len(result.lambdas) + 1), [f"{s:g}" for s in result.lambdas])
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.set_xlabel("drift lambda")
     axes.set_ylabel("relative drop (NS(x) - NS(x_lambda)) / NS(x)", fontsize=8)
+    trend = f"median {result.median_rho:.2f}, Wilcoxon p = {result.over_inputs.p:.2g}" if result.over_inputs else "none"
     axes.set_title(
-        f"{result.model} · {result.variant}: {metric_label}\nSpearman rho = {result.rho:.3f} (p = {result.p:.2g})",
-        fontsize=9,
+        f"{result.model} · {result.variant}: {metric_label}\nper input, Spearman(lambda, drop): {trend}", fontsize=9
     )
     return _save(figure, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import fmean, pstdev
 
+from ..analysis import DriftResult, Verdict, replicate_difference
 from ..drawings import explainer_picture, explainer_picture_data, slug
 from ..findings import Findings, build_findings
 from ..folders import read_facts
@@ -59,36 +60,48 @@ def report_markdown(findings: Findings, boards: list[Board], plots: Path) -> str
 def _verdicts(findings: Findings) -> list[str]:
     if not findings.verdicts:
         return []
+    tested = sum(verdict.p_report is not None for verdict in findings.verdicts)
     lines = [
         "## Findings against the paper",
         "",
-        "Paired tests on the per-input values (the test is named beside each p), Holm-corrected where a claim "
-        "spans layers; Δ: mean difference with its 95 % bootstrap interval. *Robust*: the same verdict against "
-        "every random copy the claim lists and under every reading of the score (raw, minus its chance level, "
-        "over its chance level).",
+        "Each kind of claim is judged by its own test, named beside each p: comparisons by paired tests on the "
+        "per-input values (Holm-corrected where a claim spans layers; Δ: mean difference with its 95 % bootstrap "
+        "interval), thresholds by each row's standard error, drift by the per-input trend tested over the inputs, "
+        "replicates by the spread over seeds. p: the p-value the verdict rests on, and in brackets that p after "
+        f"Holm's correction across the report's {tested} claims with a p-value; a verdict that is not significant "
+        "after it is inconclusive. *Robust*: the same verdict (before that correction) against every random copy "
+        "the claim lists and under every reading of the score (raw, minus its chance level, over its chance level).",
         "",
-        "| claim | paper | ours | verdict | robust? |",
-        "|---|---|---|---|---|",
+        f"| claim | paper | ours | p (Holm across {tested} claims) | verdict | robust? |",
+        "|---|---|---|---:|---|---|",
     ]
     for verdict in findings.verdicts:
+        p = "—" if verdict.p is None or verdict.p_report is None else f"{verdict.p:.2g} ({verdict.p_report:.2g})"
         lines.append(
-            f"| {verdict.claim} | {verdict.paper} | {verdict.evidence} | **{verdict.verdict}** | {verdict.robustness} |"
+            f"| {verdict.claim} | {verdict.paper} | {verdict.evidence} | {p} | **{verdict.verdict}** "
+            f"| {verdict.robustness} |"
         )
     lines.append("")
     for verdict in findings.verdicts:
-        if not verdict.details and len(verdict.checks) < 2:
-            continue
-        lines += [f"*{verdict.claim}*:", ""]
-        lines += [f"- {d}" for d in verdict.details] + ([""] if verdict.details else [])
-        if len(verdict.checks) > 1:
-            copies = any(check.lower for check in verdict.checks)  # a correlation has readings only
-            header = ["against"] * copies + ["reading", "verdict", "Δ per judged layer (p)" if copies else "rho (p)"]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for check in verdict.checks:
-                spread = ", ".join(f"{d:+.4f} ({p:.2g})" for d, p in zip(check.differences, check.p_values))
-                cells = [check.lower] * copies + [check.reading, check.verdict, spread]
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
+        lines += _verdict_details(verdict)
+    return lines
+
+
+def _verdict_details(verdict: Verdict) -> list[str]:
+    """A claim's per-layer (per-row, per-group) lines and its robustness table; nothing where it has neither."""
+    if not verdict.details and len(verdict.checks) < 2:
+        return []
+    lines = [f"*{verdict.claim}*:", ""]
+    lines += [f"- {d}" for d in verdict.details] + ([""] if verdict.details else [])
+    if len(verdict.checks) > 1:
+        copies = any(check.lower for check in verdict.checks)  # a correlation has readings only
+        header = ["against"] * copies + ["reading", "verdict", "Δ per judged layer (p)" if copies else "rho (p)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for check in verdict.checks:
+            spread = ", ".join(f"{d:+.4f} ({p:.2g})" for d, p in zip(check.differences, check.p_values))
+            cells = [check.lower] * copies + [check.reading, check.verdict, spread]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -123,14 +136,16 @@ def _drift(findings: Findings, plots: Path) -> list[str]:
     if not findings.drift or findings.drift_metric is None:
         return []
     label = findings.drift_metric.label
-    lines = [f"## Dataset drift: relative drop of {label}", ""]
+    lines = [
+        f"## Dataset drift: relative drop of {label}",
+        "",
+        "Per input, Spearman's rho between lambda and its relative drop over the drifted lambdas; the inputs are "
+        "the replicates: Wilcoxon's signed-rank test of their rhos against 0. The correlation of the per-lambda "
+        "means describes the average trend only: it hides how much the inputs disagree.",
+        "",
+    ]
     for result in findings.drift:
-        lines += [
-            f"**{result.model} · {result.variant}**: Spearman(lambda, relative drop) = {result.rho:.3f} "
-            f"(p = {result.p:.2g}, every input); over the per-lambda means {result.rho_of_means:.3f} "
-            f"(p = {result.p_of_means:.2g})",
-            "",
-        ]
+        lines += [f"**{result.model} · {result.variant}**: {_drift_trend(result)}", ""]
         lines += ["| lambda | mean | std | median |", "|---:|---:|---:|---:|"]
         for strength in result.lambdas:
             values = sorted(result.relative[strength])
@@ -142,28 +157,48 @@ def _drift(findings: Findings, plots: Path) -> list[str]:
     return lines
 
 
+def _drift_trend(result: DriftResult) -> str:
+    """``rho > 0 in 49, < 0 in 12 of 64 inputs; ...; over the per-lambda means rho = 0.983 (p = 1.9e-06)``."""
+    means = f"over the per-lambda means rho = {result.rho_of_means:.3f} (p = {result.p_of_means:.2g})"
+    test = result.over_inputs
+    if test is None:
+        return f"{result.defined} inputs with a trend, too few to test; {means}"
+    undefined = len(result.input_rhos) - result.defined
+    return (
+        f"rho > 0 in {result.count('positive')}, < 0 in {result.count('negative')} of {len(result.input_rhos)} "
+        + (f"inputs ({undefined} without a trend)" if undefined else "inputs")
+        + f"; median rho {result.median_rho:.3f}, mean {test.difference:.3f} [{test.low:.3f}, {test.high:.3f}]; "
+        f"Wilcoxon p = {test.p:.2g} (r = {test.effect:.2f}, {test.n} inputs); {means}"
+    )
+
+
 def _replicates(findings: Findings) -> list[str]:
     if not findings.replicates or findings.replicates_metric is None:
         return []
     label = findings.replicates_metric.label
     extra = [selector.label for selector, _ in findings.replicates_also]
-    header = ["model", "seeds", label, *extra, "training s", "× baseline time"]
+    header = ["model", "seeds", label, "− baseline (± SE)", *extra, "training s", "× baseline time"]
     lines = [
         f"## Replicates: {label}",
         "",
-        "mean ± std over seeds",
+        "mean ± std over seeds; − baseline: the difference from the baseline group's mean with its standard error "
+        "(paired by seed where both groups ran the same seeds, else Welch over the seeds; with one seed, from "
+        "the per-input values)",
         "",
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
     ]
+    by_group = {row.group: row for row in findings.replicates}
     for row in findings.replicates:
         seconds = f"{fmean(row.train_seconds):.1f}" if row.train_seconds else "—"
         ratio = f"{row.time_ratio:.2f} (vs {row.baseline})" if row.time_ratio is not None else "—"
+        base = by_group.get(row.baseline) if row.baseline else None
+        difference = replicate_difference(row, base).describe(signed=True) if base else "—"
         others = [
             f"{rows[row.group].mean:.4f} ± {rows[row.group].std:.4f}" if row.group in rows else "—"
             for _, rows in findings.replicates_also
         ]
-        cells = " | ".join([*others, seconds, ratio])
+        cells = " | ".join([difference, *others, seconds, ratio])
         lines.append(f"| {row.group} | {len(row.values)} | {row.mean:.3f} ± {row.std:.3f} | {cells} |")
     lines.append("")
     return lines
@@ -345,8 +380,9 @@ def write_report(directory: str | Path) -> Path:
     """Write ``DIR/report.md`` and its plots under ``DIR/plots/`` from the results folder alone."""
     directory = Path(directory)
     records = ResultStore(directory).records(on_damaged=lambda _problem: None)  # the commands report them
-    findings = build_findings(records, read_facts(directory))
-    text = report_markdown(findings, build_leaderboards(records), directory / "plots")
+    facts = read_facts(directory)
+    findings = build_findings(records, facts)
+    text = report_markdown(findings, build_leaderboards(records, groups=facts.variant_groups), directory / "plots")
     path = directory / "report.md"
     write_atomic(path, text)
     return path
