@@ -238,12 +238,14 @@ def _run(
 
 def read_results(folder: str | os.PathLike, suite: str = "") -> RunResult:
     """The leaderboards and records of a results folder (damaged records listed in ``damaged``, not raised)."""
+    from .folders import read_facts
     from .store import ResultStore
 
     damaged: list[ReprevalError] = []
     records = ResultStore(folder).records(on_damaged=damaged.append)
     name = suite or (records[0].suite if records else Path(folder).name)
-    return RunResult(Path(folder), name, build_leaderboards(records), records, damaged=damaged)
+    groups = read_facts(Path(folder)).variant_groups  # seed groups: one row each on the boards
+    return RunResult(Path(folder), name, build_leaderboards(records, groups=groups), records, damaged=damaged)
 
 
 def _override(

@@ -363,6 +363,8 @@ def test_leaderboard_formats(capsys, tmp_path):
         assert [row["rank"] for row in rows] == [1, 2]
         assert {row["variant"] for row in rows} == {"trained", "random"}
         assert rows[0]["average"] >= rows[1]["average"]  # higher is better: the best first
+        assert all(row["interval"][0] <= row["average"] <= row["interval"][1] for row in rows)
+        assert {tuple(row["tied_with"]) for row in rows} in ({()}, {("ae · trained",), ("ae · random",)})
         for row in rows:
             assert row["complete"] is True
             record = values[
@@ -394,15 +396,20 @@ def test_leaderboard_formats(capsys, tmp_path):
         assert f"{board['title']} (↑ higher is better)" in text
     assert re.findall(r"│ 1 │ ae\s+│ (trained|random)\s+│", stdout) and len(re.findall(r"│ [12] │ ae ", stdout)) == 8
 
-    code, stdout, _ = cli(capsys, "leaderboard", out)  # the summary: a line per metric, a column per variant
+    # the summary: per metric, each variant raw and minus chance with their intervals, then one sentence
+    code, stdout, _ = cli(capsys, "leaderboard", out)
     assert code == 0 and stdout.startswith("summary: ae")
+    lines = stdout.splitlines()
     for board in boards:
-        line = next(line for line in stdout.splitlines() if line.startswith(f"│ {board['title']} ↑"))
-        shown = re.findall(r"[+-]\d\.\d{3}", line)
-        by_variant = {row["variant"]: row["average"] - row["reference_average"] for row in board["rows"]}
-        header = next(line for line in stdout.splitlines() if "metric" in line)
-        order = re.findall(r"(trained|random)", header)
-        assert shown == [f"{by_variant[variant]:+.3f}" for variant in order]
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{board['title']}  (↑ higher is better)"))
+        for row in board["rows"]:
+            line = next(line for line in lines[start + 2 : start + 4] if line.startswith(row["variant"] + " "))
+            shown = [float(number) for number in re.findall(r"[+-]?\d\.\d+", line)]
+            above = row["average"] - row["reference_average"]
+            assert shown == pytest.approx(
+                [row["average"], *row["interval"], above, *row["above_chance_interval"]], abs=1e-3
+            )
+        assert re.search(r"higher than|tied at 95 %|readings disagree", lines[start + 4])
 
 
 def test_leaderboard_ranks_lower_is_better_and_keeps_failed_rows_last(capsys, tmp_path):
@@ -456,7 +463,7 @@ def test_leaderboard_ranks_lower_is_better_and_keeps_failed_rows_last(capsys, tm
     code, stdout, _ = cli(capsys, "leaderboard", tmp_path / "made", "--format", "markdown")
     assert "*lower is better*" in stdout
     assert "| 3 | worst · trained | 0.900* |" in stdout
-    assert "| — | broken · trained | — | — | failed | failed |" in stdout
+    assert "| — | broken · trained | — |  | — | failed | failed |" in stdout  # no interval, no ties
 
 
 def test_leaderboard_of_an_empty_directory_exits_2(capsys, tmp_path):

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 
 from ..errors import ReprevalError
-from ..folders import ResultFolder, export_folder, import_folder, merge
+from ..folders import ResultFolder, export_folder, import_folder, merge, read_facts
 from ..leaderboard import build_leaderboards
 from ..render import to_json
 from ..render.report import write_report
@@ -42,7 +42,8 @@ def handle_leaderboard(args: argparse.Namespace) -> int:
     """``repreval leaderboard DIR...``: stored results as tables, JSON, or the Markdown report."""
     folders = [ResultFolder.read(directory) for directory in args.directories]
     damaged = [problem for folder in folders for problem in folder.damaged]
-    boards = build_leaderboards(merge(folders))
+    groups = sorted({group for folder in folders for group in read_facts(folder.directory).variant_groups})
+    boards = build_leaderboards(merge(folders), groups=groups)
     for problem in damaged:
         report_damaged(problem)
     if args.format == "json":

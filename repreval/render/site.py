@@ -20,6 +20,7 @@ from ..findings import Findings, SuiteFacts, build_findings
 from ..folders import MAX_SETTINGS_BYTES, ResultFolder, merge, read_facts
 from ..leaderboard import Board, build_leaderboards
 from ..store import read_regular
+from . import board_legend, digits, ties_text
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "site"
 #: The report's drawings a page shows, by folder
@@ -129,8 +130,8 @@ def _page(folder: ResultFolder, site: Path, link: bool) -> Page:
                 shutil.copyfile(picture, target / kind / picture.name)
                 path = f"{kind}/{picture.name}"
             drawings.append((picture.stem.replace("-", " "), path))
-    boards = build_leaderboards(folder.records)
     facts = read_facts(folder.directory)
+    boards = build_leaderboards(folder.records, groups=facts.variant_groups)
     return Page(
         slug=name,
         title=str(facts.config.title or folder.name),
@@ -164,7 +165,8 @@ def _command(folder: ResultFolder, facts: SuiteFacts) -> str:
 
 def _merged_page(folders: list[ResultFolder]) -> Page:
     records = merge(folders)
-    boards = build_leaderboards(records)
+    groups = sorted({group for folder in folders for group in read_facts(folder.directory).variant_groups})
+    boards = build_leaderboards(records, groups=groups)
     names = ", ".join(folder.name for folder in folders)
     return Page(
         slug="merged",
@@ -191,8 +193,9 @@ def publish(directories: list[str | Path], site: str | Path, *, merged: bool = F
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), undefined=StrictUndefined
     )
     environment.filters["number"] = lambda value, digits=3: "—" if value is None else f"{value:.{digits}f}"
-    environment.filters["signed"] = lambda value: "—" if value is None else f"{value:+.3f}"
-    environment.globals.update(sort_key=_sort_key, width=WIDTH, height=HEIGHT, margin=MARGIN)
+    environment.filters["signed"] = lambda value, digits=3: "—" if value is None else f"{value:+.{digits}f}"
+    environment.globals.update(sort_key=_sort_key, legend=board_legend, ties_text=ties_text, digits=digits)
+    environment.globals.update(width=WIDTH, height=HEIGHT, margin=MARGIN)
     site.mkdir(parents=True, exist_ok=True)
     pages = [_page(folder, site, link) for folder in folders]
     if merged:
