@@ -9,7 +9,6 @@ import sys
 from dataclasses import asdict
 from typing import TypedDict
 
-from ..errors import ReprevalError
 from ..render.bench import bench_table, training_table
 from ._common import EXIT_OK, Command, console, errors, lazy, plugins_of, say
 
@@ -103,15 +102,14 @@ class _TrainingBenchOverrides(TypedDict, total=False):
 
 
 def _suite(args: argparse.Namespace, command: str) -> int:
-    if not bench.SUITE.is_file():
-        raise ReprevalError(f"the suite scenario needs {bench.SUITE}", fix="run it from a source checkout of repreval")
     images = 16 if args.images == 1 else args.images  # --images defaults to 1 for the per-layer bench
     result = bench.run_suite_bench(images=images, loop_threads=args.loop_threads)
     if args.json:
         print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
         return EXIT_OK
     say(
-        f"4.1 CIFAR suite, {result.images} images: {result.cells} cells, max |repreval - loop| = "
+        f"suite scenario (ResNet20 trained and random), {result.images} images: {result.cells} cells, "
+        f"max |repreval - loop| = "
         f"{result.max_difference:.1e}\n"
         f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
         f"plain loop (a fresh process, {result.loop_threads} thread(s)): {result.loop_seconds:.1f} s, "
