@@ -489,13 +489,15 @@ class Verdict:
     # Holm's correction across every claim of the report (set by repreval.findings)
     p: float | None = None
     p_report: float | None = None
+    uncorrected: str | None = None  # the verdict before Holm across the claims made it inconclusive
 
     @property
     def robust(self) -> bool | None:
-        """True when every check gives the same verdict; None when there were no other checks."""
+        """True when every check gives the same verdict as the claim's own test (before any correction across
+        claims: the checks are not corrected); None when there were no other checks."""
         if len(self.checks) < 2:
             return None
-        return all(check.verdict == self.verdict for check in self.checks)
+        return all(check.verdict == (self.uncorrected or self.verdict) for check in self.checks)
 
     @property
     def robustness(self) -> str:
@@ -503,7 +505,8 @@ class Verdict:
         if self.robust is None:
             return "—"
         if self.robust:
-            return f"robust ({len(self.checks)} of {len(self.checks)})"
+            before = f", {self.uncorrected} before the correction across claims" if self.uncorrected else ""
+            return f"robust ({len(self.checks)} of {len(self.checks)}{before})"
         counts = {v: sum(c.verdict == v for c in self.checks) for v in ("agrees", "disagrees", "inconclusive")}
         return "not robust: " + ", ".join(f"{v} {n}" for v, n in counts.items() if n) + f" of {len(self.checks)}"
 

@@ -8,7 +8,7 @@ A side (``higher:``, each of ``lower:``) is
 * a variant of any model of the suite, ``MODEL/VARIANT``: ``lenet_adv/trained``;
 * a seed group the suite declares, ``random[seeds=20]`` (options in any order): K random networks.
 
-How two sides are compared, at each judged layer (``layers: every`` with Holm across the layers, ``deepest``,
+How two sides are compared, at each judged layer (``layers: every``, ``deepest``,
 ``shallowest``, or ``curve``: each input's mean over the layers):
 
 * two networks: their per-input values, paired (``test: wilcoxon`` or ``paired_t``) where both saw the same
@@ -16,17 +16,18 @@ How two sides are compared, at each judged layer (``layers: every`` with Holm ac
 * a network against a group, *networks as the replicates*: each network's value is its mean over the inputs;
   where the network falls among the K group networks is the exact rank p ``(1 + #{copies >= it}) / (K + 1)``
   that it is above them (``#{copies <= it}`` that it is below), with the gap in units of the copies' standard
-  deviation. The smallest p K copies allow is ``1 / (K + 1)``: alpha 0.05 needs K >= 20 (more with Holm over
-  layers), and the evidence says so when K is too small. The per-input test against each copy is kept in the
+  deviation. The smallest p K copies allow is ``1 / (K + 1)``: alpha 0.05 needs K >= 20, and the evidence says
+  so when K is too small. The per-input test against each copy is kept in the
   details as *within-network (inputs as replicates)* evidence;
 * two groups: Welch's t-test over the two sets of network values (networks as replicates).
 
-``expect: higher`` agrees when every judged layer is significantly higher (p < 0.05 after Holm), disagrees when
-one is significantly lower. ``expect: same`` is an equivalence test (two one-sided tests, TOST) with ``margin``
+``expect: higher`` agrees when every judged layer is significantly higher (an intersection-union test: each layer
+at p < 0.05, unadjusted, the largest p the claim's), disagrees when one is significantly lower after Holm across
+the layers. ``expect: same`` is an equivalence test (two one-sided tests, TOST) with ``margin``
 (in the units of the reading; default 10 % of the chance level, the mean of the compared records' chance levels,
 as :data:`repreval.leaderboard.NEAR_CHANCE`; a score without a chance level needs a stated margin): each side of
 the TOST is the one-sided form of the claim's test, or, against a group, a t-test on the prediction interval of
-the K networks (df K - 1). It agrees when the TOST p (Holm across layers) is below 0.05, disagrees when the
+the K networks (df K - 1). It agrees when every judged layer's TOST p is below 0.05 (intersection-union again), disagrees when the
 difference is significant *and* equivalence fails, else is inconclusive: not significant is not the same.
 
 Identical networks (the same embedding signature, or the same per-input values) are counted once: within a

@@ -262,4 +262,4 @@ def correct_across_claims(verdicts: list[Verdict]) -> None:
             verdict.evidence += (
                 f"; {verdict.verdict} at p {verdict.p:.2g}, but Holm across {len(tested)} claims {adjusted:.2g}"
             )
-            verdict.verdict = "inconclusive"
+            verdict.uncorrected, verdict.verdict = verdict.verdict, "inconclusive"

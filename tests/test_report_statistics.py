@@ -55,6 +55,16 @@ def test_holm_across_claims_keeps_what_survives_and_downgrades_disagreements_too
     assert "Holm across 4 claims 0.06" in verdicts[0].evidence and verdicts[2].evidence == "e"
 
 
+def test_robustness_compares_the_checks_with_the_verdict_before_the_correction_across_claims():
+    from repreval.analysis import Robustness
+
+    verdicts = _verdicts(("agrees", 0.03), ("agrees", 0.04))
+    verdicts[0].checks = [Robustness("random", reading, "agrees", [0.1], [0.03]) for reading in ("raw", "minus_chance")]
+    correct_across_claims(verdicts)
+    assert verdicts[0].verdict == "inconclusive" and verdicts[0].robust is True
+    assert verdicts[0].robustness == "robust (2 of 2, agrees before the correction across claims)"
+
+
 def test_a_nan_p_takes_no_part():
     verdicts = _verdicts(("agrees", 0.02), ("inconclusive", math.nan))
     correct_across_claims(verdicts)

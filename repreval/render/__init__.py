@@ -300,8 +300,8 @@ def answer(board: Board, rows: list[Row], label: Callable[[Row], str] = lambda r
         return f"{label(raw.leader)} is {_clause(raw, comparative, label)}, raw and above chance."
     if raw.leader is chance.leader:
         return (
-            f"{label(raw.leader)} leads both readings: raw, {_clause(raw, comparative, label)}; above chance, "
-            f"{_clause(chance, comparative, label)}."
+            f"{label(raw.leader)} leads, but is not ahead of every row in both readings: raw, it is "
+            f"{_clause(raw, comparative, label)}; above chance, {_clause(chance, comparative, label)}."
         )
     return (
         f"The readings disagree: {label(raw.leader)} leads raw ({_clause(raw, comparative, label)}), "
