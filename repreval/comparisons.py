@@ -27,8 +27,9 @@ the layers. ``expect: same`` is an equivalence test (two one-sided tests, TOST) 
 (in the units of the reading; default 10 % of the chance level, the mean of the compared records' chance levels,
 as :data:`repreval.leaderboard.NEAR_CHANCE`; a score without a chance level needs a stated margin): each side of
 the TOST is the one-sided form of the claim's test, or, against a group, a t-test on the prediction interval of
-the K networks (df K - 1). It agrees when every judged layer's TOST p is below 0.05 (intersection-union again), disagrees when the
-difference is significant *and* equivalence fails, else is inconclusive: not significant is not the same.
+the K networks (df K - 1). It agrees when every judged layer's TOST p is below 0.05 (intersection-union again),
+disagrees when the difference is significant *and* equivalence fails, else is inconclusive: not significant is
+not the same.
 
 Identical networks (the same embedding signature, or the same per-input values) are counted once: within a
 group, and among the ``lower`` entries, whose robustness checks leave the twins out (the evidence names them).
