@@ -115,10 +115,11 @@ def read_value(record: ScoreRecord, reading: str) -> float:
 
 
 def readings_of(records: list[ScoreRecord]) -> tuple[str, ...]:
-    """The readings every one of ``records`` has: all of READINGS when each has a positive chance level."""
-    if records and all(r.reference is not None and r.reference > 0 for r in records):
-        return READINGS
-    return ("raw",)
+    """The readings every one of ``records`` has: raw; minus chance when each has a chance level; over chance
+    too when each chance level is positive (a dead random network's is 0: nothing to divide by)."""
+    if not records or any(r.reference is None for r in records):
+        return ("raw",)
+    return READINGS if all(r.reference is not None and r.reference > 0 for r in records) else ("raw", "minus_chance")
 
 
 def metric_values(records: list[ScoreRecord], selector: MetricSelector) -> dict[Row, float]:

@@ -329,3 +329,15 @@ def test_the_report_shows_the_trend_over_inputs_and_each_groups_difference_with_
     assert "rho > 0 in 1, < 0 in 1 of 3 inputs (1 without a trend)" in text
     assert "| ns | 2 | 0.823 ± 0.012 | +0.0075 ± 0.0025 (SE, 2 seeds, paired) |" in text
     assert "| drift |  | Spearman(lambda, relative drop) per input: m · trained: holds in 1 of 2 inputs" in text
+
+
+def test_a_dead_network_keeps_the_minus_chance_reading():
+    from dataclasses import replace
+
+    from repreval.analysis import readings_of
+
+    alive = replace(record(variant="random[seed=0]", values=(0.2, 0.3)), reference=0.1)
+    dead = replace(record(variant="random[seed=4]", values=(0.0, 0.0)), reference=0.0)
+    assert readings_of([alive]) == ("raw", "minus_chance", "over_chance")
+    assert readings_of([alive, dead]) == ("raw", "minus_chance")
+    assert readings_of([record(values=(0.2, 0.3))]) == ("raw",)
