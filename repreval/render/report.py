@@ -64,13 +64,18 @@ def _verdicts(findings: Findings) -> list[str]:
     lines = [
         "## Findings against the paper",
         "",
-        "Each kind of claim is judged by its own test, named beside each p: comparisons by paired tests on the "
-        "per-input values (Holm-corrected where a claim spans layers; Δ: mean difference with its 95 % bootstrap "
-        "interval), thresholds by each row's standard error, drift by the per-input trend tested over the inputs, "
-        "replicates by the spread over seeds. p: the p-value the verdict rests on, and in brackets that p after "
-        f"Holm's correction across the report's {tested} claims with a p-value; a verdict that is not significant "
-        "after it is inconclusive. *Robust*: the same verdict (before that correction) against every random copy "
-        "the claim lists and under every reading of the score (raw, minus its chance level, over its chance level).",
+        "Each kind of claim is judged by its own test, named beside each p. A comparison with a group of random "
+        "networks (`random[seeds=K]`) takes the networks as the replicates: where the network falls among the K "
+        "(exact rank p; the per-input tests against each copy are listed as within-network evidence); between two "
+        "networks, the per-input values are paired where both saw the same inputs (else Welch); agreement at "
+        "every layer needs each layer significant, disagreement is Holm-corrected across layers; `expect: same` "
+        "is an equivalence test (TOST) within the stated margin; Δ: mean difference with its 95 % bootstrap "
+        "interval. Thresholds are judged with each row's standard error, drift by the per-input trend tested over "
+        "the inputs, replicates by the spread over seeds. p: the p-value the verdict rests on, and in brackets "
+        f"that p after Holm's correction across the report's {tested} claims with a p-value; a verdict that is not "
+        "significant after it is inconclusive. *Robust*: the same verdict (before that correction) against every "
+        "other random copy the claim lists and under every reading of the score (raw, minus its chance level, over "
+        "its chance level, where each exists).",
         "",
         f"| claim | paper | ours | p (Holm across {tested} claims) | verdict | robust? |",
         "|---|---|---|---:|---|---|",
