@@ -256,8 +256,9 @@ def test_layers_of_unknown_models_exit_2_with_a_suggestion(capsys):
 def test_validate_quickstart(capsys):
     code, out, err = cli(capsys, "validate", QUICKSTART)
     assert code == 0, err
-    # 2 variants × 2 layers × (2 methods × abs + grad_cam) × (noise_score × 2 + variance_score × 2 configs)
-    assert "ok: suite 'quickstart': 1 models, 48 units" in out
+    # 21 variants (trained, random[seeds=20]) × 2 layers × (2 methods × abs + grad_cam)
+    # × (noise_score × 2 + variance_score × 2 configs)
+    assert "ok: suite 'quickstart': 1 models, 504 units in 21 groups" in out
 
 
 def test_validate_broken_suite_exits_2(capsys, tmp_path):
