@@ -4,10 +4,13 @@ Each input direction at the probe gives one column of dz/da for every component 
 only the spatial-mean gradient (Grad-CAM) needs the C channel directions (weight 1/(h·w)); any other method
 the C·h·w single activations. So forward mode pays off when there are fewer directions than components, and
 it holds the whole Jacobian (directions × samples × D values), which ``jacobian_bytes`` measures.
+Some operations have no forward-AD rule in torch (CPU's fused attention kernel): :func:`missing_forward_rule`
+recognises torch's error for them.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +20,22 @@ from .core import _Finisher
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import SaliencyMethod
+
+
+#: torch's error for an operation without a forward-AD rule: an aten operator (named), or a custom
+#: autograd.Function without a ``jvp``
+_NO_RULE = re.compile(
+    r"Trying to use forward AD with (\S+) that does not support it"
+    r"|You must implement the jvp function for custom autograd\.Function"
+)
+
+
+def missing_forward_rule(error: BaseException) -> str | None:
+    """The operation that ``error`` says has no forward-AD rule, or None for any other error."""
+    match = _NO_RULE.search(str(error)) if isinstance(error, NotImplementedError) else None
+    if match is None:
+        return None
+    return match.group(1) or "a custom autograd.Function without jvp"
 
 
 def directions(method: SaliencyMethod, feature_shape) -> int:

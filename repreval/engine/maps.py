@@ -8,6 +8,8 @@ One forward pass taps every requested probe (``engine.taps``); its shapes decide
 same pass then serves both modes: reverse-mode requests share the backward passes over its graph (one per
 chunk of components, gradients at every probe at once), and forward-mode requests push input directions
 through the probe's tail starting from its tapped tensor (``engine.forward``). No pass is run only to decide.
+Under ``auto`` the forward requests go first, while the tap pass's graph is still there: a probe whose tail has an
+operation without a forward-AD rule (CPU's fused attention) joins the reverse sweep instead, at no extra pass.
 
 :func:`compute_mean_maps` is the separate one-backward shortcut for ``mean_d mean_c R_d`` (methods linear in
 the gradient): it returns [B, h, w] per request, not [B, D, h, w], so it is an entry of its own, not a flag.
@@ -23,8 +25,9 @@ import torch
 from torch import Tensor
 
 from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
+from ..errors import ReprevalError
 from .core import _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
-from .forward import directions, finish_jacobian, jacobian, jacobian_bytes
+from .forward import directions, finish_jacobian, jacobian, jacobian_bytes, missing_forward_rule
 from .probe import Probe, as_feature_map, gradient_feature_map, probe_layout
 from .taps import Tapped, component_gradients, component_index, tap_forward, used
 
@@ -56,6 +59,7 @@ def compute_maps(
     chunk_size: int | None = None,
     batched: bool | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_fallback: Callable[[MapRequest, str], None] | None = None,
 ) -> dict[MapRequest, Tensor]:
     """Maps [B, D, h, w] (or [B, k, h, w]) for every request, from one tap pass over the preprocessed ``inputs``.
 
@@ -72,6 +76,9 @@ def compute_maps(
     ``batched`` (reverse mode): one vmapped backward per chunk, or (False) one plain backward per component;
     default: vmapped on GPUs, on CPUs whichever a timed trial of the first rows finds faster.
     ``on_chunk(done, total)`` is called after each chunk of the reverse passes (progress within a long sweep).
+    ``on_fallback(request, operation)`` is called for each request that ``auto`` sent forward but the reverse
+    sweep computed, because ``operation`` has no forward-AD rule (the maps are the same); with ``forward`` such an
+    operation is a ReprevalError.
     """
     requests = _checked_requests(requests, strategy)
     if not requests:
@@ -83,10 +90,12 @@ def compute_maps(
         if components is not None:
             batch.index = component_index(components, batch.dim)
         modes = _modes(batch, requests, strategy)
-        maps = _reverse_maps(batch, [r for r in requests if modes[r] == "reverse"], batched, on_chunk)
-        if not create_graph:
-            batch.tapped = batch.tapped.without_graph()  # the backward passes are done: free the graph
-        maps |= _forward_maps(batch, [r for r in requests if modes[r] == "forward"])
+        maps, fallen = _forward_maps(batch, [r for r in requests if modes[r] == "forward"], strategy == "auto")
+        if on_fallback is not None:
+            for request, operation in fallen.items():
+                on_fallback(request, operation)
+        reverse = [r for r in requests if modes[r] == "reverse" or r in fallen]
+        maps |= _reverse_maps(batch, reverse, batched, on_chunk)
     return {request: maps[request] for request in requests}
 
 
@@ -266,24 +275,46 @@ def _reverse_maps(batch: _Batch, requests: list[MapRequest], batched: bool | Non
     return {request: torch.cat(parts).transpose(0, 1) for request, parts in chunks.items()}
 
 
-def _forward_maps(batch: _Batch, requests: list[MapRequest]) -> dict:
+def _forward_maps(batch: _Batch, requests: list[MapRequest], fallback: bool) -> tuple[dict, dict[MapRequest, str]]:
     """Maps of every forward-mode request: one Jacobian per probe and gradient kind (full, or spatial mean),
-    pushed through the probe's tail from its tapped tensor, finished for each request that reads it."""
+    pushed through the probe's tail from its tapped tensor, finished for each request that reads it. With
+    ``fallback`` the requests of a probe whose tail has an operation without a forward-AD rule get no maps but
+    come back in the second dict, with that operation's name."""
     groups: dict[tuple[Probe, bool], list[MapRequest]] = {}
     for request in requests:
         groups.setdefault((request.probe, request.method.gradient == "spatial_mean"), []).append(request)
     tails: dict[Probe, Callable[[Tensor], Tensor]] = {}
+    missing: dict[Probe, str] = {}  # probes whose tail forward mode cannot push through
     chunk = batch.chunk(minimum=32)  # each batched JVP also pays for a primal pass
     maps = {}
     for (probe, spatial_mean), members in groups.items():
+        if probe in missing:
+            continue
         activation = _channels_first_tap(batch, probe)
         feature_map = batch.feature_map(probe, None)
         if probe not in tails:
             tails[probe] = probe.tail(batch.network, batch.inputs)
-        columns = jacobian(tails[probe], activation, feature_map, chunk, spatial_mean, batch.index)
+        try:
+            columns = jacobian(tails[probe], activation, feature_map, chunk, spatial_mean, batch.index)
+        except NotImplementedError as error:
+            missing[probe] = _missing_rule(error, fallback)
+            continue
         for request in members:
             maps[request] = finish_jacobian(columns, batch.finisher(request, feature_map), spatial_mean, chunk)
-    return maps
+    return maps, {request: missing[request.probe] for request in requests if request.probe in missing}
+
+
+def _missing_rule(error: NotImplementedError, fallback: bool) -> str:
+    """The operation without a forward-AD rule that ``error`` names, when the caller falls back to reverse mode;
+    any other error propagates, and without ``fallback`` (strategy forward) it is one line."""
+    operation = missing_forward_rule(error)
+    if operation is None:
+        raise error
+    if not fallback:
+        raise ReprevalError(
+            f"forward mode: {operation} has no forward-AD rule", fix="use strategy reverse or auto"
+        ) from None
+    return operation
 
 
 def _channels_first_tap(batch: _Batch, probe: Probe) -> Tensor:

@@ -194,11 +194,13 @@ class FamilyProgress:
 
 @dataclass
 class _FamilyTally:
-    """What a family's batches leave: each unit's values, failures, and the count of all-zero maps per group."""
+    """What a family's batches leave: each unit's values, failures, the count of all-zero maps per group, and the
+    requests that forward mode left to the reverse sweep."""
 
     collected: dict[str, PerInputValues]
     failed: dict[str, Exception] = field(default_factory=dict)
     zero_maps: dict[int, list[int]] = field(default_factory=dict)  # id(group) -> [zero maps, maps]
+    fallbacks: set[MapRequest] = field(default_factory=set)
 
 
 def _run_family(
@@ -220,7 +222,10 @@ def _run_family(
         def on_chunk(done: int, total: int, call: int, first: int = batch_index * per_batch) -> None:
             progress.chunk(done, total, first + call)
 
-        maps = _family_maps(plan, built.network, family, batches, sets, batch_index, rows, on_chunk)
+        maps = _family_maps(
+            plan, built.network, family, batches, sets, batch_index, rows, on_chunk,
+            on_fallback=lambda request, _operation: tally.fallbacks.add(request),
+        )  # fmt: skip
         for group, work in family:
             _score_batch(built, group, work, maps, batch_index, tally)
     seconds = round((time.perf_counter() - started) / len(family), 3)  # the family's time, shared by its groups
@@ -259,6 +264,8 @@ def _write_records(
     """Write the record of every unit of ``group`` that did not fail; return those that did."""
     zeros, total = tally.zero_maps[id(group)]
     shared = built.shared
+    # auto chose forward mode, but an operation has no forward-AD rule: the reverse sweep gave these maps
+    fallback = {"forward_fallback": 1.0} if work.request in tally.fallbacks else {}
     for unit in group:
         if unit.id in tally.failed:
             continue
@@ -277,7 +284,7 @@ def _write_records(
                 degenerate_maps=zeros / max(total, 1),
                 seconds=seconds,
                 device=str(built.device),
-                **shared | {"extras": shared["extras"] | estimated},
+                **shared | {"extras": shared["extras"] | estimated | fallback},
             )
         )
     return [(unit, tally.failed[unit.id]) for unit in group if unit.id in tally.failed]
@@ -306,9 +313,11 @@ def _family_maps(
     batch_index: int,
     rows: slice,
     on_chunk: Callable[[int, int, int], None] | None = None,
+    on_fallback: Callable[[MapRequest, str], None] | None = None,
 ) -> dict[str, dict[MapRequest, Tensor]]:
     """Maps of one batch for every request of the family and every input set. Without smoothing the sets go
-    through the network as one batch; with it each set keeps its own seeded perturbation."""
+    through the network as one batch; with it each set keeps its own seeded perturbation. ``on_fallback``: as
+    :func:`repreval.engine.compute_maps`."""
     evaluation = plan.suite.evaluation
     works = [work for _, work in family]
     requests = list(dict.fromkeys(work.request for work in works))
@@ -320,7 +329,7 @@ def _family_maps(
         return compute_maps(
             network, requests, inputs, strategy=evaluation.strategy, components=sampled,
             chunk_size=evaluation.chunk_size, memory_budget=evaluation.memory_budget,
-            smoothing=evaluation.smoothing, seed=seed,
+            smoothing=evaluation.smoothing, seed=seed, on_fallback=on_fallback,
             on_chunk=None if on_chunk is None else lambda done, total: on_chunk(done, total, call),
         )  # fmt: skip
 
