@@ -158,8 +158,10 @@ class Layout:
     """How a network lays out the tensors its probes read (declared by the model source, never guessed):
 
     ``channels_first`` [B, C, h, w]; ``channels_last`` [B, h, w, C]; ``tokens`` [B, N, C] whose first
-    ``prefix_tokens`` (class, register, distillation tokens) are set aside and the rest form a row-major
-    ``grid`` (h, w), or without a grid a 1×N row (a text encoder's sequence). A [B, F] vector is read as F
+    ``prefix_tokens`` (class, register, distillation tokens) are set aside and the rest form a ``grid`` (h, w) in
+    row-major order, or in the model's own ``order`` (for each grid cell in row-major order, the index of the token
+    holding it: Hiera's unrolled sequences), or without a grid a 1×N row (a text encoder's sequence). A declaration
+    is checked by measurement before a layer is used (``repreval.layouts``). A [B, F] vector is read as F
     channels of a 1×1 map under any layout. Modules that only
     work channels-first (Conv2d, BatchNorm2d, 2-D pooling) are read channels-first whatever the network's
     layout. ``undeclared``: the model cannot say (e.g. an activation inside a block that mixes layouts);
@@ -168,6 +170,7 @@ class Layout:
     kind: str = "channels_first"
     prefix_tokens: int = 0
     grid: tuple[int, int] | None = None
+    order: tuple[int, ...] | None = None
 
     KINDS: ClassVar[tuple[str, ...]] = ("channels_first", "channels_last", "tokens", "undeclared")
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .api import ImageSet, Layout, ModelHandle, ModelSource, Network, TrainingContext
 from .config import ModelConfig
-from .engine.probe import Probe, as_feature_map, not_per_input, probe_layout
+from .engine.probe import Probe, as_feature_map, first_tensor, probe_layout
 from .errors import ReprevalError, suggest
 from .resources import TRAINING_THREADS, torch_threads
 
@@ -309,9 +309,10 @@ def with_embedding_at(network: Network, module_name: str, where: str) -> Network
 
 @dataclass
 class LayerInfo:
-    """A row of :func:`layer_table`: module name, type name, output shape without the batch dimension, whether
-    it is a default probe layer, the layout its tensor is read in and the shape of its maps (C, h, w), or
-    None with the reason when the engine cannot read it."""
+    """A row of :func:`layer_table`: module name, type name, output shape without the batch dimension (its first
+    tensor, for a module returning a tuple or an output object), whether it is a default probe layer, how its tensor
+    is read, the shape of its maps (C, h, w), and what measuring it found (``repreval.layouts``): ``verified``,
+    ``no positions`` or why it is refused (``unreadable``), and how its positions reach the embedding."""
 
     name: str
     kind: str
@@ -320,22 +321,25 @@ class LayerInfo:
     layout: str = ""
     map_shape: tuple[int, ...] | None = None
     unreadable: str = ""
+    verdict: str = ""
+    reach: str = ""
 
 
 def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
-    """Every module reached while computing the embedding, in execution order, and the embedding size."""
+    """Every module on the embedding's path (its output reaches the embedding's gradient), in execution order, with
+    the verdict of the layout check, and the embedding size."""
+    from .layouts import verify_layers
+
     shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
-    per_input_failures: dict[str, ReprevalError] = {}
     handles = []
     for name, module in network.module.named_modules():
         if not name:
             continue
 
         def record(_m, _i, output, name=name, module=module):
-            if isinstance(output, Tensor) and name not in shapes:
-                shapes[name] = (type(module).__name__, tuple(output.shape[1:]))
-                if output.dim() and output.shape[0] != 1:
-                    per_input_failures[name] = not_per_input(name, output)
+            tensor = first_tensor(output)
+            if tensor is not None and name not in shapes:
+                shapes[name] = (type(module).__name__, tuple(tensor.shape[1:]))
 
         handles.append(module.register_forward_hook(record))
     try:
@@ -345,17 +349,21 @@ def layer_table(network: Network) -> tuple[list[LayerInfo], int]:
         for handle in handles:
             handle.remove()
     defaults = set(network.default_layers)
+    verdicts = verify_layers(network, [Probe(name) for name in shapes])
     rows = []
-    for name, (kind, shape) in shapes.items():
-        probe = Probe(name)
-        layout = probe_layout(network, probe)
-        row = LayerInfo(name, kind, shape, name in defaults, layout=describe_layout(layout, len(shape)))
-        try:
-            if name in per_input_failures:
-                raise per_input_failures[name]
+    for (name, (kind, shape)), verdict in zip(shapes.items(), verdicts.values()):
+        if verdict.reach == "unused":
+            continue
+        layout = probe_layout(network, Probe(name))
+        default = name in defaults and verdict.usable and verdict.reach != "none"  # as validation keeps them
+        row = LayerInfo(
+            name, kind, shape, default, layout=describe_layout(layout, len(shape)),
+            verdict=verdict.status, reach=verdict.reach,
+        )  # fmt: skip
+        if verdict.usable:
             row.map_shape = tuple(as_feature_map(torch.zeros(1, *shape), name, layout).shape[1:])
-        except ReprevalError as exc:
-            row.unreadable = exc.problem
+        else:
+            row.unreadable = verdict.reason
         rows.append(row)
     return rows, embedding.shape[1]
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from .api import EmbeddingScore, Network, Registries
 from .config import PluginChoice, Suite
-from .engine.probe import Probe, check_layouts
+from .engine.probe import Probe
 from .errors import ReprevalError, suggest
+from .layouts import NO_REACH, check_layouts, usable_defaults, verify_layers
 from .models import Model, layer_table, load_state, read_checkpoint
 from .registry import Registry
 
@@ -122,6 +123,7 @@ class Plan:
     layers: dict[str, tuple[str, ...]]  # model id -> probe layers in depth order
     variants: dict[str, list[PluginChoice]]  # model id -> variants, expanded (``layer: each`` -> one per layer)
     instances: PluginInstances = field(repr=False, default=None)  # type: ignore[assignment]
+    notes: list[str] = field(default_factory=list)  # what validation left out or found, one line each
 
     def groups(self, units: list[Unit] | None = None) -> list[tuple[tuple, list[Unit]]]:
         """(group key, units) in plan order; the plan is already sorted by group."""
@@ -174,9 +176,15 @@ def set_fields(config: Any, ignore: tuple[str, ...] = ()) -> dict:
     }
 
 
-def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
-    """The model's probe layers, checked against the network and sorted by depth."""
+def model_layers(model: Model, network: Network, where: str, notes: list[str] | None = None) -> tuple[str, ...]:
+    """The model's probe layers, checked against the network and sorted by depth: each verified by measurement
+    (``repreval.layouts``). Defaults that fail or whose positions never reach the embedding are left out, and a
+    layer asked for explicitly whose positions never reach it is kept; both with a line in ``notes``."""
     layers = model.layers(network)
+    if not model.config.layers and layers:
+        layers, left_out = usable_defaults(network, layers)
+        if notes is not None:
+            notes.extend(f"{where}: {note}" for note in left_out)
     if not layers:
         raise ReprevalError(
             "no probe layers: the model source offers no default",
@@ -202,6 +210,9 @@ def model_layers(model: Model, network: Network, where: str) -> tuple[str, ...]:
     for i, probe in enumerate(probes):
         if probe in problems:
             raise ReprevalError(problems[probe].problem, where=f"{where}.layers[{i}]", fix=problems[probe].fix)
+    if notes is not None and model.config.layers:
+        unreached = [probe.spec for probe, verdict in verify_layers(network, probes).items() if verdict.reach == "none"]
+        notes.extend(f"{where}: layer {layer!r}: {NO_REACH}" for layer in unreached)
     return tuple(sorted(layers, key=lambda layer: depth[Probe.parse(layer).module_name]))
 
 
@@ -266,7 +277,7 @@ def make_plan(suite: Suite, registries: Registries) -> Plan:
             network = model.untrained(config.seed)
         except ReprevalError as exc:
             raise ReprevalError(exc.problem, where=exc.where or f"{where}.model", fix=exc.fix) from None
-        plan.layers[model_id] = model_layers(model, network, where)
+        plan.layers[model_id] = model_layers(model, network, where, plan.notes)
         plan.variants[model_id] = expand_variants(suite, instances, model_id, network, where)
         _check_weights(suite, instances, model, where)
         _check_weights_file(model, network, where)

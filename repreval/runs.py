@@ -232,7 +232,7 @@ def _run(
         write_atomic(parsed.output / "leaderboard.json", to_json(result.boards))
         result.report = write_report(parsed.output)
     result.computed, result.skipped, result.seconds = done.computed, done.skipped, done.seconds
-    result.failures, result.warnings = done.failures, done.warnings
+    result.failures, result.warnings = done.failures, plan.notes + done.warnings
     return result
 
 

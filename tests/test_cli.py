@@ -216,25 +216,43 @@ def test_layers_of_cifar_resnet20(capsys):
     assert code == 0
     assert "cifar:resnet20: input 3×32×32, embedding D = 64" in out
     for name, shape in (("layer1", "16×32×32"), ("layer2", "32×16×16"), ("layer3", "64×8×8")):
-        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ C×h×w\s+│ {shape}\s+│ ✓", out), name
-    assert re.search(r"│ layer2\.0\.shortcut\s+│ ChannelPadShortcut\s+│ 32×16×16\s+│ C×h×w\s+│ 32×16×16\s+│\s+│", out)
+        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ C×h×w\s+│ {shape}\s+│ verified[^│]*│ ✓", out), name
+    assert re.search(
+        r"│ layer2\.0\.shortcut\s+│ ChannelPadShortcut\s+│ 32×16×16\s+│ C×h×w\s+│ 32×16×16\s+│ verified\s+│\s+│", out
+    )
+
+
+def test_layers_lists_only_modules_on_the_embeddings_path(capsys):
+    """cifar:resnet20's classifier (``fc``) computes the logits, not the embedding: not listed, even with --all."""
+    code, out, _ = cli(capsys, "layers", "cifar:resnet20", "--all")
+    assert code == 0
+    assert "│ avgpool" in out or "│ layer3 " in out
+    assert not re.search(r"│ fc\s", out)
 
 
 def test_layers_of_timm_resnet18_at_a_small_input(capsys):
     code, out, _ = cli(capsys, "layers", "timm:resnet18", "--option", "input_size=[3,64,64]")
     assert code == 0
     assert "timm:resnet18: input 3×64×64, embedding D = 512" in out
-    for name, shape in (("layer1", "64×16×16"), ("layer2", "128×8×8"), ("layer3", "256×4×4"), ("layer4", "512×2×2")):
-        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ C×h×w\s+│ {shape}\s+│ ✓", out), name
+    for name, shape in (("layer1", "64×16×16"), ("layer2", "128×8×8"), ("layer3", "256×4×4")):
+        assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ C×h×w\s+│ {shape}\s+│ verified[^│]*│ ✓", out), name
+    # at 64×64 a random ResNet-18's 2×2 layer4 does not follow where the input changes: refused, not a default
+    assert re.search(r"│ layer4\s+│ Sequential\s+│ 512×2×2\s+│ C×h×w\s+│ refused", out)
 
 
 def test_layers_of_a_vit_and_a_swin_show_how_they_are_read(capsys):
     code, out, _ = cli(capsys, "layers", "timm:vit_tiny_patch16_224", "--option", "input_size=[3,64,64]")
     assert code == 0
-    assert re.search(r"│ blocks\.11\s+│ Block\s+│ 17×192\s+│ tokens 1\+4×4\s+│ 192×4×4\s+│ ✓", out)
+    assert re.search(r"│ blocks\.10\s+│ Block\s+│ 17×192\s+│ tokens 1\+4×4\s+│ 192×4×4\s+│ verified\s+│ ✓", out)
+    # the last block's patch tokens never reach the class token: not a default
+    assert re.search(
+        r"│ blocks\.11\s+│ Block\s+│ 17×192\s+│ tokens 1\+4×4\s+│ 192×4×4\s+│ verified, never reaches\s+│\s+│", out
+    )
     code, out, _ = cli(capsys, "layers", "timm:swin_tiny_patch4_window7_224", "--option", "input_size=[3,112,112]")
     assert code == 0
-    assert re.search(r"│ layers\.1\s+│ SwinTransformerStage\s+│ 14×14×192\s+│ h×w×C\s+│ 192×14×14\s+│ ✓", out)
+    assert re.search(
+        r"│ layers\.1\s+│ SwinTransformerStage\s+│ 14×14×192\s+│ h×w×C\s+│ 192×14×14\s+│ verified\s+│ ✓", out
+    )
 
 
 def test_layers_of_unknown_models_exit_2_with_a_suggestion(capsys):

@@ -307,7 +307,10 @@ def test_a_tensor_that_does_not_fit_the_declared_layout_is_refused_at_validate(p
     }  # fmt: skip
     with (
         trusting(Trust(modules=("test_probe_oracles",))),
-        pytest.raises(ReprevalError, match=r"models\.m\.layers\[1\]: probe 'mix' gives a tensor of shape"),
+        pytest.raises(
+            ReprevalError,
+            match=r"models\.m\.layers\[1\]: layer 'mix' cannot be read: probe 'mix' gives a tensor of shape",
+        ),
     ):
         make_plan(parse_suite(data, plugins), plugins)
 

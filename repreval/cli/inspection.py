@@ -46,18 +46,32 @@ def handle_layers(args: argparse.Namespace) -> int:
         title_justify="left",
         header_style="bold",
     )
-    for column in ("layer", "type", "output shape", "read as", "map C×h×w", "default"):
+    for column in ("layer", "type", "output shape", "read as", "map C×h×w", "layout check", "default"):
         table.add_column(column)
-    for row in rows:
-        if args.all or (row.map_shape is not None and len(row.shape) in (1, 2, 3)) or row.default:
-            shape = "×".join(map(str, row.shape))
-            mapped = (
-                "×".join(map(str, row.map_shape)) if row.map_shape else plain(f"not readable: {row.unreadable}", "red")
-            )
-            table.add_row(plain(row.name), plain(row.kind), shape, row.layout, mapped, "✓" if row.default else "")
-    table.caption = "probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
+    stages = set(network.default_layers)  # shown even when refused: why a stage is not probed matters
+    shown = [row for row in rows if args.all or row.name in stages or (row.map_shape and row.verdict == "verified")]
+    for row in shown:
+        shape = "×".join(map(str, row.shape))
+        mapped = "×".join(map(str, row.map_shape)) if row.map_shape else plain(f"refused: {row.unreadable}", "red")
+        table.add_row(
+            plain(row.name), plain(row.kind), shape, row.layout, mapped, _checked(row), "✓" if row.default else ""
+        )
+    table.caption = (
+        f"{len(shown)} of {len(rows)} modules on the embedding's path (--all: every one). Layout check: input changes "
+        "at known places, read as declared, land where they were made (verified), or the layer is refused; "
+        "'never reaches': every gradient map of it is 0; 'flat gradient': its gradient maps are constant. "
+        "Probe a layer's input with NAME:input; ✓ = probed when a suite lists no layers"
+    )
     console.print(table)
     return EXIT_OK
+
+
+def _checked(row) -> str:
+    """The layout check's verdict and, where it matters, how the layer's positions reach the embedding."""
+    if row.map_shape is None:
+        return "refused"
+    reach = {"none": ", never reaches", "uniform": ", flat gradient"}.get(row.reach, "")
+    return row.verdict + reach
 
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:

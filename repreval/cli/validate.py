@@ -8,7 +8,7 @@ import argparse
 from ..render import plain
 from ..suite import load_suite
 from ..trust import TRUST_HELP, no_downloads, trusting, user_trust
-from ._common import EXIT_OK, Command, lazy, plugins_of, say
+from ._common import EXIT_OK, Command, lazy, plugins_of, print_warning, say
 
 plan = lazy("repreval.plan")  # builds every model's architecture: torch
 runner = lazy("repreval.runner")
@@ -45,6 +45,8 @@ def _validate(args: argparse.Namespace) -> int:
         f": suite {suite.name!r}: {len(suite.models)} models, {len(planned.units)} units in "
         f"{len(groups)} groups (a group: one model variant, built once; one task each on Ray)",
     )
+    for note in planned.notes:
+        print_warning(note)
     if args.calibrate:
         (model_id, variant), units = next(iter(groups.items()))
         _, seconds = runner.dry_run(planned, plugins, units)  # one group for real; nothing kept

@@ -10,13 +10,20 @@ reads the same tensor as the probed module included):
 * an input probe finds the torch call that produced the tensor the module reads (a forward pass numbers
   every torch call) and replaces that call's result; the network input itself is replaced directly. An
   input whose producer cannot be identified (e.g. a parameter) is refused.
+
+A module that returns a tuple, a list, a mapping or a model-output object (a transformers ``ModelOutput``) is
+read at its first tensor, depth first (``(hidden_states, attentions)``: the hidden states); substituting it
+replaces that element only and hands the rest of the output through unchanged.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +35,70 @@ if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at ru
     from ..api import Layout, Network
 
 INPUT_SUFFIX = ":input"
+
+
+def first_tensor(value: Any) -> Tensor | None:
+    """The tensor a probe reads in a module's output: the tensor itself, else the first tensor (depth first) of a
+    tuple, list, mapping or dataclass (a transformers ``ModelOutput``: its first field set); None if none."""
+    if isinstance(value, Tensor):
+        return value
+    for _, item in _items(value):
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def with_first_tensor(value: Any, tensor: Tensor) -> Any:
+    """``value`` with its :func:`first_tensor` replaced by ``tensor`` wherever that very tensor appears in it
+    (a block that also returns it among its skip outputs): the same types (a tuple stays a tuple, a
+    ``ModelOutput`` its class), every other element the same object; ``value`` itself is left unchanged."""
+    old = first_tensor(value)
+    if old is None:
+        raise ValueError(f"a {type(value).__name__} with no tensor in it")
+    return _swapped(value, old, tensor)
+
+
+def _items(value: Any) -> list[tuple[Any, Any]]:
+    """The (key, element) pairs of a container a module may return, in order; none for anything else."""
+    if isinstance(value, (tuple, list)):
+        return list(enumerate(value))
+    if isinstance(value, Mapping):  # before dataclasses: a ModelOutput is both, its mapping skips unset fields
+        return list(value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(field.name, getattr(value, field.name)) for field in dataclasses.fields(value)]
+    return []
+
+
+def _swapped(value: Any, old: Tensor, new: Tensor) -> Any:
+    """``value`` with every occurrence of the tensor ``old`` replaced by ``new``; containers copied where changed."""
+    if value is old:
+        return new
+    changes = {}
+    for key, item in _items(value):
+        swapped = _swapped(item, old, new)
+        if swapped is not item:
+            changes[key] = swapped
+    if not changes:
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [changes.get(i, item) for i, item in enumerate(value)]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # a named tuple: fields
+    if isinstance(value, Mapping):
+        changed = copy.copy(value)
+        for key, item in changes.items():  # item by item: a ModelOutput refuses ``update``
+            changed[key] = item  # type: ignore[index]
+        return changed
+    return dataclasses.replace(value, **changes)
+
+
+def no_tensor(spec: str, value: Any) -> ReprevalError:
+    """The error for a probe whose module output (or input) holds no tensor to read."""
+    verb = "reads" if spec.endswith(INPUT_SUFFIX) else "returns"
+    return ReprevalError(
+        f"layer {spec!r} {verb} a {type(value).__name__} with no tensor",
+        fix="probe a module that returns a tensor, e.g. one inside it (`repreval layers MODEL`)",
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +134,11 @@ class Probe:
         if self.side == "output":
 
             def output_hook(_module, _args, output):
-                return on_value(output)
+                tensor = first_tensor(output)
+                if tensor is None:
+                    raise no_tensor(self.spec, output)
+                replaced = on_value(tensor)
+                return None if replaced is None else with_first_tensor(output, replaced)
 
             handle = module.register_forward_hook(output_hook)
         else:
@@ -85,14 +160,14 @@ class Probe:
 
         def keep(value):
             if not isinstance(value, Tensor):
-                raise TypeError(f"probe {self.spec!r} sees a {type(value).__name__}, not a tensor")
+                raise no_tensor(self.spec, value)
             seen.append(value.clone() if keep_graph else value.detach().clone())  # clone: later in-place ops
 
         with torch.set_grad_enabled(keep_graph), self.hooked(network, keep):
             embedding = network.embed(inputs)
         if not seen:
             raise UnknownNameError(
-                f"layer {self.spec!r} is not used when computing the embedding",
+                f"layer {self.module_name!r} is not called when computing the embedding",
                 fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
             )
         return seen[0], embedding if keep_graph else embedding.detach()
@@ -172,7 +247,9 @@ def locate_producers(
             value = args[0] if args else None
             if value is leaf:
                 found[probe] = None
-            elif isinstance(value, Tensor) and id(value) in log.producer:
+            elif not isinstance(value, Tensor):
+                raise no_tensor(probe.spec, value)
+            elif id(value) in log.producer:
                 found[probe] = log.producer[id(value)]
             else:
                 raise probe._unidentified("no torch call of the forward pass produced its input")
@@ -187,7 +264,7 @@ def locate_producers(
     for probe in probes:
         if probe not in found:
             raise UnknownNameError(
-                f"layer {probe.spec!r} is not used when computing the embedding",
+                f"layer {probe.module_name!r} is not called when computing the embedding",
                 fix="probe a layer between the input and the embedding (`repreval layers MODEL`)",
             )
     return found
@@ -276,13 +353,10 @@ def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) 
         return activation
     if activation.dim() == 4 and kind == "channels_last":
         return activation.permute(0, 3, 1, 2)
-    if activation.dim() == 3 and kind == "tokens" and layout is not None and layout.grid is not None:
-        height, width = layout.grid
-        tokens = activation[:, layout.prefix_tokens :]
-        if tokens.shape[1] == height * width:
-            return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-    if activation.dim() == 3 and kind == "tokens" and layout is not None and layout.grid is None:
-        return activation[:, layout.prefix_tokens :].transpose(1, 2)[:, :, None, :]  # a 1×N row per channel
+    if activation.dim() == 3 and kind == "tokens" and layout is not None:
+        mapped = _token_grid(activation, layout)
+        if mapped is not None:
+            return mapped
     expected = {"channels_first": "[B, C, h, w]", "channels_last": "[B, h, w, C]", "tokens": "[B, N, C] tokens"}
     grid = ""
     if kind == "tokens" and layout is not None:
@@ -296,51 +370,25 @@ def as_feature_map(activation: Tensor, spec: str, layout: Layout | None = None) 
     )
 
 
+def _token_grid(activation: Tensor, layout: Layout) -> Tensor | None:
+    """Tokens [B, N, C] as [B, C, h, w] (a 1×N row without a grid): prefix tokens set aside, cells taken in the
+    layout's ``order``; None when the count of tokens does not fit."""
+    tokens = activation[:, layout.prefix_tokens :]
+    if layout.grid is None:
+        return tokens.transpose(1, 2)[:, :, None, :]
+    height, width = layout.grid
+    if layout.order is not None and tokens.shape[1] == len(layout.order):
+        tokens = tokens[:, list(layout.order)]
+    if tokens.shape[1] != height * width:
+        return None
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
 def gradient_feature_map(gradient: Tensor, spec: str, layout: Layout | None = None) -> Tensor:
     """Gradients [k, B, ...] laid out like the probe's tensor -> [k, B, C, h, w]."""
     rows, batch = gradient.shape[:2]
     flat = as_feature_map(gradient.reshape(rows * batch, *gradient.shape[2:]), spec, layout)
     return flat.reshape(rows, batch, *flat.shape[1:])
-
-
-def not_per_input(spec: str, value: Tensor) -> ReprevalError:
-    """The error for a tensor whose first dimension is not the batch (window partitions, flattened heads)."""
-    return ReprevalError(
-        f"probe {spec!r} gives a tensor of shape {tuple(value.shape)} for one input: its first dimension mixes "
-        "inputs with windows or heads, so it has no map per input",
-        fix="probe the enclosing block or a stage (`repreval layers MODEL` shows the readable layers)",
-    )
-
-
-def check_layouts(network: Network, probes: list[Probe]) -> dict[Probe, ReprevalError]:
-    """One forward pass on a zero input: for each probe whose tensor does not fit its layout, the error."""
-    seen: dict[Probe, Tensor] = {}
-    handles = []
-    for probe in probes:
-        module = probe.module(network)
-        if probe.side == "input":
-            handles.append(module.register_forward_pre_hook(lambda _m, args, p=probe: seen.setdefault(p, args[0])))
-        else:
-            handles.append(module.register_forward_hook(lambda _m, _a, out, p=probe: seen.setdefault(p, out)))
-    try:
-        with torch.no_grad():
-            network.embed(network.input_spec.example())
-    finally:
-        for handle in handles:
-            handle.remove()
-    problems = {}
-    for probe, value in seen.items():
-        if not isinstance(value, Tensor):
-            problems[probe] = ReprevalError(f"probe {probe.spec!r} sees a {type(value).__name__}, not a tensor")
-            continue
-        if value.dim() and value.shape[0] != 1:
-            problems[probe] = not_per_input(probe.spec, value)
-            continue
-        try:
-            as_feature_map(value, probe.spec, probe_layout(network, probe))
-        except ReprevalError as exc:
-            problems[probe] = exc
-    return problems
 
 
 def input_leaf(inputs: Tensor) -> Tensor:

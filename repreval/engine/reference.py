@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .core import zero_rounding_noise
-from .probe import Probe, as_feature_map, gradient_feature_map, input_leaf, probe_layout
+from .probe import Probe, as_feature_map, first_tensor, gradient_feature_map, input_leaf, no_tensor, probe_layout
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Aggregator, Network, SaliencyMethod
@@ -29,9 +29,12 @@ def _probed_forward(network: Network, probe: Probe, inputs: Tensor) -> tuple[Ten
     with respect to the changed one)."""
     seen: list[tuple[Tensor, int]] = []
 
-    def keep(value: Tensor) -> None:
+    def keep(value) -> None:
+        tensor = first_tensor(value)  # a module returning a tuple or a ModelOutput: its first tensor
+        if tensor is None:
+            raise no_tensor(probe.spec, value)
         if not seen:
-            seen.append((value, value._version))
+            seen.append((tensor, tensor._version))
 
     module = probe.module(network)
     if probe.side == "input":

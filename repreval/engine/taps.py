@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import ReprevalError, UnknownNameError
 from .core import _activation_bytes
-from .probe import Probe, input_leaf, locate_producers
+from .probe import Probe, first_tensor, input_leaf, locate_producers, no_tensor, with_first_tensor
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
     from ..api import Network
@@ -37,11 +37,6 @@ class Tapped:
     taps: dict[Probe, Tensor]
     embedding: Tensor
     forward_bytes: int
-
-    def without_graph(self) -> Tapped:
-        """The same values, detached: what is left once no backward pass needs the graph (frees it)."""
-        taps = {probe: value.detach() for probe, value in self.taps.items()}
-        return Tapped(taps, self.embedding.detach(), self.forward_bytes)
 
 
 def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, graph: bool = True) -> Tapped:
@@ -101,7 +96,8 @@ def _input_producers(
 
 @contextmanager
 def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Tensor]) -> Iterator[None]:
-    """Tap each output probe's first result and hand its consumers a copy."""
+    """Tap each output probe's first result (its first tensor: :func:`first_tensor`) and hand its consumers the
+    output with a copy of that tensor."""
     handles = []
     for probe in probes:
         if probe.side != "output":
@@ -110,10 +106,11 @@ def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Te
         def tap(_module, _args, output, probe=probe):
             if probe in taps:  # a module called twice: only its first call is probed
                 return None
-            if not isinstance(output, Tensor):
-                raise ReprevalError(f"probe {probe.spec!r} sees a {type(output).__name__}, not a tensor")
-            taps[probe] = output
-            return output.clone()
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise no_tensor(probe.spec, output)
+            taps[probe] = tensor
+            return with_first_tensor(output, tensor.clone())
 
         handles.append(probe.module(network).register_forward_hook(tap))
     try:

@@ -12,7 +12,10 @@ whose maps are zero by construction), naming it. Noise inputs: every non-special
 uniformly drawn non-special token of the vocabulary (seeded), so a noise text has the same length and the
 same special tokens. The embedding is the model's own pooling as its sentence-transformers files declare
 it (``1_Pooling``: mean or CLS token; ``Normalize``: L2), mean pooling without them. Probe layers: the
-encoder blocks (default: all), read as tokens: each map is a 1×N row over the text's tokens.
+encoder blocks (default: all), read as tokens: each map is a 1×N row over the text's tokens. The blocks are
+the module list that holds one module per hidden layer (``encoder.layer.N`` in BERT, ``transformer.layer.N``
+in DistilBERT); a block that returns a tuple (``(hidden_states,)``, ``(hidden_states, attentions)``) is read
+at its first tensor, the hidden states.
 """
 
 from __future__ import annotations
@@ -65,12 +68,10 @@ class HuggingFaceText(ModelSource):
                 pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
-        blocks = tuple(f"encoder.layer.{i}" for i in range(int(getattr(config, "num_hidden_layers", 0))))
-        modules = dict(model.named_modules())
         return Network(
             module=model,
             input_spec=InputSpec(channels=1, height=1, width=length, tokens=length),
-            default_layers=tuple(block for block in blocks if block in modules),
+            default_layers=_blocks(model, config),
             embed=embed,
             description=f"hf {directory.name} ({type(model).__name__}, {length} tokens, {pooling} pooling)",
             layout=Layout("tokens"),  # [B, N, C], no prefix set aside, no grid: 1×N maps
@@ -88,6 +89,24 @@ class HuggingFaceText(ModelSource):
         """Drop buffers a checkpoint keeps but this transformers version does not (``position_ids``)."""
         own = network.module.state_dict()
         return {key: value for key, value in state_dict.items() if key in own or not key.endswith("position_ids")}
+
+
+#: Names of the module list that holds an encoder's blocks, where several lists have one module per layer
+BLOCK_LISTS = ("layer", "layers", "block", "blocks")
+
+
+def _blocks(model, config) -> tuple[str, ...]:
+    """The encoder's blocks: the elements of its module list with one module per hidden layer (the one named
+    like a block list where several are); none when there is no such list."""
+    from torch import nn
+
+    count = int(getattr(config, "num_hidden_layers", 0) or 0)
+    lists = [
+        name for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and len(module) == count
+    ]
+    if len(lists) > 1:
+        lists = [name for name in lists if name.rsplit(".", 1)[-1] in BLOCK_LISTS]
+    return tuple(f"{lists[0]}.{i}" for i in range(count)) if count and len(lists) == 1 else ()
 
 
 def _transformers():

@@ -37,6 +37,16 @@ def _check_options(options: dict) -> None:
     if unknown:
         name = sorted(unknown)[0]
         raise ReprevalError(f"unknown timm option {name!r}", fix=suggest(name, _OPTIONS))
+    size = options.get("input_size")
+    if size is not None and not (
+        isinstance(size, (list, tuple))
+        and len(size) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)
+    ):
+        raise ReprevalError(
+            f"option input_size must be [channels, height, width] (three positive integers), got {size!r}",
+            fix="e.g. input_size=[3,64,64]",
+        )
     kwargs = options.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ReprevalError(f"option kwargs must be a mapping, got {kwargs!r}", fix="e.g. kwargs: {drop_rate: 0}")
@@ -65,10 +75,29 @@ def _input_spec(model, options: dict) -> InputSpec:
 
 
 def _stage_names(model) -> tuple[str, ...]:
-    feature_info = getattr(model, "feature_info", None) or []
-    names = [info["module"] for info in feature_info if info.get("module")]
+    """The modules of ``feature_info``'s stages. A name timm spells differently from the module (Twins lists
+    ``block.N`` for ``blocks.N``) is matched to the one module whose name differs only in a plural first part (a
+    ModuleList, never called itself, by its last block)."""
     modules = dict(model.named_modules())
-    return tuple(name for name in names if name in modules)
+    return tuple(found for found in (_stage_module(info["module"], modules) for info in _feature_info(model)) if found)
+
+
+def _feature_info(model) -> list[dict]:
+    return [info for info in getattr(model, "feature_info", None) or [] if info.get("module")]
+
+
+def _stage_module(name: str, modules: dict) -> str | None:
+    if name in modules:
+        return name
+    first, _, rest = name.partition(".")
+    spellings = [f"{first}s.{rest}" if rest else f"{first}s", f"{first.removesuffix('s')}.{rest}" if rest else first]
+    found = [spelling for spelling in spellings if spelling in modules and spelling != name]
+    if len(found) != 1:
+        return None
+    stage = modules[found[0]]
+    if type(stage).__name__ == "ModuleList" and len(stage):  # never called itself: its last block ends the stage
+        return f"{found[0]}.{len(stage) - 1}"
+    return found[0]
 
 
 class TimmSource(ModelSource):
@@ -261,8 +290,9 @@ def _stage_layouts(model, spec: InputSpec, outputs: dict, network_layout: Layout
     """The layout of each stage whose output differs from the network's (see the module docstring)."""
     import math
 
-    channels = {info["module"]: info.get("num_chs") for info in getattr(model, "feature_info", None) or []}
-    reductions = {info["module"]: info.get("reduction") for info in getattr(model, "feature_info", None) or []}
+    modules = dict(model.named_modules())
+    channels = {_stage_module(info["module"], modules): info.get("num_chs") for info in _feature_info(model)}
+    reductions = {_stage_module(info["module"], modules): info.get("reduction") for info in _feature_info(model)}
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     layouts = {}
     for stage, value in outputs.items():
@@ -276,16 +306,30 @@ def _stage_layouts(model, spec: InputSpec, outputs: dict, network_layout: Layout
         elif len(shape) == 4 and shape[3] == width:
             layout = Layout("channels_last")
         elif len(shape) == 3 and shape[2] == width and reductions.get(stage):
-            reduction = reductions[stage]
+            reduction = float(reductions[stage] or 1)
             for round_ in (math.ceil, math.floor):
                 grid = (round_(spec.height / reduction), round_(spec.width / reduction))
                 extra = shape[1] - grid[0] * grid[1]
                 if extra in {0, prefix}:
-                    layout = Layout("tokens", prefix_tokens=extra, grid=grid)
+                    layout = Layout("tokens", prefix_tokens=extra, grid=grid, order=_rerolled(model, stage, shape[1]))
                     break
         if layout is not None and layout != network_layout:
             layouts[stage] = layout
     return layouts
+
+
+def _rerolled(model, stage: str, tokens: int) -> tuple[int, ...] | None:
+    """Hiera keeps its token sequences in an unrolled order (its docstring: "not in HxW order"); its own ``reroll``
+    maps block ``blocks.N``'s sequence back to the grid. Pushing the token indices through it gives, for each grid
+    cell in row-major order, the token holding it. None for other models."""
+    import torch
+
+    reroll = getattr(model, "reroll", None)
+    first, _, index = stage.partition(".")
+    if reroll is None or first != "blocks" or not index.isdigit():
+        return None
+    positions = torch.arange(tokens, dtype=torch.float64).reshape(1, tokens, 1)
+    return tuple(int(position) for position in reroll(positions, int(index)).flatten().tolist())
 
 
 def _layout(model) -> Layout:
