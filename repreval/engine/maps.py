@@ -222,6 +222,14 @@ class _Batch:
 
     def mode(self, request: MapRequest, strategy: str) -> str:
         """The request's mode: ``strategy`` itself, or ``auto``'s choice from this pass's shapes."""
+        if request.probe in self.tapped.containers:
+            if strategy == "forward":
+                raise ReprevalError(
+                    f"forward mode: layer {request.probe.spec!r} returns a tuple or an output object whose other "
+                    "elements may be computed from the probed tensor; substituting that tensor alone would miss them",
+                    fix="use strategy reverse or auto",
+                )
+            return "reverse"
         if strategy != "auto":
             return strategy
         layout = probe_layout(self.network, request.probe).kind

@@ -37,6 +37,9 @@ class Tapped:
     taps: dict[Probe, Tensor]
     embedding: Tensor
     forward_bytes: int
+    # output probes whose module returns a tuple or an output object: forward mode would substitute only the first
+    # tensor, missing other elements the block computes from it, so they take the reverse sweep
+    containers: frozenset[Probe] = frozenset()
 
 
 def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, graph: bool = True) -> Tapped:
@@ -47,6 +50,7 @@ def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, gr
         before = counted[0]
         leaf = input_leaf(inputs)
         taps: dict[Probe, Tensor] = {}
+        containers: set[Probe] = set()
         clone_at: dict[int, list[tuple[int | None, Probe]]] = {}
         for probe, producer in producers.items():
             if producer is None:  # the module reads the network input itself
@@ -56,14 +60,14 @@ def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, gr
         clones = _Clones(clone_at, taps)
         with (
             torch.set_grad_enabled(graph),
-            _output_taps(network, probes, taps),
+            _output_taps(network, probes, taps, containers),
             clones,
             _checked_inputs(network, producers, clones),
         ):
             embedding = network.embed(leaf)
         forward_bytes = counted[0] - before
     _check_pass(probes, taps, embedding)
-    return Tapped(taps, embedding, forward_bytes)
+    return Tapped(taps, embedding, forward_bytes, frozenset(containers))
 
 
 def _check_pass(probes: Sequence[Probe], taps: dict[Probe, Tensor], embedding: Tensor) -> None:
@@ -95,9 +99,11 @@ def _input_producers(
 
 
 @contextmanager
-def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Tensor]) -> Iterator[None]:
+def _output_taps(
+    network: Network, probes: Sequence[Probe], taps: dict[Probe, Tensor], containers: set[Probe] | None = None
+) -> Iterator[None]:
     """Tap each output probe's first result (its first tensor: :func:`first_tensor`) and hand its consumers the
-    output with a copy of that tensor."""
+    output with a copy of that tensor; probes whose module returns more than a tensor go in ``containers``."""
     handles = []
     for probe in probes:
         if probe.side != "output":
@@ -110,6 +116,8 @@ def _output_taps(network: Network, probes: Sequence[Probe], taps: dict[Probe, Te
             if tensor is None:
                 raise no_tensor(probe.spec, output)
             taps[probe] = tensor
+            if containers is not None and not isinstance(output, Tensor):
+                containers.add(probe)
             return with_first_tensor(output, tensor.clone())
 
         handles.append(probe.module(network).register_forward_hook(tap))
