@@ -37,6 +37,7 @@ class Cell:
     reference: float | None = None
     error: str | None = None
     unit: str | None = None  # the record's unit id: where the number came from
+    all_zero: bool = False  # every map was exactly 0: the layer's positions never reach the embedding
 
 
 @dataclass
@@ -194,7 +195,10 @@ def _row(model: str, variant: str, dataset: str, layers: dict[int, ScoreRecord],
         elif found.status != "ok":
             cells.append(Cell("failed", error=found.error))
         else:
-            cells.append(Cell("ok", found.ok_value(), found.spread, found.reference, unit=found.unit_id))
+            all_zero = found.degenerate_maps >= 1.0
+            cells.append(
+                Cell("ok", found.ok_value(), found.spread, found.reference, unit=found.unit_id, all_zero=all_zero)
+            )
     return _averaged(Row(model, variant, cells, None, False, None, dataset=dataset))
 
 
@@ -241,6 +245,7 @@ def _group_cell(cells: list[Cell]) -> Cell:
         fmean(cell.value for cell in ok if cell.value is not None),
         stdev(cell.value for cell in ok if cell.value is not None) if len(ok) > 1 else None,
         fmean(references) if len(references) == len(ok) else None,
+        all_zero=any(cell.all_zero for cell in ok),
     )
 
 

@@ -137,3 +137,16 @@ def test_hiera_is_read_in_its_own_order_and_twins_stages_are_found(plugins, name
     network = Model(config, plugins.model_source.create("timm")).untrained(0)
     assert layer in network.default_layers
     assert _verdict(network, layer).status == "verified"
+
+
+def test_an_explicitly_requested_layer_that_never_reaches_the_embedding_is_marked_on_every_board(tmp_path, capsys):
+    out = tmp_path / "vit"
+    args = ["eval", "timm:vit_tiny_patch16_224", "--option", "input_size=[3,64,64]", "--layers", "blocks.5,blocks.11"]
+    args += ["--limit", "2", "--saliency", "gradients", "--scores", "noise_score", "--out", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "layer 'blocks.11': its positions never reach the embedding" in err
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| 1 ")]
+    assert rows and all(row.endswith("∅ |") and row.count("∅") == 1 for row in rows)  # blocks.11 only, last column
+    assert "∅ = every map at that layer was exactly 0" in report

@@ -15,6 +15,8 @@ from ..groups import split_label
 from ..leaderboard import Board, Cell, Row
 
 MISSING = "—"
+#: Marks a cell whose maps were all exactly 0 (the layer's positions never reach the embedding)
+ALL_ZERO = "∅"
 
 
 #: control characters (terminal escapes, carriage returns, ...) shown as ``\x1b``; newlines and tabs kept
@@ -32,12 +34,14 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def cell_text(cell: Cell) -> str:
-    """A cell as ``value ±spread`` (3 decimals), ``failed``, or ``—`` when missing."""
+    """A cell as ``value ±spread`` (3 decimals; `` ∅`` after it when every map was 0), ``failed``, or ``—`` when
+    missing."""
     if cell.status == "failed":
         return "failed"
     if cell.status != "ok":
         return MISSING
-    return f"{cell.value:.3f}" + ("" if cell.spread is None else f" ±{cell.spread:.3f}")
+    text = f"{cell.value:.3f}" + ("" if cell.spread is None else f" ±{cell.spread:.3f}")
+    return text + (f" {ALL_ZERO}" if cell.all_zero else "")
 
 
 def with_interval(
@@ -105,6 +109,11 @@ def board_legend(board: Board) -> str:
         legend += "; chance: the same score on noise inputs; − chance: mean minus chance"
     if any(not row.complete for row in board.rows):
         legend += "; * = some layers missing"
+    if any(cell.all_zero for row in board.rows for cell in row.cells):
+        legend += (
+            f"; {ALL_ZERO} = every map at that layer was exactly 0: its positions never reach the embedding, "
+            "so the score there reads nothing about the representation"
+        )
     return legend
 
 
