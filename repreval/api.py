@@ -27,6 +27,7 @@ from .tracing import stage_layers, trial_forward
 from .trust import import_trusted
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "AttributionMaps",
     "ScoreValues",
     "SaliencyMethod",
+    "Points",
     "Aggregator",
     "AttributionScore",
     "EmbeddingScore",
@@ -260,23 +262,59 @@ class ScoreValues:
 # Plugin base classes
 
 
+@dataclass
+class Points:
+    """Where a saliency method with ``uses_points`` needs gradients and how they combine (see
+    :meth:`SaliencyMethod.points`): ``at`` [S, B, C, h, w], S activations per input (a path from a baseline,
+    noisy copies); ``weights`` (the same shape, or one that broadcasts to it): by default the attribution is
+    sum_s weights_s ⊙ gradient_s (Integrated Gradients: the quadrature weights times (a − baseline))."""
+
+    at: Tensor
+    weights: Tensor
+
+
 class SaliencyMethod:
     """Attribution of embedding components to a probe layer's activation.
 
     ``attribute(activation, gradient)``: activation [B, C, h, w]; gradient [k, B, C, h, w], the
     gradients of k embedding components (or [k, B, C, 1, 1], their spatial mean, when
     ``gradient = "spatial_mean"``). Returns [k, B, C, h, w], or [k, B, h, w] when ``spatial`` is True
-    (the method makes its own h×w map, so no channel aggregator applies).
+    (the method makes its own h×w map, so no channel aggregator applies). B counts rows of the batch: with
+    the suite's input-level ``smoothing`` on, each input's noisy samples are rows of their own (B × samples),
+    and the engine averages their attributions per input afterwards.
+
+    A method that needs gradients away from the real activation (Integrated Gradients along a path from a
+    baseline, SmoothGrad at noisy copies) sets ``uses_points`` and implements ``points`` and ``combine``
+    instead of ``attribute``: the engine evaluates the gradients at every point, the points of a probe being
+    extra rows of one backward sweep, and hands them to ``combine``.
     """
 
     name: ClassVar[str]
     spatial: ClassVar[bool] = False
     gradient: ClassVar[str] = "full"  # "full" or "spatial_mean"
     linear_in_gradient: ClassVar[bool] = False  # attribute(a, g1 + g2) == attribute(a, g1) + attribute(a, g2)
+    uses_points: ClassVar[bool] = False  # gradients at ``points(...).at``, combined by ``combine``
 
     def attribute(self, activation: Tensor, gradient: Tensor) -> Tensor:
         """Attributions [k, B, C, h, w] ([k, B, h, w] when ``spatial``) of the k components in ``gradient``."""
         raise NotImplementedError
+
+    def reference_inputs(self, inputs: Tensor, generator: torch.Generator) -> Tensor | None:
+        """(``uses_points``) Network inputs [R, ...] (preprocessed, like ``inputs``) whose activations at the probe
+        ``points`` receives as ``reference`` (e.g. an all-zero input, Captum's default baseline; seeded noise);
+        None (the default): no reference."""
+        return None
+
+    def points(self, activation: Tensor, reference: Tensor | None, generator: torch.Generator) -> Points:
+        """(``uses_points``) Where the method needs gradients, derived from the real ``activation``
+        [B, C, h, w] and ``reference`` (the activations [R, C, h, w] of :meth:`reference_inputs`, or None), with
+        the weights that combine them; any randomness drawn from ``generator`` (CPU, seeded by the run)."""
+        raise NotImplementedError
+
+    def combine(self, points: Points, gradients: Tensor) -> Tensor:
+        """(``uses_points``) Attributions [k, B, C, h, w] from ``gradients`` [k, S, B, C, h, w] of k components at
+        ``points.at``. Default: the weighted sum over points, sum_s weights_s ⊙ gradient_s."""
+        return (points.weights * gradients).sum(dim=1)
 
     def finish_maps(self, maps: Tensor, input_shape: tuple[int, ...]) -> Tensor:
         """The last step on each component's h×w map [k, B, h, w] (after channel aggregation, before the

@@ -42,9 +42,11 @@ class PluginChoice:
 
 @dataclass(frozen=True)
 class Smoothing:
-    """Expected-gradients style smoothing: average attributions over ``samples`` inputs
-    ``x_s = t·(x + sigma·eps) + (1 - t)·0`` with eps ~ N(0, I) and, if ``random_scale``, t ~ U(0, 1)
-    (else t = 1). Applied to the preprocessed input. The default is the plain method."""
+    """Input-level smoothing: each input's attributions are the mean of the saliency method's attributions at
+    ``samples`` perturbed inputs ``x_s = t·(x + sigma·eps)`` with eps ~ N(0, I) and, if ``random_scale``,
+    t ~ U(0, 1) (else t = 1), applied to the preprocessed input: e.g. a(x_s) ⊙ dz_d/da(x_s) for
+    activations×gradients. Neither SmoothGrad nor Integrated Gradients at the probe layer (those are the
+    ``smoothgrad`` and ``integrated_gradients`` methods). The default is the plain method."""
 
     samples: int = 1
     sigma: float = 0.0

@@ -26,6 +26,7 @@ class Kind:
     usage: str  # a suite snippet (YAML)
     check_arguments: str = ""  # extra arguments of check_plugin in the generated test
     summary: str = ""
+    registry: str = ""  # the registry it registers into, when not the kind's own name (path_saliency: saliency)
 
 
 KINDS = {
@@ -36,6 +37,15 @@ KINDS = {
         "saliency",
         "evaluation:\n  saliency: [gradients, $name]",
         summary="rectified activations x gradients",
+    ),
+    "path_saliency": Kind(
+        "register_saliency_methods",
+        "Saliency",
+        "saliency method that takes gradients at points of its own",
+        "saliency",
+        "evaluation:\n  saliency: [gradients, $name, {$name: {steps: 16}}]",
+        summary="integrated gradients from a blurred baseline",
+        registry="saliency",
     ),
     "aggregator": Kind(
         "register_aggregators",
@@ -128,7 +138,7 @@ def write_plugin(name: str, kind: str, out: Path | str = ".", taken: dict[str, l
     words = name.split("_")
     values = {
         "name": name,
-        "kind": kind,
+        "kind": spec.registry or kind,
         "package": f"{name}_repreval",  # not repreval_*: that prefix is repreval's own (repreval_builtins)
         "distribution": f"{name.replace('_', '-')}-repreval",
         "class_name": "".join(word.capitalize() for word in words if word) + spec.class_suffix,

@@ -270,6 +270,7 @@ def make_plan(suite: Suite, registries: Registries) -> Plan:
     instances = PluginInstances(registries)
     plan = Plan(suite, [], {}, {}, instances)
     embedding_scores, attribution_scores = _split_scores(suite, instances)
+    _check_estimates(suite, instances, attribution_scores)
     for model_id, config in suite.models.items():
         where = f"{suite.where}: models.{model_id}"
         model = Model(config, registries.model_source.create(config.source_name), where=where)
@@ -348,6 +349,14 @@ def _split_scores(suite: Suite, instances: PluginInstances) -> tuple[list[Plugin
                     where=f"{suite.where}: evaluation.scores[{i}]",
                     fix=suggest(dataset, suite.datasets) or "declare it under 'datasets:'",
                 )
+    for i, saliency in enumerate(evaluation.saliency):
+        if evaluation.strategy == "forward" and instances.get("saliency", saliency).uses_points:
+            raise ReprevalError(
+                f"saliency method {saliency.label!r} needs gradients at points of its own, which only the reverse "
+                "sweep evaluates",
+                where=f"{suite.where}: evaluation.saliency[{i}]",
+                fix="set evaluation.strategy to auto or reverse",
+            )
     if attribution_scores and not evaluation.saliency:
         raise ReprevalError(
             "attribution scores need saliency methods",
@@ -355,6 +364,34 @@ def _split_scores(suite: Suite, instances: PluginInstances) -> tuple[list[Plugin
             fix="list e.g. [gradients, grad_cam]",
         )
     return embedding_scores, attribution_scores
+
+
+def _check_estimates(suite: Suite, instances: PluginInstances, scores: list[PluginChoice]) -> None:
+    """With ``sample_components``, every attribution score must have an estimate with every component aggregator
+    it reads: each is asked for one on small seeded maps, so a combination without one is refused before a run."""
+    k = suite.evaluation.sample_components
+    if k is None:
+        return
+    import torch
+
+    from .api import AttributionMaps
+
+    generator = torch.Generator().manual_seed(0)
+    real, noise, noise_b = (torch.rand(1, k, 4, 4, generator=generator) for _ in range(3))
+    maps = AttributionMaps(real, noise, noise_b)
+    for score in scores:
+        scorer = instances.get("score", score)
+        aggregators = suite.evaluation.embedding_aggregators if scorer.uses_embedding_aggregator else [None]
+        for aggregator in aggregators:
+            try:
+                scorer.estimate(maps, aggregator and instances.get("aggregator", aggregator), 2 * k, 0)
+            except Exception as exc:
+                problem = exc.problem if isinstance(exc, ReprevalError) else str(exc)
+                raise ReprevalError(
+                    problem if problem.startswith("score ") else f"score {score.label!r}: {problem}",
+                    where=f"{suite.where}: evaluation.sample_components",
+                    fix="remove sample_components to compute every component, or that score or aggregator",
+                ) from None
 
 
 def _embedding_units(plan: Plan, model_id: str, variant: PluginChoice, scores: list[PluginChoice]) -> list[Unit]:

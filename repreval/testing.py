@@ -207,6 +207,7 @@ ATTRIBUTES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "spatial": BOOL,
         "gradient": (lambda v: v in ("full", "spatial_mean"), "must be 'full' or 'spatial_mean'"),
         "linear_in_gradient": BOOL,
+        "uses_points": BOOL,
     },
     Aggregator: {"linear": BOOL, "elementwise": (lambda v: v is None or callable(v), "must be None or a function")},
     AttributionScore: {
@@ -322,6 +323,9 @@ def _smoke_saliency(check: Checked, method: SaliencyMethod) -> None:
     generator = torch.Generator().manual_seed(0)
     activation = torch.randn(b, c, h, w, generator=generator)
     spatial_mean = method.gradient == "spatial_mean"
+    if method.uses_points:
+        _smoke_points(check, method, activation)
+        return
     gradients = [torch.randn(k, b, c, *((1, 1) if spatial_mean else (h, w)), generator=generator) for _ in range(2)]
     out = method.attribute(activation, gradients[0])
     expected = [k, b, h, w] if method.spatial else [k, b, c, h, w]
@@ -335,6 +339,45 @@ def _smoke_saliency(check: Checked, method: SaliencyMethod) -> None:
             "linear_in_gradient is True, but attribute(a, g1 + g2) != attribute(a, g1) + attribute(a, g2)",
         )
     check.passed.append(f"attribute() -> {expected}")
+
+
+def _smoke_points(check: Checked, method: SaliencyMethod, activation) -> None:
+    """A method with ``uses_points``: reference inputs, points and combine have the documented shapes, the points
+    depend only on the generator's seed, and the engine computes finite maps with it on a tiny network."""
+    import torch
+
+    from .api import InputSpec, Network, component_maps
+
+    class ChannelMean(Aggregator):
+        name = "mean"
+
+        def __call__(self, values, dim):
+            return values.mean(dim=dim)
+
+    inputs = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    reference_inputs = method.reference_inputs(inputs, torch.Generator().manual_seed(0))
+    check.expect(
+        reference_inputs is None or (_finite(reference_inputs) and reference_inputs.shape[1:] == inputs.shape[1:]),
+        f"reference_inputs() returned {_shape(reference_inputs)}: None or inputs [R, 3, 6, 6] expected",
+    )
+    reference = None if reference_inputs is None else activation[:1].clone()
+    points = [method.points(activation, reference, torch.Generator().manual_seed(0)) for _ in range(2)]
+    at = getattr(points[0], "at", None)
+    if not (isinstance(at, torch.Tensor) and at.dim() == 5 and at.shape[1:] == activation.shape):
+        check.expect(
+            False, f"points() returned {_shape(at)} as Points.at: [S, {', '.join(map(str, activation.shape))}]"
+        )
+        return
+    check.expect(torch.equal(at, points[1].at), "points() gave other points for the same generator seed")
+    gradients = torch.randn(2, *at.shape, generator=torch.Generator().manual_seed(2))
+    out = method.combine(points[0], gradients)
+    expected = [2, *activation.shape] if not method.spatial else [2, activation.shape[0], *activation.shape[2:]]
+    check.expect(_shape(out) == expected, f"combine() returned shape {_shape(out)}, expected {expected}")
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.Conv2d(4, 5, 3))
+    network = Network(module, InputSpec(3, 6, 6), (), embed=lambda x: module(x).mean(dim=(-2, -1)))
+    maps = component_maps(network, "1", inputs, method, None if method.spatial else ChannelMean())
+    check.expect(_finite(maps) and tuple(maps.shape) == (2, 5, 4, 4), f"the engine's maps: {_shape(maps)}")
+    check.passed.append(f"points() -> [S, {', '.join(map(str, activation.shape))}], combine() -> {expected}, maps")
 
 
 def _smoke_aggregator(check: Checked, aggregator: Aggregator) -> None:

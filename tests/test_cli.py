@@ -48,8 +48,10 @@ evaluation:
 """
 SMALL_UNITS = 2 * 1 * 2 * 2  # variants × layers × saliency × scores
 
+BUILTIN_SALIENCY = ["gradients", "activations_x_gradients", "grad_cam", "integrated_gradients", "smoothgrad"]
+BUILTIN_SALIENCY += ["expected_gradients"]
 BUILTIN_PLUGINS = {
-    "saliency": {"saliency": ["gradients", "activations_x_gradients", "grad_cam"]},
+    "saliency": {"saliency": BUILTIN_SALIENCY},
     "aggregators": {"aggregator": ["mean", "abs", "var", "skew", "max", "topk_mean"]},
     "scores": {"score": ["noise_score", "variance_score", "linear_probe", "classifier_accuracy"]},
     "variants": {"variant": ["trained", "random", "randomize_layer", "cascade"]},
@@ -178,7 +180,7 @@ def test_plugins_table(capsys):
         ("explainers", ["parts"]),
         ("executors", ["local", "ray"]),
         ("datasets", ["digits", "mnist", "image_folder", "image_files", "noise", "text_lines"]),
-        ("saliency", ["gradients", "activations_x_gradients", "grad_cam"]),
+        ("saliency", BUILTIN_SALIENCY),
         ("variants", ["trained", "random", "randomize_layer", "cascade"]),
     ],
 )

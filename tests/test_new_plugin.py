@@ -40,14 +40,14 @@ def test_every_kind_generates_a_conforming_plugin(kind, tmp_path, capsys, monkey
     monkeypatch.syspath_prepend(str(root))
     module = importlib.import_module(f"{name}_repreval")
     checked = check_plugin(module, model=f"{name}:small" if kind == "model_source" else None)
-    assert checked[0].kind == kind and checked[0].name == name
+    assert checked[0].kind == (KINDS[kind].registry or kind) and checked[0].name == name
     assert not checked[0].skipped, checked[0]  # the example runs every check, with default options
 
 
 @pytest.mark.slow
 def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
-    """score and saliency: generated, installed offline into a site folder, then tested in a subprocess."""
-    roots = [generate(tmp_path, f"kit_{kind}", kind, capsys) for kind in ("score", "saliency")]
+    """score and path saliency: generated, installed offline into a site folder, then tested in a subprocess."""
+    roots = [generate(tmp_path, f"kit_{kind}", kind, capsys) for kind in ("score", "path_saliency")]
     site = tmp_path / "site"
     install_offline(site, *map(str, roots))
     env = {
@@ -91,7 +91,7 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path, capsys):
     assert listed.returncode == 0, listed.stdout + listed.stderr
     scores, saliency = listed.stdout.split("registered: saliency")
     assert re.search(r"kit_score\s.*kit_score", scores)  # name ... plugin
-    assert re.search(r"kit_saliency\s.*kit_saliency", saliency)
+    assert re.search(r"kit_path_saliency\s.*kit_path_saliency", saliency)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from repreval.api import (
     DatasetSource,
     EmbeddingScore,
     ImageSet,
+    Points,
     SaliencyMethod,
     ScoreValues,
     Variant,
@@ -69,6 +70,9 @@ def test_a_module_is_checked_as_its_installed_entry_point():
         ("saliency", "gradients"),
         ("saliency", "activations_x_gradients"),
         ("saliency", "grad_cam"),
+        ("saliency", "integrated_gradients"),
+        ("saliency", "smoothgrad"),
+        ("saliency", "expected_gradients"),
     ]
 
 
@@ -126,6 +130,26 @@ class NotLinear(SaliencyMethod):
 
     def attribute(self, activation, gradient):
         return gradient.abs()
+
+
+class FlatPoints(SaliencyMethod):
+    """A points method that forgets the dimension of the points."""
+
+    name = "flat_points"
+    uses_points = True
+
+    def points(self, activation, reference, generator):
+        return Points(activation, activation)
+
+
+class RandomPoints(SaliencyMethod):
+    """A points method that draws from the global generator instead of the one it is given."""
+
+    name = "random_points"
+    uses_points = True
+
+    def points(self, activation, reference, generator):
+        return Points(activation + torch.randn(3, *activation.shape), 1 / 3)
 
 
 class KeepsDim(Aggregator):
@@ -210,6 +234,14 @@ def plugin_of(hook: str, *factories, **register_options):
         (
             plugin_of("register_saliency_methods", NotLinear),
             "saliency 'not_linear': linear_in_gradient is True, but attribute(a, g1 + g2) != ",
+        ),
+        (
+            plugin_of("register_saliency_methods", FlatPoints),
+            "saliency 'flat_points': points() returned [2, 3, 4, 5] as Points.at: [S, 2, 3, 4, 5]",
+        ),
+        (
+            plugin_of("register_saliency_methods", RandomPoints),
+            "saliency 'random_points': points() gave other points for the same generator seed",
         ),
         (
             plugin_of("register_aggregators", KeepsDim),

@@ -108,7 +108,9 @@ def handle_new_plugin(args: argparse.Namespace) -> int:
     plugins = plugins_of(args)
     taken = {
         "plugin": list(plugins.info),
-        kind.replace("_", " "): [n for e in plugins.registry(kind) for n in (e.name, *e.aliases)],
+        kind.replace("_", " "): [
+            n for e in plugins.registry(KINDS[kind].registry or kind) for n in (e.name, *e.aliases)
+        ],
     }
     written = write_plugin(args.name, kind, args.out, taken=taken)
     for path in written:

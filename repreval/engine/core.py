@@ -134,11 +134,18 @@ class _Finisher:
         self.input_shape = (batch, *input_shape[1:])
 
     def __call__(self, gradient: Tensor) -> Tensor:  # [k, B*S, C, h, w] (or [k, B*S, C, 1, 1])
-        method = self.method
+        return self.finish(self.method.attribute(self.feature_map, self.gradient(gradient)))
+
+    def gradient(self, gradient: Tensor) -> Tensor:
+        """``gradient`` [..., C, h, w] as the method reads it: the feature map's dtype, spatial means if asked."""
         gradient = gradient.to(self.feature_map.dtype)
-        if method.gradient == "spatial_mean" and gradient.shape[-2:] != (1, 1):
+        if self.method.gradient == "spatial_mean" and gradient.shape[-2:] != (1, 1):
             gradient = gradient.mean(dim=(-2, -1), keepdim=True)
-        attribution = method.attribute(self.feature_map, gradient)
+        return gradient
+
+    def finish(self, attribution: Tensor) -> Tensor:
+        """Attributions [k, B*S, ...] -> maps [k, B, h, w]: smoothing samples averaged, channels aggregated."""
+        method = self.method
         if self.samples > 1:
             rows = attribution.shape[0]
             attribution = attribution.reshape(rows, self.batch, self.samples, *attribution.shape[2:]).mean(dim=2)

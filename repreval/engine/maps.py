@@ -17,6 +17,7 @@ the gradient): it returns [B, h, w] per request, not [B, D, h, w], so it is an e
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,11 +29,11 @@ from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from ..errors import ReprevalError
 from .core import _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
 from .forward import directions, finish_jacobian, jacobian, jacobian_bytes, missing_forward_rule
-from .probe import Probe, as_feature_map, gradient_feature_map, probe_layout
+from .probe import Probe, as_feature_map, from_feature_map, gradient_feature_map, probe_layout
 from .taps import Tapped, component_gradients, component_index, tap_forward, used
 
 if TYPE_CHECKING:  # the api hands its plugins this engine: no import back at run time
-    from ..api import Aggregator, Layout, Network, SaliencyMethod
+    from ..api import Aggregator, Layout, Network, Points, SaliencyMethod
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,87 @@ def compute_maps(
         batch.memory_budget, batch.chunk_size = memory_budget, chunk_size
         if components is not None:
             batch.index = component_index(components, batch.dim)
-        modes = _modes(batch, requests, strategy)
-        maps, fallen = _forward_maps(batch, [r for r in requests if modes[r] == "forward"], strategy == "auto")
+        at_points = [r for r in requests if r.method.uses_points]
+        others = [r for r in requests if not r.method.uses_points]
+        modes = _modes(batch, others, strategy)
+        maps, fallen = _forward_maps(batch, [r for r in others if modes[r] == "forward"], strategy == "auto")
         if on_fallback is not None:
             for request, operation in fallen.items():
                 on_fallback(request, operation)
-        reverse = [r for r in requests if modes[r] == "reverse" or r in fallen]
+        reverse = [r for r in others if modes[r] == "reverse" or r in fallen]
         maps |= _reverse_maps(batch, reverse, batched, on_chunk)
+        maps |= _point_maps(batch, at_points, batched, seed)
     return {request: maps[request] for request in requests}
+
+
+def _point_maps(batch: _Batch, requests: list[MapRequest], batched: bool | None, seed: int) -> dict:
+    """Maps of the requests whose method needs gradients at points of its own (``uses_points``): per probe and
+    method, one forward pass with the inputs repeated once per point and the probe's tensor replaced by the
+    points (laid out back as the layer lays it out), then the chunked backward sweep over those rows; the method
+    combines the gradients. Randomness: :func:`points_generator` of ``seed``, the probe and the method."""
+    groups: dict[tuple[Probe, SaliencyMethod], list[MapRequest]] = {}
+    for request in requests:
+        groups.setdefault((request.probe, request.method), []).append(request)
+    maps: dict[MapRequest, Tensor] = {}
+    for (probe, method), members in groups.items():
+        layout = probe_layout(batch.network, probe)
+        activation = batch.feature_map(probe, layout)
+        generator = points_generator(seed, probe.spec, method.name)
+        reference = _reference(batch, probe, method, generator)
+        points = _checked_points(method, method.points(activation, reference, generator), activation)
+        count = points.at.shape[0]
+        with torch.enable_grad():
+            tap = batch.tapped.taps[probe]
+            substituted = from_feature_map(points.at.flatten(0, 1), tap if batch.create_graph else tap.detach(),
+                                           probe.spec, layout)  # fmt: skip
+            if not substituted.requires_grad:
+                substituted.requires_grad_(True)
+            repeated = batch.inputs.repeat(count, *(1,) * (batch.inputs.dim() - 1))
+            embedding = probe.tail(batch.network, repeated)(substituted)
+        finishers = {r: batch.finisher(r, activation) for r in members}
+        parts: dict[MapRequest, list[Tensor]] = {r: [] for r in members}
+        key = (type(batch.network.module), tuple(repeated.shape), probe, "points", torch.get_num_threads(),
+               batch.create_graph)  # fmt: skip
+        index = component_index(batch.index, batch.dim)
+        for _selected, (gradient,) in component_gradients(
+            embedding, [substituted], index, max(1, batch.chunk() // count), batched, key, batch.create_graph
+        ):
+            gradients = gradient_feature_map(used(gradient, probe), probe.spec, layout)
+            gradients = gradients.unflatten(1, points.at.shape[:2])
+            for request, finish in finishers.items():
+                parts[request].append(finish.finish(method.combine(points, finish.gradient(gradients))))
+        maps |= {request: torch.cat(found).transpose(0, 1) for request, found in parts.items()}
+    return maps
+
+
+def points_generator(seed: int, probe: str, method: str) -> torch.Generator:
+    """The generator a points method draws from at ``probe`` in a call seeded ``seed`` (CPU)."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{probe}/{method}".encode()))
+
+
+def _reference(batch: _Batch, probe: Probe, method: SaliencyMethod, generator: torch.Generator) -> Tensor | None:
+    """The probe's activations [R, C, h, w] of the method's reference inputs (no graph), or None."""
+    inputs = method.reference_inputs(batch.inputs, generator)
+    if inputs is None:
+        return None
+    with torch.no_grad():
+        activation, _ = probe.capture(batch.network, inputs.to(batch.inputs.device))
+    value = as_feature_map(activation, probe.spec, probe_layout(batch.network, probe))
+    return value if batch.precision == "float32" else value.float()
+
+
+def _checked_points(method: SaliencyMethod, points: Points, activation: Tensor) -> Points:
+    """``points`` with ``at`` [S, B, C, h, w] for ``activation`` [B, C, h, w], or a ReprevalError naming the
+    method."""
+    at = getattr(points, "at", None)
+    if not isinstance(at, Tensor) or at.dim() != 5 or tuple(at.shape[1:]) != tuple(activation.shape):
+        shape = tuple(at.shape) if isinstance(at, Tensor) else type(points).__name__
+        raise ReprevalError(
+            f"saliency method {method.name!r}: points() gave {shape}, not Points.at [S, "
+            f"{', '.join(map(str, activation.shape))}]",
+            fix="return repreval.api.Points(at, weights) with the points stacked along a new first dimension",
+        )
+    return type(points)(at.to(activation.dtype), points.weights.to(activation.dtype))
 
 
 def _modes(batch: _Batch, requests: list[MapRequest], strategy: str) -> dict[MapRequest, str]:
@@ -144,7 +218,7 @@ def compute_mean_maps(
 
     Exact: mean_d mean_c attribute(a, g_d) = mean_c attribute(a, d(mean_d z_d)/da)."""
     for request in requests:
-        if not request.method.linear_in_gradient or request.method.spatial:
+        if not request.method.linear_in_gradient or request.method.spatial or request.method.uses_points:
             raise ValueError(f"saliency method {request.method.name!r} is not linear in the gradient")
     if not requests:
         return {}
@@ -192,6 +266,12 @@ def _checked_requests(requests: Sequence[MapRequest], strategy: str) -> list[Map
     for request in requests:
         if not request.method.spatial and request.channel is None:
             raise ValueError(f"saliency method {request.method.name!r} needs a channel aggregator")
+        if request.method.uses_points and strategy == "forward":
+            raise ReprevalError(
+                f"forward mode: saliency method {request.method.name!r} needs gradients at points of its own, "
+                "which only the reverse sweep evaluates",
+                fix="use strategy reverse or auto",
+            )
     return list(dict.fromkeys(requests))
 
 

@@ -384,6 +384,18 @@ def _token_grid(activation: Tensor, layout: Layout) -> Tensor | None:
     return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
+def from_feature_map(feature_maps: Tensor, template: Tensor, spec: str, layout: Layout | None = None) -> Tensor:
+    """The inverse of :func:`as_feature_map`: ``feature_maps`` [S·B, C, h, w] laid out like the probe's tensor
+    ``template`` [B, ...] (row r takes its layout from template row r mod B); entries the feature map leaves out
+    (prefix tokens) keep the template's values. Differentiable in ``feature_maps``."""
+    rows, per_row = feature_maps.shape[0], template[0].numel()
+    positions = torch.arange(per_row, dtype=torch.float64, device=template.device).reshape(1, *template.shape[1:])
+    index = as_feature_map(positions, spec, layout).reshape(1, -1).long().expand(rows, -1)
+    base = template.repeat(rows // template.shape[0], *(1,) * (template.dim() - 1)).reshape(rows, per_row)
+    laid_out = base.scatter(1, index, feature_maps.reshape(rows, -1).to(template.dtype))
+    return laid_out.reshape(rows, *template.shape[1:])
+
+
 def gradient_feature_map(gradient: Tensor, spec: str, layout: Layout | None = None) -> Tensor:
     """Gradients [k, B, ...] laid out like the probe's tensor -> [k, B, C, h, w]."""
     rows, batch = gradient.shape[:2]

@@ -119,6 +119,7 @@ def _one_backward(method, channel, group: list[Unit], scores: dict, aggregators:
     linear in the gradient, one backward of mean_d z_d replaces the D per-component passes."""
     return (
         method.linear_in_gradient
+        and not method.uses_points
         and channel is not None
         and channel.linear
         and all(
@@ -341,7 +342,7 @@ def _family_maps(
             for call, name in enumerate(sets)
         }
     together = torch.cat([batches[name][rows] for name in sets])
-    maps = _floats(compute(together, 0))
+    maps = _floats(compute(together, derived_seed(plan.suite.seed, f"points-{batch_index}")))  # points methods
     return {name: {r: value.chunk(len(sets))[i] for r, value in maps.items()} for i, name in enumerate(sets)}
 
 

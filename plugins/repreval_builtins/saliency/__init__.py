@@ -1,10 +1,13 @@
-"""Built-in saliency methods: gradients, activations×gradients, Grad-CAM."""
+"""Built-in saliency methods: gradients, activations×gradients, Grad-CAM; Integrated Gradients, SmoothGrad and
+expected gradients (gradients at points of their own: :mod:`.points`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from repreval.api import PluginOptionError, SaliencyMethod, hookimpl, normalize_maps
+
+from .points import ExpectedGradients, IntegratedGradients, SmoothGrad
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -75,7 +78,11 @@ class GradCAM(SaliencyMethod):
 
 @hookimpl
 def register_saliency_methods(register):
-    """Register ``gradients``, ``activations_x_gradients`` and ``grad_cam``, with their aliases."""
+    """Register ``gradients``, ``activations_x_gradients``, ``grad_cam``, ``integrated_gradients``,
+    ``smoothgrad`` and ``expected_gradients``, with their aliases."""
     register(Gradients, aliases=("vanilla",))
     register(ActivationsTimesGradients, aliases=("act_x_grad", "gradient_x_activation"))
     register(GradCAM, aliases=("gradcam", "grad-cam"))
+    register(IntegratedGradients, aliases=("ig", "layer_integrated_gradients"))
+    register(SmoothGrad, aliases=("smooth_grad",))
+    register(ExpectedGradients)
