@@ -54,10 +54,11 @@ def test_sampled_estimates_are_within_a_few_standard_errors_of_the_exact_scores(
 
 
 @needs_shared
-def test_a_score_without_an_estimator_fails_with_a_clear_message(tmp_path, plugins):
-    suite = parse_suite(_suite(tmp_path, "var", 32, scores=("noise_score",), components="var"), plugins)
-    report = run_suite(suite, plugins)
-    assert report.failures and "not a mean over components" in report.failures[0][1]
+def test_an_aggregator_without_an_estimate_is_refused_before_the_run(tmp_path, plugins):
+    suite = parse_suite(_suite(tmp_path, "max", 32, scores=("noise_score",), components="max"), plugins)
+    with pytest.raises(ReprevalError, match="'max' has no estimate from sampled components"):
+        run_suite(suite, plugins)
+    assert not (tmp_path / "max").exists()
 
 
 def test_too_few_sampled_components_are_refused(tmp_path, plugins):
