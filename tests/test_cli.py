@@ -219,6 +219,9 @@ def test_layers_of_cifar_resnet20(capsys):
     assert "cifar:resnet20: input 3×32×32, embedding D = 64" in out
     for name, shape in (("layer1", "16×32×32"), ("layer2", "32×16×16"), ("layer3", "64×8×8")):
         assert re.search(rf"│ {name}\s+│ Sequential\s+│ {shape}\s+│ C×h×w\s+│ {shape}\s+│ verified[^│]*│ ✓", out), name
+    # by default down to the blocks; --all lists their insides too
+    assert re.search(r"│ layer2\.0\s+│ BasicBlock\s+│ 32×16×16\s+│", out) and "layer2.0.shortcut" not in out
+    code, out, _ = cli(capsys, "layers", "cifar:resnet20", "--all")
     assert re.search(
         r"│ layer2\.0\.shortcut\s+│ ChannelPadShortcut\s+│ 32×16×16\s+│ C×h×w\s+│ 32×16×16\s+│ verified\s+│\s+│", out
     )

@@ -76,21 +76,30 @@ def draw_maps(directory: str | Path) -> list[Path]:
     return written
 
 
+#: Panels per row of ``show``'s picture (the input first)
+SHOW_COLUMNS = 5
+
+
 def draw_one(image: np.ndarray, maps: dict[str, np.ndarray], title: str, path: Path) -> Path:
-    """One input [C, H, W] in [0, 1] beside its map [h, w] for each saliency method (``repreval show``)."""
+    """One input [C, H, W] in [0, 1] and its maps [h, w] by label (``repreval show``), at most ``SHOW_COLUMNS``
+    panels a row; a label's ``method · ...`` parts go on two lines."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(2.2 * (len(maps) + 1), 2.6))
-    axes = figure.subplots(1, len(maps) + 1, squeeze=False)[0]
+    columns = min(len(maps) + 1, SHOW_COLUMNS)
+    rows = -(-(len(maps) + 1) // columns)
+    figure = Figure(figsize=(2.2 * columns, 2.5 * rows + 0.3))
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
     shown, cmap = _display(image)
     axes[0].imshow(shown, cmap=cmap)
     axes[0].set_title("input", fontsize=8)
     for cell, (name, values) in zip(axes[1:], maps.items()):
         cell.imshow(values, cmap="inferno")
-        cell.set_title(name, fontsize=8)
+        cell.set_title(name.replace(" · ", "\n", 1), fontsize=7)
     for cell in axes:
         cell.set_xticks([])
         cell.set_yticks([])
+    for cell in axes[len(maps) + 1 :]:
+        cell.set_axis_off()
     figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
