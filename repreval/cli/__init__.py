@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .. import __version__
 from ..resources import exit_now, start_core_window
 from . import bench, inspection, plugins, results, run, validate
 from ._common import Command, run_command
@@ -33,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
         prog="repreval",
         description="Evaluate learned representations through aggregated attributions (noise and variance scores).",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top.add_argument("--block", action="append", default=[], metavar="PLUGIN", help=BLOCK_HELP)
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():

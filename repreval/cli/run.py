@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.progress import (
@@ -229,29 +232,187 @@ def eval_flag(key: str, model: str) -> str:
 # -- both ----------------------------------------------------------------------------------------------------
 
 
-class ProgressBar(RunProgress):
-    """A run's progress on the terminal: the plan's one line, then a bar (drawn only on a terminal)."""
+#: Plain progress lines (output not a terminal): one when a unit group finishes, at most every LINE_GAP_S
+#: seconds, and at least every HEARTBEAT_S seconds while a long group computes
+LINE_GAP_S, HEARTBEAT_S = 5.0, 30.0
+#: After CALIBRATION_S seconds of computing, the run's duration is predicted once, and said when over LONG_RUN_S
+CALIBRATION_S, LONG_RUN_S = 10.0, 120.0
 
-    def __init__(self) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-            disable=not console.is_terminal,
-        )  # fmt: skip
-        self.task = self.bar.add_task("starting", total=None)
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``3 min 05 s`` or ``2 h 05 min``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+#: A rate measurement: (seconds elapsed, units done) at the run's first progress report
+Mark = tuple[float, float]
+
+
+def predicted_seconds(elapsed: float, done: float, total: int, first: Mark | None = None) -> float | None:
+    """The whole run's seconds if its ``total - done`` units left go at the rate measured so far (``validate
+    --calibrate``'s extrapolation, on the run's own units: no extra work): the rate since the ``first`` progress
+    report (what came before it, building or training a model and loading data, is not a cost per unit), else
+    over all of ``elapsed``; None before anything is done."""
+    if first is not None and done > first[1] and elapsed > first[0]:
+        return elapsed + (total - done) * (elapsed - first[0]) / (done - first[1])
+    return elapsed * total / done if done > 0 else None
+
+
+def prediction_line(elapsed: float, done: float, total: int, first: Mark) -> str | None:
+    """``predicted: about ...`` from the units done since the ``first`` progress report, or None when the run
+    will not take LONG_RUN_S."""
+    predicted = predicted_seconds(elapsed, done, total, first)
+    if predicted is None or predicted < LONG_RUN_S:
+        return None
+    return (
+        f"predicted: about {duration_text(predicted)} in all, {duration_text(predicted - elapsed)} to go (calibrated "
+        f"on the {100 * (done - first[1]) / total:.1f} % of the units computed in {duration_text(elapsed - first[0])}; "
+        "units differ: a rough guide)"
+    )
+
+
+def progress_line(done: float, total: int, elapsed: float, what: str, first: Mark | None = None) -> str:
+    """``progress: 12.5/54 units (23 %), 1 min 05 s elapsed, about 3 min 40 s left: WHAT``."""
+    predicted = predicted_seconds(elapsed, done, total, first)
+    left = "time left unknown" if predicted is None else f"about {duration_text(predicted - elapsed)} left"
+    left = "" if total and done >= total else f", {left}"
+    count = f"{done:.0f}" if abs(done - round(done)) < 0.05 else f"{done:.1f}"
+    share = 100 * done / total if total else 100.0
+    return f"progress: {count}/{total} units ({share:.0f} %), {duration_text(elapsed)} elapsed{left}: {what}"
+
+
+class RunDisplay(RunProgress):
+    """What ``run`` and ``eval`` show: the plan's one line; once the run has computed for CALIBRATION_S seconds
+    after its first progress report, a predicted duration if it looks longer than LONG_RUN_S; the progress (how,
+    the subclasses say). Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self.lock = clock, threading.Lock()
+        self.total, self.done, self.what = 0, 0.0, "starting"
+        self.started_at: float | None = None
+        self.first: Mark | None = None  # the first progress report: the rate is measured from it
+        self.predicted = False
+        self.units: int | None = None  # the plan's
 
     def planned(self, suite_name: str, units: int, output: Path, threads: int) -> None:
+        self.units = units
         say(plain(suite_name, "bold"), f": {units} units, results in {output} ({threads} CPU threads)")
 
     def started(self, pending: int) -> None:
+        if self.units is not None and pending < self.units:  # the counts below are of the units left
+            say(f"{self.units - pending} of them already done, {pending} to compute")
+        with self.lock:
+            self.total, self.started_at = pending, self.clock()
+
+    def advanced(self, units: float, what: str) -> None:
+        with self.lock:
+            self.done, self.what = min(self.total, self.done + units), what
+            if self.first is None:
+                self.first = (self.elapsed(), self.done)
+            elif not self.predicted and self.elapsed() - self.first[0] >= CALIBRATION_S:
+                self.predicted = True
+                line = prediction_line(self.elapsed(), self.done, self.total, self.first)
+                if line:
+                    say(line)
+            self.moved()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started_at is None else self.clock() - self.started_at
+
+    def moved(self) -> None:
+        """The count or ``what`` changed (the lock is held)."""
+
+
+class ProgressBar(RunDisplay):
+    """Progress as a bar on the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar = Progress(
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )  # fmt: skip
+        self.task = self.bar.add_task("starting", total=None)
+
+    def started(self, pending: int) -> None:
+        super().started(pending)
         self.bar.start()
         self.bar.update(self.task, total=pending, description="computing")
 
-    def advanced(self, units: float, what: str) -> None:
-        self.bar.update(self.task, advance=units, description=what)
+    def moved(self) -> None:
+        self.bar.update(self.task, completed=self.done, description=self.what)
 
     def finished(self) -> None:
         self.bar.stop()
+
+
+class ProgressLines(RunDisplay):
+    """Progress as plain lines (output to a log file, a pipe): units done of the total, elapsed, time left, what is
+    computed; one when a unit group finishes (at most every ``gap`` seconds) and at least every ``heartbeat``
+    seconds, also while one long group computes (from a thread; ``thread=False``: the caller calls :meth:`tick`)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        gap: float = LINE_GAP_S,
+        heartbeat: float = HEARTBEAT_S,
+        thread: bool = True,
+    ) -> None:
+        super().__init__(clock)
+        self.gap, self.heartbeat, self.threaded = gap, heartbeat, thread
+        self.last_line = 0.0  # when the last line was written
+        self.shown: tuple[float, str] | None = None  # the count and what it showed
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def started(self, pending: int) -> None:
+        super().started(pending)
+        self.last_line = self.clock()
+        if self.threaded:
+            self.thread = threading.Thread(target=self._beat, name="repreval-progress", daemon=True)
+            self.thread.start()
+
+    def moved(self) -> None:
+        # sweeps report fractions of units; a finished group brings the count back to a whole number
+        group_done = abs(self.done - round(self.done)) < 1e-6
+        since = self.clock() - self.last_line
+        if (group_done and since >= self.gap) or since >= self.heartbeat:
+            self.write()
+
+    def tick(self) -> None:
+        """A line if none was written for ``heartbeat`` seconds (the thread calls this)."""
+        with self.lock:
+            if self.clock() - self.last_line >= self.heartbeat:
+                # every unit counted and shown: what is left (the report's attribution pictures) is no unit
+                self.write("finishing" if self.total and self.shown == (self.total, self.what) else self.what)
+
+    def write(self, what: str | None = None) -> None:
+        """One progress line (the lock is held)."""
+        say(progress_line(self.done, self.total, self.elapsed(), what or self.what, self.first))
+        self.last_line, self.shown = self.clock(), (self.done, self.what)
+
+    def finished(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        with self.lock:
+            if self.done > 0 and self.shown != (self.done, self.what):  # the count it ended at
+                self.write()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(max(0.05, self.heartbeat - (self.clock() - self.last_line))):
+            self.tick()
+
+
+def run_display() -> RunDisplay:
+    """A bar on a terminal, else plain lines."""
+    return ProgressBar() if console.is_terminal else ProgressLines(gap=LINE_GAP_S, heartbeat=HEARTBEAT_S)
 
 
 def run_and_print(suite, args: argparse.Namespace, *, seed: int | None = None, weights: dict | None = None) -> int:
@@ -259,7 +420,7 @@ def run_and_print(suite, args: argparse.Namespace, *, seed: int | None = None, w
     result = run(
         suite, out=args.out, seed=seed, weights=weights, device=args.device, executor=args.executor,
         address=args.address, threads=args.threads, force_new=args.force_new, plugins=plugins_of(args),
-        progress=ProgressBar(), trust=args.trust,
+        progress=run_display(), trust=args.trust,
     )  # fmt: skip
     for problem in result.damaged:
         report_damaged(problem)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from rich.console import Group, RenderableType
@@ -21,6 +22,24 @@ ALL_ZERO = "∅"
 
 #: control characters (terminal escapes, carriage returns, ...) shown as ``\x1b``; newlines and tabs kept
 _CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127] if chr(code) not in "\n\t"}
+
+
+#: Row colours (matplotlib's tab10, reordered so the first rows differ most); beyond them golden-angle hues
+ROW_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf")  # fmt: skip
+
+
+def row_colours(names: Iterable[str]) -> dict[str, str]:
+    """One colour per row name (``model · variant``), hex, in the order the names first come: a caller passes
+    every row of a run or a site, so a row keeps its colour on all its plots and boards."""
+    return {name: _colour(index) for index, name in enumerate(dict.fromkeys(names))}
+
+
+def _colour(index: int) -> str:
+    if index < len(ROW_COLOURS):
+        return ROW_COLOURS[index]
+    red, green, blue = colorsys.hls_to_rgb(index * 0.381966 % 1.0, 0.42, 0.62)  # golden-angle hues: far apart
+    return f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
 
 
 def plain(text: object, style: str = "") -> Text:
@@ -109,6 +128,8 @@ def board_legend(board: Board) -> str:
         legend += "; chance: the same score on noise inputs; − chance: mean minus chance"
     if any(not row.complete for row in board.rows):
         legend += "; * = some layers missing"
+    if "(embedding)" in board.columns:  # repreval.plan.EMBEDDING (plan imports torch)
+        legend += "; (embedding): the score reads the embedding itself (e.g. a linear probe on it), no probe layer"
     if any(cell.all_zero for row in board.rows for cell in row.cells):
         legend += (
             f"; {ALL_ZERO} = every map at that layer was exactly 0: its positions never reach the embedding, "

@@ -12,7 +12,7 @@ from ..findings import Findings, build_findings
 from ..folders import read_facts
 from ..leaderboard import Board, build_leaderboards
 from ..store import ResultStore, ScoreRecord, write_atomic
-from . import markdown
+from . import markdown, row_colours
 from .plots import curve_plot, drift_plot, scatter_plot
 
 
@@ -376,8 +376,9 @@ def _curves(findings: Findings, boards: list[Board], plots: Path) -> list[str]:
         "Mean over inputs (line), ± one standard deviation (band), chance level on noise inputs (dashed).",
         "",
     ]
+    colours = row_colours(sorted(row.name for board in boards for row in board.rows))  # the same on every plot
     for board in curves:
-        lines += [_link(curve_plot(board, plots / f"curve-{slug(board.title)}.png"), plots.parent), ""]
+        lines += [_link(curve_plot(board, plots / f"curve-{slug(board.title)}.png", colours), plots.parent), ""]
     return lines
 
 

@@ -42,6 +42,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIONS = ("kwargs", "input_size", "mean", "std", "interpolation", "crop_pct")
 EXAMPLE = "e.g. torch:torchvision.models:resnet18"
 RETURNS_MODULE = "name a class or function that returns an nn.Module"
+#: What ``repreval list models`` says of the source: the defaults a user's model may not have been trained with
+DESCRIPTION = (
+    f"Any importable nn.Module factory, torch:MODULE:CALLABLE ({EXAMPLE}). Inputs 3×224×224 normalised with "
+    f"ImageNet's mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)} (other channel counts: 0 and 1) unless "
+    "options input_size, mean, std say otherwise."
+)
 
 
 def make_module(name: str, kwargs: dict) -> nn.Module:
@@ -188,4 +194,4 @@ class TorchFactory(ModelSource):
 @hookimpl
 def register_model_sources(register):
     """Register the ``torch`` model source."""
-    register(TorchFactory)
+    register(TorchFactory, description=DESCRIPTION)
