@@ -40,8 +40,10 @@ from .suite import load_yaml
 
 #: What an export holds besides ``records/``: the files a folder needs to render and to be re-run
 EXPORTED_FILES = ("suite.yaml", FACTS_FILE, RUN_FILE)
-#: Folders of drawings exported with the records
-EXPORTED_FOLDERS = ("records", "plots", "pictures")
+#: Folders of drawings exported with the records (``maps``: the attribution maps the report draws)
+EXPORTED_FOLDERS = ("records", "plots", "pictures", "maps")
+#: What the files of a folder end in, where the folder's readers take one kind only
+EXPORTED_SUFFIXES = {"records": ".json", "maps": ".npz"}
 #: Most entries an import unpacks, and most bytes they may inflate to (checked before anything is read)
 MAX_IMPORT_ENTRIES = 100_000
 MAX_IMPORT_BYTES = 512 << 20
@@ -260,7 +262,7 @@ def _importable(name: str) -> bool:
         return True
     folder, _, file = name.partition("/")
     plain = 0 < len(file) <= MAX_NAME and not file.startswith(".") and not set(file) & set("/\\\0")
-    return folder in EXPORTED_FOLDERS and plain and (folder != "records" or file.endswith(".json"))
+    return folder in EXPORTED_FOLDERS and plain and file.endswith(EXPORTED_SUFFIXES.get(folder, ""))
 
 
 def _refused(archive: Path, problem: str, fix: str = "re-export the folder it came from") -> ReprevalError:
@@ -332,11 +334,74 @@ def _check_entry(bundle: zipfile.ZipFile, entry: zipfile.ZipInfo, archive: Path)
             parse_record(data, Path(name))
         except ReprevalError as exc:
             raise _refused(archive, f"holds a damaged record: {exc.problem}") from None
-    elif name in _PARSERS:
+    elif name in _PARSERS or name.endswith(".npz"):
         try:
-            _PARSERS[name](data)
+            if name in _PARSERS:
+                _PARSERS[name](data)
+            else:
+                _drawing_data(data, name.partition("/")[0])
         except ValueError as exc:
-            raise _refused(archive, f"holds a {name} that is damaged: {exc}") from None
+            raise _refused(archive, f"holds a {name[:MAX_NAME]} that is damaged: {exc}") from None
+
+
+#: The arrays of the drawings' data a report draws from, with their number of dimensions (all share the first:
+#: the inputs): maps (``DIR/maps``: also one [inputs, h, w] array per ``method|layer``) and explainer pictures
+_DRAWN: dict[str, dict[str, int]] = {
+    "maps": {"inputs": 4},
+    "pictures": {"images": 4, "part_maps": 4, "performer_maps": 4},
+}
+
+
+#: What reading a damaged ``.npz`` may raise (numpy's messages may quote the file: never shown)
+_NPZ_ERRORS = (
+    ValueError,
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+)
+
+
+def _npz_arrays(data: bytes) -> dict:
+    """The arrays of an ``.npz`` (no pickled objects), once its declared sizes are within the import limit."""
+    import io
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            inflated = sum(entry.file_size for entry in inner.infolist())
+    except _NPZ_ERRORS:
+        raise ValueError("not an .npz of arrays") from None
+    if inflated > MAX_IMPORT_BYTES:
+        raise ValueError(f"its arrays inflate past the limit of {MAX_IMPORT_BYTES} bytes")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except _NPZ_ERRORS:
+        raise ValueError("not an .npz of arrays") from None
+
+
+def _drawing_data(data: bytes, kind: str) -> dict:
+    """An ``.npz`` of drawings' data (``kind``: "maps" or "pictures") as the report reads it: plain numeric arrays
+    (no pickled objects; a picture's title as text), inflating to at most the import limit, shaped as the runner
+    stores them."""
+    import numpy as np
+
+    arrays = _npz_arrays(data)
+    if any(array.dtype.kind not in "biuf" for key, array in arrays.items() if key != "title"):
+        raise ValueError("an array that is not numbers")
+    shapes = {key: 3 for key in arrays if "|" in key} if kind == "maps" else {}
+    shapes.update(_DRAWN[kind])
+    first = {array.shape[0] if array.ndim else 0 for key, array in arrays.items() if key in shapes}
+    if any(key not in arrays or arrays[key].ndim != ndim or not arrays[key].size for key, ndim in shapes.items()):
+        raise ValueError(f"not the {kind} a run keeps")
+    if len(first) != 1 or (kind == "maps" and arrays.get("components", np.zeros(0)).shape != (2,)):
+        raise ValueError(f"not the {kind} a run keeps")
+    return arrays
 
 
 def _check_run_configuration(bundle: zipfile.ZipFile, directory: Path) -> None:

@@ -199,7 +199,7 @@ def _run(
     from .plugins import load_plugins
     from .resources import choose_threads, keep_freed_memory
     from .runner import resolve_device, run_suite
-    from .store import ResultStore, run_fingerprint, write_atomic
+    from .store import ResultStore, run_fingerprint
     from .suite import parse_suite
 
     if threads is not None and threads < 1:
@@ -225,14 +225,22 @@ def _run(
             )  # fmt: skip
         finally:
             progress.finished()
-        result = read_results(parsed.output, parsed.name)
-        from .render import to_json
-        from .render.report import write_report
-
-        write_atomic(parsed.output / "leaderboard.json", to_json(result.boards))
-        result.report = write_report(parsed.output)
+        result = write_summaries(parsed.output, parsed.name)
     result.computed, result.skipped, result.seconds = done.computed, done.skipped, done.seconds
     result.failures, result.warnings = done.failures, plan.notes + done.warnings
+    return result
+
+
+def write_summaries(folder: str | os.PathLike, suite: str = "") -> RunResult:
+    """Write the folder's ``leaderboard.json`` and ``report.md`` (with ``plots/``) from its records, as a run
+    ends (``repreval import`` does the same); return the folder's results. The caller holds the folder."""
+    from .render import to_json
+    from .render.report import write_report
+    from .store import write_atomic
+
+    result = read_results(folder, suite)
+    write_atomic(result.folder / "leaderboard.json", to_json(result.boards))
+    result.report = write_report(result.folder)
     return result
 
 
@@ -321,7 +329,7 @@ def one_model_suite(
             "dataset": "inputs",
             "saliency": list(saliency),
             "channel_aggregators": ["abs"],
-            # var over components is what the variance score reads; sampled estimates exist for means only
+            # var over components is what the variance score reads; both have estimates from sampled components
             "embedding_aggregators": ["mean", "var"] if "variance_score" in scores else ["mean"],
             "scores": [DOWNSTREAM_SCORES.get(score, score) if isinstance(score, str) else score for score in scores],
             **{key: value for key, value in (evaluation or {}).items() if value is not None},

@@ -82,7 +82,7 @@ def test_the_published_site_loads_sorts_and_shows_the_records_numbers(results, t
 
         images = page.eval_on_selector_all("img", "images => images.map(i => [i.complete, i.naturalWidth])")
         assert images and all(complete and width > 0 for complete, width in images)
-        assert page.locator("svg circle title").count() > 0  # hover values on the curves
+        assert page.locator("svg path.marker title").count() > 0  # hover values on the curves
         assert not problems, problems
         browser.close()
 

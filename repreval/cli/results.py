@@ -12,6 +12,8 @@ from ..leaderboard import build_leaderboards
 from ..render import to_json
 from ..render.report import write_report
 from ..render.site import publish
+from ..runs import write_summaries
+from ..store import ResultStore
 from ._common import EXIT_BAD_INPUT, EXIT_OK, Command, errors, print_boards, report_damaged, say
 
 
@@ -95,9 +97,11 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle_import(args: argparse.Namespace) -> int:
-    """``repreval import FILE.zip --out DIR``."""
+    """``repreval import FILE.zip --out DIR``: the records and drawings, then ``leaderboard.json`` and ``report.md``."""
     folder = import_folder(args.archive, args.out)
-    say(f"imported {len(folder.records)} records into {folder.directory}", to=errors)
+    with ResultStore(folder.directory).locked():  # as a run ends: the leaderboards and the report, drawn again
+        report = write_summaries(folder.directory).report
+    say(f"imported {len(folder.records)} records into {folder.directory}; report written to {report}", to=errors)
     return EXIT_OK
 
 
