@@ -46,9 +46,9 @@ def resnet18_maps(plugins):
     return network, real, *maps
 
 
-@pytest.fixture(scope="module")
-def resnet20_maps(plugins):
-    """Trained CIFAR-10 ResNet20 (D = 64), layer2, gradients with signed channel means, 4 CIFAR images."""
+def trained_resnet20_inputs(plugins, count: int = 4):
+    """The trained CIFAR-10 ResNet20 (D = 64) with ``count`` CIFAR test images and as many noise inputs,
+    preprocessed for it."""
     from test_engine import _cifar_images
 
     config = ModelConfig(
@@ -56,8 +56,17 @@ def resnet20_maps(plugins):
     )
     network = Model(config, plugins.model_source.create("cifar")).trained()
     spec = network.input_spec
-    real = normalize(fit_to_input(_cifar_images(4), spec), spec)
-    noise = normalize(noise_inputs(4, spec, 1), spec)
+    return (
+        network,
+        normalize(fit_to_input(_cifar_images(count), spec), spec),
+        normalize(noise_inputs(count, spec, 1), spec),
+    )
+
+
+@pytest.fixture(scope="module")
+def resnet20_maps(plugins):
+    """Trained CIFAR-10 ResNet20 (D = 64), layer2, gradients with signed channel means, 4 CIFAR images."""
+    network, real, noise = trained_resnet20_inputs(plugins)
     method, aggregator = plugins.saliency.create("gradients"), plugins.aggregator.create("mean")
     probe = Probe.parse("layer2")
     return [component_maps(network, probe, x, method, aggregator) for x in (real, noise)]

@@ -10,13 +10,13 @@ from itertools import combinations
 
 import pytest
 import torch
-from conftest import SHARED, needs_shared
+from conftest import needs_shared
 from engine_helpers import component_maps
 
 from repreval.api import normalize_maps
 from repreval.cli import main
 from repreval.config import ModelConfig
-from repreval.data import fit_to_input, noise_inputs, normalize
+from repreval.data import noise_inputs, normalize
 from repreval.engine.estimate import sample_components
 from repreval.engine.probe import Probe
 from repreval.models import Model
@@ -98,15 +98,9 @@ def test_var_estimates_of_a_resnet18_are_within_their_errors(resnet18_grad_cam, 
 def test_var_estimates_of_the_trained_resnet20_are_within_their_errors(plugins):
     """Trained CIFAR-10 ResNet20 (D = 64), layer2, activations × gradients with abs over channels (as `eval`),
     4 CIFAR images, 32 of 64 components."""
-    from test_engine import _cifar_images
+    from test_engine_estimate import trained_resnet20_inputs
 
-    config = ModelConfig(
-        id="r20", spec="cifar:resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th")
-    )
-    network = Model(config, plugins.model_source.create("cifar")).trained()
-    spec = network.input_spec
-    real = normalize(fit_to_input(_cifar_images(4), spec), spec)
-    noise = normalize(noise_inputs(4, spec, 1), spec)
+    network, real, noise = trained_resnet20_inputs(plugins)
     method, absolute = plugins.saliency.create("activations_x_gradients"), plugins.aggregator.create("abs")
     real, noise = (component_maps(network, Probe.parse("layer2"), x, method, absolute) for x in (real, noise))
     for method_name in ("bootstrap", "jackknife"):
