@@ -230,3 +230,12 @@ def test_a_suite_runs_point_methods_reproducibly_and_validate_refuses_them_in_fo
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "evaluation.saliency[0]: saliency method 'integrated_gradients[steps=4]' needs gradients at points" in err
+
+
+@pytest.mark.parametrize(("name", "options"), [("integrated_gradients", {"steps": 5}), ("smoothgrad", {"samples": 4})])
+def test_points_that_do_not_fit_the_memory_budget_go_in_parts_with_the_same_maps(setting, name, options):
+    _, network, inputs = setting
+    method, aggregator = _method(name, **options), _method_aggregator()
+    whole = component_maps(network, "sum", inputs, method, aggregator, seed=3)
+    parts = component_maps(network, "sum", inputs, method, aggregator, seed=3, memory_budget=1)  # one point a pass
+    assert torch.allclose(parts, whole, rtol=1e-10, atol=1e-12 * whole.abs().max().item())

@@ -105,9 +105,11 @@ def compute_maps(
 
 def _point_maps(batch: _Batch, requests: list[MapRequest], batched: bool | None, seed: int) -> dict:
     """Maps of the requests whose method needs gradients at points of its own (``uses_points``): per probe and
-    method, one forward pass with the inputs repeated once per point and the probe's tensor replaced by the
-    points (laid out back as the layer lays it out), then the chunked backward sweep over those rows; the method
-    combines the gradients. Randomness: :func:`points_generator` of ``seed``, the probe and the method."""
+    method, a forward pass with the inputs repeated once per point and the probe's tensor replaced by the points
+    (laid out back as the layer lays it out), then the chunked backward sweep over those rows; the method
+    combines the gradients. Where the forward of all points would not fit half the memory budget and the method
+    sums over its points (the default ``combine``), the points go in parts, each component chunk's attributions
+    summed over the parts. Randomness: :func:`points_generator` of ``seed``, the probe and the method."""
     groups: dict[tuple[Probe, SaliencyMethod], list[MapRequest]] = {}
     for request in requests:
         groups.setdefault((request.probe, request.method), []).append(request)
@@ -118,29 +120,56 @@ def _point_maps(batch: _Batch, requests: list[MapRequest], batched: bool | None,
         generator = points_generator(seed, probe.spec, method.name)
         reference = _reference(batch, probe, method, generator)
         points = _checked_points(method, method.points(activation, reference, generator), activation)
-        count = points.at.shape[0]
-        with torch.enable_grad():
-            tap = batch.tapped.taps[probe]
-            substituted = from_feature_map(points.at.flatten(0, 1), tap if batch.create_graph else tap.detach(),
-                                           probe.spec, layout)  # fmt: skip
-            if not substituted.requires_grad:
-                substituted.requires_grad_(True)
-            repeated = batch.inputs.repeat(count, *(1,) * (batch.inputs.dim() - 1))
-            embedding = probe.tail(batch.network, repeated)(substituted)
         finishers = {r: batch.finisher(r, activation) for r in members}
-        parts: dict[MapRequest, list[Tensor]] = {r: [] for r in members}
-        key = (type(batch.network.module), tuple(repeated.shape), probe, "points", torch.get_num_threads(),
-               batch.create_graph)  # fmt: skip
         index = component_index(batch.index, batch.dim)
-        for _selected, (gradient,) in component_gradients(
-            embedding, [substituted], index, max(1, batch.chunk() // count), batched, key, batch.create_graph
-        ):
-            gradients = gradient_feature_map(used(gradient, probe), probe.spec, layout)
-            gradients = gradients.unflatten(1, points.at.shape[:2])
-            for request, finish in finishers.items():
-                parts[request].append(finish.finish(method.combine(points, finish.gradient(gradients))))
-        maps |= {request: torch.cat(found).transpose(0, 1) for request, found in parts.items()}
+        parts = _point_parts(batch, method, points.at.shape[0])
+        chunks: dict[MapRequest, list[Tensor]] = {r: [] for r in members}
+        per_part = parts[0].stop - parts[0].start
+        for selected in [index] if len(parts) == 1 else index.split(max(1, batch.chunk() // per_part)):
+            sums: dict[MapRequest, Tensor] = {}
+            for part in parts:
+                share = type(points)(points.at[part], points.weights.expand(points.at.shape)[part])
+                for gradients in _gradients_at(batch, probe, layout, share.at, selected, batched):
+                    for request, finish in finishers.items():
+                        combined = method.combine(share, finish.gradient(gradients))
+                        if len(parts) == 1:
+                            chunks[request].append(finish.finish(combined))
+                        else:
+                            sums[request] = combined if request not in sums else sums[request] + combined
+            for request, total in sums.items():
+                chunks[request].append(finishers[request].finish(total))
+        maps |= {request: torch.cat(found).transpose(0, 1) for request, found in chunks.items()}
     return maps
+
+
+def _point_parts(batch: _Batch, method: SaliencyMethod, count: int) -> list[slice]:
+    """The points of one forward pass each: all at once, or (a method summing over points with the default
+    ``combine``) as many as fit half the memory budget, at least one."""
+    fitting = max(1, batch.memory_budget // 2 // max(1, batch.tapped.forward_bytes))
+    if fitting >= count or type(method).combine.__qualname__ != "SaliencyMethod.combine":
+        return [slice(0, count)]
+    return [slice(start, min(count, start + fitting)) for start in range(0, count, fitting)]
+
+
+def _gradients_at(batch: _Batch, probe: Probe, layout: Layout, at: Tensor, index: Tensor, batched: bool | None):
+    """Gradients [k, S, B, C, h, w] of the ``index`` components at the points ``at`` [S, B, C, h, w], chunk by
+    chunk: one forward with the probe's tensor replaced by the points, then the backward sweep over its rows."""
+    count = at.shape[0]
+    with torch.enable_grad():
+        tap = batch.tapped.taps[probe]
+        substituted = from_feature_map(
+            at.flatten(0, 1), tap if batch.create_graph else tap.detach(), probe.spec, layout
+        )
+        if not substituted.requires_grad:
+            substituted.requires_grad_(True)
+        repeated = batch.inputs.repeat(count, *(1,) * (batch.inputs.dim() - 1))
+        embedding = probe.tail(batch.network, repeated)(substituted)
+    key = (type(batch.network.module), tuple(repeated.shape), probe, "points", torch.get_num_threads(),
+           batch.create_graph)  # fmt: skip
+    for _selected, (gradient,) in component_gradients(
+        embedding, [substituted], index, max(1, batch.chunk() // count), batched, key, batch.create_graph
+    ):
+        yield gradient_feature_map(used(gradient, probe), probe.spec, layout).unflatten(1, at.shape[:2])
 
 
 def points_generator(seed: int, probe: str, method: str) -> torch.Generator:
