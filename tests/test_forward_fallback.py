@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import hooked_forward
 from torch import nn
 
 from repreval.api import InputSpec, Network, component_maps
@@ -39,20 +40,10 @@ class _Attention(nn.Module):
         return self.head(torch.tanh(mixed).mean(dim=1))
 
 
-def _oracle(network: Network, layer: nn.Module, side: str, image: torch.Tensor, components) -> dict[str, torch.Tensor]:
-    """Maps [1, k, h, w] by plain autograd of the [1, C, h, w] tensor ``layer`` gives (``side`` output) or reads
-    (``input``): gradients (channel |.| mean) and Grad-CAM."""
-    seen: list[torch.Tensor] = []
-    if side == "input":
-        handle = layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    else:
-        handle = layer.register_forward_hook(lambda _m, _args, out: seen.append(out))
-    try:
-        with torch.enable_grad():
-            embedding = network.embed(image.clone().requires_grad_(True))
-    finally:
-        handle.remove()
-    tensor = seen[0]
+def _oracle(network: Network, layer: str, image: torch.Tensor, components) -> dict[str, torch.Tensor]:
+    """Maps [1, k, h, w] by plain autograd of the [1, C, h, w] tensor probe ``layer`` (``NAME`` or
+    ``NAME:input``) reads on the unmodified forward pass: gradients (channel |.| mean) and Grad-CAM."""
+    tensor, embedding = hooked_forward(network, layer, image)
     gradients = torch.stack(
         [torch.autograd.grad(embedding[:, d].sum(), tensor, retain_graph=True)[0] for d in components.tolist()],
         dim=1,
@@ -96,7 +87,7 @@ def test_auto_falls_back_to_the_reverse_sweep(plugins, attention, one_thread):
     both = list(requests.values())
     auto = compute_maps(network, both, image, batched=True, on_fallback=lambda *seen: fallen.append(seen))
     reverse = compute_maps(network, both, image, strategy="reverse", batched=True)
-    expected = _oracle(network, network.module.stem, "output", image, torch.arange(256))
+    expected = _oracle(network, "stem", image, torch.arange(256))
     for name, request in requests.items():
         assert torch.equal(auto[request], reverse[request]), name
         assert _close(auto[request], expected[name]), name
@@ -136,7 +127,7 @@ def test_vit_falls_back_at_its_input(plugins, vit, one_thread):
     auto = component_maps(network, probe, image, method, None, on_fallback=lambda _r, op: fallen.append(op), **options)
     reverse = component_maps(network, probe, image, method, None, strategy="reverse", **options)
     assert torch.equal(auto, reverse)
-    expected = _oracle(network, network.module.patch_embed.proj, "input", image, components)["grad_cam"]
+    expected = _oracle(network, "patch_embed.proj:input", image, components)["grad_cam"]
     assert _close(auto, expected)
     assert len(fallen) == 1 and "scaled_dot_product" in fallen[0]
     with pytest.raises(ReprevalError) as caught:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported where the methods run: listing plugins st
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
-def quadrature(rule: str, steps: int) -> tuple[Tensor, Tensor]:
+def quadrature_rule(rule: str, steps: int) -> tuple[Tensor, Tensor]:
     """(alphas, weights) [steps] of ``rule`` on [0, 1]: the integral of f is about sum_i weights_i f(alphas_i)."""
     import numpy as np
     import torch
@@ -68,7 +68,7 @@ class IntegratedGradients(SaliencyMethod):
         self.baseline = _one_of("baseline", baseline, self.BASELINES)
         self.steps = _positive_int("steps", steps)
         self.quadrature = _one_of("quadrature", quadrature, QUADRATURES)
-        self.alphas, self.weights = globals()["quadrature"](self.quadrature, self.steps)
+        self.alphas, self.weights = quadrature_rule(self.quadrature, self.steps)
 
     def reference_inputs(self, inputs: Tensor, generator: torch.Generator) -> Tensor | None:
         import torch
