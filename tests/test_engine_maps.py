@@ -23,11 +23,11 @@ METHODS = ("gradients", "activations_x_gradients", "grad_cam")
 
 class SmoothResidual(nn.Module):
     """stem -> tanh -> a residual block whose shortcut reads the block's input -> head; smooth activations, so
-    the maps' parameter gradients also run through non-zero second derivatives. D = 6 components; the feature
-    maps have 4 channels: Grad-CAM needs 4 forward directions (< 6: auto picks forward mode), the other methods
+    the maps' parameter gradients also run through non-zero second derivatives. D = 8 components; the feature
+    maps have 4 channels: Grad-CAM needs 4 forward directions (each 1.5 rows: 6 < 8, auto picks forward), the other methods
     4·h·w (auto picks reverse mode)."""
 
-    def __init__(self, dim: int = 6):
+    def __init__(self, dim: int = 8):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, padding=1)
         self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
@@ -213,17 +213,17 @@ def test_auto_decides_from_the_pass_it_uses(monkeypatch, methods, modes):
     assert chosen == modes
     assert tail_runs[0] == (1 if "forward" in modes else 0)
     assert stem_calls[0] == 1 + tail_runs[0]
-    assert all(maps[r].shape == (2, 6, 6, 6) for r in requests)
+    assert all(maps[r].shape == (2, 8, 6, 6) for r in requests)
 
 
 def test_auto_strategy_follows_passes_budget_and_layout():
     grad_cam, gradients = _method("grad_cam"), _method("gradients")
     shape = (2, 4, 6, 6)
-    assert auto_strategy(grad_cam, shape, 6, 6, 2**30) == "forward"  # 4 channel directions < 6 components
-    assert auto_strategy(grad_cam, shape, 6, 4, 2**30) == "reverse"  # 4 sampled components: not fewer
+    assert auto_strategy(grad_cam, shape, 8, 8, 2**30) == "forward"  # 4 channel directions (6 rows) < 8 components
+    assert auto_strategy(grad_cam, shape, 6, 6, 2**30) == "reverse"  # 6 rows: not fewer
     assert auto_strategy(gradients, shape, 6, 6, 2**30) == "reverse"  # 144 directions
-    assert auto_strategy(gradients, shape, 200, 200, 2**30) == "forward"
-    assert auto_strategy(gradients, shape, 200, 200, 2 * 144 * 2 * 200 * 4 - 1) == "reverse"  # Jacobian > budget/2
+    assert auto_strategy(gradients, shape, 300, 300, 2**30) == "forward"  # 144 directions: 216 rows < 300
+    assert auto_strategy(gradients, shape, 300, 300, 2 * 144 * 2 * 300 * 4 - 1) == "reverse"  # Jacobian > budget/2
     assert auto_strategy(grad_cam, shape, 6, 6, 2**30, "channels_last") == "reverse"
 
 

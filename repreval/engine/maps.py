@@ -28,6 +28,7 @@ from torch import Tensor
 from ..config import DEFAULT_MEMORY_BUDGET, STRATEGIES, Smoothing
 from ..errors import ReprevalError
 from .core import _Finisher, channel_mean, chunk_for_budget, perturb, precision_context
+from .costs import FORWARD_WEIGHT, cheapest_modes, counting_work, tail_costs
 from .forward import directions, finish_jacobian, jacobian, jacobian_bytes, missing_forward_rule
 from .probe import Probe, as_feature_map, from_feature_map, gradient_feature_map, probe_layout
 from .taps import Tapped, component_gradients, component_index, tap_forward, used
@@ -203,33 +204,45 @@ def _checked_points(method: SaliencyMethod, points: Points, activation: Tensor) 
 
 
 def _modes(batch: _Batch, requests: list[MapRequest], strategy: str) -> dict[MapRequest, str]:
-    """Each request's mode. ``auto`` counts the passes of the whole call: the reverse sweep's backward passes serve
-    every reverse request at once (a request riding along costs no pass), so forward mode pays only where it
-    replaces that sweep: when every request may go forward and their Jacobians' directions together (one
-    Jacobian per probe and gradient kind) are fewer than the components."""
-    modes = {request: batch.mode(request, strategy) for request in requests}
-    if strategy != "auto" or "forward" not in modes.values():
-        return modes
-    jacobians = {
+    """Each request's mode. ``auto`` predicts the work of the whole call (:func:`.costs.cheapest_modes`): the
+    reverse sweep's backward rows serve every reverse request at once down to its earliest probe, forward mode
+    pays per Jacobian (probe and gradient kind) and direction through that probe's tail; so requests at early
+    probes whose directions are few (Grad-CAM: one per channel) go forward when that spares the sweep the deep
+    part of the network. The tails' work was counted during the tap pass (its first for this network and shape)."""
+    if strategy != "auto":
+        return {request: batch.mode(request, strategy) for request in requests}
+    capable = {request: batch.forward_capable(request) for request in requests}
+    if not any(capable.values()):
+        return dict.fromkeys(requests, "reverse")
+    count = {
         (r.probe, r.method.gradient == "spatial_mean"): directions(r.method, batch.feature_map(r.probe, None).shape)
         for r in requests
+        if capable[r]
     }
-    if "reverse" in modes.values() or sum(jacobians.values()) >= batch.rows:
-        return dict.fromkeys(requests, "reverse")
-    return modes
+    probes = list(dict.fromkeys(request.probe for request in requests))
+    tails = tail_costs(batch.network, probes, batch.inputs)
+    assert tails is not None  # counted around the first tap pass of these probes and this input shape
+    return cheapest_modes(capable, tails, batch.rows, count)
 
 
 def auto_strategy(
     method: SaliencyMethod, feature_shape, dim: int, rows: int, memory_budget: int, layout: str = "channels_first"
 ) -> str:
-    """``auto``'s mode for one request whose probe gives a feature map [samples, C, h, w] laid out as ``layout``
-    (a Layout kind), for ``rows`` of the ``dim`` components: ``forward`` when its input directions (C for a
-    method reading only the spatial-mean gradient, else C·h·w) are fewer than ``rows`` backward passes, its
-    Jacobian (directions × samples × D floats: forward mode computes every column) fits half of
-    ``memory_budget``, and the layout is channels-first; otherwise ``reverse``."""
-    if layout != "channels_first" or directions(method, feature_shape) >= rows:
+    """``auto``'s mode for one request alone whose probe gives a feature map [samples, C, h, w] laid out as
+    ``layout`` (a Layout kind), for ``rows`` of the ``dim`` components: ``forward`` when its input directions (C
+    for a method reading only the spatial-mean gradient, else C·h·w) cost less than ``rows`` backward rows (each
+    direction :data:`.costs.FORWARD_WEIGHT` rows), its Jacobian (directions × samples × D floats: forward mode
+    computes every column) fits half of ``memory_budget``, and the layout is channels-first; otherwise
+    ``reverse``."""
+    if not forward_fits(method, feature_shape, dim, memory_budget, layout):
         return "reverse"
-    return "reverse" if jacobian_bytes(method, dim, feature_shape) > memory_budget // 2 else "forward"
+    return "forward" if FORWARD_WEIGHT * directions(method, feature_shape) < rows else "reverse"
+
+
+def forward_fits(method: SaliencyMethod, feature_shape, dim: int, memory_budget: int, layout: str) -> bool:
+    """Whether forward mode can serve the request: a channels-first layout and a Jacobian within half the
+    memory budget."""
+    return layout == "channels_first" and jacobian_bytes(method, dim, feature_shape) <= memory_budget // 2
 
 
 def compute_mean_maps(
@@ -285,7 +298,7 @@ def _tap(
     if smoothing.active:
         inputs = perturb(smoothing, inputs, seed)
     probes = list(dict.fromkeys(request.probe for request in requests))
-    tapped = tap_forward(network, probes, inputs, graph=graph)
+    tapped = tap_forward(network, probes, inputs, graph=graph, around=counting_work(network, probes, inputs))
     return _Batch(network, inputs, shape, tapped, None, precision, create_graph)
 
 
@@ -330,22 +343,25 @@ class _Batch:
         return self.dim if self.index is None else len(self.index)
 
     def mode(self, request: MapRequest, strategy: str) -> str:
-        """The request's mode: ``strategy`` itself, or ``auto``'s choice from this pass's shapes."""
-        if request.probe in self.tapped.containers:
-            if strategy == "forward":
-                raise ReprevalError(
-                    f"forward mode: layer {request.probe.spec!r} returns a tuple or an output object whose other "
-                    "elements may be computed from the probed tensor; substituting that tensor alone would miss them",
-                    fix="use strategy reverse or auto",
-                )
-            return "reverse"
-        if strategy != "auto":
-            return strategy
+        """The request's mode under ``reverse`` or ``forward`` (a ReprevalError where forward mode cannot serve it)."""
+        if request.probe in self.tapped.containers and strategy == "forward":
+            raise ReprevalError(
+                f"forward mode: layer {request.probe.spec!r} returns a tuple or an output object whose other "
+                "elements may be computed from the probed tensor; substituting that tensor alone would miss them",
+                fix="use strategy reverse or auto",
+            )
+        return strategy
+
+    def forward_capable(self, request: MapRequest) -> bool:
+        """Whether ``auto`` may send the request forward: a single-tensor, channels-first probe whose Jacobian
+        fits half the memory budget."""
+        if request.probe in self.tapped.containers or request.method.uses_points:
+            return False
         layout = probe_layout(self.network, request.probe).kind
         if layout != "channels_first":  # no feature map is needed to refuse forward mode
-            return "reverse"
+            return False
         shape = self.feature_map(request.probe, None).shape
-        return auto_strategy(request.method, shape, self.dim, self.rows, self.memory_budget, layout)
+        return forward_fits(request.method, shape, self.dim, self.memory_budget, layout)
 
     def feature_map(self, probe: Probe, layout: Layout | None) -> Tensor:
         """The probe's tapped tensor as [samples, C, h, w] (detached unless the maps must stay differentiable;

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,9 +42,12 @@ class Tapped:
     containers: frozenset[Probe] = frozenset()
 
 
-def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, graph: bool = True) -> Tapped:
-    """One forward pass (with a graph unless ``graph`` is False) tapping every probe. An input probe first
-    needs a pass that numbers the torch calls (which call produces the tensor its module reads)."""
+def tap_forward(
+    network: Network, probes: Sequence[Probe], inputs: Tensor, *, graph: bool = True, around=None
+) -> Tapped:
+    """One forward pass (with a graph unless ``graph`` is False) tapping every probe, inside the context manager
+    ``around`` if given (e.g. counting its work). An input probe first needs a pass that numbers the torch calls
+    (which call produces the tensor its module reads)."""
     with _activation_bytes() as counted:  # the same hooks in both passes: they number the calls alike
         producers = _input_producers(network, probes, inputs)
         before = counted[0]
@@ -59,6 +62,7 @@ def tap_forward(network: Network, probes: Sequence[Probe], inputs: Tensor, *, gr
                 clone_at.setdefault(producer[0], []).append((producer[1], probe))
         clones = _Clones(clone_at, taps)
         with (
+            around if around is not None else nullcontext(),  # before the clones: it may make torch calls
             torch.set_grad_enabled(graph),
             _output_taps(network, probes, taps, containers),
             clones,
