@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,15 @@ from .trust import check_suite_address, trusting, user_trust
 
 
 class RunProgress:
-    """What a run tells a display as it goes (every method optional to override; the default shows nothing)."""
+    """What a run tells a display as it goes (every method optional to override; the default shows nothing).
+    A display whose ``wants_prediction`` is true also gets the run's predicted cost before it starts."""
+
+    wants_prediction = False
+
+    def predicted_cost(self, prediction) -> int | None:
+        """The run's :class:`repreval.runner.prediction.Prediction` (calibrated on each model: seconds). A number
+        returned is a count of components to sample instead of computing all (the display decided and said so)."""
+        return None
 
     def planned(self, suite_name: str, units: int, output: Path, threads: int) -> None:
         """The suite is valid and planned: ``units`` in all, results in ``output``."""
@@ -55,7 +64,9 @@ class RunResult:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (unit, error)
     warnings: list[str] = field(default_factory=list)
     damaged: list[ReprevalError] = field(default_factory=list)  # records that could not be read back
-    seconds: float = 0.0
+    seconds: float = 0.0  # computing the units
+    plan_seconds: float = 0.0  # parsing and planning the suite (building each model's architecture)
+    report_seconds: float = 0.0  # the leaderboard, report and pictures
     report: Path | None = None
 
     @property
@@ -208,10 +219,14 @@ def _run(
     parsed = parse_suite(data, plugins, path=path)
     if out is not None:
         parsed.output = Path(out)
+    planning = time.perf_counter()
     plan = make_plan(parsed, plugins)
+    plan_seconds = time.perf_counter() - planning
     chosen_threads = choose_threads(threads)
     keep_freed_memory()
     progress.planned(parsed.name, len(plan.units), parsed.output, chosen_threads)
+    if progress.wants_prediction:
+        parsed, plan = _predicted(data, path, out, plugins, plan, progress, chosen_threads)
 
     store = ResultStore(parsed.output)
     fingerprint = run_fingerprint(parsed.name, parsed.seed, resolve_device(parsed.device).type)
@@ -225,10 +240,37 @@ def _run(
             )  # fmt: skip
         finally:
             progress.finished()
+        reporting = time.perf_counter()
         result = write_summaries(parsed.output, parsed.name)
+        result.report_seconds = time.perf_counter() - reporting
     result.computed, result.skipped, result.seconds = done.computed, done.skipped, done.seconds
+    result.plan_seconds = plan_seconds
     result.failures, result.warnings = done.failures, plan.notes + done.warnings
     return result
+
+
+def _predicted(data: dict, path, out, plugins, plan, progress: RunProgress, threads: int):
+    """Tell ``progress`` the run's predicted cost; where it answers with a number of components (eval's default
+    for a long exact run), the suite and plan that estimate from that many instead (the exact ones when a score
+    cannot estimate: said in a warning)."""
+    from .plan import make_plan
+    from .resources import torch_threads
+    from .runner.prediction import predict
+    from .suite import parse_suite
+
+    with torch_threads(threads):  # as the run will compute: an oversubscribed core would mislead
+        sampled = progress.predicted_cost(predict(plan, plugins))
+    if sampled is None:
+        return plan.suite, plan
+    data = {**data, "evaluation": {**data.get("evaluation", {}), "sample_components": sampled}}
+    try:
+        parsed = parse_suite(data, plugins, path=path)
+        if out is not None:
+            parsed.output = Path(out)
+        return parsed, make_plan(parsed, plugins)
+    except ReprevalError as exc:
+        plan.notes.append(f"every component computed after all: {exc.problem}")
+        return plan.suite, plan
 
 
 def write_summaries(folder: str | os.PathLike, suite: str = "") -> RunResult:

@@ -140,7 +140,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget", help="memory for one engine call, e.g. 4GiB (evaluation.memory_budget)")
     parser.add_argument("--strategy", choices=["auto", "reverse", "forward"], help="engine mode (evaluation.strategy)")
     parser.add_argument(
-        "--sample-components", type=int, metavar="K", help="estimate scores from K sampled components, with errors"
+        "--sample-components",
+        type=components_choice,
+        metavar="K|all",
+        help="estimate scores from K sampled components, with errors; 'all': every component (default: all, unless "
+        "the exact run is predicted to take over 10 min with D >= 256: then the k of docs/estimates.md's rule)",
     )
     add_run_options(parser, "results/eval-<model>-<hash>")
 
@@ -179,11 +183,11 @@ def handle_eval(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "memory_budget": args.memory_budget,
             "strategy": args.strategy,
-            "sample_components": args.sample_components,
+            "sample_components": args.sample_components if args.sample_components != "all" else None,
         },
     )
     try:
-        return run_and_print(data, args)
+        return run_and_print(data, args, predict=True)
     except ReprevalError as exc:  # say where in the flags the user typed, not in the suite eval built
         if exc.where and exc.where.startswith("suite: "):
             exc.where = eval_flag(exc.where.removeprefix("suite: "), args.model)
@@ -286,6 +290,43 @@ def progress_line(done: float, total: int, elapsed: float, what: str, first: Mar
     return f"progress: {count}/{total} units ({share:.0f} %), {duration_text(elapsed)} elapsed{left}: {what}"
 
 
+#: Above this predicted duration (seconds) eval suggests estimates from sampled components, where D is at least
+#: ESTIMATES_FROM_DIM
+LONG_PREDICTION_S, ESTIMATES_FROM_DIM = 600, 256
+
+
+def prediction_text(predicted) -> str:
+    """``predicted: about 12 min ...`` for a :class:`repreval.runner.prediction.Prediction`."""
+    left_out = f"; not included: {', '.join(predicted.not_predicted)}" if predicted.not_predicted else ""
+    fixed = duration_text(predicted.total_seconds - predicted.seconds)
+    return (
+        f"predicted: about {duration_text(predicted.total_seconds)} on this machine (maps "
+        f"{duration_text(predicted.seconds)}, start-up and report ~{fixed}), peak memory "
+        f"~{predicted.peak_bytes / 2**20:.0f} MB{left_out} (calibrated in {predicted.calibration_seconds:.1f} s)"
+    )
+
+
+def components_choice(text: str) -> int | str:
+    """``--sample-components``: a count of components, or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of components or 'all', got {text!r}") from None
+
+
+def estimated_components(predicted, sampled: int | str | None) -> int | None:
+    """eval's default when ``--sample-components`` is not given: the k of the documented rule
+    (:func:`repreval.rank_agreement.recommended_components`) when the exact run is predicted to take over
+    LONG_PREDICTION_S and D is at least ESTIMATES_FROM_DIM; None: compute every component."""
+    if sampled is not None or predicted.total_seconds < LONG_PREDICTION_S or predicted.largest_dim < ESTIMATES_FROM_DIM:
+        return None
+    from ..rank_agreement import recommended_components
+
+    return recommended_components(predicted.largest_dim)
+
+
 class RunDisplay(RunProgress):
     """What ``run`` and ``eval`` show: the plan's one line; once the run has computed for CALIBRATION_S seconds
     after its first progress report, a predicted duration if it looks longer than LONG_RUN_S; the progress (how,
@@ -298,10 +339,22 @@ class RunDisplay(RunProgress):
         self.first: Mark | None = None  # the first progress report: the rate is measured from it
         self.predicted = False
         self.units: int | None = None  # the plan's
+        self.sampled_components: int | str | None = None  # eval's --sample-components (None: its default rule)
 
     def planned(self, suite_name: str, units: int, output: Path, threads: int) -> None:
         self.units = units
         say(plain(suite_name, "bold"), f": {units} units, results in {output} ({threads} CPU threads)")
+
+    def predicted_cost(self, prediction) -> int | None:
+        say(prediction_text(prediction))
+        k = estimated_components(prediction, self.sampled_components)
+        if k is not None:
+            print_warning(
+                f"exact scores look long here: estimating every score from {k} of the {prediction.largest_dim} "
+                f"components instead (with standard errors, about {prediction.largest_dim / k:.0f}× less computing; "
+                "docs/estimates.md: how estimates rank models); --sample-components all computes every component"
+            )
+        return k
 
     def started(self, pending: int) -> None:
         if self.units is not None and pending < self.units:  # the counts below are of the units left
@@ -415,12 +468,18 @@ def run_display() -> RunDisplay:
     return ProgressBar() if console.is_terminal else ProgressLines(gap=LINE_GAP_S, heartbeat=HEARTBEAT_S)
 
 
-def run_and_print(suite, args: argparse.Namespace, *, seed: int | None = None, weights: dict | None = None) -> int:
-    """Run ``suite`` (a file, or eval's mapping) through :func:`repreval.runs.run` and print what it left."""
+def run_and_print(
+    suite, args: argparse.Namespace, *, seed: int | None = None, weights: dict | None = None, predict: bool = False
+) -> int:
+    """Run ``suite`` (a file, or eval's mapping) through :func:`repreval.runs.run` and print what it left; with
+    ``predict`` the predicted cost first (eval)."""
+    display = run_display()
+    display.wants_prediction = predict
+    display.sampled_components = getattr(args, "sample_components", None)
     result = run(
         suite, out=args.out, seed=seed, weights=weights, device=args.device, executor=args.executor,
         address=args.address, threads=args.threads, force_new=args.force_new, plugins=plugins_of(args),
-        progress=run_display(), trust=args.trust,
+        progress=display, trust=args.trust,
     )  # fmt: skip
     for problem in result.damaged:
         report_damaged(problem)
@@ -428,7 +487,8 @@ def run_and_print(suite, args: argparse.Namespace, *, seed: int | None = None, w
     say(f"report: {result.report}")
     say(
         f"{result.computed} computed, {result.skipped} already done, {len(result.failures)} failed "
-        f"in {result.seconds:.1f} s; results in {result.folder}"
+        f"in {result.seconds:.1f} s (planning {result.plan_seconds:.1f} s, report {result.report_seconds:.1f} s); "
+        f"results in {result.folder}"
     )
     for warning in result.warnings:
         print_warning(warning)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ReprevalError
 from ..render import plain
 from ..suite import load_suite
 from ..trust import TRUST_HELP, no_downloads, trusting, user_trust
 from ._common import EXIT_OK, Command, lazy, plugins_of, print_warning, say
+from .run import prediction_text
 
 plan = lazy("repreval.plan")  # builds every model's architecture: torch
 runner = lazy("repreval.runner")
+prediction = lazy("repreval.runner.prediction")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibrate",
         action="store_true",
         help="compute the first group (one model variant) for real, nothing written, and estimate the whole run",
+    )
+    parser.add_argument(
+        "--no-predict", action="store_true", help="skip the predicted duration (it times each model briefly)"
     )
     parser.add_argument("--trust", action="append", default=[], metavar="MODULE", help=TRUST_HELP)
 
@@ -47,6 +53,14 @@ def _validate(args: argparse.Namespace) -> int:
     )
     for note in planned.notes:
         print_warning(note)
+    if not args.no_predict:
+        from ..resources import choose_threads, torch_threads
+
+        try:
+            with torch_threads(choose_threads()):  # the threads a run would take here
+                say(prediction_text(prediction.predict(planned, plugins)))
+        except ReprevalError as exc:  # the suite is valid; only its cost could not be measured here
+            print_warning(f"no predicted duration: {exc.problem}")
     if args.calibrate:
         (model_id, variant), units = next(iter(groups.items()))
         _, seconds = runner.dry_run(planned, plugins, units)  # one group for real; nothing kept
