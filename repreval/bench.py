@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,7 +81,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             return self
-        self.start = self.peak = _rss()
+        self.start = self.peak = resident_bytes()
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -88,7 +89,7 @@ class PeakMemory:
 
     def _sample(self):
         while self.running:
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, resident_bytes())
             time.sleep(0.002)
 
     def __exit__(self, *_):
@@ -98,10 +99,11 @@ class PeakMemory:
         else:
             self.running = False
             self.thread.join()
-            self.mb = max(0, max(self.peak, _rss()) - self.start) / 2**20
+            self.mb = max(0, max(self.peak, resident_bytes()) - self.start) / 2**20
 
 
-def _rss() -> int:
+def resident_bytes() -> int:
+    """The process's resident memory now, in bytes (Linux)."""
     with open("/proc/self/statm") as stream:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -335,29 +337,40 @@ def run_training_bench(
 # ---------------------------------------------------------------------------------------------
 # The suite scenario: a whole suite as users run it, against a hand-written loop computing the same cells
 
-#: The paper's 4.1 CIFAR suite (cut to ``images`` images by the scenario).
-#: The suite scenario, pinned here as data (not read from the paper suite, whose variants and methods change
-#: with the findings it checks): exactly the cells plain_loop computes, trained and random ResNet20, six layers,
-#: three methods, noise score (channels abs, components mean), on LIMIT CIFAR-10 test images from DATA.
-SUITE = """
-name: bench-suite
-seed: 0
-datasets:
-  cifar: {kind: image_folder, options: {path: "DATA/cifar10-test"}, limit: LIMIT}
-models:
-  resnet20:
-    model: cifar:resnet20
-    weights: "DATA/cifar10-resnets/resnet20-12fca82f.th"
-    layers: [conv1, layer1.1, layer2.0, layer2.2, layer3.0, layer3.1]
-variants: [trained, random]
-evaluation:
-  dataset: cifar
-  batch_size: 16
-  saliency: [gradients, activations_x_gradients, grad_cam]
-  channel_aggregators: [abs]
-  embedding_aggregators: [mean]
-  scores: [noise_score]
-"""
+#: The suite scenario's layers, methods and variants: exactly the cells :func:`plain_loop` computes (trained and
+#: random ResNet20, six layers, three methods, noise score with channels abs and components mean), pinned here as
+#: data (not read from the paper's 4.1 suite, whose variants and methods change with the findings it checks)
+SUITE_LAYERS = ("conv1", "layer1.1", "layer2.0", "layer2.2", "layer3.0", "layer3.1")
+SUITE_METHODS = ("gradients", "activations_x_gradients", "grad_cam")
+SUITE_VARIANTS = ("trained", "random")
+RESNET20_WEIGHTS = "cifar10-resnets/resnet20-12fca82f.th"
+
+
+def bench_suite(images: int, data_dir: Path) -> dict:
+    """The suite scenario on the first ``images`` CIFAR-10 test images of ``data_dir``, as a suite mapping."""
+    return {
+        "name": "bench-suite",
+        "seed": 0,
+        "datasets": {
+            "cifar": {"kind": "image_folder", "options": {"path": str(data_dir / "cifar10-test")}, "limit": images}
+        },  # fmt: skip
+        "models": {
+            "resnet20": {
+                "model": "cifar:resnet20",
+                "weights": str(data_dir / RESNET20_WEIGHTS),
+                "layers": list(SUITE_LAYERS),
+            }
+        },
+        "variants": list(SUITE_VARIANTS),
+        "evaluation": {
+            "dataset": "cifar",
+            "batch_size": 16,
+            "saliency": list(SUITE_METHODS),
+            "channel_aggregators": ["abs"],
+            "embedding_aggregators": ["mean"],
+            "scores": ["noise_score"],
+        },
+    }
 
 
 @dataclass
@@ -365,10 +378,16 @@ class SuiteBench:
     """One run of the suite scenario: wall times, the cells compared and their largest difference.
 
     Both sides run as fresh processes, as users run them (imports, loading and exit included);
-    ``loop_compute_seconds`` is the loop's own timing of its computation alone."""
+    ``loop_compute_seconds`` is the loop's own timing of its computation alone, ``repreval_compute_seconds``
+    repreval's (its units: loading the model and data, the maps, the scores), ``repreval_plan_seconds`` and
+    ``repreval_report_seconds`` its planning and its report (leaderboard, report, pictures); the rest of the
+    process (start-up, imports, exit) is ``repreval_startup_seconds``."""
 
     images: int
     repreval_seconds: float
+    repreval_compute_seconds: float
+    repreval_plan_seconds: float
+    repreval_report_seconds: float
     loop_seconds: float
     loop_compute_seconds: float
     loop_threads: int
@@ -380,9 +399,20 @@ class SuiteBench:
         """loop / repreval (both whole processes): above 1, repreval is faster."""
         return self.loop_seconds / self.repreval_seconds
 
+    @property
+    def compute_ratio(self) -> float:
+        """loop / repreval, computing alone (each side's own timing from loading the model to the values)."""
+        return self.loop_compute_seconds / self.repreval_compute_seconds
+
+    @property
+    def repreval_startup_seconds(self) -> float:
+        """repreval's process time outside planning, computing and the report (start-up, imports, exit)."""
+        parts = self.repreval_compute_seconds + self.repreval_plan_seconds + self.repreval_report_seconds
+        return self.repreval_seconds - parts
+
 
 def run_suite_bench(images: int = 16, loop_threads: int = 1, data_dir: Path | None = None) -> SuiteBench:
-    """The suite scenario (:data:`SUITE`: trained ResNet20 and its random twin, six layers, three methods, noise
+    """The suite scenario (:func:`bench_suite`: trained ResNet20 and its random twin, six layers, three methods, noise
     score with real and two noise sets) through ``repreval run`` in a fresh process, then :func:`plain_loop` in another:
     per input set and batch one forward with the six layer outputs captured and one ``torch.autograd.grad``
     per component that returns the gradients at all six layers, all methods derived from them. It shares no
@@ -392,7 +422,7 @@ def run_suite_bench(images: int = 16, loop_threads: int = 1, data_dir: Path | No
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results"
-        repreval_seconds = run_repreval(images, out, data_dir, env)
+        repreval_seconds, phases = run_repreval(images, out, data_dir, env)
         records = ResultStore(out).records()
         loop_file = Path(scratch) / "loop.json"
         script = (
@@ -408,21 +438,31 @@ def run_suite_bench(images: int = 16, loop_threads: int = 1, data_dir: Path | No
     ours = {(r.variant, r.layer, r.saliency): r.value for r in records}
     difference = max(abs(ours[key] - value) for key, value in values.items())
     return SuiteBench(
-        images, repreval_seconds, loop_seconds, loop_compute_seconds, loop_threads, len(values), difference
+        images, repreval_seconds, *phases, loop_seconds, loop_compute_seconds, loop_threads, len(values), difference
     )
 
 
-def run_repreval(images: int, out: Path, data_dir: Path, env: dict) -> float:
-    """Wall time of ``repreval run`` on the suite cut to ``images`` images (a fresh process, as users run it)."""
+#: The last line of ``repreval run``: computing, planning and report seconds
+_RUN_LINE = re.compile(r"in ([\d.]+) s \(planning ([\d.]+) s, report ([\d.]+) s\)")
+
+
+def run_repreval(images: int, out: Path, data_dir: Path, env: dict) -> tuple[float, tuple[float, float, float]]:
+    """Wall time of ``repreval run`` on the suite scenario cut to ``images`` images (a fresh process, as users run
+    it), and its own computing, planning and report seconds (from its last line)."""
+    import yaml
+
     suite = out.parent / "suite.yaml"
-    text = SUITE.replace("LIMIT", str(images)).replace("DATA", str(data_dir))
-    suite.write_text(text)
+    suite.write_text(yaml.safe_dump(bench_suite(images, data_dir), sort_keys=False))
     started = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "repreval", "run", str(suite), "--out", str(out)],
-        check=True, stdout=subprocess.DEVNULL, env=env,
+        check=True, capture_output=True, text=True, env=env,
     )  # fmt: skip
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    found = _RUN_LINE.search(done.stdout)
+    assert found is not None, done.stdout[-500:]  # the run's own last line
+    compute, plan, report = (float(value) for value in found.groups())
+    return seconds, (compute, plan, report)
 
 
 def plain_loop(images: int, threads: int, data_dir: Path) -> tuple[float, dict[tuple[str, str, str], float]]:
@@ -438,14 +478,14 @@ def plain_loop(images: int, threads: int, data_dir: Path) -> tuple[float, dict[t
     torch.set_num_threads(threads)
     started = time.perf_counter()
     data = data_dir
-    weights = data / "cifar10-resnets" / "resnet20-12fca82f.th"
-    layers = ["conv1", "layer1.1", "layer2.0", "layer2.2", "layer3.0", "layer3.1"]
+    weights = data / RESNET20_WEIGHTS
+    layers = list(SUITE_LAYERS)
     model = Model(
         ModelConfig(id="r20", spec="cifar:resnet20", weights=str(weights)), plugins.model_source.create("cifar")
     )
     folder = plugins.dataset.create("image_folder", {"path": str(data / "cifar10-test")})
     values: dict[tuple[str, str, str], float] = {}
-    for variant in ("trained", "random"):
+    for variant in SUITE_VARIANTS:
         network = model.trained() if variant == "trained" else model.untrained(0)
         spec = network.input_spec
         chosen = subset_indices(Subset(limit=images, seed=0), folder.size(spec))

@@ -84,3 +84,53 @@ def test_each_stored_map_lies_colour_mapped_in_its_cell(tmp_path):
     assert abs(input_right - input_left - cell) <= 1
     beyond = pixels[rows[0][0] : rows[-1][1], columns[-1][1] :]
     assert beyond.shape[1] > cell and (beyond >= 250).all()  # the blank cell of random b
+
+
+def test_pictures_reuse_the_runs_maps_and_equal_a_fresh_computation(tmp_path, plugins, monkeypatch):
+    """The stored picture maps of a run (taken from its first batch: no engine call of their own) equal
+    keep_picture_maps computing them all again for the same inputs."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from repreval.drawings import maps_file
+    from repreval.plan import make_plan
+    from repreval.runner import pictures, resolve_device
+    from repreval.runner.compute import model_of
+    from repreval.runner.inputs import Inputs
+    from repreval.runner.pictures import attribution_groups, keep_picture_maps
+    from repreval.runs import run
+    from repreval.suite import parse_suite
+
+    suite = {
+        "name": "pictured",
+        "datasets": {"digits": {"kind": "digits", "limit": 4}},
+        "models": {"ae": {"model": "ae:classifier", "layers": ["encoder.block1", "encoder.block2"]}},
+        "variants": ["random"],
+        "evaluation": {"dataset": "digits", "saliency": ["gradients", "grad_cam"], "channel_aggregators": ["abs"],
+                       "embedding_aggregators": ["var"], "scores": ["variance_score", "noise_score"]},
+    }  # fmt: skip
+    asked: list[int] = []
+    engine = pictures.compute_maps
+    monkeypatch.setattr(
+        pictures,
+        "compute_maps",
+        lambda net, requests, *a, **k: asked.append(len(requests)) or engine(net, requests, *a, **k),
+    )
+    run(suite, out=tmp_path / "run", plugins=plugins)
+    assert asked == []  # every picture map came from the run's first batch
+    monkeypatch.undo()
+    stored = np.load(maps_file(tmp_path / "run", "ae", "random"))
+    parsed = parse_suite(suite, plugins)
+    plan = make_plan(replace(parsed, output=tmp_path / "fresh"), plugins)
+    variant = plan.variants["ae"][0]
+    inputs = Inputs(plan.suite, plugins, resolve_device("cpu"))
+    model = model_of(plan, plugins, "ae", inputs, "cpu")
+    network = plan.variant(variant).network(model, plan.suite.seed)
+    network.module.eval()
+    batches = inputs.batch_source(network, "digits")
+    keep_picture_maps(plan, network, batches, variant, "ae", attribution_groups(plan, "ae", variant))
+    fresh = np.load(maps_file(tmp_path / "fresh", "ae", "random"))
+    assert sorted(stored.files) == sorted(fresh.files) and len(stored.files) == 6  # inputs, components, 4 maps
+    for key in stored.files:
+        assert np.allclose(stored[key], fresh[key], rtol=1e-5, atol=1e-7), key

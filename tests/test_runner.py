@@ -78,8 +78,8 @@ def test_one_sweep_serves_every_group_and_progress_moves_within_it(tmp_path, plu
     advances = []
     report = run_suite(suite, plugins, on_progress=lambda n, _what: advances.append(n))
     assert not report.failures and report.computed == report.total == 2 * 2 * 2 * 2  # × (noise, variance)
-    # per variant: 4 requests, real + 2 noise sets of 4 images in one call; then 2 real + 1 noise for the pictures
-    assert calls == [(4, 3 * 4), (4, 3)] * 2
+    # per variant: 4 requests, real + 2 noise sets of 4 images in one call; the pictures reuse its first inputs' maps
+    assert calls == [(4, 3 * 4)] * 2
     assert any(0 < n < 1 for n in advances)
     assert sum(advances) == pytest.approx(report.total)
 

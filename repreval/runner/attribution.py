@@ -23,7 +23,7 @@ from ..engine.probe import Probe
 from ..errors import ReprevalError
 from ..plan import Plan, Unit
 from .context import RunContext, derived_seed
-from .pictures import is_pictured, keep_picture_maps
+from .pictures import PICTURE_INPUTS, PICTURE_NOISE, is_pictured, keep_picture_maps
 from .records import error_text, finite, non_finite, record_of
 
 if TYPE_CHECKING:
@@ -76,7 +76,9 @@ def run_groups(built: BuiltVariant, groups: list[list[Unit]]) -> None:
         _run_sweeps(built, batches, same_dataset)
         if dataset == plan.suite.evaluation.datasets[0] and is_pictured(plan, built.model.config.id, built.variant):
             try:  # the maps of a few inputs, for the report's pictures; a failure here costs only the picture
-                keep_picture_maps(plan, built.network, batches, built.variant, built.model.config.id, same_dataset)
+                keep_picture_maps(
+                    plan, built.network, batches, built.variant, built.model.config.id, same_dataset, built.picture_maps
+                )
             except Exception as exc:  # any failure: the numbers above are what matters
                 built.run.outcome.warnings.append(
                     f"{built.model.config.id}/{built.variant.label}: no attribution pictures: {error_text(exc)}"
@@ -227,10 +229,33 @@ def _run_family(
             plan, built.network, family, batches, sets, batch_index, rows, on_chunk,
             on_fallback=lambda request, _operation: tally.fallbacks.add(request),
         )  # fmt: skip
+        if batch_index == 0:
+            _keep_for_pictures(built, family, maps)
         for group, work in family:
             _score_batch(built, group, work, maps, batch_index, tally)
     seconds = round((time.perf_counter() - started) / len(family), 3)  # the family's time, shared by its groups
     return [(group, _write_records(built, group, work, tally, seconds)) for group, work in family]
+
+
+def _keep_for_pictures(built: BuiltVariant, family: Family, maps: dict[str, dict[MapRequest, Tensor]]) -> None:
+    """Keep the first batch's maps of the inputs the report pictures (the first real ones and a noise one), so
+    :func:`keep_picture_maps` need not compute them again: only maps of every component, without smoothing (the
+    pictures' own setting), of a pictured variant."""
+    plan, works = built.run.plan, [work for _, work in family]
+    if (
+        plan.suite.evaluation.smoothing.active
+        or works[0].one_backward
+        or works[0].sampled is not None
+        or "noise" not in maps
+        or maps["real"][works[0].request].shape[0] < PICTURE_INPUTS
+        or not is_pictured(plan, built.model.config.id, built.variant)
+    ):
+        return
+    for work in works:
+        request = work.request
+        built.picture_maps[request] = torch.cat(
+            [maps["real"][request][:PICTURE_INPUTS], maps["noise"][request][:PICTURE_NOISE]]
+        )
 
 
 def _score_batch(

@@ -71,10 +71,17 @@ def pictures_only(run: RunContext, model: Model, variant: PluginChoice, inputs: 
 
 
 def keep_picture_maps(
-    plan: Plan, network: Network, batches: dict[str, Tensor], variant: PluginChoice, model_id: str, groups
+    plan: Plan,
+    network: Network,
+    batches: dict[str, Tensor],
+    variant: PluginChoice,
+    model_id: str,
+    groups,
+    computed: dict[MapRequest, Tensor] | None = None,
 ) -> None:
     """Store the maps of the first real inputs and a noise input (the suite's first channel aggregator, then the
-    mean over components) per saliency method and probe layer; the report draws them."""
+    mean over components) per saliency method and probe layer; the report draws them. ``computed``: such maps the
+    run already has (by request, all components), computed again only where missing."""
     if network.input_spec.tokens:
         return  # text: no image to draw a map over
     evaluation = plan.suite.evaluation
@@ -97,10 +104,13 @@ def keep_picture_maps(
     if dim > PICTURE_COMPONENTS:
         generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
         components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
-    maps = compute_maps(
-        network, list(requests.values()), inputs, strategy=evaluation.strategy, components=components,
-        memory_budget=evaluation.memory_budget,
-    )  # fmt: skip
+    maps = {r: v for r, v in (computed or {}).items() if components is None and r in requests.values()}
+    missing = [request for request in requests.values() if request not in maps]
+    if missing:
+        maps |= compute_maps(
+            network, missing, inputs, strategy=evaluation.strategy, components=components,
+            memory_budget=evaluation.memory_budget,
+        )  # fmt: skip
     arrays: dict[str, Any] = {
         "inputs": inputs.float().cpu().numpy(),
         "components": np.array([dim, len(components) if components is not None else dim]),

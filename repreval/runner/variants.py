@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +43,8 @@ class BuiltVariant:
     inputs: Inputs
     device: torch.device
     shared: dict[str, Any]
+    #: maps the runner already computed for the report's pictures (first inputs of the first batch), by request
+    picture_maps: dict[Any, Tensor] = field(default_factory=dict)
 
 
 def run_variant(
