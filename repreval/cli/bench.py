@@ -1,5 +1,6 @@
 """``repreval bench``: time the engine against per-component loops (a benchmark, not a test); ``--training``:
-the constrained-training overhead; ``--suite``: the paper's 4.1 suite through ``repreval run`` against a loop."""
+the constrained-training overhead; ``--suite``: the paper's 4.1 suite through ``repreval run`` against a loop;
+``--estimates``: rankings by estimates from sampled components against the exact scores (repreval.rank_agreement)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import sys
 from dataclasses import asdict
 from typing import TypedDict
 
+from ..errors import ReprevalError
 from ..render.bench import bench_table, training_table
-from ._common import EXIT_OK, Command, console, errors, lazy, plugins_of, say
+from ._common import EXIT_OK, EXIT_UNITS_FAILED, Command, console, errors, lazy, plugins_of, say
 
 bench = lazy("repreval.bench")  # torch
 runner = lazy("repreval.runner")
+rank_agreement = lazy("repreval.rank_agreement")
 
 BENCH_MODEL = "timm:resnet18"
 
@@ -54,6 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: the paper's 4.1 CIFAR suite through `repreval run` against a hand-written loop, same run",
     )
     parser.add_argument("--loop-threads", type=int, default=1, help="with --suite: threads of the loop (default 1)")
+    parser.add_argument(
+        "--estimates",
+        action="store_true",
+        help="instead: do estimates from 16-128 sampled components rank models as the exact scores do? "
+        "(10 model variants through `repreval run`, exact and per k, 3 seeds; --quick: digits, 1 seed)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="with --estimates: suite seeds 0..N-1 (default 3, --quick 1)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="with --estimates: keep the runs in this folder (a rerun resumes them); default: a temporary one, removed",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -64,6 +81,8 @@ def handle(args: argparse.Namespace) -> int:
         return _training(args, command)
     if args.suite:
         return _suite(args, command)
+    if args.estimates:
+        return _estimates(args, command)
     lower = args.precision != "float32"
 
     def show(row):
@@ -105,18 +124,53 @@ def _suite(args: argparse.Namespace, command: str) -> int:
     images = 16 if args.images == 1 else args.images  # --images defaults to 1 for the per-layer bench
     result = bench.run_suite_bench(images=images, loop_threads=args.loop_threads)
     if args.json:
-        print(json.dumps({"command": command, **asdict(result), "ratio": result.ratio}, indent=1))
+        ratios = {"ratio": result.ratio, "compute_ratio": result.compute_ratio}
+        print(json.dumps({"command": command, **asdict(result), **ratios}, indent=1))
         return EXIT_OK
     say(
         f"suite scenario (ResNet20 trained and random), {result.images} images: {result.cells} cells, "
         f"max |repreval - loop| = "
         f"{result.max_difference:.1e}\n"
-        f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s\n"
+        f"repreval run (a fresh process, threads chosen by it): {result.repreval_seconds:.1f} s: computing "
+        f"{result.repreval_compute_seconds:.1f} s, planning {result.repreval_plan_seconds:.1f} s, report "
+        f"{result.repreval_report_seconds:.1f} s, start-up and exit {result.repreval_startup_seconds:.1f} s\n"
         f"plain loop (a fresh process, {result.loop_threads} thread(s)): {result.loop_seconds:.1f} s, "
         f"of which computing {result.loop_compute_seconds:.1f} s\n"
-        f"loop / repreval = {result.ratio:.2f} (whole processes)\nreproduce: {command}"
+        f"loop / repreval = {result.ratio:.2f} (whole processes), {result.compute_ratio:.2f} (computing)\n"
+        f"reproduce: {command}"
     )
     return EXIT_OK
+
+
+def _estimates(args: argparse.Namespace, command: str) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from ..resources import choose_threads
+
+    seeds = args.seeds if args.seeds is not None else 1 if args.quick else 3
+    if seeds < 1:
+        raise ReprevalError(f"--seeds {seeds}", where="--seeds", fix="give at least 1")
+    threads = choose_threads(None)  # repreval's choice, fixed for every run so their times compare
+
+    def show(run) -> None:
+        k = "exact" if run.k is None else f"k = {run.k}"
+        say(f"{run.group}, seed {run.seed}, {k}: {run.wall_seconds:.1f} s ({run.skipped} units resumed)", to=errors)
+
+    with tempfile.TemporaryDirectory(prefix="repreval-estimates-") as scratch:
+        report = rank_agreement.run_estimates_bench(
+            quick=args.quick, seeds=range(seeds), out=Path(args.out or scratch), threads=threads, device=args.device,
+            plugins=plugins_of(args), on_run=show,
+        )  # fmt: skip
+    report = {"command": command, "device": args.device, **report}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        say(f"estimates vs exact scores, {seeds} seed(s), {report['seconds']:.0f} s; reproduce: {command}")
+        print(rank_agreement.markdown_table(report))
+    for failure in report["failures"]:
+        say(f"failed: {failure}", to=errors)
+    return EXIT_UNITS_FAILED if report["failures"] else EXIT_OK
 
 
 def _training(args: argparse.Namespace, command: str) -> int:
