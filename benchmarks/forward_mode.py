@@ -5,6 +5,9 @@
    costs in rows, ``FORWARD_WEIGHT`` in the cost model.
 2. A Grad-CAM-only evaluation over early layers (the requests of such a suite, one engine call per batch as the
    runner makes it): ``auto`` (the cost model) against ``reverse`` alone, maps compared.
+3. The same as a suite through ``repreval.run`` (timm resnet50 at 64², random init, ``act1`` and ``layer1``, one
+   digit and its two noise sets, noise score): ``--strategy auto`` against ``reverse``, the runs' own computing
+   seconds, every record's value compared.
 
 Same process, alternating rounds, best of ``--rounds``; threads as repreval runs (torch's default). Reproduce:
     python benchmarks/forward_mode.py            # ~3 min on 2 idle cores
@@ -89,6 +92,43 @@ def main() -> None:
             f"{best['auto']:.2f} s: {best['reverse'] / best['auto']:.1f}× (max |auto - reverse| = "
             f"{difference(maps, requests):.1e})"
         )
+    suite_case(args.rounds)
+
+
+#: Case 3: a Grad-CAM-only suite over the early layers of a ResNet-50 (C = 64 and 256 against D = 2048)
+GRAD_CAM_SUITE = {
+    "name": "grad-cam-early",
+    "seed": 0,
+    "datasets": {"digits": {"kind": "digits", "limit": 1}},
+    "models": {"resnet50": {"model": "timm:resnet50", "options": {"input_size": [3, 64, 64]},
+                            "layers": ["act1", "layer1"]}},
+    "variants": ["random"],
+    "evaluation": {"dataset": "digits", "saliency": ["grad_cam"], "embedding_aggregators": ["mean"],
+                   "scores": ["noise_score"]},
+}  # fmt: skip
+
+
+def suite_case(rounds: int) -> None:
+    """Case 3: the suite with strategy auto and reverse, alternating rounds, best computing time of each."""
+    import tempfile
+
+    from repreval.runs import run
+
+    best = {"auto": float("inf"), "reverse": float("inf")}
+    values: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_ in range(rounds):
+            for strategy in best:
+                suite = {**GRAD_CAM_SUITE, "evaluation": {**GRAD_CAM_SUITE["evaluation"], "strategy": strategy}}
+                result = run(suite, out=f"{scratch}/{strategy}-{round_}", threads=torch.get_num_threads())
+                best[strategy] = min(best[strategy], result.seconds)
+                values[strategy] = {(r.layer, r.score): r.value for r in result.records}
+    gap = max(abs(values["auto"][key] - values["reverse"][key]) for key in values["reverse"])
+    print(
+        f"suite timm:resnet50 64², Grad-CAM at act1 and layer1, 1 digit (+2 noise): computing reverse "
+        f"{best['reverse']:.1f} s, auto {best['auto']:.1f} s: {best['reverse'] / best['auto']:.1f}× "
+        f"(max |auto - reverse| over {len(values['reverse'])} records = {gap:.1e})"
+    )
 
 
 if __name__ == "__main__":

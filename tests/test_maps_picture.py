@@ -134,3 +134,28 @@ def test_pictures_reuse_the_runs_maps_and_equal_a_fresh_computation(tmp_path, pl
     assert sorted(stored.files) == sorted(fresh.files) and len(stored.files) == 6  # inputs, components, 4 maps
     for key in stored.files:
         assert np.allclose(stored[key], fresh[key], rtol=1e-5, atol=1e-7), key
+
+
+def test_a_sampled_run_pictures_the_mean_of_its_own_sampled_components(tmp_path, plugins, monkeypatch):
+    """With sample_components the pictures average the run's k sampled maps (no engine call of their own) and say
+    so: components [D, k]."""
+    import numpy as np
+
+    from repreval.drawings import maps_file
+    from repreval.runner import pictures
+    from repreval.runs import run
+
+    suite = {
+        "name": "sampled",
+        "datasets": {"digits": {"kind": "digits", "limit": 4}},
+        "models": {"ae": {"model": "ae:classifier", "layers": ["encoder.block2"]}},
+        "variants": ["random"],
+        "evaluation": {"dataset": "digits", "saliency": ["gradients"], "channel_aggregators": ["abs"],
+                       "embedding_aggregators": ["mean"], "scores": ["noise_score"], "sample_components": 4},
+    }  # fmt: skip
+    asked: list[int] = []
+    engine = pictures.compute_maps
+    monkeypatch.setattr(pictures, "compute_maps", lambda *a, **k: asked.append(1) or engine(*a, **k))
+    run(suite, out=tmp_path / "run", plugins=plugins)
+    stored = np.load(maps_file(tmp_path / "run", "ae", "random"))
+    assert asked == [] and stored["components"].tolist() == [10, 4]

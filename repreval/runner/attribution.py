@@ -239,13 +239,12 @@ def _run_family(
 
 def _keep_for_pictures(built: BuiltVariant, family: Family, maps: dict[str, dict[MapRequest, Tensor]]) -> None:
     """Keep the first batch's maps of the inputs the report pictures (the first real ones and a noise one), so
-    :func:`keep_picture_maps` need not compute them again: only maps of every component, without smoothing (the
-    pictures' own setting), of a pictured variant."""
+    :func:`keep_picture_maps` need not compute them again: maps of every component or of the sampled ones (the
+    picture then averages those), without smoothing (the pictures' own setting), of a pictured variant."""
     plan, works = built.run.plan, [work for _, work in family]
     if (
         plan.suite.evaluation.smoothing.active
         or works[0].one_backward
-        or works[0].sampled is not None
         or "noise" not in maps
         or maps["real"][works[0].request].shape[0] < PICTURE_INPUTS
         or not is_pictured(plan, built.model.config.id, built.variant)

@@ -81,7 +81,8 @@ def keep_picture_maps(
 ) -> None:
     """Store the maps of the first real inputs and a noise input (the suite's first channel aggregator, then the
     mean over components) per saliency method and probe layer; the report draws them. ``computed``: such maps the
-    run already has (by request, all components), computed again only where missing."""
+    run already has (by request; all D components, or the k it sampled when it covers every request), computed
+    again only where missing."""
     if network.input_spec.tokens:
         return  # text: no image to draw a map over
     evaluation = plan.suite.evaluation
@@ -100,20 +101,26 @@ def keep_picture_maps(
     inputs = torch.cat([batches["real"][:PICTURE_INPUTS], batches["noise"][:PICTURE_NOISE]])
     with torch.no_grad():
         dim = network.embed(inputs[:1]).shape[1]
-    components = None
-    if dim > PICTURE_COMPONENTS:
-        generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
-        components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
-    maps = {r: v for r, v in (computed or {}).items() if components is None and r in requests.values()}
-    missing = [request for request in requests.values() if request not in maps]
-    if missing:
-        maps |= compute_maps(
-            network, missing, inputs, strategy=evaluation.strategy, components=components,
-            memory_budget=evaluation.memory_budget,
-        )  # fmt: skip
+    maps = {r: v for r, v in (computed or {}).items() if r in requests.values()}
+    used = {v.shape[1] for v in maps.values()}
+    if len(maps) == len(requests) and len(used) == 1:  # the run's own maps: all D, or the components it sampled
+        averaged = used.pop()
+    else:  # all D, or PICTURE_COMPONENTS of them drawn for the pictures
+        averaged = min(dim, PICTURE_COMPONENTS)
+        components = None
+        if dim > PICTURE_COMPONENTS:
+            generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
+            components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
+        maps = {r: v for r, v in maps.items() if components is None and v.shape[1] == dim}
+        missing = [request for request in requests.values() if request not in maps]
+        if missing:
+            maps |= compute_maps(
+                network, missing, inputs, strategy=evaluation.strategy, components=components,
+                memory_budget=evaluation.memory_budget,
+            )  # fmt: skip
     arrays: dict[str, Any] = {
         "inputs": inputs.float().cpu().numpy(),
-        "components": np.array([dim, len(components) if components is not None else dim]),
+        "components": np.array([dim, averaged]),
     }
     for (method, layer), request in requests.items():
         arrays[f"{method}|{layer}"] = maps[request].float().mean(dim=1).cpu().numpy()  # mean over components
