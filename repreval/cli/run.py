@@ -297,7 +297,9 @@ LONG_PREDICTION_S, ESTIMATES_FROM_DIM = 600, 256
 
 def prediction_text(predicted) -> str:
     """``predicted: about 12 min ...`` for a :class:`repreval.runner.prediction.Prediction`."""
-    left_out = f"; not included: {', '.join(predicted.not_predicted)}" if predicted.not_predicted else ""
+    left = predicted.not_predicted
+    named = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    left_out = f"; not included: {named}" if left else ""
     fixed = duration_text(predicted.total_seconds - predicted.seconds)
     return (
         f"predicted: about {duration_text(predicted.total_seconds)} on this machine (maps "

@@ -76,12 +76,13 @@ def _predict_model(plan, plugins, model_id, units, inputs, device, prediction: P
     if UnitKind.EXPLAINER in kinds:
         prediction.not_predicted.append(f"explainers of {model_id}")
     first = [u for u in units if u.variant == variants[0] and u.kind == UnitKind.ATTRIBUTION]
-    if not first:
+    embedding = {u.score for u in units if u.variant == variants[0] and u.kind == UnitKind.EMBEDDING}
+    if not first and not embedding:
         return
     model = model_of(plan, plugins, model_id, inputs, device)
     network = model.untrained(config.seed)
     network.module.to(device).eval()
-    seconds = 0.0
+    seconds = _embedding_seconds(plan, network, inputs, embedding) if embedding else 0.0
     for dataset in dict.fromkeys(unit.dataset for unit in first):
         assert dataset is not None
         batches = inputs.batch_source(network, dataset)
@@ -99,6 +100,22 @@ def _predict_model(plan, plugins, model_id, units, inputs, device, prediction: P
             prediction.largest_dim = max(prediction.largest_dim, network.embed(batches["real"][:1]).shape[1])
     prediction.per_model[model_id] = seconds * len(variants)
     prediction.seconds += seconds * len(variants)
+
+
+def _embedding_seconds(plan: Plan, network, inputs: Inputs, scores) -> float:
+    """Embedding scores (linear probes, classifier accuracy) of one variant: a forward pass over every input of the
+    datasets their options name, timed per input on a calibration batch (the probes' fitting is not counted)."""
+    names = {value for score in scores for _, value in score.options if value in plan.suite.datasets}
+    total = 0.0
+    for name in names:
+        batch = inputs.batch_source(network, name)["real"]
+        chosen = batch[: min(len(batch), CALIBRATION_INPUTS * 4)]
+        with torch.no_grad():
+            network.embed(chosen)  # warm-up
+            started = time.perf_counter()
+            network.embed(chosen)
+            total += (time.perf_counter() - started) / len(chosen) * len(batch)
+    return total
 
 
 def _calibrate(plan: Plan, network, batches, family, inputs: int) -> tuple[float, float]:
