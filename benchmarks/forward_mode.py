@@ -10,7 +10,7 @@
    seconds, every record's value compared.
 
 Same process, alternating rounds, best of ``--rounds``; threads as repreval runs (torch's default). Reproduce:
-    python benchmarks/forward_mode.py            # ~3 min on 2 idle cores
+    python benchmarks/forward_mode.py            # ~9 min on 2 idle cores (the ResNet-50 reverse sweeps)
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def difference(maps, requests):
 def main() -> None:
     """Print the weight per probe and the Grad-CAM evaluation's ratio per case."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     plugins = load_plugins()
     grad_cam = plugins.saliency.create("grad_cam")
