@@ -108,7 +108,7 @@ def resident_bytes() -> int:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _timed(device, function, *args, **kwargs):
+def timed(device, function, *args, **kwargs):
     """``function(*args, **kwargs)`` with its wall time and peak memory."""
     with PeakMemory(device) as memory:
         started = time.perf_counter()
@@ -161,13 +161,13 @@ def run_bench(
         for name in methods:
             method = plugins.saliency.create(name)
             request = MapRequest(probe, method, None if method.spatial else aggregator)
-            maps, engine_s, engine_mb = _timed(target, compute_maps, network, [request], inputs)
+            maps, engine_s, engine_mb = timed(target, compute_maps, network, [request], inputs)
             engine = maps[request]
             dim = engine.shape[1]
             count = min(dim, loop_components or dim)
             sampled = network if count == dim else _FirstComponents(network, count)
-            reuse, reuse_s, reuse_mb = _timed(target, component_maps_loop, sampled, probe, inputs, method, aggregator)
-            _, rerun_s, rerun_mb = _timed(
+            reuse, reuse_s, reuse_mb = timed(target, component_maps_loop, sampled, probe, inputs, method, aggregator)
+            _, rerun_s, rerun_mb = timed(
                 target, component_maps_loop, sampled, probe, inputs, method, aggregator, rerun_forward=True
             )
             layout = probe_layout(network, probe)
@@ -188,7 +188,7 @@ def run_bench(
                 max_abs_difference=(engine[:, :count] - reuse).abs().max().item(),
             )
             if precision != "float32":
-                low, low_s, low_mb = _timed(target, compute_maps, network, [request], inputs, precision=precision)
+                low, low_s, low_mb = timed(target, compute_maps, network, [request], inputs, precision=precision)
                 deviation = map_deviation(engine, low[request])
                 row.precision, row.precision_seconds, row.precision_peak_mb = precision, low_s / images, low_mb
                 row.precision_max_relative = deviation["max_relative_difference"]

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..bench import PeakMemory, resident_bytes
+from ..bench import resident_bytes, timed
 from ..plan import Plan, Unit, UnitKind
 from ..plugins import Plugins
-from .attribution import _families, _family_maps, plan_group
+from .attribution import INPUT_SETS, _families, _family_maps, plan_group
 from .compute import model_of
 from .context import resolve_device
 from .inputs import Inputs
@@ -40,7 +40,6 @@ class Prediction:
     seconds: float = 0.0
     peak_bytes: int = 0
     calibration_seconds: float = 0.0
-    per_model: dict[str, float] = field(default_factory=dict)
     not_predicted: list[str] = field(default_factory=list)
     largest_dim: int = 0
 
@@ -98,7 +97,6 @@ def _predict_model(plan, plugins, model_id, units, inputs, device, prediction: P
             seconds += per_batch * batch_size / calibration * math.ceil(count / batch_size)
         with torch.no_grad():
             prediction.largest_dim = max(prediction.largest_dim, network.embed(batches["real"][:1]).shape[1])
-    prediction.per_model[model_id] = seconds * len(variants)
     prediction.seconds += seconds * len(variants)
 
 
@@ -122,7 +120,7 @@ def _calibrate(plan: Plan, network, batches, family, inputs: int) -> tuple[float
     """Seconds of one batch of ``inputs`` inputs of the family at its full component count, from two
     timed calls (the fixed part and the cost per component); and the memory the calls added (bytes)."""
     works = [work for _, work in family]
-    sets = [name for name in ("real", "noise", "noise_b") if any(name in work.sets for work in works)]
+    sets = [name for name in INPUT_SETS if any(name in work.sets for work in works)]
     rows = slice(0, inputs)
     if works[0].one_backward:
         return _timed(plan, network, family, batches, sets, rows)
@@ -141,13 +139,7 @@ def _calibrate(plan: Plan, network, batches, family, inputs: int) -> tuple[float
 
 
 def _timed(plan, network, family, batches, sets, rows) -> tuple[float, float]:
-    """Seconds of one engine call, and the memory it used above what was in use before (bytes; CUDA: the
-    allocator's peak; CPU: the resident size, sampled)."""
+    """Seconds of one engine call of the family, and the memory it used above what was in use before (bytes)."""
     device = batches["real"].device
-    with PeakMemory(device) as memory:
-        started = time.perf_counter()
-        _family_maps(plan, network, family, batches, sets, 0, rows)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-    return seconds, memory.mb * 2**20
+    _, seconds, megabytes = timed(device, _family_maps, plan, network, family, batches, sets, 0, rows)
+    return seconds, megabytes * 2**20
