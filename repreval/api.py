@@ -421,11 +421,14 @@ class Explainer:
     reconstruction for each of ``targets`` (layer -> (C, h, w)). ``fit(module, features, targets, seed,
     context)`` trains it in place on the performer's features (``targets``: layer -> features) and returns a
     log (``seconds``, ``epochs``, final losses, ...). ``version``: bump it when a change makes cached explainers
-    stale.
+    stale. ``tracks``: for an explainer whose module mixes an ``"interpretable"`` and an ``"ordinary"`` track,
+    ``("interpretable", "ordinary")``: its module then accepts ``module(F, track=NAME)``, which keeps that track's
+    contribution to the mix and zeroes the other's, and the host measures what each track carries alone.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    tracks: ClassVar[tuple[str, ...]] = ()
 
     def build(self, source: tuple[int, int, int], targets: dict[str, tuple[int, int, int]], seed: int) -> nn.Module:
         """A fresh explainer for features of shape ``source``, reconstructing ``targets``."""

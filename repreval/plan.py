@@ -282,7 +282,7 @@ def make_plan(suite: Suite, registries: Registries) -> Plan:
         plan.variants[model_id] = expand_variants(suite, instances, model_id, network, where)
         _check_weights(suite, instances, model, where)
         _check_weights_file(model, network, where)
-        explainer_metrics = _explainer_metrics(suite, model, network, plan.layers[model_id], where)
+        explainer_metrics = _explainer_metrics(suite, instances, model, network, plan.layers[model_id], where)
         for variant in plan.variants[model_id]:
             plan.units += _embedding_units(plan, model_id, variant, embedding_scores)
             plan.units += _attribution_units(plan, model_id, variant, attribution_scores)
@@ -291,10 +291,11 @@ def make_plan(suite: Suite, registries: Registries) -> Plan:
 
 
 def _explainer_metrics(
-    suite: Suite, model: Model, network: Network, layers: tuple[str, ...], where: str
-) -> dict[str, list[tuple[str, bool]]]:
-    """Per evaluation dataset, the explainer metrics that apply (name, higher is better): accuracy needs a
-    classifier, location instability landmarks. Checks the layers explainers read and reconstruct."""
+    suite: Suite, instances: PluginInstances, model: Model, network: Network, layers: tuple[str, ...], where: str
+) -> dict[tuple[str, str], list[tuple[str, bool]]]:
+    """Per evaluation dataset and explainer, the metrics that apply (name, higher is better): accuracy needs a
+    classifier, location instability landmarks, track ablations an explainer with tracks. Checks the layers
+    explainers read and reconstruct."""
     from .explain import metrics_for, reconstruction_targets
 
     if not suite.evaluation.explainers:
@@ -302,13 +303,16 @@ def _explainer_metrics(
     for layer in layers:
         reconstruction_targets(model.config, network, layer, where)
     return {
-        dataset: metrics_for(network, suite.datasets[dataset].landmarks is not None)
+        (dataset, explainer.label): metrics_for(
+            network, suite.datasets[dataset].landmarks is not None, instances.get("explainer", explainer)
+        )
         for dataset in suite.evaluation.datasets
+        for explainer in suite.evaluation.explainers
     }
 
 
 def _explainer_units(
-    plan: Plan, model_id: str, variant: PluginChoice, metrics: dict[str, list[tuple[str, bool]]]
+    plan: Plan, model_id: str, variant: PluginChoice, metrics: dict[tuple[str, str], list[tuple[str, bool]]]
 ) -> list[Unit]:
     """dataset × layer × explainer × metric."""
     units = []
@@ -317,7 +321,7 @@ def _explainer_units(
         assert evaluation.explainer_data is not None  # the suite parser requires it with explainers
         depends_on = fingerprint(plan.suite, model_id, (dataset, evaluation.explainer_data))
         for explainer in evaluation.explainers:
-            for metric, higher in metrics[dataset]:
+            for metric, higher in metrics[dataset, explainer.label]:
                 units.append(
                     Unit(
                         kind=UnitKind.EXPLAINER,

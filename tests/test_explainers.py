@@ -18,7 +18,7 @@ from torch import nn
 
 from repreval.api import Explainer, Explanation, ImageSet, InputSpec, TrainingContext, hookimpl
 from repreval.errors import ReprevalError
-from repreval.explain import weights_digest
+from repreval.explain import METRICS, weights_digest
 from repreval.landmarks import (
     fit_landmarks,
     ink_landmarks,
@@ -193,11 +193,9 @@ def test_a_suite_explains_a_trained_and_a_random_performer(tmp_path, plugins, on
     suite = parse_suite(explainer_suite(), plugins)
     suite.output = tmp_path / "out"
     report = run_suite(suite, plugins)
-    assert not report.failures and report.computed == 12
+    assert not report.failures and report.computed == 2 * len(METRICS)  # a classifier, landmarks, two tracks
     records = _values(suite.output)
-    metrics = {"reconstruction_error", "accuracy", "accuracy_drop", "part_share"}
-    metrics |= {"location_instability", "performer_location_instability"}
-    assert {metric for _, metric in records} == metrics
+    assert {metric for _, metric in records} == set(METRICS)
     trained = records[("trained", "accuracy")]
     assert trained.extras["performer_accuracy"] > 0.5  # the CNN learnt the digits
     assert 0 <= trained.value <= 1 and len(trained.values) == 120
@@ -216,6 +214,9 @@ def test_a_suite_explains_a_trained_and_a_random_performer(tmp_path, plugins, on
         assert stored["images"].shape[0] == stored["part_maps"].shape[0] == 4
     text = write_report(suite.output).read_text()
     assert picture.is_file() and f"](pictures/{picture.name})" in text
+    for heading in ("What the parts carry", "Where the parts are", "How diverse the parts are", "Training"):
+        assert f"### {heading}" in text
+    assert "| interpretable alone | ordinary alone |" in text and "frozen twins" in text and "filter_pull" in text
     drawn = picture.stat().st_mtime_ns
     write_report(suite.output)
     assert picture.stat().st_mtime_ns == drawn  # up to date: not drawn again
@@ -343,9 +344,12 @@ def test_a_third_party_explainer_plugs_in_through_the_hook(tmp_path, one_thread)
     del spec["datasets"]["held"]["landmarks"]
     suite = parse_suite(spec, plugins)
     suite.output = tmp_path / "out"
-    assert not run_suite(suite, plugins).failures
+    failures = run_suite(suite, plugins).failures
+    # its 4 ReLU codes are its part maps; where fewer than two fire on every image, overlap fails alone
+    assert all(unit.endswith(".filter_overlap") and "two firing part filters" in why for unit, why in failures)
     records = _values(suite.output)
-    assert {metric for _, metric in records} == {"reconstruction_error", "accuracy", "accuracy_drop", "part_share"}
+    no_tracks = {"reconstruction_error", "accuracy", "accuracy_drop", "part_share", "distinct_peaks", "filter_overlap"}
+    assert {metric for _, metric in records} | {"filter_overlap"} == no_tracks  # no track ablations: no tracks
     assert records[("trained", "part_share")].value == pytest.approx(0.5)
     assert records[("trained", "reconstruction_error")].value < 1.0
 
@@ -381,8 +385,11 @@ def test_filters_that_never_fire_fail_their_instability_alone(tmp_path, one_thre
     suite.output = tmp_path / "out"
     report = run_suite(suite, plugins)
     failed = sorted(unit.rsplit(".", 1)[1] for unit, _ in report.failures)
-    assert failed == ["location_instability"] * 2 and report.computed == 10
-    assert "no filter fires on two images with landmarks" in report.failures[0][1]
+    silent = ["filter_overlap", "frozen_location_instability", "location_instability", "moving_fraction"]
+    assert failed == sorted(silent * 2)  # what reads the part maps fails; the rest (the performer's) stands
+    assert report.computed == 2 * (len(METRICS) - len(silent) - 4)  # no tracks: 4 ablation metrics not planned
+    why = dict(report.failures)
+    assert all("no filter fires on two images" in why[unit] for unit in why if "instability" in unit)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ from pathlib import Path
 from statistics import fmean, pstdev
 
 from ..analysis import DriftResult, Verdict, replicate_difference
-from ..drawings import explainer_picture, explainer_picture_data, slug
+from ..drawings import slug
 from ..findings import Findings, build_findings
 from ..folders import read_facts
 from ..leaderboard import Board, build_leaderboards
-from ..store import ResultStore, ScoreRecord, write_atomic
+from ..store import ResultStore, write_atomic
 from . import markdown, row_colours
+from .explainer_tables import explainer_section
 from .plots import curve_plot, drift_plot, scatter_plot
 
 
@@ -49,7 +50,7 @@ def report_markdown(findings: Findings, boards: list[Board], plots: Path) -> str
     lines += _correlations(findings, plots)
     lines += _drift(findings, plots)
     lines += _replicates(findings)
-    lines += _explainers(findings, plots.parent)
+    lines += explainer_section(findings.records, plots.parent)
     lines += _maps(plots.parent)
     lines += _curves(findings, boards, plots)
     leaderboards = markdown(boards, title="Leaderboards").splitlines()
@@ -226,143 +227,6 @@ def _maps(directory: Path) -> list[str]:
     ]
     for picture in pictures:
         lines += [_link(picture, directory), ""]
-    return lines
-
-
-#: Explainer metrics in the order the explainer table shows them, with their column headings
-_EXPLAINER_COLUMNS = {
-    "reconstruction_error": "‖F − F^‖ / ‖F‖",
-    "accuracy": "accuracy on F^",
-    "accuracy_drop": "drop",
-    "part_share": "part share p",
-    "location_instability": "instability: explainer",
-    "performer_location_instability": "instability: performer",
-}
-
-
-#: What the report says about where the landmarks of the instability measure came from
-_LANDMARK_NOTES = {
-    "none": "No landmarks on these images: location instability is not measured.",
-    "ink": "Landmarks derived from each image's ink (topmost, bottommost, leftmost and rightmost ink points and the "
-    "centroid): a proxy for annotated object parts, not the paper's annotations.",
-    "own": "Landmarks given by the dataset itself.",
-}
-
-
-#: Explained layers, ``(model, variant, layer, explainer)``, each with its records by metric
-_Explained = dict[tuple[str, str, str, str], dict[str, ScoreRecord]]
-
-
-def _explainers(findings: Findings, directory: Path) -> list[str]:
-    """One row per explained layer (model · variant · layer · explainer): every metric, the training, the
-    performer's weight hash before and after, and the picture."""
-    groups = _explained(findings.records)
-    if not groups:
-        return []
-    lines = [
-        "## Explainers",
-        "",
-        "Held-out images; means (± std over images, or over filters for instability). Accuracy: the performer's "
-        "top-1 when its upper layers receive the reconstruction F^ instead of F (its own accuracy in brackets); "
-        "instability: std over images of the distance from a filter's peak to each landmark, over the image "
-        "diagonal, averaged over landmarks and filters (lower: more stable parts).",
-        "",
-        "| model · variant · layer · explainer | " + " | ".join(_EXPLAINER_COLUMNS.values())
-        + " | training | performer weights (sha256) |",
-        "|---|" + "---:|" * len(_EXPLAINER_COLUMNS) + "---|---|",
-    ]  # fmt: skip
-    pictures = []
-    for key, metrics in sorted(groups.items()):
-        lines.append(_explainer_row(key, metrics))
-        picture = _explainer_picture(directory, key)
-        if picture.is_file():
-            pictures.append((" · ".join(key), picture))
-    lines.append("")
-    sources = sorted({r.provenance.get("landmarks", "none") for m in groups.values() for r in m.values()})
-    lines += [_LANDMARK_NOTES.get(source, f"Landmarks from `{Path(source).name}`.") for source in sources] + [""]
-    return lines + _explainer_losses(groups) + _explainer_pictures(pictures, directory)
-
-
-def _explainer_picture(directory: Path, key: tuple[str, str, str, str]) -> Path:
-    """The picture of one explained layer, drawn from the data the run stored where the PNG is missing or older
-    than the data (a folder from before the data was kept has the PNG only: it stays as it is)."""
-    picture, data = explainer_picture(directory, *key), explainer_picture_data(directory, *key)
-    if data.is_file() and (not picture.is_file() or picture.stat().st_mtime < data.stat().st_mtime):
-        from .parts import draw_parts_picture
-
-        draw_parts_picture(data, picture, " · ".join(key))
-    return picture
-
-
-def _explained(records: list[ScoreRecord]) -> _Explained:
-    """The explainer records (those with the performer's weight hash), by explained layer and metric."""
-    groups: _Explained = {}
-    for record in records:
-        if "performer_sha256_before" not in record.provenance:
-            continue
-        explainer, _, metric = record.score.rpartition(".")
-        groups.setdefault((record.model, record.variant, record.layer, explainer), {})[metric] = record
-    return groups
-
-
-def _explainer_row(key: tuple[str, str, str, str], metrics: dict[str, ScoreRecord]) -> str:
-    """The explainer table's row of one explained layer: its metrics, training and performer weights."""
-    cells = [_explainer_cell(metric, metrics.get(metric)) for metric in _EXPLAINER_COLUMNS]
-    any_record = next(iter(metrics.values()))
-    extras, provenance = any_record.extras, any_record.provenance
-    training = (
-        f"{extras.get('explainer_epochs', 0):.0f} epochs × {extras.get('explainer_seconds_per_epoch', 0):.1f} s"
-        + (" (cached)" if extras.get("explainer_cached") else "")
-    )
-    before, after = provenance["performer_sha256_before"], provenance.get("performer_sha256_after", "")
-    weights = f"{before[:12]} = after" if before == after else f"**changed** {before[:12]} → {after[:12]}"
-    return f"| {' · '.join(key)} | " + " | ".join(cells) + f" | {training} | {weights} |"
-
-
-def _explainer_cell(metric: str, found: ScoreRecord | None) -> str:
-    """Mean ± std of one metric (accuracy: with the performer's own in brackets); — where there is none."""
-    if found is None or found.value is None:
-        return "—"
-    if metric == "accuracy" and "performer_accuracy" in found.extras:
-        return f"{found.value:.3f} ({found.extras['performer_accuracy']:.3f})"
-    return f"{found.value:.3f} ± {found.spread or 0.0:.3f}"
-
-
-def _explainer_losses(groups: _Explained) -> list[str]:
-    """A table of the explainers' final training losses, if they recorded any."""
-    losses = sorted(
-        {
-            key
-            for metrics in groups.values()
-            for r in metrics.values()
-            for key in r.extras
-            if key.startswith("explainer_final_")
-        }
-    )
-    if not losses:
-        return []
-    lines = ["Final training losses (mean over the last epoch):", ""]
-    header = [key.removeprefix("explainer_final_") for key in losses]
-    lines += ["| explained | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
-    for explained, metrics in sorted(groups.items()):
-        extras = next(iter(metrics.values())).extras
-        values = " | ".join(f"{extras[key]:.4g}" if key in extras else "—" for key in losses)
-        lines.append(f"| {' · '.join(explained)} | {values} |")
-    return [*lines, ""]
-
-
-def _explainer_pictures(pictures: list[tuple[str, Path]], directory: Path) -> list[str]:
-    """The explainers' pictures, each under its caption (none: nothing)."""
-    if not pictures:
-        return []
-    lines = [
-        "Where the filters fire on four held-out images: the explainer's five strongest interpretable filters, "
-        "then the performer's five strongest channels at the same layer (map over the input, × at the peak; "
-        "landmarks as dots in the first column).",
-        "",
-    ]
-    for caption, picture in pictures:
-        lines += [f"*{caption}*", "", f"![{caption}]({picture.relative_to(directory).as_posix()})", ""]
     return lines
 
 

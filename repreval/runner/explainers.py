@@ -85,7 +85,8 @@ def _explain(built: BuiltVariant, group: list[Unit]) -> list[tuple[Unit, Excepti
     data = built.inputs.loaded(first.dataset, spec)
     assert isinstance(data, ImageSet) and isinstance(data.images, Tensor)
     metrics = [unit.metric for unit in group]
-    measures = explain.measure(network, trained, layer, targets, data, normalize(data.images, spec), metrics, device)
+    inputs = normalize(data.images, spec)
+    measures = explain.measure(network, trained, layer, targets, data, inputs, metrics, device, seed)
     coordinates = (first.model, first.variant.label, layer, first.score.label)
     _keep_picture_data(measures.picture, explainer_picture_data(suite.output, *coordinates), " · ".join(coordinates))
     extras = measures.extras | _training_extras(trained.log, trained.cached, len(features[layer]))
@@ -114,7 +115,7 @@ def _explain(built: BuiltVariant, group: list[Unit]) -> list[tuple[Unit, Excepti
                 value=float(tensor.mean()),
                 spread=float(tensor.std(correction=0)),
                 values=[round(v, 7) for v in per_item],
-                bound=1.0 if unit.metric in ("accuracy", "part_share") else None,
+                bound=1.0 if unit.metric in explain.BOUNDED_BY_1 else None,
                 n_inputs=len(per_item),
                 seconds=seconds,
                 device=str(device),

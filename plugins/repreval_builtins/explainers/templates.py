@@ -78,3 +78,48 @@ def peak_mask(maps: Tensor, beta: float = 4.0) -> Tensor:
     templates = positive_templates(height, width, beta, tau=1.0).to(maps)  # [h·w, h, w]
     peaks = maps.flatten(2).argmax(dim=2)  # [B, K]
     return torch.relu(maps * templates[peaks])
+
+
+def overlap_loss(maps: Tensor) -> Tensor:
+    """The mean over images and over pairs of distinct filters of the cosine similarity of their maps [B, K, h, w]
+    (maps >= 0: 0 for filters firing at disjoint places, 1 for identical ones; a filter that does not fire
+    counts 0). repreval's own term against filters collapsing onto one place: neither paper has one."""
+    filters = maps.shape[1]
+    if filters < 2:
+        return maps.new_zeros(())
+    unit = torch.nn.functional.normalize(maps.flatten(2), dim=2, eps=1e-12)
+    gram = unit @ unit.transpose(1, 2)  # [B, K, K]
+    pairs = gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return (pairs / (filters * (filters - 1))).mean()
+
+
+#: The original code's temperature ``a`` in its surrogate gradient
+SURROGATE_TEMPERATURE = 0.5
+
+
+def surrogate_filter_loss(maps: Tensor, beta: float = 4.0) -> Tensor:
+    """Per filter [K], a loss whose gradient is the one the original Interpretable-CNN code (MatConvNet,
+    zqs1022/interpretableCNN, ``our_vl_simplenn.m``, the ``conv_mask`` backward) adds instead of the exact
+    gradient of the mutual-information loss, for images that all show the filter's category (the explainer has
+    no labels). For filter f and image n, with m the signed mask (the positive template at the map's peak divided
+    by tau: 1 at the peak, -1 far away) and a = 0.5:
+
+        s = mean_hw(x ∘ m);  aZ = a·log mean_n exp(mean_hw(x ∘ m') / a), m' the masks in reverse order of
+        images and filters (the code's cheap normaliser);  G = exp(s / a)·(s - aZ + a), divided by its mean over
+        the batch (per filter);  d loss / d x = -G·m / (N·h·w), G held constant.
+
+    So descent raises each map near its own peak and lowers it far away, by amounts normalised per filter over
+    the batch: independent of the activations' scale, unlike the exact gradient. Departures: the code centres
+    the mask on the activation-weighted centroid (here the peak, as the paper says), schedules the size as
+    1 / (10·epoch) (here ``filter_weight``) and learns the mask's sharpness (here beta fixed)."""
+    batch, filters, height, width = maps.shape
+    templates = positive_templates(height, width, beta, tau=1.0).to(maps)  # [h·w, h, w]
+    masks = templates[maps.detach().flatten(2).argmax(dim=2)]  # [B, K, h, w]
+    scores = (maps * masks).mean(dim=(2, 3))  # s: [B, K]
+    with torch.no_grad():
+        flipped = (maps * masks.flip(0, 1)).mean(dim=(2, 3))
+        a = SURROGATE_TEMPERATURE
+        normaliser = a * (torch.logsumexp(flipped / a, dim=0) - math.log(batch))  # aZ: [K]
+        weights = torch.exp(scores / a) * (scores - normaliser + a)
+        weights = torch.nan_to_num(weights / weights.mean(dim=0, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
+    return -(weights * scores).mean(dim=0)
