@@ -557,13 +557,15 @@ class UnitGroup:
 @dataclass
 class TaskResult:
     """What a task computed elsewhere returns to the driver, which alone writes the results folder: the records,
-    the drawings it made (path under the results folder -> bytes), warnings, its seconds and the worker's pid."""
+    the drawings it made (path under the results folder -> bytes), warnings, its seconds, the worker's pid and
+    the node it ran on (Ray's node id, else the host name)."""
 
     records: list[Any]
     files: dict[str, bytes]
     warnings: list[str]
     seconds: float
     worker: int
+    node: str = ""
 
 
 class ExecutorJob:
@@ -578,12 +580,19 @@ class ExecutorJob:
         raise NotImplementedError
 
     def prepare_tasks(self) -> dict[str, str]:
-        """Before tasks start: train (or find cached) every model a pending variant needs, once, here. Returns
-        the environment variables a task needs."""
+        """Before tasks start: train (or find cached) every model a pending variant needs, once, here, and gather
+        what tasks read (:meth:`payload`). Returns the environment variables a task needs."""
         raise NotImplementedError
 
-    def task(self, group: UnitGroup, threads: int) -> Callable[[], TaskResult]:
-        """A picklable callable that computes ``group`` on ``threads`` CPU threads and returns its results."""
+    def payload(self) -> Any:
+        """After :meth:`prepare_tasks`: everything a task reads besides the installed package (the preprocessed
+        inputs, the trained weights), picklable. Put it in the cluster's object store once and hand it to every
+        task: workers then need no file of the driver's."""
+        raise NotImplementedError
+
+    def task(self, group: UnitGroup, threads: int) -> Callable[[Any], TaskResult]:
+        """A picklable callable that computes ``group`` on ``threads`` CPU threads from the :meth:`payload` it is
+        called with, and returns its results."""
         raise NotImplementedError
 
     def accept(self, group: UnitGroup, result: TaskResult) -> None:

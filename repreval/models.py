@@ -88,6 +88,11 @@ class Model(ModelHandle):
         return self.config.layers or network.default_layers
 
     # -- weights -----------------------------------------------------------------------------
+    def use_weights(self, state: dict[str, Tensor], training_log: dict | None) -> None:
+        """Take trained weights obtained elsewhere (a Ray task gets them from the driver): :meth:`trained` then
+        reads no file and trains nothing."""
+        self._trained_state, self.training_log = state, training_log
+
     def trained(self) -> Network:
         network = self.untrained(self.config.seed)
         if self._trained_state is None:

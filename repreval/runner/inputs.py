@@ -20,14 +20,28 @@ NOISE_SETS = {"noise": "a", "noise_b": "b"}
 class Inputs:
     """Preprocessed evaluation inputs and noise sets, cached per input spec."""
 
-    def __init__(self, suite: Suite, plugins: Plugins, device: torch.device):
+    def __init__(
+        self,
+        suite: Suite,
+        plugins: Plugins,
+        device: torch.device,
+        shipped: dict[tuple[str, InputSpec], ImageSet | TextSet] | None = None,
+    ):
+        """``shipped``: every dataset already loaded elsewhere (a Ray task's, from the driver): nothing is read
+        from files, and a dataset missing from it is an error."""
         self.suite, self.plugins, self.device = suite, plugins, device
-        self._loaded: dict[tuple[str, InputSpec], ImageSet | TextSet] = {}
+        self._loaded: dict[tuple[str, InputSpec], ImageSet | TextSet] = dict(shipped or {})
+        self._shipped_only = shipped is not None
         self._last_batches: tuple[tuple[str, InputSpec], dict[str, Tensor]] | None = None
 
     def loaded(self, dataset: str, spec: InputSpec) -> ImageSet | TextSet:
         """The dataset's inputs for networks of ``spec``: images fitted to it, or texts for a text encoder."""
         key = (dataset, spec)
+        if key not in self._loaded and self._shipped_only:
+            raise ReprevalError(
+                f"dataset {dataset!r} was not shipped to this worker, which reads none of the driver's files",
+                fix="report this as a bug of repreval's task payload",
+            )
         if key not in self._loaded:
             config = self.suite.datasets[dataset]
             source = self.plugins.dataset.create(config.kind, config.options)

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ..api import ExecutorJob, TaskResult, UnitGroup
+from ..api import EmbeddingScore, ExecutorJob, TaskResult, UnitGroup
 from ..config import Suite
-from ..models import CACHE_ENV, cache_dir
-from ..plan import Plan, Unit, make_plan
+from ..models import CACHE_ENV
+from ..plan import Plan, PluginInstances, Unit
 from ..plugins import Plugins, load_plugins
 from ..store import ResultStore
 from ..trust import Trust, active, trusting
-from .compute import compute, model_of
+from .compute import Shipped, compute, model_of
 from .context import Progress, resolve_device
 from .inputs import Inputs
 from .records import MemorySink, RunOutcome, error_text, failed_record
@@ -30,6 +33,9 @@ DRAWINGS = ("maps", "pictures")
 #: Test hook: a folder; the first attempt of each task kills its own worker (``kill -9``) after leaving a mark
 #: there, so tests can check that a killed worker's units are recomputed
 FAULT_ENV = "REPREVAL_FAULT_KILL_WORKER_ONCE"
+#: Test hooks of the simulated cluster (tests/cluster/two_nodes.sh): each task leaves a mark
+#: ``<MARKS>/<$REPREVAL_TEST_NODE>-<pid>`` in this folder, then waits ``$REPREVAL_TEST_TASK_DELAY`` seconds
+MARKS_ENV, NODE_ENV, DELAY_ENV = "REPREVAL_TEST_TASK_MARKS", "REPREVAL_TEST_NODE", "REPREVAL_TEST_TASK_DELAY"
 
 
 def one_model(suite: Suite, model_id: str) -> Suite:
@@ -41,43 +47,101 @@ def one_model(suite: Suite, model_id: str) -> Suite:
     )
 
 
+def datasets_read(plan: Plan) -> list[str]:
+    """The datasets a run's units read: the evaluation's, the explainers' training data and those embedding
+    scores name (training data is not: tasks get trained weights)."""
+    evaluation = plan.suite.evaluation
+    names = [*evaluation.datasets, *([evaluation.explainer_data] if evaluation.explainer_data else [])]
+    for choice in evaluation.scores:
+        score = plan.score(choice)
+        if isinstance(score, EmbeddingScore):
+            names += score.datasets()
+    return list(dict.fromkeys(names))
+
+
+def one_model_plan(plan: Plan, model_id: str) -> Plan:
+    """``plan`` cut to one model, without its plugin instances (they do not pickle; a task makes its own)."""
+    return Plan(
+        suite=one_model(plan.suite, model_id),
+        units=[unit for unit in plan.units if unit.model == model_id],
+        layers={model_id: plan.layers[model_id]},
+        variants={model_id: plan.variants[model_id]},
+        instances=None,  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True)
 class GroupTask:
-    """One group computed anywhere repreval is installed: plan the one model, compute the units, return the
-    records and drawings (pickled to the worker by value; it reads the suite's data and the trained-model cache)."""
+    """One group computed anywhere repreval is installed, from the driver's plan of its model and the
+    :class:`Shipped` inputs and weights it is called with: it reads no file of the driver's (no data, no weights,
+    no cache: explainers it trains go to a scratch cache) and returns the records and drawings."""
 
-    suite: Suite
+    plan: Plan
     blocked: tuple[str, ...]
-    model: str
     unit_ids: tuple[str, ...]
     threads: int
     trust: Trust  # the driver's: what torch: may import (a worker has no --trust of its own)
 
-    def __call__(self) -> TaskResult:
-        _fault_hook(self.model, self.unit_ids[0])
+    def __call__(self, shipped: Shipped) -> TaskResult:
+        model = self.plan.units[0].model if self.plan.units else ""
+        _fault_hook(model, self.unit_ids[0])
         torch.set_num_threads(max(1, self.threads))
         plugins = load_plugins(block=self.blocked)
         with (
             tempfile.TemporaryDirectory() as scratch,
             trusting(self.trust),
-        ):  # drawings land here and travel back with the records
-            plan = make_plan(replace(one_model(self.suite, self.model), output=Path(scratch)), plugins)
+            _environment(CACHE_ENV, str(Path(scratch) / "cache")),
+        ):  # drawings land in scratch and travel back with the records
+            plan = replace(self.plan, suite=replace(self.plan.suite, output=Path(scratch) / "out"))
+            plan.instances = PluginInstances(plugins.registries())
             wanted = set(self.unit_ids)
             units = [unit for unit in plan.units if unit.id in wanted]
             if len(units) != len(wanted):
-                raise RuntimeError(f"the worker planned {len(units)} of the {len(wanted)} units it was sent")
+                raise RuntimeError(f"the task holds {len(units)} of the {len(wanted)} units it was sent")
             sink, outcome = MemorySink(), RunOutcome(output=scratch, total=len(units))
             started = time.perf_counter()
-            compute(plan, plugins, units, sink, outcome)
+            compute(plan, plugins, units, sink, outcome, shipped=shipped)
+            output = plan.suite.output
             files = {
-                path.relative_to(scratch).as_posix(): path.read_bytes()
-                for path in Path(scratch).rglob("*")
-                if path.is_file() and path.relative_to(scratch).parts[0] in DRAWINGS
+                path.relative_to(output).as_posix(): path.read_bytes()
+                for path in output.rglob("*")
+                if path.is_file() and path.relative_to(output).parts[0] in DRAWINGS
             }
-        return TaskResult(sink.records, files, outcome.warnings, time.perf_counter() - started, os.getpid())
+        seconds = time.perf_counter() - started
+        return TaskResult(sink.records, files, outcome.warnings, seconds, os.getpid(), _node())
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` for the block, as it was afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _node() -> str:
+    """The Ray node this runs on, else the host name."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # no Ray, or not in a Ray worker
+        pass
+    return socket.gethostname()
 
 
 def _fault_hook(model: str, first_unit: str) -> None:
+    marks = os.environ.get(MARKS_ENV)
+    if marks:
+        Path(marks, f"{os.environ.get(NODE_ENV, 'node')}-{os.getpid()}").write_text(f"{model} {first_unit}")
+        time.sleep(float(os.environ.get(DELAY_ENV) or 0))
     fault = os.environ.get(FAULT_ENV)
     if fault:
         mark = Path(fault) / f"{model}-{first_unit}"
@@ -130,22 +194,30 @@ class Job(ExecutorJob):
         compute(self.plan, self.plugins, self.pending, self.store, self.outcome, self.on_progress)
 
     def prepare_tasks(self) -> dict[str, str]:
-        """Train (or load from the cache) every model a pending variant needs, once, here: tasks then read the
-        cached weights (``$REPREVAL_CACHE``; on a cluster, storage every node shares)."""
+        """Train (or load from the cache) every model a pending variant needs, once, here, and load every dataset
+        its units read for its input spec: tasks get both through :meth:`payload` and read no file."""
         device = resolve_device(self.plan.suite.device)
         inputs = Inputs(self.plan.suite, self.plugins, device)
-        for model_id, config in self.plan.suite.models.items():
+        self.shipped = Shipped()
+        for model_id in dict.fromkeys(unit.model for unit in self.pending):
+            model = model_of(self.plan, self.plugins, model_id, inputs, device)
+            spec = model.untrained(self.plan.suite.seed).input_spec
             variants = {unit.variant for unit in self.pending if unit.model == model_id}
-            if config.train is not None and any(self.plan.variant(variant).needs_weights for variant in variants):
-                model_of(self.plan, self.plugins, model_id, inputs, device).trained()
-        environment = {CACHE_ENV: str(cache_dir())}
-        if os.environ.get(FAULT_ENV):
-            environment[FAULT_ENV] = os.environ[FAULT_ENV]
-        return environment
+            if any(self.plan.variant(variant).needs_weights for variant in variants):
+                model.trained()
+                assert model._trained_state is not None  # trained() obtained them
+                self.shipped.weights[model_id] = (model._trained_state, model.training_log)
+            for dataset in datasets_read(self.plan):
+                self.shipped.inputs[dataset, spec] = inputs.loaded(dataset, spec)
+        return {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+
+    def payload(self) -> Shipped:
+        return self.shipped
 
     def task(self, group: UnitGroup, threads: int) -> GroupTask:
         unit_ids = tuple(unit.id for unit in self.units[group])
-        return GroupTask(self.plan.suite, self.plugins.blocked, group.model, unit_ids, threads, active())
+        plan = one_model_plan(self.plan, group.model)
+        return GroupTask(plan, self.plugins.blocked, unit_ids, threads, active())
 
     def accept(self, group: UnitGroup, result: TaskResult) -> None:
         for name, content in result.files.items():  # the task's drawings, written here (inside the folder only)

@@ -3,9 +3,9 @@
 On Ray the driver writes every record, so resume, leaderboards, reports and failure isolation are those of a
 local run:
 
-* Training happens once per configuration: the driver trains (or finds in the cache) every model a pending
-  variant needs before any task starts; tasks then load the cached weights (``$REPREVAL_CACHE``: on a
-  cluster, storage every node shares).
+* Nothing but the installed package is needed on a worker: the driver trains (or finds in its cache) every
+  model a pending variant needs and loads every dataset the units read, once, and puts both in Ray's object
+  store; tasks read only from there (explainers they train go to a scratch cache of their own).
 * A worker that dies (``kill -9``, out of memory) has its task retried by Ray (``MAX_RETRIES``); a task that
   still fails has its units recorded as failed with the error, and the others finish.
 * Ctrl-C on the driver keeps every record already written (each task's records are written when it ends).
@@ -69,6 +69,7 @@ class Ray(Executor):
         running: dict = {}
         try:
             environment = job.prepare_tasks()
+            shipped = ray.put(job.payload())  # once, in the object store: every task reads it, no file of ours
             task = ray.remote(_execute).options(
                 num_cpus=self.cpus,
                 num_gpus=self.gpus,
@@ -77,8 +78,8 @@ class Ray(Executor):
                 runtime_env={"env_vars": environment},
             )
             threads = max(1, int(self.cpus))
-            running = {task.remote(job.task(group, threads)): group for group in job.groups}
-            workers: set[int] = set()
+            running = {task.remote(job.task(group, threads), shipped): group for group in job.groups}
+            workers: set[tuple[str, int]] = set()
             while running:
                 (done,), _ = ray.wait(list(running), num_returns=1)
                 group = running.pop(done)
@@ -87,9 +88,12 @@ class Ray(Executor):
                 except Exception as exc:  # the task failed for good (after its retries): its units fail, others go on
                     job.fail(group, getattr(exc, "cause", None) or exc)
                 else:
-                    workers.add(result.worker)
+                    workers.add((result.node, result.worker))
                     job.accept(group, result)
-                job.progress(group.units, f"{group.describe()} done on Ray ({len(workers)} workers so far)")
+                nodes = len({node for node, _ in workers})
+                job.progress(
+                    group.units, f"{group.describe()} done on Ray ({len(workers)} workers on {nodes} nodes so far)"
+                )
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)
@@ -99,9 +103,9 @@ class Ray(Executor):
                 ray.shutdown()
 
 
-def _execute(task) -> TaskResult:
-    """What a Ray worker runs: the host's self-contained task."""
-    return task()
+def _execute(task, shipped) -> TaskResult:
+    """What a Ray worker runs: the host's self-contained task, on the payload Ray fetched from its object store."""
+    return task(shipped)
 
 
 def _ray():
