@@ -134,3 +134,18 @@ def test_an_unknown_executor_on_the_command_line_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown executor 'dask'" in err and "local, ray" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_task_says_where_it_ran_and_its_throughput():
+    from repreval.api import TaskResult, UnitGroup
+    from repreval_builtins.executors import _finished
+
+    group = UnitGroup("ae", "trained", 12)
+    workers = {("a1b2c3d4e5f6", 101), ("a1b2c3d4e5f6", 102), ("ffee0011", 7)}
+    result = TaskResult([], {}, [], 4.0, 102, "a1b2c3d4e5f6")
+    said = _finished(group, result, workers)
+    assert (
+        said
+        == "ae · trained: 12 units in 4.0 s (3.00 units/s) on node a1b2c3d4, worker 102; 3 workers on 2 nodes so far"
+    )
+    assert _finished(group, None, workers) == "ae · trained failed on Ray (3 workers on 2 nodes so far)"

@@ -21,6 +21,7 @@ from repreval.api import (
     PluginOptionError,
     ReprevalError,
     TaskResult,
+    UnitGroup,
     hookimpl,
     parse_bytes,
 )
@@ -84,16 +85,15 @@ class Ray(Executor):
                 (done,), _ = ray.wait(list(running), num_returns=1)
                 group = running.pop(done)
                 try:
-                    result: TaskResult = ray.get(done)
+                    result: TaskResult | None = ray.get(done)
                 except Exception as exc:  # the task failed for good (after its retries): its units fail, others go on
                     job.fail(group, getattr(exc, "cause", None) or exc)
+                    result = None
                 else:
+                    assert result is not None
                     workers.add((result.node, result.worker))
                     job.accept(group, result)
-                nodes = len({node for node, _ in workers})
-                job.progress(
-                    group.units, f"{group.describe()} done on Ray ({len(workers)} workers on {nodes} nodes so far)"
-                )
+                job.progress(group.units, _finished(group, result, workers))
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)
@@ -101,6 +101,17 @@ class Ray(Executor):
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def _finished(group: UnitGroup, result: TaskResult | None, workers: set[tuple[str, int]]) -> str:
+    """The progress line of a finished task: where it ran and its throughput, and the workers seen so far."""
+    nodes = len({node for node, _ in workers})
+    seen = f"{len(workers)} workers on {nodes} nodes so far"
+    if result is None:
+        return f"{group.describe()} failed on Ray ({seen})"
+    rate = f"{group.units / result.seconds:.2f} units/s" if result.seconds > 0 else "instant"
+    where = f"node {result.node[:8]}, worker {result.worker}"
+    return f"{group.describe()}: {group.units} units in {result.seconds:.1f} s ({rate}) on {where}; {seen}"
 
 
 def _execute(task, shipped) -> TaskResult:
