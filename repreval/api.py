@@ -543,15 +543,18 @@ class DatasetSource:
 
 @dataclass(frozen=True)
 class UnitGroup:
-    """Units an executor hands out together: one model variant's pending units, built once wherever they run."""
+    """Units an executor hands out together: one model variant's pending units, built once wherever they run, or
+    task ``part`` of the ``parts`` that variant was split into (:meth:`ExecutorJob.split`)."""
 
     model: str
     variant: str
-    units: int  # how many units
+    units: float  # how many units (a part counts its share of the units it computes with other parts)
+    part: int = 0
+    parts: int = 1
 
     def describe(self) -> str:
-        """``model · variant``."""
-        return f"{self.model} · {self.variant}"
+        """``model · variant`` (``, task 2 of 4`` for a part)."""
+        return f"{self.model} · {self.variant}" + (f", task {self.part + 1} of {self.parts}" if self.parts > 1 else "")
 
 
 @dataclass
@@ -566,6 +569,7 @@ class TaskResult:
     seconds: float
     worker: int
     node: str = ""
+    partials: list[Any] = field(default_factory=list)  # a part's per-input values, joined by the driver
 
 
 class ExecutorJob:
@@ -574,6 +578,14 @@ class ExecutorJob:
     to keep what those tasks return."""
 
     groups: list[UnitGroup]
+
+    def split(self, workers: int, parts: int | None = None) -> None:
+        """Cut :attr:`groups` into tasks for ``workers`` parallel workers: a variant's attribution units split by
+        input batches (then by layers, when it has fewer batches), the driver joining the parts' per-input values
+        into the records a whole run writes. ``parts``: tasks per variant (1: whole variants); None: chosen from
+        each model's calibration so that large variants spread over the workers and no task is so short that
+        its start-up dominates. Call it before :meth:`prepare_tasks`."""
+        raise NotImplementedError
 
     def compute_here(self) -> None:
         """Compute every group in this process, each record written as it is computed."""

@@ -472,7 +472,7 @@ def plain_loop(images: int, threads: int, data_dir: Path) -> tuple[float, dict[t
     from .config import Subset
     from .data import fit_to_input, noise_inputs, normalize, subset_indices
     from .plugins import load_plugins
-    from .runner import derived_seed
+    from .runner.context import derived_seed
 
     plugins = load_plugins()
     torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ import repreval
 from repreval.api import TaskResult, UnitGroup
 from repreval.cli import main
 from repreval.errors import ReprevalError
-from repreval.runner.jobs import GroupTask, Job
+from repreval.runner.jobs import GroupTask, Job, Piece
 from repreval.runner.records import RunOutcome
 from repreval.trust import Trust, trusting, user_trust
 from repreval_builtins.torch_factory import TorchFactory
@@ -190,7 +190,7 @@ def test_files_a_task_returns_land_only_in_the_drawings(tmp_path):
     group = UnitGroup("m", "random", 0)
     job = Job.__new__(Job)
     job.plan = SimpleNamespace(suite=SimpleNamespace(output=output))
-    job.units, job.outcome = {group: []}, RunOutcome(output=str(output), total=0)
+    job.pieces, job.joining, job.outcome = {group: Piece([])}, {}, RunOutcome(output=str(output), total=0)
     names = ["../x", "/tmp/repreval-x", "maps/a.png", "pictures/../../x", "pictures/./b", "records/r.json"]
     job.accept(group, TaskResult([], {**dict.fromkeys(names, b"x"), "pictures/ok.png": b"ok"}, [], 0.0, 0))
     assert len(job.outcome.warnings) == len(names)

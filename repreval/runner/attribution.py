@@ -22,9 +22,10 @@ from ..engine.estimate import sample_components
 from ..engine.probe import Probe
 from ..errors import ReprevalError
 from ..plan import Plan, Unit
+from ..store import ScoreRecord
 from .context import RunContext, derived_seed
-from .pictures import PICTURE_INPUTS, PICTURE_NOISE, is_pictured, keep_picture_maps
-from .records import error_text, finite, non_finite, record_of
+from .pictures import PICTURE_INPUTS, PICTURE_NOISE, attribution_groups, is_pictured, keep_picture_maps
+from .records import MemorySink, error_text, failed_record, finite, non_finite, record_of
 
 if TYPE_CHECKING:
     from .variants import BuiltVariant
@@ -74,11 +75,16 @@ def run_groups(built: BuiltVariant, groups: list[list[Unit]]) -> None:
         batches = built.inputs.batch_source(built.network, dataset)
         same_dataset = list(grouped)
         _run_sweeps(built, batches, same_dataset)
-        if dataset == plan.suite.evaluation.datasets[0] and is_pictured(plan, built.model.config.id, built.variant):
+        model_id, shard = built.model.config.id, built.run.shard
+        if (
+            dataset == plan.suite.evaluation.datasets[0]
+            and is_pictured(plan, model_id, built.variant)
+            and (shard is None or shard.lead)
+        ):
+            # a shard may hold some of the layers: the lead draws them all
+            pictured = same_dataset if shard is None else attribution_groups(plan, model_id, built.variant)
             try:  # the maps of a few inputs, for the report's pictures; a failure here costs only the picture
-                keep_picture_maps(
-                    plan, built.network, batches, built.variant, built.model.config.id, same_dataset, built.picture_maps
-                )
+                keep_picture_maps(plan, built.network, batches, built.variant, model_id, pictured, built.picture_maps)
             except Exception as exc:  # any failure: the numbers above are what matters
                 built.run.outcome.warnings.append(
                     f"{built.model.config.id}/{built.variant.label}: no attribution pictures: {error_text(exc)}"
@@ -218,11 +224,13 @@ def _run_family(
     tally.zero_maps = {id(group): [0, 0] for group, _ in family}
     count, batch_size = batches["real"].shape[0], plan.suite.evaluation.batch_size
     per_batch = len(sets) if plan.suite.evaluation.smoothing.active else 1
-    progress.calls = -(-count // batch_size) * per_batch
-    for batch_index, start in enumerate(range(0, count, batch_size)):
-        rows = slice(start, min(count, start + batch_size))
+    shard = built.run.shard
+    indices = range(-(-count // batch_size)) if shard is None else shard.batches(-(-count // batch_size))
+    progress.calls = len(indices) * per_batch
+    for step, batch_index in enumerate(indices):
+        rows = slice(batch_index * batch_size, min(count, (batch_index + 1) * batch_size))
 
-        def on_chunk(done: int, total: int, call: int, first: int = batch_index * per_batch) -> None:
+        def on_chunk(done: int, total: int, call: int, first: int = step * per_batch) -> None:
             progress.chunk(done, total, first + call)
 
         maps = _family_maps(
@@ -233,8 +241,9 @@ def _run_family(
             _keep_for_pictures(built, family, maps)
         for group, work in family:
             _score_batch(built, group, work, maps, batch_index, tally)
-    seconds = round((time.perf_counter() - started) / len(family), 3)  # the family's time, shared by its groups
-    return [(group, _write_records(built, group, work, tally, seconds)) for group, work in family]
+    seconds = (time.perf_counter() - started) / len(family)  # the family's time, shared by its groups
+    first_batch = indices[0] if indices else 0
+    return [(group, _write_records(built, group, work, tally, seconds, first_batch)) for group, work in family]
 
 
 def _keep_for_pictures(built: BuiltVariant, family: Family, maps: dict[str, dict[MapRequest, Tensor]]) -> None:
@@ -284,35 +293,74 @@ def _score_batch(
 
 
 def _write_records(
-    built: BuiltVariant, group: list[Unit], work: GroupWork, tally: _FamilyTally, seconds: float
+    built: BuiltVariant, group: list[Unit], work: GroupWork, tally: _FamilyTally, seconds: float, first_batch: int
 ) -> list[tuple[Unit, Exception]]:
-    """Write the record of every unit of ``group`` that did not fail; return those that did."""
+    """Write the record of every unit of ``group`` that did not fail (a shard: hand its per-input values to the
+    sink instead); return those that did."""
     zeros, total = tally.zero_maps[id(group)]
     shared = built.shared
-    # auto chose forward mode, but an operation has no forward-AD rule: the reverse sweep gave these maps
-    fallback = {"forward_fallback": 1.0} if work.request in tally.fallbacks else {}
+    fields = {
+        "bound": None,
+        "device": str(built.device),
+        **shared,
+        # auto chose forward mode, but an operation has no forward-AD rule: the reverse sweep gave these maps
+        "extras": shared["extras"] | ({"forward_fallback": 1.0} if work.request in tally.fallbacks else {}),
+    }
+    sampled = None if work.sampled is None else (len(work.sampled), work.dim)
     for unit in group:
         if unit.id in tally.failed:
             continue
-        fields = _summary(tally.collected[unit.id], work)
-        estimated = fields.pop("estimated")
-        if not finite(fields["value"], *fields.get("values") or ()):
+        collected = tally.collected[unit.id]
+        if not all(bool(torch.isfinite(part).all()) for part in collected.values + collected.references):
             tally.failed[unit.id] = non_finite(built.network)
             continue
         score = work.scores[unit.score.label]
-        built.run.sink.write(
-            record_of(
-                built.run.plan,
-                unit,
-                **fields,
-                bound=score.bounds[1] if score.bounds else None,
-                degenerate_maps=zeros / max(total, 1),
-                seconds=seconds,
-                device=str(built.device),
-                **shared | {"extras": shared["extras"] | estimated | fallback},
-            )
-        )
+        unit_fields = fields | {"bound": score.bounds[1] if score.bounds else None}
+        unit_tally = UnitTally(unit.id, first_batch, collected, zeros, total, seconds, sampled, unit_fields)
+        if built.run.shard is None:
+            built.run.sink.write(unit_record(built.run.plan, unit, [unit_tally]))
+        else:
+            assert isinstance(built.run.sink, MemorySink)  # a shard runs as a task: the driver joins the shards
+            built.run.sink.tallies.append(unit_tally)
     return [(unit, tally.failed[unit.id]) for unit in group if unit.id in tally.failed]
+
+
+@dataclass
+class UnitTally:
+    """One unit's per-input values over a run's batches, or over a shard's (from ``first_batch`` on), with the
+    all-zero map count, the seconds, the sampled components (k, D) and the record's other fields."""
+
+    unit_id: str
+    first_batch: int
+    collected: PerInputValues
+    zero_maps: int
+    maps: int
+    seconds: float
+    sampled: tuple[int, int | None] | None
+    fields: dict
+
+
+def unit_record(plan: Plan, unit: Unit, tallies: list[UnitTally]) -> ScoreRecord:
+    """The record of ``unit`` from its tallies (one from a whole run; a shard's each, joined in batch order)."""
+    ordered = sorted(tallies, key=lambda tally: tally.first_batch)
+    collected = PerInputValues(*(sum((getattr(t.collected, name) for t in ordered), []) for name in _COLLECTED))
+    extras = {name: value for tally in ordered for name, value in tally.fields["extras"].items()}
+    fields = ordered[0].fields | {"extras": extras}
+    summary = _summary(collected, ordered[0].sampled)
+    estimated = summary.pop("estimated")
+    if not finite(summary["value"], summary["spread"]):  # finite shards whose sum overflows
+        return failed_record(plan, unit, "the score is not a finite number: its per-input values overflow")
+    return record_of(
+        plan,
+        unit,
+        **summary,
+        degenerate_maps=sum(t.zero_maps for t in ordered) / max(sum(t.maps for t in ordered), 1),
+        seconds=round(sum(t.seconds for t in ordered), 3),
+        **fields | {"extras": fields["extras"] | estimated},
+    )
+
+
+_COLLECTED = ("values", "references", "errors")
 
 
 def _attribution(work: GroupWork, maps: dict[str, dict[MapRequest, Tensor]]) -> AttributionMaps:
@@ -398,17 +446,17 @@ def _score_unit(
         values.references.append(result.reference.detach().cpu().reshape(-1))
 
 
-def _summary(collected: PerInputValues, work: GroupWork) -> dict:
-    """A unit's record fields from its per-input values."""
+def _summary(collected: PerInputValues, sampled: tuple[int, int | None] | None) -> dict:
+    """A unit's record fields from its per-input values; ``sampled``: the components sampled (k, D), if any."""
     per_input = torch.cat(collected.values).double()
     reference = torch.cat(collected.references).double() if collected.references else None
     estimated = {}
     if collected.errors:  # the same components for every input: errors correlate, so average the SEs
-        assert work.sampled is not None
+        assert sampled is not None
         estimated = {
             "standard_error": float(torch.cat(collected.errors).double().mean()),
-            "sampled_components": len(work.sampled),
-            "components": work.dim,
+            "sampled_components": sampled[0],
+            "components": sampled[1],
         }
     return {
         "value": float(per_input.mean()),

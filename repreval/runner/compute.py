@@ -11,7 +11,7 @@ from ..models import Model
 from ..plan import Plan, Unit, set_fields
 from ..plugins import Plugins
 from ..store import ResultStore
-from .context import Progress, RunContext, resolve_device
+from .context import Progress, RunContext, Shard, resolve_device
 from .inputs import Inputs
 from .pictures import lacks_pictures, pictures_only
 from .records import RunOutcome, Sink
@@ -48,14 +48,16 @@ def compute(
     outcome: RunOutcome,
     on_progress: Progress | None = None,
     shipped: Shipped | None = None,
+    shard: Shard | None = None,
 ) -> None:
     """Compute ``units`` here, model by model and variant by variant (each variant built once), writing each
     record to ``sink``; also keep the pictures of variants whose units an earlier run computed. ``shipped``: a
-    task's inputs and trained weights, loaded by the driver (no file is read, no picture of other variants)."""
+    task's inputs and trained weights, loaded by the driver (no file is read, no picture of other variants);
+    ``shard``: the batches of a task's share of its variant's attribution units."""
     suite = plan.suite
     device = resolve_device(suite.device)
     inputs = Inputs(suite, plugins, device, shipped.inputs if shipped else None)
-    run = RunContext(plan, sink, outcome, on_progress)
+    run = RunContext(plan, sink, outcome, on_progress, shard)
     for model_id in suite.models:
         model_units = [unit for unit in units if unit.model == model_id]
         unpictured = [variant for variant in plan.variants[model_id] if lacks_pictures(plan, model_id, variant)]

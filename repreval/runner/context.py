@@ -33,14 +33,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """A task's share of a variant's attribution units: batches ``index`` of ``count`` of each dataset
+    (contiguous, numbered as in a whole run, so seeds derived from the batch index are a whole run's). A shard
+    returns each unit's per-input values (:class:`repreval.runner.attribution.UnitTally`) instead of records:
+    the driver joins them in batch order. The ``lead`` shard also draws the variant's pictures."""
+
+    index: int
+    count: int
+    lead: bool
+
+    def batches(self, total: int) -> range:
+        """This shard's batch indices of ``total`` batches."""
+        return range(self.index * total // self.count, (self.index + 1) * total // self.count)
+
+
 @dataclass
 class RunContext:
-    """Where a run's results go: the plan, the sink, the outcome and the progress callback."""
+    """Where a run's results go: the plan, the sink, the outcome and the progress callback; ``shard``: the
+    share of the batches a task computes (None: all of them, records written)."""
 
     plan: Plan
     sink: Sink | ResultStore
     outcome: RunOutcome
     progress: Progress | None
+    shard: Shard | None = None
 
     def fail(self, units: list[Unit], exc: BaseException, *, advance: bool = True) -> None:
         """Record ``units`` as failed with ``exc``'s one line (and move the progress past them)."""

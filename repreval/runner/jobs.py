@@ -4,6 +4,7 @@ leaderboards, reports and failure isolation are those of a local run wherever th
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -11,21 +12,23 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..api import EmbeddingScore, ExecutorJob, TaskResult, UnitGroup
+from ..api import EmbeddingScore, ExecutorJob, ImageSet, InputSpec, TaskResult, TextSet, UnitGroup
 from ..config import Suite
 from ..models import CACHE_ENV
-from ..plan import Plan, PluginInstances, Unit
+from ..plan import Plan, PluginInstances, Unit, UnitKind
 from ..plugins import Plugins, load_plugins
-from ..store import ResultStore
+from ..store import ResultStore, ScoreRecord
 from ..trust import Trust, active, trusting
+from .attribution import UnitTally, unit_record
 from .compute import Shipped, compute, model_of
-from .context import Progress, resolve_device
+from .context import Progress, Shard, resolve_device
 from .inputs import Inputs
+from .prediction import predict
 from .records import MemorySink, RunOutcome, error_text, failed_record
 
 #: Folders of a task's output that travel back to the driver with its records (maps, explainer pictures)
@@ -81,10 +84,11 @@ class GroupTask:
     unit_ids: tuple[str, ...]
     threads: int
     trust: Trust  # the driver's: what torch: may import (a worker has no --trust of its own)
+    shard: Shard | None = None  # the share of the variant's batches (None: all, records written here)
 
     def __call__(self, shipped: Shipped) -> TaskResult:
         model = self.plan.units[0].model if self.plan.units else ""
-        _fault_hook(model, self.unit_ids[0])
+        _fault_hook(model, self.unit_ids[0] + (f"-{self.shard.index}" if self.shard else ""))
         torch.set_num_threads(max(1, self.threads))
         plugins = load_plugins(block=self.blocked)
         with (
@@ -100,7 +104,7 @@ class GroupTask:
                 raise RuntimeError(f"the task holds {len(units)} of the {len(wanted)} units it was sent")
             sink, outcome = MemorySink(), RunOutcome(output=scratch, total=len(units))
             started = time.perf_counter()
-            compute(plan, plugins, units, sink, outcome, shipped=shipped)
+            compute(plan, plugins, units, sink, outcome, shipped=shipped, shard=self.shard)
             output = plan.suite.output
             files = {
                 path.relative_to(output).as_posix(): path.read_bytes()
@@ -108,7 +112,7 @@ class GroupTask:
                 if path.is_file() and path.relative_to(output).parts[0] in DRAWINGS
             }
         seconds = time.perf_counter() - started
-        return TaskResult(sink.records, files, outcome.warnings, seconds, os.getpid(), _node())
+        return TaskResult(sink.records, files, outcome.warnings, seconds, os.getpid(), _node(), sink.tallies)
 
 
 @contextmanager
@@ -168,6 +172,26 @@ def drawing_target(output: Path, name: str) -> Path | None:
     return target if inside else None
 
 
+@dataclass
+class Piece:
+    """What one task computes: units of one variant, and the share of its batches (None: every batch; the
+    records are written in the task)."""
+
+    units: list[Unit]
+    shard: Shard | None = None
+
+
+@dataclass
+class _Joining:
+    """A split variant's attribution units waiting for their parts' per-input values."""
+
+    units: dict[str, Unit]  # the units whose values come in parts
+    parts: int  # parts holding each such unit (its batch shards)
+    waiting: int  # tasks of the variant not yet returned
+    tallies: dict[str, list[UnitTally]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+
 class Job(ExecutorJob):
     """The host's side of an executor's work on one run."""
 
@@ -182,13 +206,12 @@ class Job(ExecutorJob):
     ):
         self.plan, self.plugins, self.pending, self.store = plan, plugins, pending, store
         self.outcome, self.on_progress = outcome, on_progress
-        self.units: dict[UnitGroup, list[Unit]] = {}
-        by_variant: dict[tuple[str, str], list[Unit]] = {}
+        self.by_variant: dict[tuple[str, str], list[Unit]] = {}
         for unit in pending:
-            by_variant.setdefault((unit.model, unit.variant.label), []).append(unit)
-        for (model, variant), units in by_variant.items():
-            self.units[UnitGroup(model, variant, len(units))] = units
-        self.groups = list(self.units)
+            self.by_variant.setdefault((unit.model, unit.variant.label), []).append(unit)
+        self.pieces = {UnitGroup(*key, len(units)): Piece(units) for key, units in self.by_variant.items()}
+        self.groups = list(self.pieces)
+        self.joining: dict[tuple[str, str], _Joining] = {}
 
     def compute_here(self) -> None:
         compute(self.plan, self.plugins, self.pending, self.store, self.outcome, self.on_progress)
@@ -197,27 +220,61 @@ class Job(ExecutorJob):
         """Train (or load from the cache) every model a pending variant needs, once, here, and load every dataset
         its units read for its input spec: tasks get both through :meth:`payload` and read no file."""
         device = resolve_device(self.plan.suite.device)
-        inputs = Inputs(self.plan.suite, self.plugins, device)
+        self.inputs = Inputs(self.plan.suite, self.plugins, device)
         self.shipped = Shipped()
+        self.specs: dict[str, InputSpec] = {}
         for model_id in dict.fromkeys(unit.model for unit in self.pending):
-            model = model_of(self.plan, self.plugins, model_id, inputs, device)
-            spec = model.untrained(self.plan.suite.seed).input_spec
+            model = model_of(self.plan, self.plugins, model_id, self.inputs, device)
+            spec = self.specs[model_id] = model.untrained(self.plan.suite.seed).input_spec
             variants = {unit.variant for unit in self.pending if unit.model == model_id}
             if any(self.plan.variant(variant).needs_weights for variant in variants):
                 model.trained()
                 assert model._trained_state is not None  # trained() obtained them
                 self.shipped.weights[model_id] = (model._trained_state, model.training_log)
             for dataset in datasets_read(self.plan):
-                self.shipped.inputs[dataset, spec] = inputs.loaded(dataset, spec)
+                self.shipped.inputs[dataset, spec] = self.inputs.loaded(dataset, spec)
         return {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+
+    def split(self, workers: int, parts: int | None = None) -> None:
+        """See :meth:`ExecutorJob.split`; after :meth:`prepare_tasks` (the batches are counted on its inputs)."""
+        wanted = dict.fromkeys(self.by_variant, parts or 1)
+        if parts is None and workers > 1:
+            started = time.perf_counter()
+            prediction = predict(self.plan, self.plugins, self.inputs)
+            seconds = {key: prediction.variant_seconds.get(key[0], 0.0) for key in self.by_variant}
+            wanted = choose_parts(seconds, workers)
+            self.progress(0, f"calibrated in {time.perf_counter() - started:.1f} s: {_split_text(wanted)}")
+        self.pieces, self.joining = {}, {}
+        for key, units in self.by_variant.items():
+            pieces = split_variant(units, wanted[key], self._batches(units))
+            attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
+            if len(pieces) > 1:
+                parts_per_unit = pieces[0].shard.count if pieces[0].shard else 1
+                self.joining[key] = _Joining({u.id: u for u in attribution}, parts_per_unit, len(pieces))
+            for part, piece in enumerate(pieces):
+                share = sum(1 / piece.shard.count if piece.shard and unit.kind is UnitKind.ATTRIBUTION else 1
+                            for unit in piece.units)  # fmt: skip
+                self.pieces[UnitGroup(*key, share, part, len(pieces))] = piece
+        self.groups = list(self.pieces)
+
+    def _batches(self, units: list[Unit]) -> int:
+        """The most batches any of the units' evaluation datasets has."""
+        batch_size = self.plan.suite.evaluation.batch_size
+        counts = [
+            -(-_length(self.shipped.inputs[unit.dataset, self.specs[unit.model]]) // batch_size)
+            for unit in units
+            if unit.kind is UnitKind.ATTRIBUTION and unit.dataset is not None
+        ]
+        return max(counts, default=1)
 
     def payload(self) -> Shipped:
         return self.shipped
 
     def task(self, group: UnitGroup, threads: int) -> GroupTask:
-        unit_ids = tuple(unit.id for unit in self.units[group])
+        piece = self.pieces[group]
+        unit_ids = tuple(unit.id for unit in piece.units)
         plan = one_model_plan(self.plan, group.model)
-        return GroupTask(plan, self.plugins.blocked, unit_ids, threads, active())
+        return GroupTask(plan, self.plugins.blocked, unit_ids, threads, active(), piece.shard)
 
     def accept(self, group: UnitGroup, result: TaskResult) -> None:
         for name, content in result.files.items():  # the task's drawings, written here (inside the folder only)
@@ -229,23 +286,105 @@ class Job(ExecutorJob):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-        described = {unit.id: unit.describe() for unit in self.units[group]}
+        joining = self.joining.get((group.model, group.variant))
+        described = {unit.id: unit.describe() for unit in self.pieces[group].units}
         for record in result.records:
             if record.unit_id not in described:
-                continue  # not a unit of this group: never written
-            self.store.write(record)
-            if record.status == "ok":
-                self.outcome.computed += 1
-            else:
-                self.outcome.failures.append((described[record.unit_id], record.error or ""))
+                continue  # not a unit of this task: never written
+            if joining and record.unit_id in joining.units:
+                if record.status == "ok" or record.unit_id in joining.failed:
+                    continue  # a part's values come as tallies; one failure is enough
+                joining.failed.add(record.unit_id)
+            self._write(record, described[record.unit_id])
+        if joining:
+            for tally in result.partials:
+                if isinstance(tally, UnitTally) and tally.unit_id in joining.units and tally.unit_id in described:
+                    joining.tallies.setdefault(tally.unit_id, []).append(tally)
+            self._returned(group)
         self.outcome.warnings += result.warnings
 
     def fail(self, group: UnitGroup, exc: BaseException) -> None:
         message = error_text(exc)
-        for unit in self.units[group]:
-            self.store.write(failed_record(self.plan, unit, message))
-            self.outcome.failures.append((unit.describe(), message))
+        joining = self.joining.get((group.model, group.variant))
+        for unit in self.pieces[group].units:
+            if joining and unit.id in joining.units:
+                if unit.id in joining.failed:
+                    continue
+                joining.failed.add(unit.id)
+            self._write(failed_record(self.plan, unit, message), unit.describe())
+        if joining:
+            self._returned(group)
+
+    def _returned(self, group: UnitGroup) -> None:
+        """One more task of a split variant returned; when it is the last, write the joined records."""
+        joining = self.joining[group.model, group.variant]
+        joining.waiting -= 1
+        if joining.waiting:
+            return
+        for unit_id, unit in joining.units.items():
+            if unit_id in joining.failed:
+                continue
+            tallies = joining.tallies.get(unit_id, [])
+            if len(tallies) == joining.parts:
+                record = unit_record(self.plan, unit, tallies)
+            else:
+                missing = joining.parts - len(tallies)
+                record = failed_record(self.plan, unit, f"{missing} of its parts returned no values")
+            self._write(record, unit.describe())
+
+    def _write(self, record: ScoreRecord, described: str) -> None:
+        self.store.write(record)
+        if record.status == "ok":
+            self.outcome.computed += 1
+        else:
+            self.outcome.failures.append((described, record.error or ""))
 
     def progress(self, units: float, what: str) -> None:
         if self.on_progress:
             self.on_progress(units, what)
+
+
+#: Tasks per worker the automatic split aims at (more than one: parts of unequal cost still fill the workers), and
+#: the shortest task it makes (predicted seconds): a task's start-up (payload, model build) must stay small beside it
+TASKS_PER_WORKER, MIN_TASK_SECONDS = 2, 20.0
+
+
+def choose_parts(seconds: dict[tuple[str, str], float], workers: int) -> dict[tuple[str, str], int]:
+    """Tasks per variant, from each variant's predicted seconds: a variant longer than its fair share of the run
+    (the total over ``workers`` × :data:`TASKS_PER_WORKER`, but at least :data:`MIN_TASK_SECONDS`) is split
+    into parts of about that share."""
+    target = max(sum(seconds.values()) / (max(1, workers) * TASKS_PER_WORKER), MIN_TASK_SECONDS)
+    return {key: max(1, math.ceil(value / target - 1e-9)) for key, value in seconds.items()}
+
+
+def split_variant(units: list[Unit], parts: int, batches: int) -> list[Piece]:
+    """A variant's units as about ``parts`` tasks: its attribution units' batches in contiguous shards, and when
+    it has fewer batches than ``parts``, its layers in contiguous groups too. The first piece (the lead) also
+    holds the other units (embedding scores, explainers) and draws the pictures."""
+    attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
+    others = [unit for unit in units if unit.kind is not UnitKind.ATTRIBUTION]
+    shards = max(1, min(parts, batches))
+    layers = list(dict.fromkeys(unit.layer for unit in attribution))
+    layer_parts = max(1, min(-(-parts // shards), len(layers)))
+    if not attribution or shards * layer_parts == 1:
+        return [Piece(units)]
+    pieces = []
+    for j in range(layer_parts):
+        chosen = set(layers[j * len(layers) // layer_parts : (j + 1) * len(layers) // layer_parts])
+        of_layers = [unit for unit in attribution if unit.layer in chosen]
+        for i in range(shards):
+            lead = i == 0 and j == 0
+            pieces.append(Piece([*(others if lead else []), *of_layers], Shard(i, shards, lead)))
+    return pieces
+
+
+def _split_text(parts: dict[tuple[str, str], int]) -> str:
+    split = {key: count for key, count in parts.items() if count > 1}
+    if not split:
+        return f"{len(parts)} tasks, one per variant"
+    named = ", ".join(f"{model} · {variant} in {count}" for (model, variant), count in list(split.items())[:4])
+    return f"{sum(parts.values())} tasks for {len(parts)} variants ({named}{', ...' if len(split) > 4 else ''})"
+
+
+def _length(data: ImageSet | TextSet) -> int:
+    return len(data) if isinstance(data, ImageSet) else len(data.texts)

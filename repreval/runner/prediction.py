@@ -42,6 +42,7 @@ class Prediction:
     calibration_seconds: float = 0.0
     not_predicted: list[str] = field(default_factory=list)
     largest_dim: int = 0
+    variant_seconds: dict[str, float] = field(default_factory=dict)  # by model: one variant's units
 
     @property
     def total_seconds(self) -> float:
@@ -49,13 +50,13 @@ class Prediction:
         return self.seconds + FIXED_SECONDS
 
 
-def predict(plan: Plan, plugins: Plugins) -> Prediction:
+def predict(plan: Plan, plugins: Plugins, inputs: Inputs | None = None) -> Prediction:
     """Calibrate each model of ``plan`` on its first variant's attribution groups and extrapolate to every variant
-    and input."""
+    and input; ``inputs``: the run's, when it has loaded them already."""
     prediction = Prediction()
     started = time.perf_counter()
     device = resolve_device(plan.suite.device)
-    inputs = Inputs(plan.suite, plugins, device)
+    inputs = inputs or Inputs(plan.suite, plugins, device)
     by_model: dict[str, list[Unit]] = {}
     for unit in plan.units:
         by_model.setdefault(unit.model, []).append(unit)
@@ -97,6 +98,7 @@ def _predict_model(plan, plugins, model_id, units, inputs, device, prediction: P
             seconds += per_batch * batch_size / calibration * math.ceil(count / batch_size)
         with torch.no_grad():
             prediction.largest_dim = max(prediction.largest_dim, network.embed(batches["real"][:1]).shape[1])
+    prediction.variant_seconds[model_id] = seconds
     prediction.seconds += seconds * len(variants)
 
 

@@ -38,10 +38,12 @@ class Sink:
 
 
 class MemorySink(Sink):
-    """Records kept in memory (a remote task's, for the driver to write)."""
+    """Records kept in memory (a remote task's, for the driver to write), and a shard's per-input values of
+    units whose records the driver makes once every shard has returned."""
 
     def __init__(self) -> None:
         self.records: list[ScoreRecord] = []
+        self.tallies: list = []  # repreval.runner.attribution.UnitTally
 
     def write(self, record: ScoreRecord) -> None:
         self.records.append(record)

@@ -1,4 +1,4 @@
-"""Built-in executors: ``local`` (this process) and ``ray`` (one Ray task per model variant).
+"""Built-in executors: ``local`` (this process) and ``ray`` (Ray tasks: a model variant each, or parts of one).
 
 On Ray the driver writes every record, so resume, leaderboards, reports and failure isolation are those of a
 local run:
@@ -8,7 +8,10 @@ local run:
   store; tasks read only from there (explainers they train go to a scratch cache of their own).
 * A worker that dies (``kill -9``, out of memory) has its task retried by Ray (``MAX_RETRIES``); a task that
   still fails has its units recorded as failed with the error, and the others finish.
-* Ctrl-C on the driver keeps every record already written (each task's records are written when it ends).
+* Ctrl-C on the driver keeps every record already written (each task's records are written when it ends; a
+  split variant's attribution records when its last part ends).
+* A large variant is split by input batches (then layers) over the workers; the driver joins the parts'
+  per-input values in batch order into the records a local run writes.
 """
 
 from __future__ import annotations
@@ -42,23 +45,33 @@ class Local(Executor):
 
 
 class Ray(Executor):
-    """One Ray task per model variant, on a local Ray runtime or the cluster at ``address`` (HOST:PORT); each
-    task asks for ``cpus``, ``gpus`` and ``memory`` (bytes, or e.g. ``4GiB``). An address in a suite is used
-    only when the user allows it (``repreval.run`` refuses it otherwise); one that does not answer within
+    """Ray tasks on a local Ray runtime or the cluster at ``address`` (HOST:PORT); each task asks for ``cpus``,
+    ``gpus`` and ``memory`` (bytes, or e.g. ``4GiB``). ``split``: tasks per model variant: ``auto`` (each model
+    calibrated on the driver; a variant longer than its share of the run over the cluster's workers is split by
+    input batches, then layers), or a number (1: one task per variant). An address in a suite is used only when
+    the user allows it (``repreval.run`` refuses it otherwise); one that does not answer within
     :data:`CONNECT_TIMEOUT` seconds fails the run in one line."""
 
     name = "ray"
 
     def __init__(
-        self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, memory: int | str | None = None
+        self,
+        address: str | None = None,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+        memory: int | str | None = None,
+        split: int | str = "auto",
     ):
         for key, value in (("cpus", cpus), ("gpus", gpus)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise PluginOptionError(f"{key} must be a number of at least 0, got {value!r}")
         if address is not None and not isinstance(address, str):
             raise PluginOptionError(f"address must be HOST:PORT, got {address!r}")
+        if split != "auto" and (isinstance(split, bool) or not isinstance(split, int) or split < 1):
+            raise PluginOptionError(f"split must be auto or a number of tasks per variant (1 or more), got {split!r}")
         self.address, self.cpus, self.gpus = address, float(cpus), float(gpus)
         self.memory = None if memory is None else _bytes(memory)
+        self.split = None if split == "auto" else int(split)
 
     def run(self, job: ExecutorJob) -> None:
         ray = _ray()
@@ -70,6 +83,7 @@ class Ray(Executor):
         running: dict = {}
         try:
             environment = job.prepare_tasks()
+            job.split(self._workers(ray), self.split)
             shipped = ray.put(job.payload())  # once, in the object store: every task reads it, no file of ours
             task = ray.remote(_execute).options(
                 num_cpus=self.cpus,
@@ -102,6 +116,12 @@ class Ray(Executor):
             if started_here:
                 ray.shutdown()
 
+    def _workers(self, ray) -> int:
+        """Tasks the cluster runs at once, by the resources each asks for."""
+        resources = ray.cluster_resources()
+        counts = [resources.get(name, 0.0) / need for name, need in (("CPU", self.cpus), ("GPU", self.gpus)) if need]
+        return max(1, int(min(counts, default=resources.get("CPU", 1.0))))
+
 
 def _finished(group: UnitGroup, result: TaskResult | None, workers: set[tuple[str, int]]) -> str:
     """The progress line of a finished task: where it ran and its throughput, and the workers seen so far."""
@@ -111,7 +131,7 @@ def _finished(group: UnitGroup, result: TaskResult | None, workers: set[tuple[st
         return f"{group.describe()} failed on Ray ({seen})"
     rate = f"{group.units / result.seconds:.2f} units/s" if result.seconds > 0 else "instant"
     where = f"node {result.node[:8]}, worker {result.worker}"
-    return f"{group.describe()}: {group.units} units in {result.seconds:.1f} s ({rate}) on {where}; {seen}"
+    return f"{group.describe()}: {group.units:g} units in {result.seconds:.1f} s ({rate}) on {where}; {seen}"
 
 
 def _execute(task, shipped) -> TaskResult:

@@ -1,0 +1,169 @@
+"""A variant split into tasks (input shards, layer groups) gives the records of a whole local run: the tasks
+run here, one after the other in any order, through pickling as on a cluster, with the driver joining their
+per-input values (no Ray needed; tests/test_ray*.py run the same tasks on Ray)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from conftest import digits_suite
+
+from repreval.api import Executor
+from repreval.plan import UnitKind, make_plan
+from repreval.runner import run_suite
+from repreval.runner.context import Shard
+from repreval.runner.jobs import choose_parts, split_variant
+from repreval.store import ResultStore
+from repreval.suite import parse_suite
+
+#: 40 held-out digits in batches of 8: 5 batches; two probe layers; a seeded method (smoothgrad's noise points
+#: derive from the batch index) beside plain gradients; an embedding score (the lead task computes it)
+SPEC = {
+    **digits_suite(),
+    "datasets": {"train": {"kind": "digits", "limit": 300}, "held": {"kind": "digits", "skip": 300, "limit": 40}},
+}
+SPEC["models"] = {"ae": {**SPEC["models"]["ae"], "layers": ["encoder.block1", "encoder.block2"]}}
+SPEC["evaluation"] = {
+    **SPEC["evaluation"],
+    "batch_size": 8,
+    "saliency": ["gradients", {"smoothgrad": {"samples": 2}}],
+    "scores": ["noise_score", "variance_score", {"linear_probe": {"train": "train", "test": "held"}}],
+}
+
+
+class SplitHere(Executor):
+    """Tasks of ``parts`` per variant computed in this process in the ``order`` given (task indices), each task,
+    its payload and its result pickled as a cluster would; tasks in ``lost`` fail as a dead node's would."""
+
+    name = "split-here"
+
+    def __init__(self, parts: int, order=reversed, lost: tuple[int, ...] = ()):
+        self.parts, self.order, self.lost = parts, order, lost
+
+    def run(self, job) -> None:
+        job.prepare_tasks()
+        job.split(workers=2, parts=self.parts)
+        self.groups = list(job.groups)
+        payload = pickle.loads(pickle.dumps(job.payload()))
+        for index in self.order(range(len(job.groups))):
+            group = job.groups[index]
+            if index in self.lost:
+                job.fail(group, RuntimeError("the node running it was lost"))
+                continue
+            task = pickle.loads(pickle.dumps(job.task(group, 1)))
+            job.accept(group, pickle.loads(pickle.dumps(task(payload))))
+
+
+def _run(tmp_path, plugins, name: str, executor: Executor | None = None, spec=SPEC):
+    suite = parse_suite(spec, plugins)
+    suite.output = tmp_path / name
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if executor is not None:
+            monkeypatch.setattr(plugins.executor, "create", lambda kind, options: executor)
+        outcome = run_suite(suite, plugins)
+    return outcome, {record.unit_id: record for record in ResultStore(suite.output).records()}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, plugins):
+    """The records of a local run."""
+    outcome, records = _run(tmp_path_factory.mktemp("whole"), plugins, "local")
+    # variants × (layers·methods·scores + top1, top5)
+    assert not outcome.failures and len(records) == 2 * (2 * 2 * 2 + 2)
+    return records
+
+
+def _same(records, whole) -> None:
+    assert set(records) == set(whole)
+    for unit_id, record in whole.items():
+        got = records[unit_id]
+        assert got.status == "ok"
+        assert got.values == record.values and got.reference_values == record.reference_values
+        assert got.value == pytest.approx(record.value, rel=1e-12)
+        assert got.spread == (None if record.spread is None else pytest.approx(record.spread, rel=1e-12))
+        assert (got.degenerate_maps, got.embedding_signature) == (record.degenerate_maps, record.embedding_signature)
+
+
+@pytest.mark.parametrize("parts", [3, 5, 10])  # 3 and 5: shards of the batches; 10: 5 shards × 2 layer groups
+def test_split_variants_give_the_records_of_a_whole_run(parts, whole, tmp_path, plugins, one_thread):
+    executor = SplitHere(parts)
+    outcome, records = _run(tmp_path, plugins, "split", executor)
+    assert not outcome.failures and outcome.computed == len(whole)
+    assert len(executor.groups) == 2 * parts  # every variant split as asked
+    _same(records, whole)
+    pictures = sorted(p.name for p in (tmp_path / "split" / "maps").glob("*.npz"))
+    assert pictures == ["ae--random.npz", "ae--trained.npz"]  # the lead task drew every layer
+
+
+def test_a_lost_part_fails_its_units_only_and_the_next_run_computes_them(whole, tmp_path, plugins, one_thread):
+    outcome, records = _run(tmp_path, plugins, "split", SplitHere(3, order=list, lost=(1,)))
+    failed = {unit_id for unit_id, record in records.items() if record.status == "failed"}
+    attribution_trained = {
+        unit.id for unit in make_plan(parse_suite(SPEC, plugins), plugins).units
+        if unit.variant.label == "trained" and unit.kind is UnitKind.ATTRIBUTION
+    }  # fmt: skip
+    assert failed == attribution_trained  # part 2 of 3 of the trained variant held a share of each of them
+    assert all("the node running it was lost" in records[unit_id].error for unit_id in failed)
+    assert len(outcome.failures) == len(failed) and outcome.computed == len(whole) - len(failed)
+    again, records = _run(tmp_path, plugins, "split", SplitHere(3))
+    assert again.skipped == len(whole) - len(failed) and not again.failures
+    _same(records, whole)
+
+
+def test_sampled_components_split_equal_a_whole_run(tmp_path, plugins, one_thread):
+    spec = {**SPEC, "evaluation": {**SPEC["evaluation"], "sample_components": 3, "saliency": ["gradients"]}}
+    spec["models"] = {"ae": {**SPEC["models"]["ae"], "options": {"bottleneck": 8}}}
+    _, whole = _run(tmp_path, plugins, "local", spec=spec)
+    outcome, records = _run(tmp_path, plugins, "split", SplitHere(4), spec=spec)
+    assert not outcome.failures
+    _same(records, whole)
+    estimated = [record for record in records.values() if "standard_error" in record.extras]
+    assert estimated
+    for record in estimated:
+        assert record.extras == whole[record.unit_id].extras
+
+
+def test_shards_cover_every_batch_once_in_order():
+    for total in range(1, 12):
+        for count in range(1, 8):
+            covered = [index for i in range(count) for index in Shard(i, count, i == 0).batches(total)]
+            assert covered == list(range(total))
+
+
+def test_split_variant_shards_batches_then_layers(plugins):
+    plan = make_plan(parse_suite(SPEC, plugins), plugins)
+    trained = [unit for unit in plan.units if unit.variant.label == "trained"]
+    assert len(split_variant(trained, 1, batches=5)) == 1
+    three = split_variant(trained, 3, batches=5)
+    assert [piece.shard.index for piece in three] == [0, 1, 2] and three[0].shard.lead
+    probe = [unit for unit in trained if unit.kind is UnitKind.EMBEDDING]
+    assert all(unit in three[0].units for unit in probe) and not any(u in three[1].units for u in probe)
+    eight = split_variant(trained, 8, batches=2)  # 2 shards × 2 layer groups (only 2 layers)
+    assert [(piece.shard.index, {u.layer for u in piece.units if u.kind is UnitKind.ATTRIBUTION}) for piece in eight] == [
+        (0, {"encoder.block1"}), (1, {"encoder.block1"}), (0, {"encoder.block2"}), (1, {"encoder.block2"})
+    ]  # fmt: skip
+
+
+def test_the_automatic_split_spreads_large_variants_and_keeps_short_ones_whole():
+    big_alone = choose_parts({("vit", "trained"): 400.0}, workers=2)
+    assert big_alone == {("vit", "trained"): 4}  # 2 tasks per worker
+    mixed = choose_parts({("vit", "trained"): 400.0, **{(f"cnn{i}", "trained"): 10.0 for i in range(8)}}, workers=4)
+    assert mixed[("vit", "trained")] == 7 and all(mixed[(f"cnn{i}", "trained")] == 1 for i in range(8))
+    assert set(choose_parts({(f"m{i}", "v"): 30.0 for i in range(10)}, workers=2).values()) == {1}
+    assert choose_parts({("short", "v"): 15.0}, workers=8) == {("short", "v"): 1}  # below MIN_TASK_SECONDS
+
+
+def test_one_worker_or_a_fixed_split_skips_the_calibration(plugins, monkeypatch, tmp_path):
+    import repreval.runner.jobs as jobs
+
+    monkeypatch.setattr(jobs, "predict", lambda *args: pytest.fail("calibrated"))
+    suite = parse_suite(SPEC, plugins)
+    suite.output = tmp_path
+    plan = make_plan(suite, plugins)
+    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), jobs.RunOutcome(str(tmp_path)), None)
+    job.prepare_tasks()
+    job.split(workers=1)
+    assert len(job.groups) == 2
+    job.split(workers=4, parts=2)
+    assert len(job.groups) == 4 and sum(group.units for group in job.groups) == pytest.approx(len(plan.units))
