@@ -619,6 +619,10 @@ class ExecutorJob:
         """Tell the display that ``units`` more are done."""
         raise NotImplementedError
 
+    def note(self, text: str) -> None:
+        """A line the user sees once, as the run goes (how the work was divided, where it runs)."""
+        raise NotImplementedError
+
 
 class Executor:
     """Where a run's pending units are computed (``executor:`` in a suite, ``--executor``): here, or as tasks

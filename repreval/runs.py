@@ -43,6 +43,9 @@ class RunProgress:
     def advanced(self, units: float, what: str) -> None:
         """``units`` more are done (fractions while a long sweep computes); ``what`` is being computed."""
 
+    def noted(self, text: str) -> None:
+        """A line worth showing once (an executor's: how it divided the work)."""
+
     def finished(self) -> None:
         """Computing is over (also after an error)."""
 
@@ -236,7 +239,7 @@ def _run(
         try:
             done = run_suite(
                 parsed, plugins, plan=plan, threads=chosen_threads, on_start=progress.started,
-                on_progress=progress.advanced,
+                on_progress=progress.advanced, on_note=progress.noted,
             )  # fmt: skip
         finally:
             progress.finished()
@@ -324,8 +327,8 @@ def _override(
     if executor or address:
         chosen = data.get("executor") or {}
         chosen = {"kind": chosen} if isinstance(chosen, str) else dict(chosen)
-        if executor:
-            chosen["kind"] = executor
+        if executor and executor != chosen.get("kind"):  # another executor: the suite's options are not its
+            chosen = {"kind": executor}
         if address:
             chosen["address"] = address
         data["executor"] = chosen

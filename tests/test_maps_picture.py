@@ -159,3 +159,31 @@ def test_a_sampled_run_pictures_the_mean_of_its_own_sampled_components(tmp_path,
     run(suite, out=tmp_path / "run", plugins=plugins)
     stored = np.load(maps_file(tmp_path / "run", "ae", "random"))
     assert asked == [] and stored["components"].tolist() == [10, 4]
+
+
+def test_pictures_computed_apart_from_a_sampling_run_average_no_more_than_its_k(tmp_path, plugins, monkeypatch):
+    """Pictures a sampling run computes on their own (here: its maps file lost, the next run draws them again)
+    average k components, not PICTURE_COMPONENTS: they never cost more than the numbers (VGG-11, D = 4096 and
+    k = 4: 256 components took 92 s of a 124 s run)."""
+    import numpy as np
+
+    from repreval.drawings import maps_file
+    from repreval.runner import pictures
+    from repreval.runs import run
+
+    suite = {
+        "name": "sampled",
+        "datasets": {"digits": {"kind": "digits", "limit": 4}},
+        "models": {"ae": {"model": "ae:classifier", "layers": ["encoder.block2"]}},
+        "variants": ["random"],
+        "evaluation": {"dataset": "digits", "saliency": ["gradients"], "scores": ["noise_score"],
+                       "sample_components": 3},
+    }  # fmt: skip
+    run(suite, out=tmp_path / "run", plugins=plugins)
+    maps_file(tmp_path / "run", "ae", "random").unlink()
+    asked: list[int] = []
+    engine = pictures.compute_maps
+    monkeypatch.setattr(pictures, "compute_maps", lambda *a, **k: asked.append(len(k["components"])) or engine(*a, **k))
+    run(suite, out=tmp_path / "run", plugins=plugins)
+    stored = np.load(maps_file(tmp_path / "run", "ae", "random"))
+    assert asked == [3] and stored["components"].tolist() == [10, 3]

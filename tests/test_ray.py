@@ -136,6 +136,25 @@ def test_an_unknown_executor_on_the_command_line_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_another_executor_on_the_command_line_drops_the_suite_s_executor_options(tmp_path, monkeypatch):
+    """A suite written for Ray (its split and resources) runs here with ``--executor local``; the same kind keeps
+    them, and ``--address`` is added to them."""
+    from repreval.runs import _override
+
+    written = {"kind": "ray", "split": 4, "cpus": 2}
+    data = {"executor": dict(written)}
+    _override(data, seed=None, weights=None, device=None, executor="local", address=None)
+    assert data["executor"] == {"kind": "local"}
+    data = {"executor": dict(written)}
+    _override(data, seed=None, weights=None, device=None, executor="ray", address="127.0.0.1:6379")
+    assert data["executor"] == {**written, "address": "127.0.0.1:6379"}
+    spec = {**digits_suite(), "executor": written}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", str(path), "--executor", "local", "--out", str(tmp_path / "out")]) == 0
+
+
 def test_a_finished_task_says_where_it_ran_and_its_throughput():
     from repreval.api import TaskResult, UnitGroup
     from repreval_builtins.executors import _finished

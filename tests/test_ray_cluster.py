@@ -79,6 +79,16 @@ def driver(tmp_path_factory):
         "evaluation": {"dataset": "held", "saliency": ["gradients"], "scores": ["noise_score", "variance_score"]},
     }
     (root / "suite.yaml").write_text(yaml.safe_dump(suite))
+    # one model variant split into 4 tasks (2 input shards × 2 layer groups) spread over both nodes
+    split = {
+        **suite,
+        "name": "split",
+        "models": {"from_file": {**suite["models"]["from_file"], "layers": ["block2", "block3"]}},
+        "variants": ["trained"],
+        "evaluation": {**suite["evaluation"], "batch_size": 4},
+        "executor": {"kind": "ray", "split": 4},
+    }
+    (root / "split.yaml").write_text(yaml.safe_dump(split))
     return root
 
 
@@ -90,17 +100,23 @@ def _values(folder: Path) -> dict[str, list[float]]:
     return {record.unit_id: record.values for record in ResultStore(folder).records() if record.status == "ok"}
 
 
+def _run_locally(driver: Path, suite: str, out: str) -> dict[str, list[float]]:
+    command = [str(BIN / "repreval"), "run", str(driver / suite), "--executor", "local", "--out", str(driver / out)]
+    subprocess.run(command, check=True, capture_output=True, env=_environment(driver), timeout=600)
+    return _values(driver / out)
+
+
 def test_a_cluster_whose_second_node_cannot_see_the_drivers_files(driver, tmp_path):
     """Records equal to a local run's, tasks on both nodes, Ctrl-C keeping what was written (and the same command
-    finishing the rest), and the second node killed while one of its tasks runs."""
-    command = [str(BIN / "repreval"), "run", str(driver / "suite.yaml"), "--out", str(driver / "local")]
-    subprocess.run(command, check=True, capture_output=True, env=_environment(driver), timeout=600)
-    local = _values(driver / "local")
+    finishing the rest), the second node killed while one of its tasks runs, and one variant split over both."""
+    local = _run_locally(driver, "suite.yaml", "local")
     assert len(local) == 8  # 2 models × 2 variants × 2 scores
+    local_split = _run_locally(driver, "split.yaml", "local_split")
+    assert len(local_split) == 4  # 2 layers × 2 scores
     marks = tmp_path / "marks"
     marks.mkdir()
     command = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "bash", str(SCRIPT), str(driver),
-               str(marks), "6391", str(driver / "suite.yaml")]  # fmt: skip
+               str(marks), "6391", str(driver / "suite.yaml"), str(driver / "split.yaml")]  # fmt: skip
     environment = _environment(driver) | {"PATH": f"{BIN}:{os.environ['PATH']}"}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=900)
     said = done.stdout
@@ -110,6 +126,11 @@ def test_a_cluster_whose_second_node_cannot_see_the_drivers_files(driver, tmp_pa
     kept = int(said.split("records kept: ")[1].split()[0])
     assert 1 <= kept < 8  # Ctrl-C mid-run: what finished was written, the rest was not
     assert "node 2 killed" in said and "killed: exit 0" in said, said
+    assert "split: exit 0" in said and "split tasks ran on: head node2" in said, said
+    on_ray = _values(driver / "split")
+    assert set(on_ray) == set(local_split)
+    for unit, values in local_split.items():  # the parts' per-input values joined in batch order
+        assert on_ray[unit] == pytest.approx(values, abs=1e-6), unit
     for run in ("interrupted", "killed"):
         on_ray = _values(driver / run)
         assert set(on_ray) == set(local), run  # every unit: the lost node's tasks ran again on the head

@@ -161,9 +161,33 @@ def test_one_worker_or_a_fixed_split_skips_the_calibration(plugins, monkeypatch,
     suite = parse_suite(SPEC, plugins)
     suite.output = tmp_path
     plan = make_plan(suite, plugins)
-    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), jobs.RunOutcome(str(tmp_path)), None)
+    notes: list[str] = []
+    outcome = jobs.RunOutcome(str(tmp_path))
+    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), outcome, None, notes.append)
     job.prepare_tasks()
     job.split(workers=1)
-    assert len(job.groups) == 2
+    assert len(job.groups) == 2 and not notes  # nothing to spread over: nothing said
     job.split(workers=4, parts=2)
     assert len(job.groups) == 4 and sum(group.units for group in job.groups) == pytest.approx(len(plan.units))
+    assert notes == ["4 tasks for 2 variants (ae · trained in 2, ae · random in 2) (as asked)"]
+
+
+def test_the_automatic_split_says_what_it_chose(plugins, monkeypatch, tmp_path):
+    """Each variant predicted at 50 s, 4 workers: a fair share is 100 s / (4 × 2 tasks per worker) = 12.5 s, but a
+    task lasts at least MIN_TASK_SECONDS (20 s): 3 tasks per variant, and the user is told."""
+    import repreval.runner.jobs as jobs
+    from repreval.runner.prediction import Prediction
+
+    suite = parse_suite(SPEC, plugins)
+    suite.output = tmp_path
+    plan = make_plan(suite, plugins)
+    predicted = Prediction(variant_seconds={"ae": 50.0})
+    monkeypatch.setattr(jobs, "predict", lambda *args: predicted)
+    monkeypatch.setattr(jobs, "MIN_TASK_SECONDS", 20.0)
+    notes: list[str] = []
+    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), jobs.RunOutcome(str(tmp_path)), None, notes.append)
+    job.prepare_tasks()
+    job.split(workers=4)
+    assert [group.parts for group in job.groups] == [3] * 6
+    assert len(notes) == 1 and notes[0].startswith("6 tasks for 2 variants (ae · trained in 3, ae · random in 3)")
+    assert "calibrated in" in notes[0] and "for 4 workers" in notes[0]

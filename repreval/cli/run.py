@@ -364,6 +364,9 @@ class RunDisplay(RunProgress):
         with self.lock:
             self.total, self.started_at = pending, self.clock()
 
+    def noted(self, text: str) -> None:
+        say(text)
+
     def advanced(self, units: float, what: str) -> None:
         with self.lock:
             self.done, self.what = min(self.total, self.done + units), what

@@ -43,13 +43,15 @@ def run_suite(
     threads: int | None = None,
     on_progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     plan: Plan | None = None,
 ) -> RunOutcome:
     """Compute every unfinished unit of ``suite`` into its output folder; return what happened.
 
     ``threads``: torch's CPU threads for the run (None: as they are; :func:`repreval.run` passes
     ``choose_threads()``). ``on_start(pending units)``; ``on_progress(units, what)``: units advanced, fractions
-    of units while a long sweep computes its maps (so a display can move and estimate the remaining time).
+    of units while a long sweep computes its maps (so a display can move and estimate the remaining time);
+    ``on_note(text)``: a line the executor wants shown once.
     Most callers want :func:`repreval.run`, which also holds the folder and writes the leaderboard and report."""
     started = time.perf_counter()
     if threads is not None:
@@ -64,7 +66,7 @@ def run_suite(
     if on_start:
         on_start(len(pending))
     executor = plugins.executor.create(suite.executor.kind, dict(suite.executor.options))
-    executor.run(Job(plan, plugins, pending, store, outcome, on_progress))
+    executor.run(Job(plan, plugins, pending, store, outcome, on_progress, on_note))
     outcome.seconds = time.perf_counter() - started
     return outcome
 

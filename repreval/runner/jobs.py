@@ -10,7 +10,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -203,9 +203,10 @@ class Job(ExecutorJob):
         store: ResultStore,
         outcome: RunOutcome,
         on_progress: Progress | None,
+        on_note: Callable[[str], None] | None = None,
     ):
         self.plan, self.plugins, self.pending, self.store = plan, plugins, pending, store
-        self.outcome, self.on_progress = outcome, on_progress
+        self.outcome, self.on_progress, self.on_note = outcome, on_progress, on_note
         self.by_variant: dict[tuple[str, str], list[Unit]] = {}
         for unit in pending:
             self.by_variant.setdefault((unit.model, unit.variant.label), []).append(unit)
@@ -237,16 +238,18 @@ class Job(ExecutorJob):
 
     def split(self, workers: int, parts: int | None = None) -> None:
         """See :meth:`ExecutorJob.split`; after :meth:`prepare_tasks` (the batches are counted on its inputs)."""
-        wanted = dict.fromkeys(self.by_variant, parts or 1)
+        wanted, how = dict.fromkeys(self.by_variant, parts or 1), "as asked"
         if parts is None and workers > 1:
             started = time.perf_counter()
             prediction = predict(self.plan, self.plugins, self.inputs)
             seconds = {key: prediction.variant_seconds.get(key[0], 0.0) for key in self.by_variant}
             wanted = choose_parts(seconds, workers)
-            self.progress(0, f"calibrated in {time.perf_counter() - started:.1f} s: {_split_text(wanted)}")
+            how = f"calibrated in {time.perf_counter() - started:.1f} s, for {workers} workers"
         self.pieces, self.joining = {}, {}
+        made: dict[tuple[str, str], int] = {}
         for key, units in self.by_variant.items():
             pieces = split_variant(units, wanted[key], self._batches(units))
+            made[key] = len(pieces)
             attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
             if len(pieces) > 1:
                 parts_per_unit = pieces[0].shard.count if pieces[0].shard else 1
@@ -256,6 +259,8 @@ class Job(ExecutorJob):
                             for unit in piece.units)  # fmt: skip
                 self.pieces[UnitGroup(*key, share, part, len(pieces))] = piece
         self.groups = list(self.pieces)
+        if parts is not None or workers > 1:
+            self.note(f"{_split_text(made)} ({how})")
 
     def _batches(self, units: list[Unit]) -> int:
         """The most batches any of the units' evaluation datasets has."""
@@ -343,6 +348,10 @@ class Job(ExecutorJob):
         if self.on_progress:
             self.on_progress(units, what)
 
+    def note(self, text: str) -> None:
+        if self.on_note:
+            self.on_note(text)
+
 
 #: Tasks per worker the automatic split aims at (more than one: parts of unequal cost still fill the workers), and
 #: the shortest task it makes (predicted seconds): a task's start-up (payload, model build) must stay small beside it
@@ -379,11 +388,13 @@ def split_variant(units: list[Unit], parts: int, batches: int) -> list[Piece]:
 
 
 def _split_text(parts: dict[tuple[str, str], int]) -> str:
+    """``5 tasks for 2 variants (cnn · random in 4)``."""
     split = {key: count for key, count in parts.items() if count > 1}
+    variants = f"{len(parts)} variant{'s' if len(parts) > 1 else ''}"
     if not split:
-        return f"{len(parts)} tasks, one per variant"
+        return f"{len(parts)} task{'s' if len(parts) > 1 else ''}, one per variant"
     named = ", ".join(f"{model} · {variant} in {count}" for (model, variant), count in list(split.items())[:4])
-    return f"{sum(parts.values())} tasks for {len(parts)} variants ({named}{', ...' if len(split) > 4 else ''})"
+    return f"{sum(parts.values())} tasks for {variants} ({named}{', ...' if len(split) > 4 else ''})"
 
 
 def _length(data: ImageSet | TextSet) -> int:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 #: Most models a report draws maps of (the first replicate of each group, in suite order)
 PICTURE_MODELS = 12
-#: Real and noise inputs whose maps the report draws, and most components they are averaged over
+#: Real and noise inputs whose maps the report draws, and most components they are averaged over (a run sampling
+#: k components for its estimates: k at most, or pictures would cost more than the numbers)
 PICTURE_INPUTS, PICTURE_NOISE, PICTURE_COMPONENTS = 2, 1, 256
 
 
@@ -105,12 +106,12 @@ def keep_picture_maps(
     used = {v.shape[1] for v in maps.values()}
     if len(maps) == len(requests) and len(used) == 1:  # the run's own maps: all D, or the components it sampled
         averaged = used.pop()
-    else:  # all D, or PICTURE_COMPONENTS of them drawn for the pictures
-        averaged = min(dim, PICTURE_COMPONENTS)
+    else:  # all D, or PICTURE_COMPONENTS of them drawn for the pictures (no more than a sampling run's k)
+        averaged = min(dim, PICTURE_COMPONENTS, evaluation.sample_components or dim)
         components = None
-        if dim > PICTURE_COMPONENTS:
+        if dim > averaged:
             generator = torch.Generator().manual_seed(derived_seed(plan.suite.seed, "picture-components"))
-            components = torch.randperm(dim, generator=generator)[:PICTURE_COMPONENTS].sort().values
+            components = torch.randperm(dim, generator=generator)[:averaged].sort().values
         maps = {r: v for r, v in maps.items() if components is None and v.shape[1] == dim}
         missing = [request for request in requests.values() if request not in maps]
         if missing:
