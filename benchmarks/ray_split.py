@@ -89,7 +89,7 @@ def start_second_node(hidden: Path) -> subprocess.Popen:
         f"mount -t tmpfs tmpfs '{hidden}' && exec '{BIN / 'ray'}' start --address 127.0.0.1:{PORT} "
         "--node-ip-address 127.0.0.1 --num-cpus 1 --temp-dir /tmp/ray-bench-node2 --disable-usage-stats --block"
     )
-    command = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "bash", "-c", script]
+    command = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "bash", "-c", script]
     node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(2)
     return node
@@ -146,7 +146,7 @@ def inside(rounds: int, images: int) -> None:
                 if way == "2 nodes":
                     chosen = re.search(r"(\d+) tasks for 1 variants", said)
                     tasks = int(chosen.group(1)) if chosen else 1
-                    node.send_signal(signal.SIGKILL)  # its pid namespace goes with it
+                    node.send_signal(signal.SIGKILL)  # its pid namespace goes with it (--kill-child)
                     node.wait()
                     wait_for(1)
                 got = values(out)

@@ -126,6 +126,7 @@ def test_a_cluster_whose_second_node_cannot_see_the_drivers_files(driver, tmp_pa
     kept = int(said.split("records kept: ")[1].split()[0])
     assert 1 <= kept < 8  # Ctrl-C mid-run: what finished was written, the rest was not
     assert "node 2 killed" in said and "killed: exit 0" in said, said
+    assert "nodes after the kill: 1" in said, said  # it was gone, not merely slow
     assert "split: exit 0" in said and "split tasks ran on: head node2" in said, said
     on_ray = _values(driver / "split")
     assert set(on_ray) == set(local_split)

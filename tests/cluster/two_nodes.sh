@@ -23,8 +23,8 @@ bin=$(dirname "$(command -v repreval)")
 ip link set lo up
 REPREVAL_TEST_NODE=head "$bin/ray" start --head --node-ip-address 127.0.0.1 --port "$port" --num-cpus 1 \
   --include-dashboard false --disable-usage-stats --temp-dir /tmp/ray-head >/dev/null 2>&1 || exit 7
-second_node() {  # started in the background; $node: its pid namespace's first process
-  unshare --mount --pid --fork --mount-proc bash -c "
+second_node() {  # started in the background; $node: unshare, whose death (--kill-child) kills the namespace
+  unshare --mount --pid --fork --kill-child --mount-proc bash -c "
     mount -t tmpfs tmpfs '$driver_dir'
     mkdir -p \"\$HOME/.cache\" && mount -t tmpfs tmpfs \"\$HOME/.cache\"
     test ! -e '$suite' || exit 9  # node 2 must not see the driver's files
@@ -34,18 +34,18 @@ second_node() {  # started in the background; $node: its pid namespace's first p
   " >/dev/null 2>&1 &
   node=$!
 }
-wait_for_two_nodes() {
+wait_for_nodes() {  # until the cluster has $1 live nodes (90 s at most)
   local alive=0
   for _ in $(seq 90); do
     alive=$("$bin/python" -c "import ray; ray.init(address='127.0.0.1:$port', log_to_driver=False); \
 print(sum(n['Alive'] for n in ray.nodes()))" 2>/dev/null | tail -n1)
-    [ "$alive" = 2 ] && return 0
+    [ "$alive" = "$1" ] && return 0
     sleep 1
   done
   return 1
 }
 second_node
-wait_for_two_nodes || { echo "the second node did not join"; exit 8; }
+wait_for_nodes 2 || { echo "the second node did not join"; exit 8; }
 echo "nodes: 2"
 run() { "$bin/repreval" run "$suite" --executor ray --address "127.0.0.1:$port" --out "$1"; }
 
@@ -66,9 +66,10 @@ rm -f "$marks"/*
 ( until compgen -G "$marks/node2-*" >/dev/null; do sleep 0.1; done; kill -9 $node; echo "node 2 killed" ) &
 run "$driver_dir/killed"
 echo "killed: exit $?"
+wait_for_nodes 1 && echo "nodes after the kill: 1"
 
 second_node
-wait_for_two_nodes || { echo "the second node did not join again"; exit 8; }
+wait_for_nodes 2 || { echo "the second node did not join again"; exit 8; }
 rm -f "$marks"/*
 "$bin/repreval" run "$split_suite" --executor ray --address "127.0.0.1:$port" --out "$driver_dir/split"
 echo "split: exit $?"
