@@ -13,7 +13,7 @@ Every run's values are checked equal to the first's. Prints the medians, the rat
 ideal is 2 on 2 cores), the per-task overhead and the command to reproduce. Needs root and ``unshare``; run
 from the repository root with the project's environment (``pip install -e ".[ray]"``)::
 
-    python benchmarks/ray_split.py            # --rounds R (default 2), --images N (default 96)
+    python benchmarks/ray_split.py            # --rounds R (default 2), --images N (default 24)
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ INSIDE = "REPREVAL_BENCH_INSIDE"  # set once the script runs in its own net/moun
 
 
 def suite(images: int, split: int | str) -> dict:
-    """ResNet-18, random init, 64×64, ``images`` digits, three probe layers, gradients, noise score."""
+    """ResNet-18, random init, 64×64, ``images`` digits in batches of 4, three probe layers, gradients, noise
+    score."""
     return {
         "name": "ray-split",
         "seed": 0,
@@ -53,7 +54,7 @@ def suite(images: int, split: int | str) -> dict:
             }
         },
         "variants": ["random"],
-        "evaluation": {"dataset": "digits", "saliency": ["gradients"], "scores": ["noise_score"], "batch_size": 8},
+        "evaluation": {"dataset": "digits", "saliency": ["gradients"], "scores": ["noise_score"], "batch_size": 4},
         "executor": {"kind": "ray", "cpus": 1, "split": split},
     }
 
@@ -144,8 +145,9 @@ def inside(rounds: int, images: int) -> None:
                 seconds, said = timed_run(path, out)
                 times[way].append(seconds)
                 if way == "2 nodes":
-                    chosen = re.search(r"(\d+) tasks for 1 variants", said)
+                    chosen = re.search(r"^(\d+) tasks?(?: for 1 variant|, one per variant).*$", said, re.MULTILINE)
                     tasks = int(chosen.group(1)) if chosen else 1
+                    print(f"  the split: {chosen.group(0) if chosen else 'not said'}", flush=True)
                     node.send_signal(signal.SIGKILL)  # its pid namespace goes with it (--kill-child)
                     node.wait()
                     wait_for(1)
@@ -176,7 +178,7 @@ def main() -> None:
     """Re-run inside net, mount and pid namespaces of its own (loopback only), then benchmark there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--images", type=int, default=24)
     args = parser.parse_args()
     if os.environ.get(INSIDE):
         inside(args.rounds, args.images)

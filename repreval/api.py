@@ -584,7 +584,9 @@ class ExecutorJob:
         input batches (then by layers, when it has fewer batches), the driver joining the parts' per-input values
         into the records a whole run writes. ``parts``: tasks per variant (1: whole variants); None: chosen from
         each model's calibration so that large variants spread over the workers and no task is so short that
-        its start-up dominates. Call it before :meth:`prepare_tasks`."""
+        its start-up dominates (layers split only where the batches cannot fill the workers: each layer group
+        repeats the backward pass through the later layers). Call it after :meth:`prepare_tasks` (batches are
+        counted on the loaded inputs); it says what it chose through :meth:`note`."""
         raise NotImplementedError
 
     def compute_here(self) -> None:

@@ -191,3 +191,29 @@ def test_the_automatic_split_says_what_it_chose(plugins, monkeypatch, tmp_path):
     assert [group.parts for group in job.groups] == [3] * 6
     assert len(notes) == 1 and notes[0].startswith("6 tasks for 2 variants (ae · trained in 3, ae · random in 3)")
     assert "calibrated in" in notes[0] and "for 4 workers" in notes[0]
+
+
+def test_the_automatic_split_cuts_layers_only_to_fill_idle_workers(plugins, monkeypatch, tmp_path):
+    """Layer groups repeat the backward pass through the later layers (a ResNet-18 split into 3 shards × 2 layer
+    groups cost 242 s on one node against 136 s whole): with as many batches as workers, a long variant is cut
+    into shards of its 5 batches only; with more workers than batches, into layer groups too."""
+    import repreval.runner.jobs as jobs
+    from repreval.runner.prediction import Prediction
+
+    suite = parse_suite({**SPEC, "variants": ["random"]}, plugins)  # one long variant
+    suite.output = tmp_path
+    plan = make_plan(suite, plugins)
+    monkeypatch.setattr(jobs, "predict", lambda *args: Prediction(variant_seconds={"ae": 1000.0}))
+    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), jobs.RunOutcome(str(tmp_path)), None)
+    job.prepare_tasks()
+
+    def layers_per_task() -> set[int]:
+        pieces = [job.pieces[group] for group in job.groups]
+        return {len({u.layer for u in piece.units if u.kind is UnitKind.ATTRIBUTION}) for piece in pieces}
+
+    job.split(workers=2)  # 4 tasks wanted (2 per worker): 4 shards of the 5 batches
+    assert len(job.groups) == 4 and layers_per_task() == {2}
+    job.split(workers=4)  # 8 wanted, but 5 batches fill the 4 workers: 5 shards, no layer groups
+    assert len(job.groups) == 5 and layers_per_task() == {2}
+    job.split(workers=8)  # 8 workers, 5 batches: 5 shards × 2 layer groups
+    assert len(job.groups) == 10 and layers_per_task() == {1}

@@ -243,7 +243,11 @@ class Job(ExecutorJob):
             started = time.perf_counter()
             prediction = predict(self.plan, self.plugins, self.inputs)
             seconds = {key: prediction.variant_seconds.get(key[0], 0.0) for key in self.by_variant}
-            wanted = choose_parts(seconds, workers)
+            # layer groups repeat the backward pass through the later layers: only to fill idle workers
+            wanted = {
+                key: min(count, max(self._batches(self.by_variant[key]), workers))
+                for key, count in choose_parts(seconds, workers).items()
+            }
             how = f"calibrated in {time.perf_counter() - started:.1f} s, for {workers} workers"
         self.pieces, self.joining = {}, {}
         made: dict[tuple[str, str], int] = {}
@@ -368,8 +372,10 @@ def choose_parts(seconds: dict[tuple[str, str], float], workers: int) -> dict[tu
 
 def split_variant(units: list[Unit], parts: int, batches: int) -> list[Piece]:
     """A variant's units as about ``parts`` tasks: its attribution units' batches in contiguous shards, and when
-    it has fewer batches than ``parts``, its layers in contiguous groups too. The first piece (the lead) also
-    holds the other units (embedding scores, explainers) and draws the pictures."""
+    it has fewer batches than ``parts``, its layers in contiguous groups too (each group's backward pass runs
+    through every later layer again: a costlier split, which the automatic one makes only to fill idle workers).
+    The first piece (the lead) also holds the other units (embedding scores, explainers) and draws the
+    pictures."""
     attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
     others = [unit for unit in units if unit.kind is not UnitKind.ATTRIBUTION]
     shards = max(1, min(parts, batches))
