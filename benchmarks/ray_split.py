@@ -84,13 +84,16 @@ def wait_for(nodes: int) -> None:
     raise SystemExit(f"the cluster did not reach {nodes} live nodes")
 
 
-def start_second_node(hidden: Path) -> subprocess.Popen:
-    """The second node, in its own mount and pid namespaces, with an empty tmpfs over ``hidden``."""
-    script = (
-        f"mount -t tmpfs tmpfs '{hidden}' && exec '{BIN / 'ray'}' start --address 127.0.0.1:{PORT} "
-        "--node-ip-address 127.0.0.1 --num-cpus 1 --temp-dir /tmp/ray-bench-node2 --disable-usage-stats --block"
+def start_second_node(hidden: Path, isolated: bool) -> subprocess.Popen:
+    """The second node, in its own mount and pid namespaces, with an empty tmpfs over ``hidden`` (``isolated``;
+    else a plain process that sees the driver's files)."""
+    start = (
+        f"'{BIN / 'ray'}' start --address 127.0.0.1:{PORT} --node-ip-address 127.0.0.1 --num-cpus 1 "
+        "--temp-dir /tmp/ray-bench-node2 --disable-usage-stats --block"
     )
-    command = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "bash", "-c", script]
+    script = f"mount -t tmpfs tmpfs '{hidden}' && exec {start}" if isolated else f"exec {start}"
+    namespaces = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"] if isolated else []
+    command = [*namespaces, "bash", "-c", script]
     node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(2)
     return node
@@ -116,9 +119,10 @@ def values(out: Path) -> dict[str, list[float]]:
     }
 
 
-def inside(rounds: int, images: int) -> None:
+def inside(rounds: int, images: int, isolated: bool = True) -> None:
     """The benchmark proper (in the namespaces): the cluster, the rounds, the figures."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if isolated:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env |= {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}
     os.environ.update(env)
@@ -136,7 +140,7 @@ def inside(rounds: int, images: int) -> None:
             if tasks == 0:  # the 2-node run decides N: it goes first
                 order = ["2 nodes", *[way for way in order if way != "2 nodes"]]
             for way in order:
-                node = start_second_node(driver) if way == "2 nodes" else None
+                node = start_second_node(driver, isolated) if way == "2 nodes" else None
                 path = driver / "auto.yaml"
                 if way == "1 node, N tasks":
                     path = driver / "forced.yaml"
@@ -171,7 +175,8 @@ def inside(rounds: int, images: int) -> None:
         overhead = (median["1 node, N tasks"] - median["1 node"]) / (tasks - 1)
         print(f"per-task overhead (1 node, {tasks} tasks vs 1): {overhead:.1f} s per extra task")
     print("values: equal in every run")
-    print(f"reproduce: sudo python benchmarks/ray_split.py --rounds {rounds} --images {images}")
+    flag = "" if isolated else " --no-namespaces"
+    print(f"reproduce: sudo python benchmarks/ray_split.py --rounds {rounds} --images {images}{flag}")
 
 
 def main() -> None:
@@ -179,9 +184,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=24)
+    parser.add_argument(
+        "--no-namespaces", action="store_true", help="where unshare is refused: nodes share this machine's files"
+    )
     args = parser.parse_args()
-    if os.environ.get(INSIDE):
-        inside(args.rounds, args.images)
+    if os.environ.get(INSIDE) or args.no_namespaces:
+        inside(args.rounds, args.images, isolated=not args.no_namespaces)
         return
     if os.geteuid() != 0 or not shutil.which("unshare"):
         raise SystemExit("needs root and unshare (a simulated cluster in its own namespaces)")

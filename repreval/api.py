@@ -578,6 +578,7 @@ class ExecutorJob:
     to keep what those tasks return."""
 
     groups: list[UnitGroup]
+    device: str  # what the suite computes on: cpu, cuda, cuda:N or auto (a task resolves it where it runs)
 
     def split(self, workers: int, parts: int | None = None) -> None:
         """Cut :attr:`groups` into tasks for ``workers`` parallel workers: a variant's attribution units split by

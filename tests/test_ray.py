@@ -155,6 +155,18 @@ def test_another_executor_on_the_command_line_drops_the_suite_s_executor_options
     assert main(["run", str(path), "--executor", "local", "--out", str(tmp_path / "out")]) == 0
 
 
+def test_a_cuda_suite_on_ray_tasks_that_ask_for_no_gpu_is_one_line():
+    """Ray hides the GPUs from a task that asks for none: every unit would fail on a GPU machine; say so first."""
+    from repreval_builtins.executors import Ray
+
+    class CudaJob:
+        device, groups = "cuda", []
+
+    with pytest.raises(ReprevalError, match="computes on cuda, but each Ray task asks for no GPU") as raised:
+        Ray().run(CudaJob())  # type: ignore[arg-type]
+    assert "gpus: 1" in (raised.value.fix or "")
+
+
 def test_a_finished_task_says_where_it_ran_and_its_throughput():
     from repreval.api import TaskResult, UnitGroup
     from repreval_builtins.executors import _finished

@@ -34,11 +34,12 @@ SPEC["evaluation"] = {
 
 class SplitHere(Executor):
     """Tasks of ``parts`` per variant computed in this process in the ``order`` given (task indices), each task,
-    its payload and its result pickled as a cluster would; tasks in ``lost`` fail as a dead node's would."""
+    its payload and its result pickled as a cluster would; tasks in ``lost`` ((variant, part) pairs) fail as a
+    dead node's would."""
 
     name = "split-here"
 
-    def __init__(self, parts: int, order=reversed, lost: tuple[int, ...] = ()):
+    def __init__(self, parts: int, order=reversed, lost: tuple[tuple[str, int], ...] = ()):
         self.parts, self.order, self.lost = parts, order, lost
 
     def run(self, job) -> None:
@@ -48,7 +49,7 @@ class SplitHere(Executor):
         payload = pickle.loads(pickle.dumps(job.payload()))
         for index in self.order(range(len(job.groups))):
             group = job.groups[index]
-            if index in self.lost:
+            if (group.variant, group.part) in self.lost:
                 job.fail(group, RuntimeError("the node running it was lost"))
                 continue
             task = pickle.loads(pickle.dumps(job.task(group, 1)))
@@ -97,7 +98,7 @@ def test_split_variants_give_the_records_of_a_whole_run(parts, whole, tmp_path, 
 
 
 def test_a_lost_part_fails_its_units_only_and_the_next_run_computes_them(whole, tmp_path, plugins, one_thread):
-    outcome, records = _run(tmp_path, plugins, "split", SplitHere(3, order=list, lost=(1,)))
+    outcome, records = _run(tmp_path, plugins, "split", SplitHere(3, order=list, lost=(("trained", 1),)))
     failed = {unit_id for unit_id, record in records.items() if record.status == "failed"}
     attribution_trained = {
         unit.id for unit in make_plan(parse_suite(SPEC, plugins), plugins).units
@@ -189,6 +190,8 @@ def test_the_automatic_split_says_what_it_chose(plugins, monkeypatch, tmp_path):
     job.prepare_tasks()
     job.split(workers=4)
     assert [group.parts for group in job.groups] == [3] * 6
+    shares = [group.units for group in job.groups]  # 5 batches in 3 shards: 1, 2, 2; the lead has 2 more units
+    assert shares == sorted(shares, reverse=True)  # the longest tasks go first
     assert len(notes) == 1 and notes[0].startswith("6 tasks for 2 variants (ae · trained in 3, ae · random in 3)")
     assert "calibrated in" in notes[0] and "for 4 workers" in notes[0]
 
@@ -217,3 +220,25 @@ def test_the_automatic_split_cuts_layers_only_to_fill_idle_workers(plugins, monk
     assert len(job.groups) == 5 and layers_per_task() == {2}
     job.split(workers=8)  # 8 workers, 5 batches: 5 shards × 2 layer groups
     assert len(job.groups) == 10 and layers_per_task() == {1}
+
+
+def test_a_worker_with_other_versions_refuses_to_compute(plugins, tmp_path):
+    """A node whose repreval, torch or timm differ from the driver's could give other numbers with exit 0: its
+    tasks fail in one line naming both versions and the fix; a worker lacking a module says which to install."""
+    from dataclasses import replace
+
+    import repreval.runner.jobs as jobs
+    from repreval_builtins.executors import _on_worker
+
+    suite = parse_suite(SPEC, plugins)
+    suite.output = tmp_path
+    plan = make_plan(suite, plugins)
+    job = jobs.Job(plan, plugins, plan.units, ResultStore(tmp_path), jobs.RunOutcome(str(tmp_path)), None)
+    job.prepare_tasks()
+    task = job.task(job.groups[0], 1)
+    assert dict(task.versions)["repreval"] and dict(task.versions)["torch"]
+    older = replace(task, versions=(("repreval", "0.0.1"), *task.versions[1:]))
+    with pytest.raises(RuntimeError, match=r"has repreval \S+ \(the driver: 0\.0\.1\): install the driver's versions"):
+        older(job.payload())
+    missing = _on_worker(ModuleNotFoundError("No module named 'repreval'", name="repreval"))
+    assert "lacks the module 'repreval': install repreval" in str(missing)

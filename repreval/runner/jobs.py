@@ -85,8 +85,10 @@ class GroupTask:
     threads: int
     trust: Trust  # the driver's: what torch: may import (a worker has no --trust of its own)
     shard: Shard | None = None  # the share of the variant's batches (None: all, records written here)
+    versions: tuple[tuple[str, str], ...] = ()  # the driver's (package, version): a worker must have the same
 
     def __call__(self, shipped: Shipped) -> TaskResult:
+        _same_versions(dict(self.versions))
         model = self.plan.units[0].model if self.plan.units else ""
         _fault_hook(model, self.unit_ids[0] + (f"-{self.shard.index}" if self.shard else ""))
         torch.set_num_threads(max(1, self.threads))
@@ -113,6 +115,27 @@ class GroupTask:
             }
         seconds = time.perf_counter() - started
         return TaskResult(sink.records, files, outcome.warnings, seconds, os.getpid(), _node(), sink.tallies)
+
+
+def versions() -> tuple[tuple[str, str], ...]:
+    """The versions a task's numbers depend on: repreval's, and the installed torch's and timm's."""
+    import timm
+
+    from .. import __version__
+
+    return (("repreval", __version__), ("torch", torch.__version__), ("timm", timm.__version__))
+
+
+def _same_versions(driver: dict[str, str]) -> None:
+    """Refuse to compute on a worker whose packages differ from the driver's: its numbers could differ."""
+    differ = [
+        f"{name} {mine} (the driver: {driver[name]})" for name, mine in versions() if driver.get(name, mine) != mine
+    ]
+    if differ:
+        raise RuntimeError(
+            f"this worker ({_node()[:8]}) has {', '.join(differ)}: install the driver's versions on every node "
+            "(or give Ray a runtime_env with them)"
+        )
 
 
 @contextmanager
@@ -212,6 +235,7 @@ class Job(ExecutorJob):
             self.by_variant.setdefault((unit.model, unit.variant.label), []).append(unit)
         self.pieces = {UnitGroup(*key, len(units)): Piece(units) for key, units in self.by_variant.items()}
         self.groups = list(self.pieces)
+        self.device = plan.suite.device
         self.joining: dict[tuple[str, str], _Joining] = {}
 
     def compute_here(self) -> None:
@@ -239,6 +263,7 @@ class Job(ExecutorJob):
     def split(self, workers: int, parts: int | None = None) -> None:
         """See :meth:`ExecutorJob.split`; after :meth:`prepare_tasks` (the batches are counted on its inputs)."""
         wanted, how = dict.fromkeys(self.by_variant, parts or 1), "as asked"
+        seconds = dict.fromkeys(self.by_variant, 1.0)  # a variant's predicted time (without a calibration: alike)
         if parts is None and workers > 1:
             started = time.perf_counter()
             prediction = predict(self.plan, self.plugins, self.inputs)
@@ -251,18 +276,22 @@ class Job(ExecutorJob):
             how = f"calibrated in {time.perf_counter() - started:.1f} s, for {workers} workers"
         self.pieces, self.joining = {}, {}
         made: dict[tuple[str, str], int] = {}
+        cost: dict[UnitGroup, float] = {}
         for key, units in self.by_variant.items():
-            pieces = split_variant(units, wanted[key], self._batches(units))
+            batches = self._batches(units)
+            pieces = split_variant(units, wanted[key], batches)
             made[key] = len(pieces)
             attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
             if len(pieces) > 1:
                 parts_per_unit = pieces[0].shard.count if pieces[0].shard else 1
                 self.joining[key] = _Joining({u.id: u for u in attribution}, parts_per_unit, len(pieces))
             for part, piece in enumerate(pieces):
-                share = sum(1 / piece.shard.count if piece.shard and unit.kind is UnitKind.ATTRIBUTION else 1
-                            for unit in piece.units)  # fmt: skip
-                self.pieces[UnitGroup(*key, share, part, len(pieces))] = piece
-        self.groups = list(self.pieces)
+                group = UnitGroup(*key, sum(_share(piece, unit, batches) for unit in piece.units), part, len(pieces))
+                self.pieces[group] = piece
+                cost[group] = seconds[key] * group.units / len(units)
+        # the longest tasks first (shards differ by a batch; variants by far more): the last to start are short,
+        # so the workers finish together
+        self.groups = sorted(self.pieces, key=lambda group: -cost[group])
         if parts is not None or workers > 1:
             self.note(f"{_split_text(made)} ({how})")
 
@@ -283,7 +312,7 @@ class Job(ExecutorJob):
         piece = self.pieces[group]
         unit_ids = tuple(unit.id for unit in piece.units)
         plan = one_model_plan(self.plan, group.model)
-        return GroupTask(plan, self.plugins.blocked, unit_ids, threads, active(), piece.shard)
+        return GroupTask(plan, self.plugins.blocked, unit_ids, threads, active(), piece.shard, versions())
 
     def accept(self, group: UnitGroup, result: TaskResult) -> None:
         for name, content in result.files.items():  # the task's drawings, written here (inside the folder only)
@@ -391,6 +420,13 @@ def split_variant(units: list[Unit], parts: int, batches: int) -> list[Piece]:
             lead = i == 0 and j == 0
             pieces.append(Piece([*(others if lead else []), *of_layers], Shard(i, shards, lead)))
     return pieces
+
+
+def _share(piece: Piece, unit: Unit, batches: int) -> float:
+    """How much of ``unit`` ``piece`` computes: its shard's share of the batches, for an attribution unit."""
+    if piece.shard is None or unit.kind is not UnitKind.ATTRIBUTION:
+        return 1.0
+    return len(piece.shard.batches(batches)) / batches
 
 
 def _split_text(parts: dict[tuple[str, str], int]) -> str:

@@ -74,6 +74,11 @@ class Ray(Executor):
         self.split = None if split == "auto" else int(split)
 
     def run(self, job: ExecutorJob) -> None:
+        if job.device.startswith("cuda") and not self.gpus:
+            raise ReprevalError(
+                f"the suite computes on {job.device}, but each Ray task asks for no GPU (Ray hides the GPUs from it)",
+                fix="executor: {kind: ray, gpus: 1} (a fraction, e.g. 0.25, lets tasks share one), or --device cpu",
+            )
         ray = _ray()
         started_here = not ray.is_initialized()
         if started_here:
@@ -101,7 +106,7 @@ class Ray(Executor):
                 try:
                     result: TaskResult | None = ray.get(done)
                 except Exception as exc:  # the task failed for good (after its retries): its units fail, others go on
-                    job.fail(group, getattr(exc, "cause", None) or exc)
+                    job.fail(group, _on_worker(getattr(exc, "cause", None) or exc))
                     result = None
                 else:
                     assert result is not None
@@ -131,7 +136,17 @@ def _finished(group: UnitGroup, result: TaskResult | None, workers: set[tuple[st
         return f"{group.describe()} failed on Ray ({seen})"
     rate = f"{group.units / result.seconds:.2f} units/s" if result.seconds > 0 else "instant"
     where = f"node {result.node[:8]}, worker {result.worker}"
-    return f"{group.describe()}: {group.units:g} units in {result.seconds:.1f} s ({rate}) on {where}; {seen}"
+    return f"{group.describe()}: {group.units:.3g} units in {result.seconds:.1f} s ({rate}) on {where}; {seen}"
+
+
+def _on_worker(exc: BaseException) -> BaseException:
+    """A task's error, with the fix when the worker lacks a module the task needs (repreval, a plugin, ...)."""
+    if isinstance(exc, ModuleNotFoundError):
+        return RuntimeError(
+            f"a Ray worker lacks the module {exc.name!r}: install repreval and the plugins the suite uses on every "
+            "node, with the driver's versions (or give Ray a runtime_env with them)"
+        )
+    return exc
 
 
 def _execute(task, shipped) -> TaskResult:
