@@ -68,11 +68,11 @@ def alive_nodes() -> int:
     """Live nodes in the cluster at PORT (0 when it does not answer)."""
     probe = (
         f"import ray; ray.init(address='127.0.0.1:{PORT}', log_to_driver=False); "
-        "print(sum(n['Alive'] for n in ray.nodes()))"
+        "print('alive:', sum(n['Alive'] for n in ray.nodes()))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    lines = done.stdout.split()
-    return int(lines[-1]) if done.returncode == 0 and lines else 0
+    said = re.search(r"^alive: (\d+)$", done.stdout, re.MULTILINE)
+    return int(said.group(1)) if said else 0
 
 
 def wait_for(nodes: int) -> None:
@@ -94,9 +94,18 @@ def start_second_node(hidden: Path, isolated: bool) -> subprocess.Popen:
     script = f"mount -t tmpfs tmpfs '{hidden}' && exec {start}" if isolated else f"exec {start}"
     namespaces = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"] if isolated else []
     command = [*namespaces, "bash", "-c", script]
-    node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(2)
     return node
+
+
+def stop_second_node(node: subprocess.Popen) -> None:
+    """Kill the second node: its pid namespace (isolated), else its process group and any process of its own
+    temporary folder (Ray's daemons)."""
+    os.killpg(node.pid, signal.SIGKILL)
+    node.wait()
+    subprocess.run(["pkill", "-9", "-f", "ray-bench-node2"], check=False)
+    wait_for(1)
 
 
 def timed_run(path: Path, out: Path) -> tuple[float, str]:
@@ -152,9 +161,8 @@ def inside(rounds: int, images: int, isolated: bool = True) -> None:
                     chosen = re.search(r"^(\d+) tasks?(?: for 1 variant|, one per variant).*$", said, re.MULTILINE)
                     tasks = int(chosen.group(1)) if chosen else 1
                     print(f"  the split: {chosen.group(0) if chosen else 'not said'}", flush=True)
-                    node.send_signal(signal.SIGKILL)  # its pid namespace goes with it (--kill-child)
-                    node.wait()
-                    wait_for(1)
+                    assert node is not None
+                    stop_second_node(node)
                 got = values(out)
                 reference = reference or got
                 if got.keys() != reference.keys() or any(
