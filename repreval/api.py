@@ -209,6 +209,9 @@ class TextSet:
     labels: Tensor | None = None
     class_names: tuple[str, ...] | None = None
 
+    def __len__(self) -> int:
+        return len(self.texts)
+
 
 @dataclass
 class ImageSet:

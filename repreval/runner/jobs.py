@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..api import EmbeddingScore, ExecutorJob, ImageSet, InputSpec, TaskResult, TextSet, UnitGroup
+from ..api import EmbeddingScore, ExecutorJob, InputSpec, TaskResult, UnitGroup
 from ..config import Suite
 from ..models import CACHE_ENV
 from ..plan import Plan, PluginInstances, Unit, UnitKind
@@ -262,6 +262,7 @@ class Job(ExecutorJob):
 
     def split(self, workers: int, parts: int | None = None) -> None:
         """See :meth:`ExecutorJob.split`; after :meth:`prepare_tasks` (the batches are counted on its inputs)."""
+        batches = {key: self._batches(units) for key, units in self.by_variant.items()}
         wanted, how = dict.fromkeys(self.by_variant, parts or 1), "as asked"
         seconds = dict.fromkeys(self.by_variant, 1.0)  # a variant's predicted time (without a calibration: alike)
         if parts is None and workers > 1:
@@ -270,23 +271,22 @@ class Job(ExecutorJob):
             seconds = {key: prediction.variant_seconds.get(key[0], 0.0) for key in self.by_variant}
             # layer groups repeat the backward pass through the later layers: only to fill idle workers
             wanted = {
-                key: min(count, max(self._batches(self.by_variant[key]), workers))
-                for key, count in choose_parts(seconds, workers).items()
+                key: min(count, max(batches[key], workers)) for key, count in choose_parts(seconds, workers).items()
             }
             how = f"calibrated in {time.perf_counter() - started:.1f} s, for {workers} workers"
         self.pieces, self.joining = {}, {}
         made: dict[tuple[str, str], int] = {}
         cost: dict[UnitGroup, float] = {}
         for key, units in self.by_variant.items():
-            batches = self._batches(units)
-            pieces = split_variant(units, wanted[key], batches)
+            pieces = split_variant(units, wanted[key], batches[key])
             made[key] = len(pieces)
             attribution = [unit for unit in units if unit.kind is UnitKind.ATTRIBUTION]
             if len(pieces) > 1:
                 parts_per_unit = pieces[0].shard.count if pieces[0].shard else 1
                 self.joining[key] = _Joining({u.id: u for u in attribution}, parts_per_unit, len(pieces))
             for part, piece in enumerate(pieces):
-                group = UnitGroup(*key, sum(_share(piece, unit, batches) for unit in piece.units), part, len(pieces))
+                share = sum(_share(piece, unit, batches[key]) for unit in piece.units)
+                group = UnitGroup(*key, share, part, len(pieces))
                 self.pieces[group] = piece
                 cost[group] = seconds[key] * group.units / len(units)
         # the longest tasks first (shards differ by a batch; variants by far more): the last to start are short,
@@ -299,7 +299,7 @@ class Job(ExecutorJob):
         """The most batches any of the units' evaluation datasets has."""
         batch_size = self.plan.suite.evaluation.batch_size
         counts = [
-            -(-_length(self.shipped.inputs[unit.dataset, self.specs[unit.model]]) // batch_size)
+            -(-len(self.shipped.inputs[unit.dataset, self.specs[unit.model]]) // batch_size)
             for unit in units
             if unit.kind is UnitKind.ATTRIBUTION and unit.dataset is not None
         ]
@@ -437,7 +437,3 @@ def _split_text(parts: dict[tuple[str, str], int]) -> str:
         return f"{len(parts)} task{'s' if len(parts) > 1 else ''}, one per variant"
     named = ", ".join(f"{model} · {variant} in {count}" for (model, variant), count in list(split.items())[:4])
     return f"{sum(parts.values())} tasks for {variants} ({named}{', ...' if len(split) > 4 else ''})"
-
-
-def _length(data: ImageSet | TextSet) -> int:
-    return len(data) if isinstance(data, ImageSet) else len(data.texts)
